@@ -1,0 +1,36 @@
+"""The reference prompt (funasr 1.4.16 ``FunASRNano.get_prompt`` / ``data_load_speech``), byte for byte.
+
+The LLM input is ``embed(prefix) ; N audio vectors ; embed(suffix)``. The reference tokenizes the
+text before and after the speech span separately, so we do the same and never tokenize the span.
+"""
+from __future__ import annotations
+
+SYSTEM_PROMPT = "You are a helpful assistant."
+HOTWORD_PREAMBLE = (
+    "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
+)
+
+
+def instruction(language: str | None = None, itn: bool = True, hotwords=()) -> str:
+    """The user instruction P (spec 8.1). ``language`` is the model's own name (e.g. 英文)."""
+    hotwords = list(hotwords or ())
+    text = ""
+    if hotwords:
+        text = HOTWORD_PREAMBLE + "热词列表：[" + ", ".join(hotwords) + "]\n"
+    text += "语音转写" if language is None else "语音转写成" + language
+    if not itn:
+        text += "，不进行文本规整"
+    return text + "："
+
+
+def chatml_pieces(language: str | None = None, itn: bool = True, hotwords=(),
+                  system_prompt: bool = True, do_think: bool = True) -> tuple[str, str]:
+    """Text before and after the speech span in the ChatML source (spec 8.2)."""
+    user = instruction(language, itn, hotwords)
+    prefix = f"<|im_start|>user\n{user}"
+    if system_prompt:
+        prefix = f"<|im_start|>system\n{SYSTEM_PROMPT}<|im_end|>\n" + prefix
+    suffix = "<|im_end|>\n<|im_start|>assistant\n"
+    if not do_think:
+        suffix += "<think>\n\n</think>\n\n"
+    return prefix, suffix

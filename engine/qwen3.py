@@ -1,0 +1,185 @@
+"""Qwen3 causal LM with a preallocated KV cache (gpt-fast style, plain PyTorch).
+
+Names match the official checkpoint's ``llm.*`` tensors (a standard HF Qwen3ForCausalLM).
+Grouped-query attention, RMSNorm on q and k per head before RoPE (NeoX rotate-half over the
+full head_dim), SwiGLU MLP, tied embeddings. Batches are left-padded: every sequence writes
+cache column ``t`` at step ``t`` and carries its own RoPE position.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class Qwen3Config:
+    vocab_size: int = 151936
+    hidden_size: int = 1024
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 28
+    num_attention_heads: int = 16
+    num_key_value_heads: int = 8
+    head_dim: int = 128
+    rms_norm_eps: float = 1e-6
+    rope_theta: float = 1_000_000.0
+    tie_word_embeddings: bool = True
+    max_position_embeddings: int = 40960
+    eos_token_id: int | None = 151645
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "Qwen3Config":
+        raw = json.loads(Path(path).read_text())
+        rope = raw.get("rope_parameters") or raw.get("rope_scaling") or {}
+        if rope and rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
+            raise ValueError(f"{path}: RoPE scaling {rope!r} is not supported")
+        fields = {k: raw[k] for k in cls.__dataclass_fields__ if k in raw}
+        fields.setdefault("head_dim", raw["hidden_size"] // raw["num_attention_heads"])
+        if "rope_theta" not in raw and "rope_theta" in rope:
+            fields["rope_theta"] = rope["rope_theta"]
+        if isinstance(fields.get("eos_token_id"), list):
+            fields["eos_token_id"] = fields["eos_token_id"][0]
+        return cls(**fields)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x):
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rotate_half(x):
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.h, self.kv, self.d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+        self.q_proj = nn.Linear(cfg.hidden_size, self.h * self.d, bias=False)
+        self.k_proj = nn.Linear(cfg.hidden_size, self.kv * self.d, bias=False)
+        self.v_proj = nn.Linear(cfg.hidden_size, self.kv * self.d, bias=False)
+        self.o_proj = nn.Linear(self.h * self.d, cfg.hidden_size, bias=False)
+        self.q_norm = RMSNorm(self.d, cfg.rms_norm_eps)
+        self.k_norm = RMSNorm(self.d, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, cache, start: int, mask):
+        """x: (B, T, C); cos/sin: (B, T, D); cache: (k, v) each (B, KV, capacity, D);
+        writes columns start..start+T and attends over 0..start+T under ``mask``."""
+        b, t, _ = x.shape
+        q = self.q_norm(self.q_proj(x).view(b, t, self.h, self.d)).transpose(1, 2)
+        k = self.k_norm(self.k_proj(x).view(b, t, self.kv, self.d)).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, self.kv, self.d).transpose(1, 2)
+        cos, sin = cos[:, None], sin[:, None]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        k_cache, v_cache = cache
+        k_cache[:, :, start:start + t] = k
+        v_cache[:, :, start:start + t] = v
+        end = start + t
+        out = F.scaled_dot_product_attention(
+            q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=mask, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.self_attn = Attention(cfg)
+        self.mlp = MLP(cfg)
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+    def forward(self, x, cos, sin, cache, start, mask):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Qwen3Model(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.num_hidden_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
+
+
+class KVCache:
+    """One (k, v) pair per layer, allocated once per batch with torch.empty: pages are only
+    committed as columns are written, so a generous capacity costs no memory until used."""
+
+    def __init__(self, cfg: Qwen3Config, batch: int, capacity: int, dtype, device):
+        shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
+        self.layers = [(torch.empty(shape, dtype=dtype, device=device),
+                        torch.empty(shape, dtype=dtype, device=device))
+                       for _ in range(cfg.num_hidden_layers)]
+        self.capacity = capacity
+
+    def select(self, index: torch.Tensor, used: int) -> None:
+        """Keep only the batch rows in ``index`` (drops finished sequences). Copies just the
+        ``used`` columns into fresh empty tensors, so untouched capacity stays uncommitted."""
+        layers = []
+        for k, v in self.layers:
+            nk = torch.empty((len(index),) + k.shape[1:], dtype=k.dtype, device=k.device)
+            nv = torch.empty_like(nk)
+            nk[:, :, :used] = k[index, :, :used]
+            nv[:, :, :used] = v[index, :, :used]
+            layers.append((nk, nv))
+        self.layers = layers
+
+
+class Qwen3ForCausalLM(nn.Module):
+    def __init__(self, cfg: Qwen3Config):
+        super().__init__()
+        self.config = cfg
+        self.model = Qwen3Model(cfg)
+        self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self):
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def rope(self, positions: torch.Tensor, dtype):
+        """cos/sin for integer positions (B, T), computed in fp32 as HF does, then cast."""
+        d = self.config.head_dim
+        steps = torch.arange(0, d, 2, dtype=torch.int64, device=positions.device).float() / d
+        inv_freq = 1.0 / (self.config.rope_theta ** steps)
+        freqs = positions.float()[..., None] * inv_freq
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.embed_tokens(ids)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
+                mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:
+        """x: input embeddings (B, T, C). Returns fp32 logits for the last position (B, V),
+        or for every position (B, T, V) with ``last_only=False``."""
+        cos, sin = self.rope(positions, x.dtype)
+        for layer, layer_cache in zip(self.model.layers, cache.layers):
+            x = layer(x, cos, sin, layer_cache, start, mask)
+        if last_only:
+            x = x[:, -1]
+        return self.lm_head(self.model.norm(x)).float()

@@ -1,0 +1,290 @@
+"""Fun-ASR-(MLT-)Nano-2512: audio encoder -> adaptor -> Qwen3 decoder, loaded from the official
+model directory unchanged.
+
+    from model import FunASRNano
+    asr = FunASRNano.from_pretrained("FunAudioLLM/Fun-ASR-MLT-Nano-2512", device="cpu")
+    asr.transcribe(["a.wav", "b.mp3"], language="en")
+
+The same class is registered with funasr, so
+``funasr.AutoModel(model=DIR, trust_remote_code=True, remote_code="model.py")`` builds it too.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings, also as funasr remote code
+
+from ctc import CTC, greedy_ids, timestamps as ctc_timestamps  # noqa: E402
+from engine.adaptor import TransformerAdaptor, low_frame_rate_length  # noqa: E402
+from engine.audio import AudioError, load_audio  # noqa: E402
+from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
+                               read_config, resolve_model_dir)
+from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa: E402
+from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
+from engine.frontend import Frontend  # noqa: E402
+from engine.languages import model_language_name  # noqa: E402
+from engine.prompt import chatml_pieces  # noqa: E402
+from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
+from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
+
+log = logging.getLogger("funasr_nano")
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
+          "bfloat16": torch.bfloat16}
+SAMPLE_RATE = 16000
+
+
+def _default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class FunASRNano(nn.Module):
+    """Constructed from config.yaml's fields (as funasr passes them) plus the resolved paths.
+
+    Parameter names equal the checkpoint's: ``audio_encoder.*``, ``audio_adaptor.*``, ``llm.*``
+    and, where configured, ``ctc_decoder.*`` / ``ctc.*``.
+    """
+
+    def __init__(self, audio_encoder: str = "SenseVoiceEncoderSmall", audio_encoder_conf=None,
+                 audio_adaptor: str = "Transformer", audio_adaptor_conf=None, llm_conf=None,
+                 frontend_conf=None, input_size: int | None = None, **kwargs):
+        super().__init__()
+        if audio_encoder != "SenseVoiceEncoderSmall" or audio_adaptor != "Transformer":
+            raise ValueError(f"unsupported architecture: audio_encoder={audio_encoder}, "
+                             f"audio_adaptor={audio_adaptor}")
+        llm_conf = dict(llm_conf or {})
+        llm_dir = Path(llm_conf.get("init_param_path") or "Qwen3-0.6B")
+        self.frontend = Frontend(**dict(frontend_conf or {}))
+        enc_conf = dict(audio_encoder_conf or {})
+        ad_conf = dict(audio_adaptor_conf or {})
+        self.use_low_frame_rate = bool(ad_conf.get("use_low_frame_rate", False))
+        dataset_conf = dict(kwargs.get("dataset_conf") or {})
+        self.do_think = dataset_conf.get("do_think", True)
+        self.sys_prompt = dataset_conf.get("sys_prompt", True)
+
+        self.llm_config = Qwen3Config.from_json(llm_dir / "config.json")
+        self.tokenizer = TextTokenizer(llm_dir)
+        with torch.device("meta"):  # no random init: every weight comes from model.pt
+            self.audio_encoder = SenseVoiceEncoderSmall(
+                input_size=input_size or self.frontend.output_size(), **enc_conf)
+            ad_conf["encoder_dim"] = self.audio_encoder.output_size()
+            ad_conf["llm_dim"] = self.llm_config.hidden_size
+            self.audio_adaptor = TransformerAdaptor(**ad_conf)
+            self.llm = Qwen3ForCausalLM(self.llm_config)
+            self.ctc_decoder = self.ctc = None
+            if kwargs.get("ctc_decoder"):
+                ctc_conf = dict(kwargs.get("ctc_decoder_conf") or {})
+                ctc_conf["encoder_dim"] = self.audio_encoder.output_size()
+                self.ctc_decoder = TransformerAdaptor(**ctc_conf)
+                vocab = kwargs.get("ctc_vocab_size", 60515)
+                self.ctc = CTC(vocab, self.audio_encoder.output_size(),
+                               blank_id=(kwargs.get("ctc_conf") or {}).get("blank_id"))
+        self._ctc_vocab_path = kwargs.get("_ctc_vocab_path") or (
+            (dataset_conf.get("ctc_tokenizer_conf") or {}).get("vocab_path"))
+        self.ctc_tokenizer = None
+        self.model_name = str(kwargs.get("_model_name") or llm_dir.parent)
+        self.compute_dtype = torch.float32
+        if kwargs.get("_materialize", True):  # funasr's loader copies into real tensors
+            self.to_empty(device="cpu")
+            self.llm.tie_weights()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, model: str | os.PathLike = "FunAudioLLM/Fun-ASR-MLT-Nano-2512",
+                        device: str | None = None, dtype: str = "fp32") -> "FunASRNano":
+        """Load an official-layout directory or hub id. dtype "fp32" is faithful to the
+        reference; "bf16" runs the decoder (and on CUDA the encoder too) in bfloat16."""
+        t0 = time.perf_counter()
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be fp32 or bf16, not {dtype!r} (fp16 overflows: the "
+                             "adaptor output reaches ~1200 and the decoder's activations more)")
+        device = device or _default_device()
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError("device cuda requested but torch sees no CUDA GPU")
+        model_dir = resolve_model_dir(model)
+        cfg = read_config(model_dir)
+        files = model_files(model_dir, cfg)
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+        cfg["llm_conf"] = {**(cfg.get("llm_conf") or {}), "init_param_path": str(files["llm_dir"])}
+        self = cls(**cfg, _materialize=False, _ctc_vocab_path=str(files["ctc_vocab"]),
+                   _model_name=str(model))
+        self.model_dir = model_dir
+        self.load_weights(load_state_dict(files["weights"]), device, DTYPES[dtype])
+        self.eval()
+        self.load_seconds = time.perf_counter() - t0
+        log.info("loaded %s from %s on %s (%s) in %.1f s", model, model_dir, device, dtype,
+                 self.load_seconds)
+        return self
+
+    def load_weights(self, state: dict, device: str, dtype: torch.dtype) -> None:
+        expected = {k: v.shape for k, v in self.state_dict(keep_vars=True).items()}
+        tied = self.llm_config.tie_word_embeddings
+        absent = check_state_dict(expected, state, optional_prefixes=("ctc_decoder.", "ctc."),
+                                  optional_keys=("llm.lm_head.weight",) if tied else ())
+        self._disable_incomplete_ctc(set(expected) - set(absent))
+        # The audio side stays fp32 on CPU (bf16 matmuls there are slow without AVX512-BF16),
+        # the decoder takes the requested dtype.
+        audio_dtype = dtype if device.startswith("cuda") else torch.float32
+        params = {}
+        for name in expected:
+            if name in absent or (tied and name == "llm.lm_head.weight"):
+                continue
+            target = dtype if name.startswith("llm.") else audio_dtype
+            params[name] = state[name].to(device=device, dtype=target)
+        self.load_state_dict(params, strict=False, assign=True)
+        self.llm.tie_weights()
+        self.compute_dtype = dtype
+        self.device_name = device
+        self.dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+
+    def on_pretrained_model_loaded(self, loaded_keys) -> None:
+        """funasr's loader calls this: same rule as the reference, no half-loaded CTC branch."""
+        self._disable_incomplete_ctc(set(loaded_keys))
+
+    def _disable_incomplete_ctc(self, loaded: set) -> None:
+        if self.ctc_decoder is None:
+            return
+        need = [k for k in self.state_dict() if k.startswith(("ctc_decoder.", "ctc."))]
+        if all(k in loaded for k in need):
+            self.ctc_tokenizer = CTCTokenizer(self._ctc_vocab_path)
+            return
+        log.info("checkpoint has no trained CTC weights: CTC text and timestamps are off")
+        self.ctc_decoder = self.ctc = None
+
+    def describe(self) -> dict:
+        return {"model": self.model_name, "model_dir": str(getattr(self, "model_dir", "")),
+                "device": str(next(self.parameters()).device),
+                "dtype": {torch.float32: "fp32", torch.bfloat16: "bf16"}[self.compute_dtype],
+                "ctc": self.ctc is not None,
+                "demo": bool(getattr(self, "model_dir", None)
+                             and (Path(self.model_dir) / "DEMO.md").is_file())}
+
+    # ------------------------------------------------------------------ inference
+    @property
+    def device(self) -> torch.device:
+        return self.audio_encoder.after_norm.weight.device
+
+    @torch.inference_mode()
+    def encode(self, waves):
+        """Audio encoder + adaptor for a batch of 16 kHz waveforms: (adaptor_out, lengths,
+        encoder_out, encoder_lengths), all padded."""
+        feats, lengths = self.frontend.batch(waves)
+        feats, lengths = feats.to(self.device), lengths.to(self.device)
+        enc, enc_lens = self.audio_encoder(feats, lengths)
+        out, out_lens = self.audio_adaptor(enc, enc_lens)
+        return out, out_lens, enc, enc_lens
+
+    def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
+        prefix, suffix = chatml_pieces(language, itn, hotwords, system_prompt=self.sys_prompt,
+                                       do_think=self.do_think)
+        return self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
+
+    def _embed_prompt(self, prefix, suffix, audio: torch.Tensor) -> torch.Tensor:
+        dev = self.device
+        embed = self.llm.embed
+        return torch.cat([embed(torch.tensor(prefix, device=dev)),
+                          audio.to(self.llm.model.embed_tokens.weight.dtype),
+                          embed(torch.tensor(suffix, device=dev))])
+
+    @torch.inference_mode()
+    def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False):
+        adaptor_out, lens, enc, enc_lens = self.encode(waves)
+        prefix, suffix = self.prompt_ids(language, itn, hotwords)
+        prompts = []
+        for i in range(len(waves)):
+            n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
+            prompts.append(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]))
+        gens = greedy_generate(self.llm, prompts, self.tokenizer.im_end, max_new_tokens,
+                               ignore_eos=ignore_eos)
+        results = []
+        for i, gen in enumerate(gens):
+            response = self.tokenizer.decode(gen.tokens)
+            r = {"text": clean_text(response), "text_tn": normalized_text(response),
+                 "finish_reason": gen.finish_reason, "num_tokens": len(gen.tokens)}
+            if self.ctc is not None:
+                logp = self.ctc.log_softmax(
+                    self.ctc_decoder(enc[i:i + 1, :enc_lens[i]], enc_lens[i:i + 1])[0])[0]
+                blank = self.ctc.blank_id
+                r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
+                    "<|nospeech|>", "")
+                r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
+            results.append(r)
+        return results
+
+    def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
+                   batch_size: int = 8, max_new_tokens: int = 512, keys=None,
+                   ignore_eos: bool = False) -> list[dict]:
+        """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
+        input in order. A bad input gets ``error`` set and never stops the others."""
+        if isinstance(inputs, (str, os.PathLike, bytes)) or (
+                hasattr(inputs, "ndim") and inputs.ndim == 1) or (
+                isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], int)):
+            inputs = [inputs]
+        inputs = list(inputs)
+        if isinstance(hotwords, str):  # the reference would join a string char by char
+            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        lang_name = model_language_name(language)
+        keys = list(keys) if keys is not None else [_key_of(x, i) for i, x in enumerate(inputs)]
+        results = [{"key": k, "file": str(x) if isinstance(x, (str, os.PathLike)) else None,
+                    "text": "", "text_tn": "", "language": lang_name, "duration": 0.0,
+                    "error": None} for k, x in zip(keys, inputs)]
+        waves = {}
+        for i, x in enumerate(inputs):
+            try:
+                waves[i] = load_audio(x, SAMPLE_RATE, name=keys[i])
+                results[i]["duration"] = round(len(waves[i]) / SAMPLE_RATE, 3)
+                if len(waves[i]) == 0:
+                    raise AudioError(f"{keys[i]}: no audio samples")
+            except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
+                results[i]["error"] = str(e) if isinstance(e, AudioError) else f"{keys[i]}: {e}"
+                waves.pop(i, None)
+        # Similar lengths together: less padding, and results do not depend on batch neighbours.
+        order = sorted(waves, key=lambda i: len(waves[i]))
+        for start in range(0, len(order), max(1, batch_size)):
+            chunk = order[start:start + batch_size]
+            for i, r in zip(chunk, self._decode_safely(chunk, waves, keys, lang_name, itn,
+                                                       hotwords, max_new_tokens, ignore_eos)):
+                results[i].update(r)
+        return results
+
+    def _decode_safely(self, chunk, waves, keys, *args):
+        try:
+            return self._decode_batch([waves[i] for i in chunk], *args)
+        except Exception as e:  # noqa: BLE001
+            if len(chunk) == 1:
+                log.exception("decoding %s failed", keys[chunk[0]])
+                return [{"error": f"{keys[chunk[0]]}: decoding failed: {e}"}]
+            # Retry one by one so a single bad input (or an OOM) does not fail its neighbours.
+            return [r for i in chunk for r in self._decode_safely([i], waves, keys, *args)]
+
+    # ------------------------------------------------------------------ funasr AutoModel
+    def inference(self, data_in, data_lengths=None, key=None, tokenizer=None, frontend=None,
+                  **kwargs):
+        """funasr's entry point: ``AutoModel(...).generate(input=[...], language=..., itn=...)``."""
+        if key and isinstance(key[0], (list, tuple)):
+            key = list(key[0])
+        items = [x.numpy() if isinstance(x, torch.Tensor) else x for x in data_in]
+        results = self.transcribe(items, language=kwargs.get("language"),
+                                  itn=kwargs.get("itn", True), hotwords=kwargs.get("hotwords", ()),
+                                  batch_size=max(len(items), 1),
+                                  max_new_tokens=kwargs.get("max_length", 512), keys=key)
+        return results, {"batch_data_time": sum(r["duration"] for r in results) or -1}
+
+
+def _key_of(x, i: int) -> str:
+    if isinstance(x, (str, os.PathLike)):
+        return Path(x).stem or str(x)
+    return f"audio_{i}"
+
+
+if "funasr" in sys.modules:  # imported as funasr remote code: make AutoModel build this class
+    from funasr.register import tables as _tables
+
+    _tables.register("model_classes", "FunASRNano")(FunASRNano)
