@@ -1,0 +1,1 @@
+"""What the app, the HTTP API and the CLI need beyond the engine."""
