@@ -28,12 +28,14 @@ def choose_model(explicit: str | None = None) -> tuple[str, str | None]:
         return chosen, None
     if not missing_files(ROOT):
         return str(ROOT), None
-    os.environ.setdefault("FUNASR_NANO_OFFLINE", "1")  # look in caches only, never block on a hub
+    before = os.environ.get("FUNASR_NANO_OFFLINE")
+    os.environ["FUNASR_NANO_OFFLINE"] = "1"  # look in the caches only, never block on a hub
     try:
         return str(resolve_model_dir(DEFAULT_HUB_ID)), None
     except FileNotFoundError:
-        pass
+        return str(DEMO_DIR), demo_note()
     finally:
-        if os.environ.get("FUNASR_NANO_OFFLINE") == "1":
-            os.environ.pop("FUNASR_NANO_OFFLINE")
-    return str(DEMO_DIR), demo_note()
+        if before is None:
+            del os.environ["FUNASR_NANO_OFFLINE"]
+        else:
+            os.environ["FUNASR_NANO_OFFLINE"] = before
