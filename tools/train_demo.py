@@ -1,0 +1,477 @@
+#!/usr/bin/env python3
+"""Train the demo checkpoint (models/demo): a small FunASRNano trained end to end on synthetic speech.
+
+The model is the engine's own ``model.FunASRNano`` (SAN-M encoder -> Transformer adaptor -> Qwen3
+decoder), built from a small config.yaml in the official layout and trained with teacher forcing:
+the ChatML prompt of the reference (spec 8.2) is embedded, the first ceil(T/8) adaptor vectors are
+spliced in at the speech placeholder, and cross-entropy is taken on the target tokens plus
+``<|im_end|>``.  Each sample's prompt is drawn at random: with or without the language
+(``语音转写成英文：`` / ``语音转写：``), ITN on or off (``，不进行文本规整``, target in words).
+
+  python tools/demo_data.py                 # synthetic data -> .cache/demo_data  (~8 min)
+  python tools/train_demo.py                # features, tokenizer, training, export -> models/demo
+  python tools/eval_demo.py                 # the per-language table
+
+Seeded (same data + seed -> same batches, prompts and init), prints progress, saves a resumable
+checkpoint to --work every --save-every steps and resumes from it, and stops at --max-minutes of
+training (default 60) whatever --steps says, exporting what it has.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from engine.adaptor import low_frame_rate_length  # noqa: E402
+from engine.frontend import Frontend  # noqa: E402
+from engine.languages import LANGUAGES  # noqa: E402
+from engine.prompt import instruction, chatml_pieces, SYSTEM_PROMPT  # noqa: E402
+from engine.qwen3 import KVCache  # noqa: E402
+
+from demo_tokenizer import build_tokenizer, padded_vocab_size  # noqa: E402
+
+LLM_DIR = "Qwen3-demo"
+MODEL_NAMES = {lang.code: lang.model_name for lang in LANGUAGES}
+
+# ----------------------------------------------------------------------------------- the config
+
+DIMS = dict(
+    encoder=dict(output_size=160, attention_heads=4, linear_units=640, num_blocks=5, tp_blocks=1),
+    adaptor_ffn=384,
+    qwen3=dict(hidden_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=64, intermediate_size=640),
+)
+
+
+def demo_configs(vocab_size: int, bos: int, eos: int) -> tuple[dict, dict]:
+    """(config.yaml, Qwen3 config.json): the official files' fields with the demo's sizes, no CTC."""
+    from make_random_model import model_config, qwen3_config
+
+    cfg = model_config("tiny")
+    for key in ("ctc_decoder", "detach_ctc_decoder", "ctc_decoder_conf", "ctc_weight", "ctc_conf"):
+        cfg.pop(key, None)
+    cfg["audio_encoder_conf"].update(DIMS["encoder"])
+    cfg["audio_adaptor_conf"].update(ffn_dim=DIMS["adaptor_ffn"], llm_dim=DIMS["qwen3"]["hidden_size"],
+                                     encoder_dim=DIMS["encoder"]["output_size"])
+    cfg["llm_conf"]["init_param_path"] = LLM_DIR
+    cfg["frontend_conf"]["dither"] = 0.0  # deterministic features, also under funasr's WavFrontend
+    cfg["dataset_conf"].pop("ctc_tokenizer", None)
+    cfg["dataset_conf"].pop("ctc_tokenizer_conf", None)
+    qcfg = qwen3_config("tiny")
+    qcfg.update(DIMS["qwen3"])
+    qcfg.update(vocab_size=vocab_size, bos_token_id=bos, eos_token_id=eos,
+                max_window_layers=DIMS["qwen3"]["num_hidden_layers"], max_position_embeddings=4096,
+                torch_dtype="float32")
+    return cfg, qcfg
+
+
+def write_layout(model_dir: Path, tok_texts: list[str], vocab: int) -> Path:
+    """Everything but model.pt: config.yaml, configuration.json, Qwen3-demo/ (tokenizer + config)."""
+    from make_random_model import CONFIGURATION_JSON, GENERATION_CONFIG
+
+    llm_dir = model_dir / LLM_DIR
+    tok = build_tokenizer(tok_texts, llm_dir, vocab)
+    ids = {t: tok.token_to_id(t) for t in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")}
+    cfg, qcfg = demo_configs(padded_vocab_size(tok.get_vocab_size()), ids["<|endoftext|>"], ids["<|im_end|>"])
+    dump = lambda obj: json.dumps(obj, indent=2, ensure_ascii=False) + "\n"  # noqa: E731
+    (llm_dir / "config.json").write_text(dump(qcfg))
+    gen = dict(GENERATION_CONFIG, bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]])
+    (llm_dir / "generation_config.json").write_text(dump(gen))
+    meta = json.loads(json.dumps(CONFIGURATION_JSON))
+    meta["file_path_metas"].update(tokenizer_conf={"init_param_path": LLM_DIR},
+                                   llm_conf={"init_param_path": LLM_DIR})
+    meta["file_path_metas"].pop("dataset_conf", None)
+    (model_dir / "configuration.json").write_text(dump(meta))
+    with open(model_dir / "config.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False, allow_unicode=True, width=100)
+    return model_dir
+
+
+def prompt_texts() -> list[str]:
+    """Every prompt the demo can be given, so the tokenizer covers them with few tokens."""
+    out = [SYSTEM_PROMPT]
+    for name in [None] + [lang.model_name for lang in LANGUAGES]:
+        for itn in (True, False):
+            out.extend(chatml_pieces(name, itn))
+            out.append(instruction(name, itn))
+    return out
+
+
+def build_model(model_dir: Path, seed: int):
+    """model.FunASRNano from the demo config, with a fresh seeded init (the class itself leaves
+    weights uninitialised: they normally come from model.pt)."""
+    from engine.checkpoint import model_files, read_config
+    from engine.qwen3 import RMSNorm
+    from model import FunASRNano
+
+    cfg = read_config(model_dir)
+    files = model_files(model_dir, cfg)
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    cfg["llm_conf"] = {**cfg["llm_conf"], "init_param_path": str(files["llm_dir"])}
+    torch.manual_seed(seed)
+    model = FunASRNano(**cfg)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Embedding):
+            torch.nn.init.normal_(m.weight, std=0.02)
+        elif isinstance(m, RMSNorm):
+            torch.nn.init.ones_(m.weight)
+        elif hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    model.llm.tie_weights()
+    return model
+
+
+# ----------------------------------------------------------------------------------- data
+
+
+def read_manifest(data_dir: Path) -> list[dict]:
+    with open(data_dir / "manifest.jsonl", encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def _fbank_job(args):
+    path, = args
+    import wave
+    with wave.open(path) as f:
+        pcm = np.frombuffer(f.readframes(f.getnframes()), dtype=np.int16).astype(np.float32) / 32768
+    return Frontend(dither=0.0).fbank(pcm).numpy().astype(np.float16)
+
+
+def load_features(recs: list[dict], data_dir: Path, cache: Path, workers: int):
+    """80-d fbank of every utterance (engine.frontend, dither 0), cached as one fp16 array."""
+    if cache.with_suffix(".npz").is_file():
+        z = np.load(cache.with_suffix(".npz"))
+        if list(z["ids"]) == [r["id"] for r in recs]:
+            return z["feats"], z["offsets"]
+    from concurrent.futures import ProcessPoolExecutor
+    t0 = time.time()
+    with ProcessPoolExecutor(workers) as pool:
+        feats = list(pool.map(_fbank_job, [(str(data_dir / r["wav"]),) for r in recs], chunksize=64))
+    offsets = np.cumsum([0] + [len(x) for x in feats])
+    allf = np.concatenate(feats)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cache.with_suffix(".npz"), feats=allf, offsets=offsets, ids=np.array([r["id"] for r in recs]))
+    print(f"[train_demo] fbank of {len(recs)} utterances in {time.time() - t0:.0f}s", flush=True)
+    return allf, offsets
+
+
+def make_batches(lengths: np.ndarray, max_frames: int, max_batch: int, rng: random.Random) -> list[list[int]]:
+    """Length-bucketed batches (padded LFR frames <= max_frames), in random order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], rng.random()))
+    batches, cur = [], []
+    for i in order:
+        if cur and ((len(cur) + 1) * lengths[i] > max_frames or len(cur) >= max_batch):
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    rng.shuffle(batches)
+    return batches
+
+
+class Batcher:
+    def __init__(self, model, recs, feats, offsets, seed: int, p_lang: float = 0.5, p_itn: float = 0.5):
+        self.model, self.recs, self.feats, self.offsets = model, recs, feats, offsets
+        self.seed, self.p_lang, self.p_itn = seed, p_lang, p_itn
+        self.front = model.frontend
+        self._prompts = {}
+        self.tok = model.tokenizer
+
+    def prompt(self, name, itn):
+        key = (name, itn)
+        if key not in self._prompts:
+            self._prompts[key] = self.model.prompt_ids(name, itn)
+        return self._prompts[key]
+
+    def lfr(self, i: int) -> torch.Tensor:
+        fb = torch.from_numpy(self.feats[self.offsets[i]:self.offsets[i + 1]].astype(np.float32))
+        return self.front.lfr(fb)
+
+    def build(self, idx: list[int], step: int):
+        rng = random.Random(self.seed * 1_000_003 + step)
+        feats = [self.lfr(i) for i in idx]
+        lengths = torch.tensor([f.shape[0] for f in feats])
+        feats = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
+        items = []
+        for i in idx:
+            r = self.recs[i]
+            name = MODEL_NAMES[r["lang"]] if rng.random() < self.p_lang else None
+            itn = rng.random() < self.p_itn
+            target = r["text_itn"] if itn else r["text_noitn"]
+            prefix, suffix = self.prompt(name, itn)
+            items.append((prefix, suffix, self.tok.encode(target) + [self.tok.im_end]))
+        return feats, lengths, items
+
+
+def forward_loss(model, feats, lengths, items):
+    enc, enc_lens = model.audio_encoder(feats, lengths)
+    ad, ad_lens = model.audio_adaptor(enc, enc_lens)
+    embed = model.llm.embed
+    seqs, labels = [], []
+    for i, (prefix, suffix, target) in enumerate(items):
+        n = low_frame_rate_length(int(ad_lens[i])) if model.use_low_frame_rate else int(ad_lens[i])
+        ids = torch.tensor(prefix + suffix + target)
+        e = embed(ids)
+        p = len(prefix)
+        seqs.append(torch.cat([e[:p], ad[i, :n], e[p:]]))
+        lab = torch.full((len(prefix) + n + len(suffix) + len(target),), -100)
+        lab[-len(target):] = torch.tensor(target)
+        labels.append(lab)
+    x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # right padding: causal = no leak
+    labels = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=-100)
+    b, t, _ = x.shape
+    positions = torch.arange(t)[None].expand(b, t)
+    mask = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
+    cache = KVCache(model.llm.config, b, t, x.dtype, x.device)
+    # logits only where a label is predicted: run the layers, then the head on those rows
+    cos, sin = model.llm.rope(positions, x.dtype)
+    h = x
+    for layer, layer_cache in zip(model.llm.model.layers, cache.layers):
+        h = layer(h, cos, sin, layer_cache, 0, mask)
+    h = model.llm.model.norm(h)
+    tgt = labels[:, 1:]
+    sel = tgt != -100
+    logits = model.llm.lm_head(h[:, :-1][sel])
+    loss = F.cross_entropy(logits.float(), tgt[sel])
+    acc = (logits.argmax(-1) == tgt[sel]).float().mean()
+    return loss, acc, int(sel.sum())
+
+
+# ----------------------------------------------------------------------------------- evaluation
+
+
+def cer(ref: str, hyp: str, lang: str) -> tuple[int, int]:
+    from rapidfuzz.distance import Levenshtein
+    from eval_demo import normalize
+    r, h = normalize(ref, lang), normalize(hyp, lang)
+    return Levenshtein.distance(r, h), max(len(r), 1)
+
+
+@torch.no_grad()
+def quick_eval(model, recs, feats, offsets, batcher, n_per_lang: int = 2) -> float:
+    """Greedy CER on a few held-out utterances per language (language given, ITN on)."""
+    from engine.decoding import greedy_generate
+    model.eval()
+    by_lang = {}
+    for i, r in enumerate(recs):
+        by_lang.setdefault(r["lang"], [])
+        if len(by_lang[r["lang"]]) < n_per_lang:
+            by_lang[r["lang"]].append(i)
+    errs = tot = 0
+    shown = []
+    for lang, idx in by_lang.items():
+        fs = [batcher.lfr(i) for i in idx]
+        lengths = torch.tensor([f.shape[0] for f in fs])
+        enc, el = model.audio_encoder(torch.nn.utils.rnn.pad_sequence(fs, batch_first=True), lengths)
+        ad, al = model.audio_adaptor(enc, el)
+        prefix, suffix = batcher.prompt(MODEL_NAMES[lang], True)
+        prompts = [model._embed_prompt(prefix, suffix, ad[j, :low_frame_rate_length(int(al[j]))])
+                   for j in range(len(idx))]
+        gens = greedy_generate(model.llm, prompts, model.tokenizer.im_end, 64)
+        for j, g in zip(idx, gens):
+            hyp = model.tokenizer.decode(g.tokens)
+            e, n = cer(recs[j]["text_itn"], hyp, lang)
+            errs, tot = errs + e, tot + n
+            if len(shown) < 3 or lang in ("zh", "ja"):
+                shown.append(f"    {lang}: {hyp!r}  (ref {recs[j]['text_itn']!r})")
+    model.train()
+    print("\n".join(shown[:6]), flush=True)
+    return errs / max(tot, 1)
+
+
+# ----------------------------------------------------------------------------------- export
+
+
+def export(model, work_model_dir: Path, out: Path, dtype: str) -> None:
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    torch_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}[dtype]
+    state = {k: v.to(torch_dtype).contiguous() for k, v in state.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    for item in work_model_dir.iterdir():
+        if item.name == "model.pt":
+            continue
+        dest = out / item.name
+        if item.is_dir():
+            shutil.copytree(item, dest, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(item, dest)
+    tmp = out / "model.pt.tmp"
+    torch.save({"state_dict": state}, tmp)
+    tmp.replace(out / "model.pt")
+    n = sum(v.numel() for k, v in state.items() if k != "llm.lm_head.weight")
+    print(f"[train_demo] exported {len(state)} tensors ({n:,} parameters, {dtype}) to {out}, "
+          f"model.pt {os.path.getsize(out / 'model.pt') / 1e6:.1f} MB", flush=True)
+
+
+# ----------------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=ROOT / ".cache" / "demo_data")
+    ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "demo_train")
+    ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
+    ap.add_argument("--seed", type=int, default=2512)
+    ap.add_argument("--steps", type=int, default=0,
+                    help="total steps (learning-rate schedule); 0: fit the schedule to --max-minutes "
+                         "from the speed of the first 40 steps (the number is kept for resuming)")
+    ap.add_argument("--max-minutes", type=float, default=60.0, help="training wall-clock budget")
+    ap.add_argument("--lr", type=float, default=1.5e-3)
+    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--batch-frames", type=int, default=1600, help="padded LFR frames per batch")
+    ap.add_argument("--max-batch", type=int, default=32)
+    ap.add_argument("--vocab", type=int, default=4000)
+    ap.add_argument("--save-every", type=int, default=200)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--log-every", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--export-dtype", choices=["bf16", "fp32"], default="fp32")
+    ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --work")
+    ap.add_argument("--export-only", action="store_true", help="export the checkpoint in --work")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    recs = read_manifest(args.data)
+    train = [r for r in recs if r["split"] == "train"]
+    test = [r for r in recs if r["split"] == "test"]
+    print(f"[train_demo] {len(train)} training / {len(test)} held-out utterances, "
+          f"{len({r['lang'] for r in train})} languages, "
+          f"{sum(r['duration'] for r in train) / 3600:.2f} h of training audio", flush=True)
+
+    model_dir = args.work / "model"
+    tok_texts = [t for r in train for t in (r["text_itn"], r["text_noitn"])] + prompt_texts() * 20
+    if args.fresh or not (model_dir / "config.yaml").is_file():
+        write_layout(model_dir, tok_texts, args.vocab)
+    model = build_model(model_dir, args.seed)
+    model.train()
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"[train_demo] model: {n_params:,} parameters; vocab {model.tokenizer.vocab_size} "
+          f"(embedding rows {model.llm_config.vocab_size}); <|im_end|> = {model.tokenizer.im_end}",
+          flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+
+    def lr_at(step):
+        if step < args.warmup:
+            return args.lr * (step + 1) / args.warmup
+        total = args.steps or 10 ** 9
+        frac = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
+        return args.lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    ckpt_path = args.work / "checkpoint.pt"
+    step, trained_seconds = 0, 0.0
+    if ckpt_path.is_file() and not args.fresh:
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optim"])
+        step, trained_seconds = ck["step"], ck["seconds"]
+        args.steps = args.steps or ck.get("total_steps", 0)
+        print(f"[train_demo] resumed from {ckpt_path} at step {step} "
+              f"({trained_seconds / 60:.1f} min trained)", flush=True)
+    if args.export_only:
+        export(model, model_dir, args.out, args.export_dtype)
+        return
+
+    feats, offsets = load_features(train, args.data, args.work / "fbank_train", args.threads)
+    tfeats, toffsets = load_features(test, args.data, args.work / "fbank_test", args.threads)
+    lfr_len = np.array([-(-(offsets[i + 1] - offsets[i]) // 6) for i in range(len(train))])
+    batcher = Batcher(model, train, feats, offsets, args.seed)
+    test_batcher = Batcher(model, test, tfeats, toffsets, args.seed)
+
+    def save():
+        tmp = ckpt_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
+                    "seconds": trained_seconds, "total_steps": args.steps}, tmp)
+        tmp.replace(ckpt_path)
+
+    # epoch e's batch order is fixed by (seed, e): a resumed run continues the same sequence
+    epoch_batches: dict[int, list] = {}
+
+    def batch_for(s):
+        e, k = 0, s
+        while True:
+            if e not in epoch_batches:
+                epoch_batches[e] = make_batches(lfr_len, args.batch_frames, args.max_batch,
+                                                random.Random(args.seed * 7919 + e))
+            if k < len(epoch_batches[e]):
+                return e, epoch_batches[e][k]
+            k -= len(epoch_batches[e])
+            e += 1
+
+    budget = args.max_minutes * 60
+    t_start = time.time() - trained_seconds
+    seen = tokens = 0
+    loss_acc = acc_acc = 0.0
+    n_acc = 0
+    t_log = time.time()
+    while (not args.steps or step < args.steps) and trained_seconds < budget:
+        epoch, idx = batch_for(step)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        f, lens, items = batcher.build(idx, step)
+        loss, acc, ntok = forward_loss(model, f, lens, items)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        step += 1
+        trained_seconds = time.time() - t_start
+        seen += len(idx)
+        tokens += ntok
+        loss_acc += loss.item()
+        acc_acc += acc.item()
+        if not args.steps and step == 40:
+            args.steps = max(args.warmup + 100, int(0.97 * budget / (trained_seconds / step)))
+            print(f"[train_demo] {trained_seconds / step:.2f} s/step: the schedule runs "
+                  f"{args.steps} steps in the {args.max_minutes:.0f}-minute budget", flush=True)
+        n_acc += 1
+        if step % args.log_every == 0:
+            dt = time.time() - t_log
+            eta = min((args.steps - step) * dt / args.log_every if args.steps else budget,
+                      budget - trained_seconds)
+            print(f"[train_demo] step {step}/{args.steps} epoch {epoch} loss {loss_acc / n_acc:.3f} "
+                  f"tok-acc {acc_acc / n_acc:.3f} lr {lr_at(step):.2e} gnorm {float(gnorm):.2f} "
+                  f"{seen / dt:.1f} utt/s  {trained_seconds / 60:.1f} min, ~{eta / 60:.0f} min left",
+                  flush=True)
+            seen = tokens = 0
+            loss_acc = acc_acc = 0.0
+            n_acc = 0
+            t_log = time.time()
+        if step % args.save_every == 0:
+            save()
+        if args.eval_every and step % args.eval_every == 0:
+            t0 = time.time()
+            c = quick_eval(model, test, tfeats, toffsets, test_batcher)
+            t_start += time.time() - t0  # evaluation time is not training time
+            print(f"[train_demo] step {step}: held-out CER (quick, 2/lang, ITN on, language given) "
+                  f"{c * 100:.1f}%", flush=True)
+    save()
+    print(f"[train_demo] stopped at step {step} after {trained_seconds / 60:.1f} min of training",
+          flush=True)
+    export(model, model_dir, args.out, args.export_dtype)
+
+
+if __name__ == "__main__":
+    main()
