@@ -1,0 +1,213 @@
+"""Transcribe audio of any length: stream -> VAD segments -> batched decoding -> joined text.
+
+The model is trained on utterances up to about 30 s; longer input makes it loop or stop early.
+So the file is streamed twice from disk: once through the VAD (keeping one probability per 32 ms)
+and once to cut the segments' audio, which is decoded a batch at a time. Memory therefore depends
+on the batch, not on the length of the recording.
+
+Repetition guard: a segment whose output hits the token limit (``finish_reason == "length"``) or
+loops (one n-gram covering most of the text) is decoded again in two halves, split at the quietest
+point near the middle, and those halves once more if needed. What still fails is kept, with the
+loop collapsed to one copy, and flagged ``"flag": "repetition"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+
+import numpy as np
+
+from . import vad
+from .audio import SAMPLE_RATE, AudioError, load_audio, stream_audio
+from .subtitles import join_texts
+
+log = logging.getLogger(__name__)
+
+MAX_SPLIT_DEPTH = 2        # halves, then quarters
+MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
+
+
+def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
+                    max_segment_s=30.0, progress=None, *, name=None, max_new_tokens=512,
+                    vad_options=None) -> dict:
+    """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
+
+    ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
+    Returns ``{"text", "segments": [{"start", "end", "text"[, "flag"][, "error"]}], "duration",
+    "error"}``; an unreadable input gives ``error`` (naming the input) and no segments.
+    ``progress(done_segments, total_segments)`` is called before the first batch and after each.
+    ``vad_options``: extra keyword arguments for ``vad.segments_from_probabilities``.
+    """
+    try:
+        src, name = _replayable(src, name)
+        probs, n = vad.speech_probabilities(stream_audio(src, name=name))
+    except AudioError as e:
+        return {"text": "", "segments": [], "duration": 0.0, "error": str(e)}
+    duration = n / SAMPLE_RATE
+    spans = vad.segments_from_probabilities(probs, n, max_segment_s=max_segment_s,
+                                            **(vad_options or {}))
+    opts = dict(language=language, itn=itn, batch_size=batch_size,
+                hotwords=hotwords if isinstance(hotwords, str) else list(hotwords),
+                max_new_tokens=max_new_tokens)
+    segments, done = [], 0
+    if progress:
+        progress(0, len(spans))
+    for batch in _batched(_cut(src, name, spans), max(1, batch_size)):
+        segments += [seg for group in _decode_guarded(model, batch, opts, probs) for seg in group]
+        done += len(batch)
+        if progress:
+            progress(done, len(spans))
+    errors = [s["error"] for s in segments if s.get("error")]
+    summary = f"{len(errors)} of {len(segments)} segments failed: {errors[0]}" if errors else None
+    return {
+        "text": join_texts([s["text"] for s in segments], language),
+        "segments": segments,
+        "duration": round(duration, 3),
+        "error": summary,
+    }
+
+
+def _batched(items, n):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _replayable(src, name):
+    """The file is read twice: make file objects into bytes, and decode arrays once."""
+    if isinstance(src, (tuple, np.ndarray)) or hasattr(src, "detach"):
+        return load_audio(src, name=name), name or "<array>"
+    if hasattr(src, "read"):
+        name = name or str(getattr(src, "name", "") or "<file object>")
+        if hasattr(src, "seek"):
+            src.seek(0)
+        return src.read(), name
+    return src, name
+
+
+def _cut(src, name, spans):
+    """Yield ``{"start", "end", "audio"}`` per span (sorted, not overlapping), streaming the file
+    once more. Audio before the current span is dropped as blocks arrive, so the buffer holds
+    at most one span plus one block, however long the silences are."""
+    blocks = stream_audio(src, block_seconds=10.0, name=name)
+    buf, buf_start = np.zeros(0, np.float32), 0     # buf holds samples [buf_start, buf_start+len)
+    for start, end in spans:
+        s, e = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
+        while buf_start + len(buf) < e:
+            block = next(blocks, None)
+            if block is None:
+                break
+            buf = np.concatenate([buf, block])
+            drop = min(max(0, s - buf_start), len(buf))
+            buf, buf_start = buf[drop:], buf_start + drop
+        yield {"start": start, "end": end, "audio": buf[max(0, s - buf_start):e - buf_start].copy()}
+
+
+def _decode_guarded(model, items, opts, probs, depth=0) -> list[list[dict]]:
+    """Decode ``items`` in one call; re-decode failing ones in halves. One list of segment dicts
+    per item (more than one where it was split)."""
+    results = model.transcribe([(it["audio"], SAMPLE_RATE) for it in items], **opts)
+    out, retry, halves = [], [], []
+    for i, (it, res) in enumerate(zip(items, results)):
+        text = (res.get("text") or "").strip()
+        bad = not res.get("error") and (res.get("finish_reason") == "length" or looks_looping(text))
+        if bad and depth < MAX_SPLIT_DEPTH and it["end"] - it["start"] >= 2 * MIN_WINDOW_S:
+            retry.append(i)
+            halves += _halves(it, probs)
+            out.append(None)
+            continue
+        seg = {"start": round(it["start"], 3), "end": round(it["end"], 3),
+               "text": collapse_repeats(text).strip() if bad else text}
+        if bad:
+            seg["flag"] = "repetition"
+        if res.get("error"):
+            seg["error"] = res["error"]
+        out.append([seg])
+    if retry:
+        redone = _decode_guarded(model, halves, opts, probs, depth + 1)
+        for j, i in enumerate(retry):
+            out[i] = redone[2 * j] + redone[2 * j + 1]
+    return out
+
+
+def _halves(item, probs):
+    """Split at the quietest 32 ms window in the middle third."""
+    start, end = item["start"], item["end"]
+    lo = int((start + (end - start) / 3) / vad.WINDOW_S)
+    hi = int((start + 2 * (end - start) / 3) / vad.WINDOW_S)
+    cut_s = vad.quietest_point(probs, lo, max(hi, lo + 1)) * vad.WINDOW_S
+    cut_s = min(max(cut_s, start + MIN_WINDOW_S / 2), end - MIN_WINDOW_S / 2)
+    k = int(round((cut_s - start) * SAMPLE_RATE))
+    audio = item["audio"]
+    return [{"start": start, "end": start + k / SAMPLE_RATE, "audio": audio[:k]},
+            {"start": start + k / SAMPLE_RATE, "end": end, "audio": audio[k:]}]
+
+
+# --------------------------------------------------------------------------- loop detection
+
+_UNIT = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff]|[^\s\u2e80-\u9fff\uf900-\ufaff]+")
+
+
+def _units(text):
+    """Comparable units with their spans in ``text``: CJK characters one by one, other words
+    whole; case and punctuation are ignored."""
+    units = []
+    for m in _UNIT.finditer(text):
+        key = re.sub(r"[\W_]+", "", m.group().lower())
+        if key:
+            units.append((key, m.start(), m.end()))
+    return units
+
+
+def _top_ngram_coverage(keys, n):
+    grams = Counter(tuple(keys[i:i + n]) for i in range(len(keys) - n + 1))
+    gram, count = grams.most_common(1)[0]
+    covered = np.zeros(len(keys), bool)
+    for i in range(len(keys) - n + 1):
+        if tuple(keys[i:i + n]) == gram:
+            covered[i:i + n] = True
+    return gram, count, covered.mean()
+
+
+def looks_looping(text: str, min_units: int = 12, coverage: float = 0.5, max_n: int = 12) -> bool:
+    """True if one n-gram (n <= ``max_n`` words, or characters for CJK) occurs at least 4 times
+    and covers at least ``coverage`` of a text of at least ``min_units`` units."""
+    keys = [k for k, _, _ in _units(text)]
+    if len(keys) < min_units:
+        return False
+    for n in range(1, min(max_n, len(keys) // 4) + 1):
+        _, count, cov = _top_ngram_coverage(keys, n)
+        if count >= 4 and cov >= coverage:
+            return True
+    return False
+
+
+def collapse_repeats(text: str, min_repeats: int = 3, max_n: int = 30) -> str:
+    """Remove back-to-back repeats (3 or more copies of the same n-gram) down to one copy."""
+    for _ in range(20):   # each pass removes one run; loops rarely have more than a few
+        units = _units(text)
+        keys = [k for k, _, _ in units]
+        best = None   # (covered units, i, n, copies)
+        for n in range(1, min(max_n, len(keys) // min_repeats) + 1):
+            i = 0
+            while i + 2 * n <= len(keys):
+                copies = 1
+                while keys[i + copies * n:i + (copies + 1) * n] == keys[i:i + n]:
+                    copies += 1
+                if copies >= min_repeats and (best is None or copies * n > best[0]):
+                    best = (copies * n, i, n, copies)
+                i += max(1, (copies - 1) * n) if copies > 1 else 1
+        if best is None:
+            return text
+        _, i, n, copies = best
+        cut_from = units[i + n - 1][2]                  # end of the first copy
+        cut_to = units[i + copies * n - 1][2]           # end of the last copy
+        text = text[:cut_from] + text[cut_to:]
+    return text
