@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""Fun-ASR-MLT-Nano speech recognition: the web page and the HTTP API on one port (7860).
+
+    python app.py [--model DIR_OR_HUB_ID] [--device cuda] [--host 0.0.0.0] [--port 7860] ...
+    python app.py --help        # every flag, with its environment variable
+
+The page is up in seconds; the model loads on the first request (or at once with --preload).
+Routes: / (page), /health, /v1/models, /v1/audio/transcriptions, /gradio_api/... (gradio_client).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from serving.settings import parse_settings  # noqa: E402
+
+log = logging.getLogger("funasr_nano.app")
+
+
+def model_banner(spec: str, note: str | None, demo: bool) -> str | None:
+    """The page's banner (and log line) when the model is the demo, or when there is none."""
+    from engine.checkpoint import how_to_download, missing_files
+    path = Path(spec)
+    if path.is_dir() and missing_files(path) or (note and not path.is_dir()):
+        return ("**No model is available.** Neither the official Fun-ASR-MLT-Nano-2512 weights "
+                f"nor the demo checkpoint were found (tried `{spec}`).\n\n```\n{how_to_download()}\n```")
+    if demo:
+        return ("**Demo model.** This is a small demo model trained on synthetic speech by this "
+                "project; it will not transcribe real recordings well. For the real "
+                f"Fun-ASR-MLT-Nano-2512 weights:\n\n```\n{how_to_download()}\n```")
+    return None
+
+
+def create_app(settings):
+    """The FastAPI app (API routes + the Gradio page mounted at /) and its model holder."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from serving import api, ui
+    from serving.model_choice import choose_model
+    from serving.model_holder import ModelHolder, is_demo_dir
+
+    spec, note = choose_model(settings.model)
+    demo = note is not None or is_demo_dir(spec)
+    banner = model_banner(spec, note, demo)
+    if banner:
+        log.warning("%s", banner.replace("**", "").replace("```", "").strip())
+    holder = ModelHolder(spec, settings.device, settings.dtype, settings.concurrency, demo=demo)
+    log.info("model: %s (device %s, %s); it loads %s", spec, holder.device, holder.dtype,
+             "now, in the background" if settings.preload else "on the first request")
+
+    app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
+                  redoc_url=None)
+    api.install(app, settings, holder)
+    blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example")
+    blocks.queue(default_concurrency_limit=settings.concurrency)
+    gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
+                        server_port=settings.port, auth=settings.auth_pair,
+                        allowed_paths=[str(ROOT / "example")],
+                        max_file_size=settings.max_upload_bytes, css=ui.CSS, ssr_mode=False,
+                        show_error=True)
+    if settings.preload:
+        holder.preload_in_background()
+    return app, holder
+
+
+def main(argv=None) -> int:
+    settings = parse_settings(argv)
+    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import uvicorn
+
+    app, _ = create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                           log_level=settings.log_level.lower(),
+                                           timeout_graceful_shutdown=5))
+
+    def announce():
+        while not server.started and not server.should_exit:
+            time.sleep(0.05)
+        if server.started:
+            host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
+            log.info("ready: http://%s:%d (page), /health, /v1/audio/transcriptions",
+                     host, settings.port)
+
+    threading.Thread(target=announce, daemon=True).start()
+    server.run()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

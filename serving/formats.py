@@ -1,0 +1,101 @@
+"""Result rows -> response bodies (API) and download files (page).
+
+The TXT / SRT / VTT / JSON writers are engine.subtitles'; a row's ``segments`` are the long-form
+segments or one segment 0..duration (see serving.pipeline).
+"""
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+from engine.subtitles import to_srt, to_txt, to_vtt
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",
+               "text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
+               "vtt": "text/vtt; charset=utf-8"}
+
+
+def verbose_json(row: dict, model: str | None = None) -> dict:
+    """OpenAI's verbose_json shape (segments carry the fields OpenAI clients read), plus ours."""
+    segments = []
+    for i, s in enumerate(row["segments"]):
+        segments.append({"id": i, "seek": 0, "start": float(s["start"]), "end": float(s["end"]),
+                         "text": s.get("text", ""), "tokens": [], "temperature": 0.0,
+                         "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0,
+                         **({"flag": s["flag"]} if s.get("flag") else {})})
+    return {"task": "transcribe",
+            "language": (row["language"] or "auto").lower(),
+            "duration": row["duration"], "text": row["text"], "segments": segments,
+            "model": model, "processing_time": row["processing_time"],
+            "finish_reason": row.get("finish_reason")}
+
+
+def render(row: dict, response_format: str, model: str | None = None) -> tuple[str, str]:
+    """(body, media type) for one transcribed file."""
+    if response_format == "json":
+        body = json.dumps({"text": row["text"]}, ensure_ascii=False)
+    elif response_format == "verbose_json":
+        body = json.dumps(verbose_json(row, model), ensure_ascii=False)
+    elif response_format == "text":
+        body = row["text"] + "\n"
+    elif response_format == "srt":
+        body = to_srt(row["segments"])
+    elif response_format == "vtt":
+        body = to_vtt(row["segments"])
+    else:
+        raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
+    return body, MEDIA_TYPES[response_format]
+
+
+def combined_transcript(rows: list[dict]) -> str:
+    """The page's transcript box: the text alone for one file, a titled block per file else."""
+    if len(rows) == 1:
+        r = rows[0]
+        return r["text"] if not r["error"] else f"[error] {r['error']}"
+    blocks = []
+    for r in rows:
+        body = r["text"] if not r["error"] else f"[error] {r['error']}"
+        blocks.append(f"[{r['file']}]\n{body}")
+    return "\n\n".join(blocks)
+
+
+def _safe_stem(name: str) -> str:
+    stem = Path(name).stem or "audio"
+    return re.sub(r"[^\w.-]+", "_", stem)[:80] or "audio"
+
+
+def write_downloads(rows: list[dict], model: str | None = None, directory: str | None = None) -> list[str]:
+    """transcript.txt and transcript.json for the batch, and an .srt and a .vtt per file."""
+    out = Path(directory or tempfile.mkdtemp(prefix="funasr_nano_"))
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    ok = [r for r in rows if not r["error"]]
+    if len(rows) == 1:
+        txt = to_txt(rows[0]["segments"]) if ok else ""
+    else:
+        txt = "".join(f"[{r['file']}]\n{to_txt(r['segments'])}\n" for r in ok)
+    (out / "transcript.txt").write_text(txt, encoding="utf-8")
+    paths.append(str(out / "transcript.txt"))
+    doc = [{"file": r["file"], "duration": r["duration"], "language": r["language"],
+            "processing_time": r["processing_time"], "text": r["text"], "error": r["error"],
+            "segments": r["segments"]} for r in rows]
+    (out / "transcript.json").write_text(
+        json.dumps({"model": model, "files": doc}, ensure_ascii=False, indent=2) + "\n",
+        encoding="utf-8")
+    paths.append(str(out / "transcript.json"))
+    used = set()
+    for r in ok:
+        stem = _safe_stem(r["file"])
+        base, n = stem, 1
+        while stem in used:
+            n += 1
+            stem = f"{base}_{n}"
+        used.add(stem)
+        for ext, writer in (("srt", to_srt), ("vtt", to_vtt)):
+            p = out / f"{stem}.{ext}"
+            p.write_text(writer(r["segments"]), encoding="utf-8")
+            paths.append(str(p))
+    return paths

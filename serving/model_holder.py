@@ -1,0 +1,157 @@
+"""One model per process, loaded on first use, shared by the page and the API.
+
+* ``get()`` loads the model once: concurrent first requests wait for the one load instead of
+  starting their own. A failed load is remembered for a few seconds (callers arriving meanwhile
+  get the same error instead of retrying at once), then the next request tries again.
+* ``use()`` holds one of ``concurrency`` slots while the model runs, so at most that many
+  decodes run at the same time whoever calls (page, API, long-form segments).
+* ``guarded()`` is a stand-in model whose ``transcribe`` takes a slot per call: long-form
+  transcription (many model calls per file) then lets other requests in between its batches.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("funasr_nano.app")
+
+RETRY_AFTER_FAILURE_S = 5.0
+
+
+class ModelUnavailable(RuntimeError):
+    """The model could not be loaded (message says why and how to get it)."""
+
+
+def _default_loader(spec: str, device: str, dtype: str):
+    from model import FunASRNano
+    return FunASRNano.from_pretrained(spec, device=device, dtype=dtype)
+
+
+def default_device() -> str:
+    try:
+        import torch
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001
+        return "cpu"
+
+
+class ModelHolder:
+    def __init__(self, spec: str, device: str | None = None, dtype: str = "fp32",
+                 concurrency: int = 1, demo: bool = False,
+                 loader: Callable[[str, str, str], object] | None = None):
+        self.spec = str(spec)
+        self.device = device or default_device()
+        self.dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+        self.demo = demo
+        self._loader = loader or _default_loader
+        self._model = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self._loading = False
+        self._error: str | None = None
+        self._error_at = 0.0
+        self._description: dict = {}
+        self.load_seconds: float | None = None
+        self.loads = 0  # how many loads ran (tests check it is 1)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def info(self) -> dict:
+        """What /health and the page show; never loads anything."""
+        d = self._description
+        return {
+            "model_loaded": self.loaded,
+            "loading": self._loading,
+            "model": d.get("model", self.spec),
+            "model_dir": d.get("model_dir"),
+            "device": d.get("device", self.device),
+            "dtype": d.get("dtype", self.dtype),
+            "demo": bool(d.get("demo", self.demo)),
+            "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
+            "load_error": self._error,
+        }
+
+    # ------------------------------------------------------------------ loading
+    def get(self):
+        model = self._model
+        if model is not None:
+            return model
+        with self._lock:
+            if self._model is not None:
+                return self._model
+            if self._error and time.monotonic() - self._error_at < RETRY_AFTER_FAILURE_S:
+                raise ModelUnavailable(self._error)
+            self._loading = True
+            t0 = time.perf_counter()
+            log.info("loading model %s on %s (%s) ...", self.spec, self.device, self.dtype)
+            try:
+                model = self._loader(self.spec, self.device, self.dtype)
+            except Exception as e:  # noqa: BLE001 - reported to every caller, retried later
+                self._error = f"cannot load the model {self.spec}: {e}"
+                self._error_at = time.monotonic()
+                log.error("%s", self._error)
+                raise ModelUnavailable(self._error) from e
+            finally:
+                self._loading = False
+            self.loads += 1
+            self.load_seconds = time.perf_counter() - t0
+            describe = getattr(model, "describe", None)
+            self._description = dict(describe()) if callable(describe) else {}
+            self.demo = bool(self._description.get("demo", self.demo))
+            self._error = None
+            self._model = model
+            log.info("model ready: %s on %s (%s) in %.1f s", self._description.get("model", self.spec),
+                     self._description.get("device", self.device),
+                     self._description.get("dtype", self.dtype), self.load_seconds)
+            return model
+
+    def preload_in_background(self) -> threading.Thread:
+        def run():
+            try:
+                self.get()
+            except ModelUnavailable:
+                pass
+        t = threading.Thread(target=run, name="model-preload", daemon=True)
+        t.start()
+        return t
+
+    # ------------------------------------------------------------------ running
+    @contextlib.contextmanager
+    def use(self):
+        model = self.get()
+        with self._slots:
+            yield model
+
+    def transcribe(self, *args, **kwargs) -> list[dict]:
+        with self.use() as model:
+            return model.transcribe(*args, **kwargs)
+
+    def guarded(self):
+        return _GuardedModel(self)
+
+
+class _GuardedModel:
+    """Looks like the engine model to engine.longform; each call takes a slot."""
+
+    def __init__(self, holder: ModelHolder):
+        self._holder = holder
+
+    def transcribe(self, *args, **kwargs):
+        return self._holder.transcribe(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._holder.get(), name)
+
+
+def is_demo_dir(spec) -> bool:
+    try:
+        return (Path(str(spec)) / "DEMO.md").is_file()
+    except OSError:
+        return False

@@ -1,0 +1,176 @@
+"""From uploaded files to result rows: checks, decoding, batching, long-form dispatch, timing.
+
+The page and the HTTP API both call ``transcribe_items``. Per input:
+
+1. the duration is probed (cheap, from the header) and checked against ``max_audio_seconds``;
+2. up to ``LONGFORM_SECONDS`` the audio is decoded here and goes to ``model.transcribe`` in
+   batches of ``batch_size`` inputs (one model call per batch);
+3. longer audio goes to ``engine.longform.transcribe_long`` (VAD segments, streamed from the
+   file), which calls the model a batch of segments at a time.
+
+A bad input gives its own row an error and never stops the others. Every row is a dict:
+``file, duration, language, processing_time, text, error, error_kind, segments, finish_reason``
+with ``error_kind`` one of None, "audio" (cannot be decoded: HTTP 400), "too_long" (HTTP 413),
+"model" (decoding failed: HTTP 500). ``segments`` is ``[{start, end, text}]``: the long-form
+segments, or one segment 0..duration for a single utterance.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from engine.audio import SAMPLE_RATE, AudioError, load_audio, probe_duration
+from engine.languages import Language, resolve_language
+
+log = logging.getLogger("funasr_nano.app")
+
+LONGFORM_SECONDS = 30.0  # the model is trained on utterances up to ~30 s
+
+
+class RequestError(ValueError):
+    """A problem with what the client sent; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 400, param: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+@dataclass
+class Options:
+    language: str | None = None          # as the user gave it: code, name, "auto" or None
+    itn: bool = True
+    hotwords: list[str] = field(default_factory=list)
+    max_new_tokens: int = 512
+    batch_size: int = 8
+    max_audio_seconds: float | None = None
+
+
+def parse_language(value) -> Language | None:
+    """None for automatic; RequestError (400) for a name the model does not know."""
+    try:
+        return resolve_language(value)
+    except ValueError as e:
+        raise RequestError(str(e), 400, "language") from e
+
+
+def parse_hotwords(value) -> list[str]:
+    """Hotwords from a string (comma, Chinese comma or newline separated) or a list."""
+    if value is None:
+        return []
+    parts = value if isinstance(value, (list, tuple)) else re.split(r"[,，、;\n]+", str(value))
+    out = []
+    for p in parts:
+        p = str(p).strip()
+        if p and p not in out:
+            out.append(p)
+    return out
+
+
+def single_segment(text: str, duration: float) -> list[dict]:
+    return [{"start": 0.0, "end": round(float(duration), 3), "text": text}] if text else []
+
+
+def _row(name: str, lang: Language | None) -> dict:
+    return {"file": name, "duration": 0.0, "language": lang.english if lang else "auto",
+            "language_code": lang.code if lang else None, "processing_time": 0.0, "text": "",
+            "error": None, "error_kind": None, "segments": [], "finish_reason": None,
+            "longform": False}
+
+
+def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
+                     progress: Callable[[float, str], None] | None = None) -> list[dict]:
+    """``items``: (display name, path or bytes). Rows in input order. ``progress(fraction,
+    message)`` is called as the batch advances (by seconds of audio done)."""
+    lang = parse_language(opts.language)
+    code = lang.code if lang else None
+    rows = [_row(name, lang) for name, _ in items]
+    short: list[tuple[int, object]] = []   # (index, 16 kHz waveform)
+    long: list[tuple[int, object]] = []    # (index, source)
+    for i, (name, src) in enumerate(items):
+        row = rows[i]
+        try:
+            duration = probe_duration(src, name=name)
+            _check_length(duration, opts, name)
+            if duration <= LONGFORM_SECONDS + 1.0:
+                wave = load_audio(src, SAMPLE_RATE, name=name)
+                duration = len(wave) / SAMPLE_RATE
+                if len(wave) == 0:
+                    raise AudioError(name, "no audio samples")
+                _check_length(duration, opts, name)
+                row["duration"] = round(duration, 3)
+                if duration <= LONGFORM_SECONDS:
+                    short.append((i, wave))
+                else:
+                    long.append((i, wave))
+            else:
+                row["duration"] = round(duration, 3)
+                long.append((i, src))
+        except RequestError as e:
+            row.update(error=str(e), error_kind="too_long")
+        except AudioError as e:
+            row.update(error=str(e), error_kind="audio")
+        except Exception as e:  # noqa: BLE001 - a broken file must not stop the batch
+            log.warning("cannot read %s: %s", name, e)
+            row.update(error=f"{name}: cannot read the audio: {e}", error_kind="audio")
+
+    total = sum(rows[i]["duration"] for i, _ in short + long) or 1.0
+    done = 0.0
+
+    def report(extra: float, message: str):
+        if progress:
+            progress(min(1.0, (done + extra) / total), message)
+
+    report(0.0, "starting")
+    for start in range(0, len(short), max(1, opts.batch_size)):
+        chunk = short[start:start + opts.batch_size]
+        names = [rows[i]["file"] for i, _ in chunk]
+        report(0.0, f"transcribing {', '.join(names)}")
+        t0 = time.perf_counter()
+        results = holder.transcribe([w for _, w in chunk], language=code, itn=opts.itn,
+                                    hotwords=list(opts.hotwords), batch_size=len(chunk),
+                                    max_new_tokens=opts.max_new_tokens, keys=names)
+        elapsed = time.perf_counter() - t0
+        chunk_seconds = sum(rows[i]["duration"] for i, _ in chunk) or 1.0
+        for (i, _), res in zip(chunk, results):
+            row = rows[i]
+            share = elapsed * row["duration"] / chunk_seconds  # one model call for the batch
+            row.update(processing_time=round(share, 3), text=res.get("text", ""),
+                       finish_reason=res.get("finish_reason"))
+            if res.get("error"):
+                row.update(error=res["error"], error_kind="model")
+            row["segments"] = single_segment(row["text"], row["duration"])
+            done += row["duration"]
+        report(0.0, f"done {len(names)} file(s)")
+
+    for i, src in long:
+        row = rows[i]
+        t0 = time.perf_counter()
+        res = transcribe_long(holder, src, row["file"], code, opts,
+                              lambda d, n, _dur=row["duration"], _name=row["file"]: report(
+                                  _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
+        row.update(processing_time=round(time.perf_counter() - t0, 3), longform=True,
+                   text=res.get("text", ""), segments=list(res.get("segments") or []),
+                   duration=round(float(res.get("duration") or row["duration"]), 3))
+        if res.get("error"):
+            row.update(error=res["error"], error_kind="model" if row["segments"] else "audio")
+        done += row["duration"]
+    if progress:
+        progress(1.0, "done")
+    return rows
+
+
+def transcribe_long(holder, src, name: str, language: str | None, opts: Options, progress) -> dict:
+    """The one call into engine.longform (VAD segmentation, batched decoding, joining)."""
+    from engine.longform import transcribe_long as _long
+    return _long(holder.guarded(), src, language=language, itn=opts.itn,
+                 hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
+                 name=name, max_new_tokens=opts.max_new_tokens)
+
+
+def _check_length(duration: float, opts: Options, name: str) -> None:
+    if opts.max_audio_seconds and duration > opts.max_audio_seconds:
+        raise RequestError(f"{name}: audio is {duration / 60:.1f} min long; this server accepts "
+                           f"at most {opts.max_audio_seconds / 60:g} min", 413, "file")

@@ -1,0 +1,134 @@
+"""The app's flags, each with an environment variable that sets its default.
+
+Precedence: command line, then the environment, then the built-in default. ``--host`` and
+``--port`` also honour Gradio's own GRADIO_SERVER_NAME / GRADIO_SERVER_PORT.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+
+# (flag, env variable(s), default, type, help); the first env variable found wins.
+_FLAGS = [
+    ("--model", ("FUNASR_NANO_MODEL",), None, str,
+     "model directory or hub id (default: the official model if present locally, else the demo)"),
+    ("--device", ("FUNASR_NANO_DEVICE",), None, str, "cpu, cuda or cuda:N (default: cuda if available)"),
+    ("--dtype", ("FUNASR_NANO_DTYPE",), "fp32", str, "fp32 (faithful) or bf16 (faster on GPU)"),
+    ("--host", ("GRADIO_SERVER_NAME", "FUNASR_NANO_HOST"), "127.0.0.1", str,
+     "address to listen on (0.0.0.0 for all interfaces)"),
+    ("--port", ("GRADIO_SERVER_PORT", "FUNASR_NANO_PORT"), 7860, int, "port for the page and the API"),
+    ("--max-upload-mb", ("FUNASR_NANO_MAX_UPLOAD_MB",), 200.0, float,
+     "largest accepted upload in MB (larger: HTTP 413)"),
+    ("--max-audio-minutes", ("FUNASR_NANO_MAX_AUDIO_MINUTES",), 60.0, float,
+     "longest accepted audio in minutes (longer: HTTP 413)"),
+    ("--concurrency", ("FUNASR_NANO_CONCURRENCY",), 1, int,
+     "requests that run the model at the same time; the rest wait in the queue"),
+    ("--auth", ("FUNASR_NANO_AUTH",), None, str,
+     "user:pass to log in to the page (the API then also accepts these as HTTP Basic auth)"),
+    ("--api-key", ("FUNASR_NANO_API_KEY",), None, str,
+     "require 'Authorization: Bearer KEY' on /v1/* (/health stays open)"),
+    ("--batch-size", ("FUNASR_NANO_BATCH_SIZE",), 8, int, "files or segments decoded per model call"),
+    ("--max-new-tokens", ("FUNASR_NANO_MAX_NEW_TOKENS",), 512, int,
+     "token limit per utterance (small values only for tests)"),
+    ("--preload", ("FUNASR_NANO_PRELOAD",), False, bool,
+     "start loading the model in the background right after startup instead of on first use"),
+    ("--log-level", ("FUNASR_NANO_LOG_LEVEL",), "info", str, "debug, info, warning or error"),
+]
+
+
+@dataclass
+class Settings:
+    model: str | None = None
+    device: str | None = None
+    dtype: str = "fp32"
+    host: str = "127.0.0.1"
+    port: int = 7860
+    max_upload_mb: float = 200.0
+    max_audio_minutes: float = 60.0
+    concurrency: int = 1
+    auth: str | None = None
+    api_key: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int = 512
+    preload: bool = False
+    log_level: str = "info"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def max_audio_seconds(self) -> float:
+        return self.max_audio_minutes * 60.0
+
+    @property
+    def auth_pair(self) -> tuple[str, str] | None:
+        if not self.auth:
+            return None
+        user, _, password = self.auth.partition(":")
+        return user, password
+
+    def validate(self) -> None:
+        if self.dtype not in ("fp32", "bf16", "float32", "bfloat16"):
+            raise ValueError(f"--dtype must be fp32 or bf16, not {self.dtype!r}")
+        if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
+            raise ValueError("--auth takes user:pass")
+        for name in ("concurrency", "batch_size", "max_new_tokens", "port"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.max_upload_mb <= 0 or self.max_audio_minutes <= 0:
+            raise ValueError("--max-upload-mb and --max-audio-minutes must be positive")
+
+
+def _truthy(value: str) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="app.py", description="Fun-ASR-MLT-Nano speech recognition: web page and HTTP API "
+        "on one port. Every flag has an environment variable (shown in brackets).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for flag, envs, default, typ, text in _FLAGS:
+        dest = flag[2:].replace("-", "_")
+        help_text = f"{text} [{' or '.join(envs)}]"
+        if typ is bool:
+            p.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
+        else:
+            p.add_argument(flag, dest=dest, type=typ, default=None, help=help_text)
+    return p
+
+
+def parse_settings(argv=None, environ=None) -> Settings:
+    """Settings from ``argv`` (default sys.argv[1:]) over ``environ`` (default os.environ)."""
+    args = build_parser().parse_args(argv)
+    env = os.environ if environ is None else environ
+    values = {}
+    for flag, envs, default, typ, _ in _FLAGS:
+        dest = flag[2:].replace("-", "_")
+        value = getattr(args, dest)
+        if value is None:
+            raw = next((env.get(n) for n in envs if env.get(n) not in (None, "")), None)
+            if raw is not None:
+                try:
+                    value = _truthy(raw) if typ is bool else typ(raw)
+                except ValueError as e:
+                    raise SystemExit(f"app.py: bad value {raw!r} in the environment for {flag}: {e}")
+        values[dest] = default if value is None else value
+    settings = Settings(**values)
+    try:
+        settings.validate()
+    except ValueError as e:
+        raise SystemExit(f"app.py: {e}")
+    return settings
+
+
+def flags_table() -> str:
+    """The flags as a Markdown table (docs/APP.md is checked against it)."""
+    rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
+    for flag, envs, default, typ, text in _FLAGS:
+        shown = "off" if typ is bool else ("-" if default is None else default)
+        rows.append(f"| `{flag}` | {', '.join(f'`{e}`' for e in envs)} | {shown} | {text} |")
+    return "\n".join(rows)

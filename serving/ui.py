@@ -1,0 +1,160 @@
+"""The Gradio page: upload or record, choose a language, transcribe, download.
+
+Named API endpoints (usable from gradio_client):
+  /transcribe    (files, microphone, language, itn, hotwords)
+                 -> (results table, transcript, download files, JSON rows, model status)
+  /model_status  () -> model status (Markdown)
+  /load_model    () -> model status, after loading the model if it was not loaded yet
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import gradio as gr
+
+from engine.languages import LANGUAGES
+
+from .formats import combined_transcript, write_downloads
+from .model_holder import ModelUnavailable
+from .pipeline import Options, RequestError, parse_hotwords, transcribe_items
+
+log = logging.getLogger("funasr_nano.app")
+
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".webm", ".opus", ".aac", ".mp4")
+TABLE_HEADERS = ["File", "Duration (s)", "Language", "Processing time (s)", "Text or error"]
+
+CSS = """
+#demo-banner { border: 2px solid #d97706; background: #fffbeb; color: #78350f;
+               border-radius: 8px; padding: 10px 14px; }
+#demo-banner * { color: #78350f !important; }
+#model-status { font-size: 0.95em; }
+"""
+
+
+def language_choices() -> list[tuple[str, str]]:
+    """("Automatic", "auto") then each language by its own name and its English name; the value
+    is the ISO code, which the engine maps to the exact name the model was trained with."""
+    out = [("Automatic (detect)", "auto")]
+    for lang in LANGUAGES:
+        label = lang.english if lang.native == lang.english else f"{lang.native} — {lang.english}"
+        out.append((label, lang.code))
+    return out
+
+
+def example_files(directory: Path) -> list[str]:
+    if not directory.is_dir():
+        return []
+    return sorted(str(p) for p in directory.iterdir()
+                  if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def status_markdown(holder) -> str:
+    info = holder.info()
+    name = info["model"]
+    demo = " (demo model)" if info["demo"] else ""
+    if info["model_loaded"]:
+        state = (f"**loaded** on **{info['device']}** ({info['dtype']}) "
+                 f"in {info['load_seconds']} s")
+    elif info["loading"]:
+        state = f"**loading** on {info['device']} ({info['dtype']}) ..."
+    elif info["load_error"]:
+        state = f"**failed to load**: {info['load_error'].splitlines()[0]}"
+    else:
+        state = (f"**not loaded yet** (loads on the first request) - device "
+                 f"**{info['device']}**, {info['dtype']}")
+    return f"Model: `{name}`{demo} - {state}"
+
+
+def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
+                 title: str = "Fun-ASR-MLT-Nano speech recognition") -> gr.Blocks:
+    def transcribe(files, microphone, language, itn, hotwords, progress=gr.Progress()):
+        items = []
+        for f in files or []:
+            path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
+            items.append((Path(path).name, path))
+        if microphone:
+            items.append(("microphone" + (Path(microphone).suffix or ".wav"), microphone))
+        if not items:
+            raise gr.Error("Upload one or more audio files or record from the microphone first.")
+        opts = Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
+                       max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
+                       max_audio_seconds=settings.max_audio_seconds)
+        progress(0.0, desc="loading the model" if not holder.loaded else "starting")
+        try:
+            rows = transcribe_items(holder, items, opts,
+                                    progress=lambda frac, msg: progress(frac, desc=msg))
+        except ModelUnavailable as e:
+            raise gr.Error(str(e), duration=None) from e
+        except RequestError as e:
+            raise gr.Error(str(e)) from e
+        table = [[r["file"], r["duration"], r["language"], r["processing_time"],
+                  r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
+        downloads = write_downloads(rows, holder.info()["model"])
+        public = [{k: r[k] for k in ("file", "duration", "language", "processing_time", "text",
+                                     "error", "segments")} for r in rows]
+        log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
+        return table, combined_transcript(rows), downloads, public, status_markdown(holder)
+
+    def load_model():
+        try:
+            holder.get()
+        except ModelUnavailable as e:
+            raise gr.Error(str(e), duration=None) from e
+        return status_markdown(holder)
+
+    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+        gr.Markdown(f"# {title}\n31 languages, running on this server. The same port serves an "
+                    "OpenAI-compatible API: `POST /v1/audio/transcriptions` (see `/health`).")
+        if banner:
+            gr.Markdown(banner, elem_id="demo-banner")
+        with gr.Row():
+            status = gr.Markdown(status_markdown(holder), elem_id="model-status")
+            load_btn = gr.Button("Load model now", size="sm", scale=0, min_width=140)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2):
+                files = gr.File(label="Audio files (wav, mp3, m4a, flac, ogg, webm)",
+                                file_count="multiple", file_types=list(AUDIO_EXTENSIONS),
+                                elem_id="files")
+                microphone = gr.Audio(sources=["microphone"], type="filepath",
+                                      label="...or record from the microphone", elem_id="microphone")
+                language = gr.Dropdown(language_choices(), value="auto", label="Language",
+                                       info="Automatic, or the language spoken in the audio",
+                                       elem_id="language")
+                with gr.Row():
+                    itn = gr.Checkbox(value=True, label="Inverse text normalization (ITN)",
+                                      info="numbers, punctuation and casing as written text",
+                                      elem_id="itn")
+                hotwords = gr.Textbox(label="Hotwords", placeholder="names or terms, comma separated",
+                                      lines=1, elem_id="hotwords")
+                with gr.Row():
+                    run = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
+                    clear = gr.Button("Clear", elem_id="clear")
+                clips = example_files(examples_dir) if examples_dir else []
+                if clips:
+                    gr.Examples([[[c]] for c in clips], inputs=[files],
+                                example_labels=[Path(c).name for c in clips],
+                                label="Examples (click one, then Transcribe)")
+            with gr.Column(scale=3):
+                transcript = gr.Textbox(label="Transcript", lines=8, max_lines=30,
+                                        buttons=["copy"], elem_id="transcript")
+                table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "number", "str",
+                                                                      "number", "str"],
+                                     label="Results", interactive=False, wrap=True,
+                                     column_widths=["18%", "10%", "12%", "12%", "48%"],
+                                     elem_id="results")
+                downloads = gr.File(label="Downloads (TXT, JSON, SRT, VTT)", file_count="multiple",
+                                    interactive=False, elem_id="downloads")
+                with gr.Accordion("JSON", open=False):
+                    raw = gr.JSON(label="Results as JSON", elem_id="json")
+
+        run.click(transcribe, [files, microphone, language, itn, hotwords],
+                  [table, transcript, downloads, raw, status], api_name="transcribe",
+                  api_description="Transcribe uploaded files and/or a microphone recording.")
+        clear.click(lambda: (None, None, None, "", None, None), None,
+                    [files, microphone, table, transcript, downloads, raw],
+                    api_visibility="private", queue=False)
+        load_btn.click(load_model, None, status, api_name="load_model")
+        blocks.load(lambda: status_markdown(holder), None, status, api_name="model_status",
+                    queue=False)
+    return blocks

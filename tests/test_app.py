@@ -1,0 +1,343 @@
+"""The web app and its HTTP API, run for real as ``python app.py`` on a free port with a tiny
+random-weight model; plus in-process tests of the serving modules."""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import os
+import sys
+import threading
+import time
+
+import pytest
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _app_server import (app_model_dir, audio_files, engine, expected_text,  # noqa: E402,F401
+                         get_json, start_app)
+
+from serving.settings import parse_settings  # noqa: E402
+
+UPLOAD_MB = 1
+
+
+@pytest.fixture(scope="module")
+def app(app_model_dir, tmp_path_factory):
+    server = start_app(app_model_dir, tmp_path_factory.mktemp("app"),
+                       "--max-upload-mb", str(UPLOAD_MB), "--concurrency", "1")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def keyed_app(app_model_dir, tmp_path_factory):
+    server = start_app(app_model_dir, tmp_path_factory.mktemp("keyed"),
+                       env={"FUNASR_NANO_API_KEY": "s3cret", "FUNASR_NANO_AUTH": "ann:pw"})
+    yield server
+    server.stop()
+
+
+def post(app, path, headers=None, timeout=60, **data):
+    with open(path, "rb") as f:
+        return requests.post(app.url + "/v1/audio/transcriptions", headers=headers or {},
+                             files={"file": (path.name, f)}, data=data, timeout=timeout)
+
+
+# --------------------------------------------------------------------------- the real app
+
+def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_files):
+    health = get_json(app.url + "/health")
+    assert health["status"] == "ok"
+    assert health["model_loaded"] is False            # nothing loaded until the first request
+    assert health["device"] == "cpu" and health["dtype"] == "fp32"
+    assert health["model"]
+
+    wav = audio_files["tone.wav"]
+    r = post(app, wav, language="en")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"text": expected_text(engine, wav, "en")}
+
+    after = get_json(app.url + "/health")
+    assert after["model_loaded"] is True
+    assert after["device"] == "cpu" and after["dtype"] == "fp32"
+    assert after["load_seconds"] > 0
+
+    from gradio_client import Client, handle_file
+    client = Client(app.url, verbose=False)
+    chirp = audio_files["chirp.wav"]
+    table, transcript, downloads, rows, status = client.predict(
+        [handle_file(str(chirp))], None, "ja", False, "alpha, beta", api_name="/transcribe")
+    want = expected_text(engine, chirp, "ja", itn=False, hotwords=["alpha", "beta"])
+    assert transcript == want
+    assert table["headers"][:4] == ["File", "Duration (s)", "Language", "Processing time (s)"]
+    [row] = table["data"]
+    assert row[0] == "chirp.wav" and row[1] == pytest.approx(1.5) and row[2] == "Japanese"
+    assert row[4] == want
+    assert rows[0]["text"] == want and rows[0]["error"] is None
+    names = sorted(os.path.basename(p) for p in downloads)
+    assert names == ["chirp.srt", "chirp.vtt", "transcript.json", "transcript.txt"]
+    srt = open(next(p for p in downloads if p.endswith(".srt")), encoding="utf-8").read()
+    assert srt.startswith("1\n00:00:00,000 --> 00:00:01,500\n")
+    assert "loaded" in status and "cpu" in status
+    assert "loaded" in client.predict(api_name="/model_status")
+
+
+def test_api_formats_and_options(app, engine, audio_files):
+    flac = audio_files["tone44k.flac"]
+    want = expected_text(engine, flac, "pt", itn=False,
+                         hotwords=["Lisboa", "Porto"])
+    common = dict(language="Portuguese", prompt="Lisboa, Porto", itn="false", model="whisper-1")
+    assert post(app, flac, response_format="text", **common).text == want + "\n"
+    verbose = post(app, flac, response_format="verbose_json", **common).json()
+    assert verbose["text"] == want and verbose["duration"] == pytest.approx(2.0)
+    assert verbose["language"] == "portuguese"
+    assert verbose["segments"][0]["start"] == 0 and verbose["segments"][0]["text"] == want
+    srt = post(app, flac, response_format="srt", **common)
+    assert srt.status_code == 200 and "00:00:00,000 --> 00:00:02,000" in srt.text
+    vtt = post(app, flac, response_format="vtt", **common)
+    assert vtt.text.startswith("WEBVTT") and "00:00:00.000 --> 00:00:02.000" in vtt.text
+    # the language by ISO code, native name or the model's own name: the same prompt
+    for lang in ("pt", "Português", "葡萄牙语"):
+        assert post(app, flac, **{**common, "language": lang}).json()["text"] == want
+
+
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(app, audio_files, tmp_path):
+    big = tmp_path / "big.wav"
+    big.write_bytes(os.urandom((UPLOAD_MB + 2) * 1024 * 1024))
+    r = post(app, big)
+    assert r.status_code == 413, r.text
+    assert "limit" in r.json()["error"]["message"]
+
+    # just over the limit, within the slack allowed for the form around the file
+    over = tmp_path / "over.wav"
+    over.write_bytes(b"\0" * (UPLOAD_MB * 1024 * 1024 + 10))
+    assert post(app, over).status_code == 413
+
+    text = tmp_path / "notes.wav"
+    text.write_text("this is not audio at all\n" * 20)
+    r = post(app, text)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert "notes.wav" in err["message"] and "not an audio file" in err["message"]
+
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    assert post(app, empty).status_code == 400
+    assert post(app, audio_files["tone.wav"], language="klingon").status_code == 400
+    assert post(app, audio_files["tone.wav"], response_format="xml").status_code == 400
+    r = requests.post(app.url + "/v1/audio/transcriptions", data={"language": "en"}, timeout=10)
+    assert r.status_code == 400 and "file" in r.json()["error"]["message"]
+
+    assert get_json(app.url + "/health")["status"] == "ok"
+    assert post(app, audio_files["tone.wav"]).status_code == 200
+
+
+def test_ten_concurrent_requests_all_answered(app, engine, audio_files):
+    files = [audio_files[n] for n in ("tone.wav", "chirp.wav", "noise.wav", "tone44k.flac")]
+    want = {p.name: expected_text(engine, p) for p in files}
+    jobs = [files[i % len(files)] for i in range(10)]
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        results = list(pool.map(lambda p: (p.name, post(app, p, timeout=120)), jobs))
+    assert len(results) == 10
+    for name, r in results:
+        assert r.status_code == 200, r.text
+        assert r.json()["text"] == want[name]
+    # the page's queue and the API share the model: both work meanwhile
+    assert get_json(app.url + "/health")["model_loaded"] is True
+
+
+def test_page_is_served(app):
+    r = requests.get(app.url + "/", timeout=10)
+    assert r.status_code == 200 and "<html" in r.text.lower()
+    models = requests.get(app.url + "/v1/models", timeout=10).json()
+    assert models["data"][0]["id"]
+
+
+def test_api_key_and_auth(keyed_app, engine, audio_files):
+    wav = audio_files["noise.wav"]
+    assert get_json(keyed_app.url + "/health")["status"] == "ok"      # health stays open
+    r = post(keyed_app, wav)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+    assert post(keyed_app, wav, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert requests.get(keyed_app.url + "/v1/models", timeout=10).status_code == 401
+    r = post(keyed_app, wav, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200 and r.json()["text"] == expected_text(engine, wav)
+    basic = "Basic " + base64.b64encode(b"ann:pw").decode()
+    assert post(keyed_app, wav, headers={"Authorization": basic}).status_code == 200
+    bad = "Basic " + base64.b64encode(b"ann:nope").decode()
+    assert post(keyed_app, wav, headers={"Authorization": bad}).status_code == 401
+    # the page and its Gradio API need the --auth login
+    from gradio_client import Client, handle_file
+    with pytest.raises(Exception):
+        Client(keyed_app.url, verbose=False)
+    client = Client(keyed_app.url, auth=("ann", "pw"), verbose=False)
+    out = client.predict([handle_file(str(wav))], None, "auto", True, "", api_name="/transcribe")
+    assert out[1] == expected_text(engine, wav)
+
+
+# --------------------------------------------------------------------------- in process
+
+def test_model_loads_once_under_concurrent_first_requests():
+    from serving.model_holder import ModelHolder, ModelUnavailable
+
+    calls = []
+
+    class Fake:
+        def describe(self):
+            return {"model": "fake", "device": "cpu", "dtype": "fp32", "demo": False}
+
+        def transcribe(self, inputs, **kw):
+            return [{"text": "ok"} for _ in inputs]
+
+    def loader(spec, device, dtype):
+        calls.append(spec)
+        time.sleep(0.3)
+        return Fake()
+
+    holder = ModelHolder("fake", "cpu", "fp32", concurrency=2, loader=loader)
+    assert holder.info()["model_loaded"] is False
+    barrier = threading.Barrier(8)
+
+    def first_request(_):
+        barrier.wait()
+        return holder.transcribe([b"x"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        out = list(pool.map(first_request, range(8)))
+    assert calls == ["fake"] and holder.loads == 1
+    assert all(o == [{"text": "ok"}] for o in out)
+    assert holder.info()["model_loaded"] is True and holder.info()["model"] == "fake"
+
+    # a failed load is reported, and retried by a later request
+    attempts = []
+
+    def flaky(spec, device, dtype):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise FileNotFoundError("no model.pt")
+        return Fake()
+
+    h2 = ModelHolder("x", "cpu", "fp32", loader=flaky)
+    with pytest.raises(ModelUnavailable, match="no model.pt"):
+        h2.get()
+    assert h2.info()["load_error"] and not h2.info()["model_loaded"]
+    h2._error_at -= 60  # as if the retry pause had passed
+    assert isinstance(h2.get(), Fake) and h2.info()["load_error"] is None
+
+
+def test_concurrency_limit_serializes_model_calls():
+    from serving.model_holder import ModelHolder
+
+    active, peak = [0], [0]
+    lock = threading.Lock()
+
+    class Slow:
+        def transcribe(self, inputs, **kw):
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            time.sleep(0.05)
+            with lock:
+                active[0] -= 1
+            return [{"text": ""}]
+
+    holder = ModelHolder("slow", "cpu", "fp32", concurrency=1, loader=lambda *a: Slow())
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: holder.transcribe([b""]), range(6)))
+        list(pool.map(lambda _: holder.guarded().transcribe([b""]), range(6)))
+    assert peak[0] == 1
+
+
+def test_long_audio_goes_to_longform(monkeypatch, audio_files, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    from serving import pipeline
+
+    long_wav = tmp_path / "long.wav"
+    sf.write(long_wav, np.zeros(16000 * 45, np.float32), 16000)
+    calls = []
+
+    def fake_long(holder, src, name, language, opts, progress):
+        calls.append((name, language))
+        progress(1, 2)
+        progress(2, 2)
+        return {"text": "a b", "duration": 45.0, "error": None,
+                "segments": [{"start": 0.0, "end": 20.0, "text": "a"},
+                             {"start": 25.0, "end": 40.0, "text": "b"}]}
+
+    class Holder:
+        def transcribe(self, waves, **kw):
+            return [{"text": f"short{len(w)}", "error": None, "finish_reason": "stop"}
+                    for w in waves]
+
+    monkeypatch.setattr(pipeline, "transcribe_long", fake_long)
+    seen = []
+    rows = pipeline.transcribe_items(
+        Holder(), [("long.wav", str(long_wav)), ("tone.wav", str(audio_files["tone.wav"])),
+                   ("bad.wav", b"not audio")],
+        pipeline.Options(language="zh", max_audio_seconds=3600),
+        progress=lambda f, m: seen.append(f))
+    assert calls == [("long.wav", "zh")]
+    assert rows[0]["longform"] and rows[0]["text"] == "a b" and len(rows[0]["segments"]) == 2
+    assert rows[1]["text"] == "short24000" and rows[1]["segments"] == [
+        {"start": 0.0, "end": 1.5, "text": "short24000"}]
+    assert rows[2]["error_kind"] == "audio" and rows[2]["error"].startswith("bad.wav")
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    too_long = pipeline.transcribe_items(Holder(), [("long.wav", str(long_wav))],
+                                         pipeline.Options(max_audio_seconds=30))
+    assert too_long[0]["error_kind"] == "too_long"
+
+
+def test_formats():
+    from serving.formats import combined_transcript, render, write_downloads
+
+    row = {"file": "a.wav", "duration": 3.25, "language": "English", "processing_time": 0.1,
+           "text": "hello world", "error": None, "finish_reason": "stop",
+           "segments": [{"start": 0.0, "end": 3.25, "text": "hello world"}]}
+    assert render(row, "json")[0] == '{"text": "hello world"}'
+    assert render(row, "text") == ("hello world\n", "text/plain; charset=utf-8")
+    assert "00:00:03,250" in render(row, "srt")[0]
+    assert render(row, "vtt")[0].startswith("WEBVTT")
+    verbose = json.loads(render(row, "verbose_json")[0])
+    assert verbose["language"] == "english" and verbose["segments"][0]["end"] == 3.25
+    bad = {**row, "file": "b.wav", "text": "", "error": "b.wav: broken", "segments": []}
+    assert combined_transcript([row]) == "hello world"
+    assert combined_transcript([row, bad]) == "[a.wav]\nhello world\n\n[b.wav]\n[error] b.wav: broken"
+    paths = write_downloads([row, bad])
+    assert sorted(os.path.basename(p) for p in paths) == ["a.srt", "a.vtt", "transcript.json",
+                                                         "transcript.txt"]
+    doc = json.load(open(next(p for p in paths if p.endswith(".json")), encoding="utf-8"))
+    assert [f["error"] for f in doc["files"]] == [None, "b.wav: broken"]
+
+
+def test_settings_flags_and_environment():
+    s = parse_settings([], environ={})
+    assert (s.host, s.port, s.concurrency, s.model, s.api_key) == ("127.0.0.1", 7860, 1, None, None)
+    env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "9000",
+           "FUNASR_NANO_MODEL": "/m", "FUNASR_NANO_API_KEY": "k", "FUNASR_NANO_PRELOAD": "1",
+           "FUNASR_NANO_MAX_UPLOAD_MB": "5"}
+    s = parse_settings([], environ=env)
+    assert (s.host, s.port, s.model, s.api_key, s.preload) == ("0.0.0.0", 9000, "/m", "k", True)
+    assert s.max_upload_bytes == 5 * 1024 * 1024
+    s = parse_settings(["--port", "1234", "--model", "/x", "--auth", "u:p:q"], environ=env)
+    assert (s.port, s.model, s.auth_pair) == (1234, "/x", ("u", "p:q"))
+    with pytest.raises(SystemExit):
+        parse_settings(["--auth", "nocolon"], environ={})
+    with pytest.raises(SystemExit):
+        parse_settings(["--dtype", "fp16"], environ={})
+
+
+def test_language_menu_lists_all_31_languages():
+    from engine.languages import LANGUAGES, model_language_name
+    from serving.ui import language_choices
+
+    choices = language_choices()
+    assert choices[0][1] == "auto" and len(choices) == 32
+    labels = dict((v, k) for k, v in choices)
+    assert labels["ja"] == "日本語 — Japanese"
+    assert labels["en"] == "English"
+    for lang in LANGUAGES:
+        assert lang.english in labels[lang.code] and lang.native in labels[lang.code]
+        assert model_language_name(lang.code) == lang.model_name
