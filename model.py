@@ -36,13 +36,25 @@ from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
 log = logging.getLogger("funasr_nano")
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-          "bfloat16": torch.bfloat16}
+# fp32: faithful to the reference. bf16: bfloat16 arithmetic on CUDA; on CPU the same as fp32
+# (weights stay bf16 in memory either way, arithmetic is fp32: faster than bf16 on AVX2).
+# int8: CPU only, decoder weights int8 per output row (lossy, fastest).
+MODES = ("fp32", "bf16", "int8")
 SAMPLE_RATE = 16000
 
 
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _use_available_cores() -> None:
+    """As many threads as cores this process may run on (containers and taskset included)."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:
+        n = os.cpu_count() or 1
+    if int(os.environ.get("OMP_NUM_THREADS", 0) or 0) <= 0:
+        torch.set_num_threads(n)
 
 
 class FunASRNano(nn.Module):
@@ -90,7 +102,7 @@ class FunASRNano(nn.Module):
             (dataset_conf.get("ctc_tokenizer_conf") or {}).get("vocab_path"))
         self.ctc_tokenizer = None
         self.model_name = str(kwargs.get("_model_name") or llm_dir.parent)
-        self.compute_dtype = torch.float32
+        self.mode = "fp32"
         if kwargs.get("_materialize", True):  # funasr's loader copies into real tensors
             self.to_empty(device="cpu")
             self.llm.tie_weights()
@@ -102,12 +114,17 @@ class FunASRNano(nn.Module):
         """Load an official-layout directory or hub id. dtype "fp32" is faithful to the
         reference; "bf16" runs the decoder (and on CUDA the encoder too) in bfloat16."""
         t0 = time.perf_counter()
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be fp32 or bf16, not {dtype!r} (fp16 overflows: the "
-                             "adaptor output reaches ~1200 and the decoder's activations more)")
+        dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+        if dtype not in MODES:
+            raise ValueError(f"dtype must be one of {', '.join(MODES)}, not {dtype!r} (fp16 "
+                             "overflows: the adaptor output alone reaches ~1200)")
         device = device or _default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("device cuda requested but torch sees no CUDA GPU")
+        if device.startswith("cuda") and dtype == "int8":
+            raise ValueError("int8 is a CPU mode; use bf16 on CUDA")
+        if device == "cpu":
+            _use_available_cores()
         model_dir = resolve_model_dir(model)
         cfg = read_config(model_dir)
         files = model_files(model_dir, cfg)
@@ -116,33 +133,43 @@ class FunASRNano(nn.Module):
         self = cls(**cfg, _materialize=False, _ctc_vocab_path=str(files["ctc_vocab"]),
                    _model_name=str(model))
         self.model_dir = model_dir
-        self.load_weights(load_state_dict(files["weights"]), device, DTYPES[dtype])
+        self.load_weights(load_state_dict(files["weights"]), device, dtype)
         self.eval()
         self.load_seconds = time.perf_counter() - t0
         log.info("loaded %s from %s on %s (%s) in %.1f s", model, model_dir, device, dtype,
                  self.load_seconds)
         return self
 
-    def load_weights(self, state: dict, device: str, dtype: torch.dtype) -> None:
+    def load_weights(self, state: dict, device: str, mode: str) -> None:
         expected = {k: v.shape for k, v in self.state_dict(keep_vars=True).items()}
         tied = self.llm_config.tie_word_embeddings
         absent = check_state_dict(expected, state, optional_prefixes=("ctc_decoder.", "ctc."),
                                   optional_keys=("llm.lm_head.weight",) if tied else ())
         self._disable_incomplete_ctc(set(expected) - set(absent))
-        # The audio side stays fp32 on CPU (bf16 matmuls there are slow without AVX512-BF16),
-        # the decoder takes the requested dtype.
-        audio_dtype = dtype if device.startswith("cuda") else torch.float32
+        cuda = device.startswith("cuda")
+        wide = torch.bfloat16 if cuda and mode == "bf16" else torch.float32
         params = {}
         for name in expected:
             if name in absent or (tied and name == "llm.lm_head.weight"):
                 continue
-            target = dtype if name.startswith("llm.") else audio_dtype
-            params[name] = state[name].to(device=device, dtype=target)
+            t = state[name]
+            # On CPU the decoder keeps bf16 checkpoint tensors as they are (exact, half the
+            # bytes to stream per token); the audio side is compute-bound and runs in fp32.
+            keep = not cuda and name.startswith("llm.") and t.dtype == torch.bfloat16
+            params[name] = t.to(device=device, dtype=t.dtype if keep else wide)
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
-        self.compute_dtype = dtype
-        self.device_name = device
-        self.dtype_name = {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
+        if not cuda:
+            from engine.cpu_gemv import kernels
+            if kernels() is not None:
+                self.llm.pack_for_cpu("int8" if mode == "int8" else "bf16")
+            else:
+                if mode == "int8":
+                    log.warning("int8 needs the CPU kernel, which could not be built: using fp32")
+                    mode = "fp32"
+                self.llm.float()
+                self.llm.compute_dtype = torch.float32
+        self.mode = mode
 
     def on_pretrained_model_loaded(self, loaded_keys) -> None:
         """funasr's loader calls this: same rule as the reference, no half-loaded CTC branch."""
@@ -160,8 +187,7 @@ class FunASRNano(nn.Module):
 
     def describe(self) -> dict:
         return {"model": self.model_name, "model_dir": str(getattr(self, "model_dir", "")),
-                "device": str(next(self.parameters()).device),
-                "dtype": {torch.float32: "fp32", torch.bfloat16: "bf16"}[self.compute_dtype],
+                "device": str(self.device), "dtype": self.mode,
                 "ctc": self.ctc is not None,
                 "demo": bool(getattr(self, "model_dir", None)
                              and (Path(self.model_dir) / "DEMO.md").is_file())}
@@ -190,7 +216,7 @@ class FunASRNano(nn.Module):
         dev = self.device
         embed = self.llm.embed
         return torch.cat([embed(torch.tensor(prefix, device=dev)),
-                          audio.to(self.llm.model.embed_tokens.weight.dtype),
+                          audio.to(self.llm.dtype),
                           embed(torch.tensor(suffix, device=dev))])
 
     @torch.inference_mode()

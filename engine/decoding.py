@@ -26,7 +26,7 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
     only) forces exactly ``max_new_tokens`` tokens.
     """
     device = prompts[0].device
-    dtype = llm.model.embed_tokens.weight.dtype
+    dtype = llm.dtype
     b = len(prompts)
     lengths = torch.tensor([p.shape[0] for p in prompts], device=device)
     lmax = int(lengths.max())

@@ -157,6 +157,22 @@ class Qwen3ForCausalLM(nn.Module):
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
 
+    compute_dtype = None  # None: the embedding's dtype; CPU packing sets fp32
+
+    def pack_for_cpu(self, mode: str) -> None:
+        """Replace every Linear by a PackedLinear (bf16 or int8 storage, fp32 arithmetic) and
+        keep norms in fp32. Only for CPU decoding, where memory bandwidth sets the speed."""
+        from .cpu_gemv import PackedLinear
+
+        for module in list(self.modules()):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, name, PackedLinear(child.weight.detach(), mode))
+        for module in self.modules():
+            if isinstance(module, RMSNorm):
+                module.weight.data = module.weight.data.float()
+        self.compute_dtype = torch.float32
+
     def tie_weights(self):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
@@ -171,7 +187,12 @@ class Qwen3ForCausalLM(nn.Module):
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model.embed_tokens(ids)
+        out = self.model.embed_tokens(ids)
+        return out if self.compute_dtype is None else out.to(self.compute_dtype)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.compute_dtype or self.model.embed_tokens.weight.dtype
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
                 mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:

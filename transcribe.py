@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Batch transcription from the command line.
+
+    python transcribe.py --model DIR [--device cpu|cuda] [--dtype fp32|bf16] [--language L]
+        [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
+        [--format json|txt|srt|vtt|tsv] [--output-dir DIR] FILE...
+
+Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
+file failed, 0 otherwise. Files longer than --max-segment-seconds are cut at pauses by the voice
+activity detector and decoded segment by segment.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, "
+                   "opus, m4a, webm, ...)")
+    p.add_argument("--model", default=None, help="model directory or hub id (default: the "
+                   "official model if present locally, else the bundled demo)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16"],
+                   help="fp32 = faithful to the reference; bf16 = faster decoder")
+    p.add_argument("--language", default=None, help="ISO code, English or native name, or auto")
+    p.add_argument("--no-itn", action="store_true", help="spoken form: no digits or symbols")
+    p.add_argument("--hotwords", default="", help="comma-separated words to favour")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--max-segment-seconds", type=float, default=30.0,
+                   help="longer files are split at pauses into segments of at most this")
+    p.add_argument("--format", default="json", choices=["json", "txt", "srt", "vtt", "tsv"])
+    p.add_argument("--output-dir", default=None,
+                   help="write one FILE.<format> per input here instead of printing")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(message)s", stream=sys.stderr)
+    from engine import subtitles
+    from engine.audio import probe_duration
+    from engine.languages import resolve_language
+    from engine.longform import transcribe_long
+    from model import FunASRNano
+    from serving.model_choice import choose_model
+
+    try:
+        resolve_language(args.language)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()]
+    model_path, note = choose_model(args.model)
+    if note:
+        logging.warning(note)
+    try:
+        asr = FunASRNano.from_pretrained(model_path, device=args.device, dtype=args.dtype or "fp32")
+    except Exception as e:  # noqa: BLE001 - a clear message, not a traceback
+        print(f"error: cannot load model {model_path}: {e}", file=sys.stderr)
+        return 2
+    info = asr.describe()
+    logging.info("model %s on %s (%s)", info["model"], info["device"], info["dtype"])
+
+    opts = dict(language=args.language, itn=not args.no_itn, hotwords=hotwords)
+    results: dict[int, dict] = {}
+    short = []
+    for i, f in enumerate(args.files):
+        try:
+            duration = probe_duration(f)
+        except Exception:  # noqa: BLE001 - the decoder reports the real reason below
+            duration = 0.0
+        if duration > args.max_segment_seconds:
+            t0 = time.perf_counter()
+
+            def progress(done, total, name=f):
+                if not args.quiet:
+                    print(f"\r{name}: {done}/{total} segments", end="", file=sys.stderr)
+
+            res = transcribe_long(asr, f, batch_size=args.batch_size,
+                                  max_segment_s=args.max_segment_seconds, progress=progress,
+                                  max_new_tokens=args.max_new_tokens, **opts)
+            if not args.quiet:
+                print(file=sys.stderr)
+            res.setdefault("key", Path(f).stem)
+            res["file"] = f
+            res["processing_time"] = round(time.perf_counter() - t0, 3)
+            results[i] = res
+        else:
+            short.append(i)
+    for start in range(0, len(short), args.batch_size):
+        chunk = short[start:start + args.batch_size]
+        t0 = time.perf_counter()
+        out = asr.transcribe([args.files[i] for i in chunk], batch_size=args.batch_size,
+                             max_new_tokens=args.max_new_tokens, **opts)
+        per_file = round((time.perf_counter() - t0) / len(chunk), 3)
+        for i, r in zip(chunk, out):
+            r["processing_time"] = per_file
+            if r.get("error") is None:
+                r["segments"] = [{"start": 0.0, "end": r["duration"], "text": r["text"].strip()}]
+            results[i] = r
+        if not args.quiet:
+            print(f"{min(start + len(chunk), len(short))}/{len(short)} files", file=sys.stderr)
+
+    failed = 0
+    for i, f in enumerate(args.files):
+        r = results[i]
+        if r.get("error"):
+            failed += 1
+            print(f"error: {r['error']}", file=sys.stderr)
+        text = render(r, args.format, subtitles)
+        if args.output_dir and not r.get("error"):
+            out = Path(args.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / f"{Path(f).stem}.{args.format}").write_text(text, encoding="utf-8")
+        elif args.format == "json" or not r.get("error"):
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 1 if failed else 0
+
+
+def render(r: dict, fmt: str, subtitles) -> str:
+    if fmt == "json":
+        keep = ("key", "file", "text", "text_tn", "language", "duration", "processing_time",
+                "segments", "timestamps", "finish_reason", "error")
+        return json.dumps({k: r.get(k) for k in keep if k in r or k == "error"},
+                          ensure_ascii=False)
+    segments = r.get("segments") or []
+    return {"txt": lambda: r.get("text", "").strip() + "\n", "srt": lambda: subtitles.to_srt(segments),
+            "vtt": lambda: subtitles.to_vtt(segments), "tsv": lambda: subtitles.to_tsv(segments)}[fmt]()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
