@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -30,7 +31,8 @@ def model_banner(spec: str, note: str | None, demo: bool) -> str | None:
     path = Path(spec)
     if path.is_dir() and missing_files(path) or (note and not path.is_dir()):
         return ("**No model is available.** Neither the official Fun-ASR-MLT-Nano-2512 weights "
-                f"nor the demo checkpoint were found (tried `{spec}`).\n\n```\n{how_to_download()}\n```")
+                f"nor the demo checkpoint were found (tried `{spec}`).\n\n"
+                f"```\n{how_to_download()}\n```")
     if demo:
         return ("**Demo model.** This is a small demo model trained on synthetic speech by this "
                 "project; it will not transcribe real recordings well. For the real "
@@ -51,7 +53,8 @@ def create_app(settings):
     demo = note is not None or is_demo_dir(spec)
     banner = model_banner(spec, note, demo)
     if banner:
-        log.warning("%s", banner.replace("**", "").replace("```", "").strip())
+        plain = banner.replace("**", "").replace("```", "")
+        log.warning("%s", re.sub(r"\n{2,}", "\n", plain).strip())
     holder = ModelHolder(spec, settings.device, settings.dtype, settings.concurrency, demo=demo)
     log.info("model: %s (device %s, %s); it loads %s", spec, holder.device, holder.dtype,
              "now, in the background" if settings.preload else "on the first request")

@@ -123,6 +123,9 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         if progress:
             progress(min(1.0, (done + extra) / total), message)
 
+    if short or long:
+        report(0.0, "loading the model")
+        holder.get()  # load first (once), so processing times are decoding times
     report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
         chunk = short[start:start + opts.batch_size]
@@ -134,7 +137,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                                     max_new_tokens=opts.max_new_tokens, keys=names)
         elapsed = time.perf_counter() - t0
         chunk_seconds = sum(rows[i]["duration"] for i, _ in chunk) or 1.0
-        for (i, _), res in zip(chunk, results):
+        for (i, _), res in zip(chunk, results, strict=True):
             row = rows[i]
             share = elapsed * row["duration"] / chunk_seconds  # one model call for the batch
             row.update(processing_time=round(share, 3), text=res.get("text", ""),

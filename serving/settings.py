@@ -13,11 +13,14 @@ from dataclasses import dataclass, field
 _FLAGS = [
     ("--model", ("FUNASR_NANO_MODEL",), None, str,
      "model directory or hub id (default: the official model if present locally, else the demo)"),
-    ("--device", ("FUNASR_NANO_DEVICE",), None, str, "cpu, cuda or cuda:N (default: cuda if available)"),
-    ("--dtype", ("FUNASR_NANO_DTYPE",), "fp32", str, "fp32 (faithful) or bf16 (faster on GPU)"),
+    ("--device", ("FUNASR_NANO_DEVICE",), None, str,
+     "cpu, cuda or cuda:N (default: cuda if available)"),
+    ("--dtype", ("FUNASR_NANO_DTYPE",), "fp32", str,
+     "fp32 (faithful), bf16 (faster on GPU) or int8 (CPU only: fastest, lossy)"),
     ("--host", ("GRADIO_SERVER_NAME", "FUNASR_NANO_HOST"), "127.0.0.1", str,
      "address to listen on (0.0.0.0 for all interfaces)"),
-    ("--port", ("GRADIO_SERVER_PORT", "FUNASR_NANO_PORT"), 7860, int, "port for the page and the API"),
+    ("--port", ("GRADIO_SERVER_PORT", "FUNASR_NANO_PORT"), 7860, int,
+     "port for the page and the API"),
     ("--max-upload-mb", ("FUNASR_NANO_MAX_UPLOAD_MB",), 200.0, float,
      "largest accepted upload in MB (larger: HTTP 413)"),
     ("--max-audio-minutes", ("FUNASR_NANO_MAX_AUDIO_MINUTES",), 60.0, float,
@@ -28,7 +31,8 @@ _FLAGS = [
      "user:pass to log in to the page (the API then also accepts these as HTTP Basic auth)"),
     ("--api-key", ("FUNASR_NANO_API_KEY",), None, str,
      "require 'Authorization: Bearer KEY' on /v1/* (/health stays open)"),
-    ("--batch-size", ("FUNASR_NANO_BATCH_SIZE",), 8, int, "files or segments decoded per model call"),
+    ("--batch-size", ("FUNASR_NANO_BATCH_SIZE",), 8, int,
+     "files or segments decoded per model call"),
     ("--max-new-tokens", ("FUNASR_NANO_MAX_NEW_TOKENS",), 512, int,
      "token limit per utterance (small values only for tests)"),
     ("--preload", ("FUNASR_NANO_PRELOAD",), False, bool,
@@ -71,8 +75,8 @@ class Settings:
         return user, password
 
     def validate(self) -> None:
-        if self.dtype not in ("fp32", "bf16", "float32", "bfloat16"):
-            raise ValueError(f"--dtype must be fp32 or bf16, not {self.dtype!r}")
+        if self.dtype not in ("fp32", "bf16", "int8", "float32", "bfloat16"):
+            raise ValueError(f"--dtype must be fp32, bf16 or int8, not {self.dtype!r}")
         if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
             raise ValueError("--auth takes user:pass")
         for name in ("concurrency", "batch_size", "max_new_tokens", "port"):
@@ -91,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="app.py", description="Fun-ASR-MLT-Nano speech recognition: web page and HTTP API "
         "on one port. Every flag has an environment variable (shown in brackets).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for flag, envs, default, typ, text in _FLAGS:
+    for flag, envs, _default, typ, text in _FLAGS:
         dest = flag[2:].replace("-", "_")
         help_text = f"{text} [{' or '.join(envs)}]"
         if typ is bool:
@@ -115,13 +119,14 @@ def parse_settings(argv=None, environ=None) -> Settings:
                 try:
                     value = _truthy(raw) if typ is bool else typ(raw)
                 except ValueError as e:
-                    raise SystemExit(f"app.py: bad value {raw!r} in the environment for {flag}: {e}")
+                    raise SystemExit(f"app.py: bad value {raw!r} in the environment for "
+                                     f"{flag}: {e}") from None
         values[dest] = default if value is None else value
     settings = Settings(**values)
     try:
         settings.validate()
     except ValueError as e:
-        raise SystemExit(f"app.py: {e}")
+        raise SystemExit(f"app.py: {e}") from None
     return settings
 
 

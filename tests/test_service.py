@@ -16,7 +16,8 @@ SCRIPT = str(ROOT / "scripts" / "service.sh")
 def service(tmp_path, *args, timeout=180):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("FUNASR_NANO_", "GRADIO_SERVER_"))}
-    env.update(PID_FILE=str(tmp_path / "run" / "app.pid"), LOG_FILE=str(tmp_path / "logs" / "app.log"),
+    env.update(PID_FILE=str(tmp_path / "run" / "app.pid"),
+               LOG_FILE=str(tmp_path / "logs" / "app.log"),
                PYTHON=PYTHON, FUNASR_NANO_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                STOP_TIMEOUT="20")
     return subprocess.run(["bash", SCRIPT, *args], env=env, capture_output=True, text=True,
