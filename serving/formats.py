@@ -67,7 +67,8 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", stem)[:80] or "audio"
 
 
-def write_downloads(rows: list[dict], model: str | None = None, directory: str | None = None) -> list[str]:
+def write_downloads(rows: list[dict], model: str | None = None,
+                    directory: str | None = None) -> list[str]:
     """transcript.txt and transcript.json for the batch, and an .srt and a .vtt per file."""
     out = Path(directory or tempfile.mkdtemp(prefix="funasr_nano_"))
     out.mkdir(parents=True, exist_ok=True)

@@ -107,9 +107,9 @@ class ModelHolder:
             self.demo = bool(self._description.get("demo", self.demo))
             self._error = None
             self._model = model
-            log.info("model ready: %s on %s (%s) in %.1f s", self._description.get("model", self.spec),
-                     self._description.get("device", self.device),
-                     self._description.get("dtype", self.dtype), self.load_seconds)
+            d = self._description
+            log.info("model ready: %s on %s (%s) in %.1f s", d.get("model", self.spec),
+                     d.get("device", self.device), d.get("dtype", self.dtype), self.load_seconds)
             return model
 
     def preload_in_background(self) -> threading.Thread:

@@ -117,7 +117,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                                 file_count="multiple", file_types=list(AUDIO_EXTENSIONS),
                                 elem_id="files")
                 microphone = gr.Audio(sources=["microphone"], type="filepath",
-                                      label="...or record from the microphone", elem_id="microphone")
+                                      label="...or record from the microphone",
+                                      elem_id="microphone")
                 language = gr.Dropdown(language_choices(), value="auto", label="Language",
                                        info="Automatic, or the language spoken in the audio",
                                        elem_id="language")
@@ -125,8 +126,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                     itn = gr.Checkbox(value=True, label="Inverse text normalization (ITN)",
                                       info="numbers, punctuation and casing as written text",
                                       elem_id="itn")
-                hotwords = gr.Textbox(label="Hotwords", placeholder="names or terms, comma separated",
-                                      lines=1, elem_id="hotwords")
+                hotwords = gr.Textbox(label="Hotwords", lines=1, elem_id="hotwords",
+                                      placeholder="names or terms, comma separated")
                 with gr.Row():
                     run = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
                     clear = gr.Button("Clear", elem_id="clear")
