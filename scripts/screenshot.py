@@ -34,8 +34,9 @@ def main() -> int:
                    help="further app.py flags (must come last)")
     args = p.parse_args()
 
-    audio = args.audio or sorted(str(x) for x in (ROOT / "example").iterdir()
-                                 if x.suffix.lower() in (".wav", ".mp3", ".flac", ".ogg", ".m4a"))[:2]
+    clips = sorted(str(x) for x in (ROOT / "example").iterdir()
+                   if x.suffix.lower() in (".wav", ".mp3", ".flac", ".ogg", ".m4a"))
+    audio = args.audio or clips[:2]
     if not audio:
         p.error("no audio: pass --audio FILE or put clips in example/")
     with socket.socket() as s:

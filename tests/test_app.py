@@ -217,6 +217,10 @@ def test_model_loads_once_under_concurrent_first_requests():
             raise FileNotFoundError("no model.pt")
         return Fake()
 
+    h3 = ModelHolder("fake", "cpu", "fp32", loader=lambda *a: Fake())
+    h3.preload_in_background().join(10)                   # --preload
+    assert h3.loaded and h3.loads == 1
+
     h2 = ModelHolder("x", "cpu", "fp32", loader=flaky)
     with pytest.raises(ModelUnavailable, match="no model.pt"):
         h2.get()
@@ -387,3 +391,48 @@ def test_docs_flags_table_is_current():
 
     docs = (Path(__file__).resolve().parents[1] / "docs" / "APP.md").read_text(encoding="utf-8")
     assert flags_table() in docs, "docs/APP.md: paste serving.settings.flags_table() output"
+
+
+def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):
+    """A 35+ s recording goes through the real engine.longform with the model holder's guarded
+    model: several VAD segments, and the row's text is their joined text."""
+    import numpy as np
+    import soundfile as sf
+
+    from engine.audio import load_audio
+    from serving.model_holder import ModelHolder
+    from serving.pipeline import LONGFORM_SECONDS, Options, transcribe_items
+
+    clips = sorted(p for p in (speech_dir / "en").iterdir() if p.is_file())
+    parts, total = [], 0.0
+    while total < LONGFORM_SECONDS + 5:
+        for clip in clips:
+            wave = load_audio(clip)
+            parts += [wave, np.zeros(16000, np.float32)]
+            total += len(wave) / 16000 + 1
+    long_wav = tmp_path / "long.wav"
+    sf.write(long_wav, np.concatenate(parts), 16000)
+    holder = ModelHolder("in-process", "cpu", "fp32", loader=lambda *a: engine)
+    [row] = transcribe_items(holder, [("long.wav", str(long_wav))],
+                             Options(language="en", max_new_tokens=4, batch_size=8))
+    assert row["longform"] and row["error"] is None
+    assert row["duration"] == pytest.approx(total, abs=0.1)
+    assert len(row["segments"]) >= 2
+    assert all(0 <= s["start"] < s["end"] <= row["duration"] + 0.01 for s in row["segments"])
+    assert row["text"] and row["segments"][0]["text"] in row["text"]
+
+
+def test_examples_from_the_example_folder(tmp_path, audio_files):
+    import json as _json
+    import shutil
+
+    from serving.model_holder import ModelHolder
+    from serving.ui import build_blocks
+
+    shutil.copy(audio_files["tone.wav"], tmp_path / "hello.wav")
+    (tmp_path / "README.txt").write_text("not a clip")
+    holder = ModelHolder("x", "cpu", "fp32", loader=lambda *a: None)
+    blocks = build_blocks(parse_settings([], environ={}), holder, examples_dir=tmp_path)
+    config = _json.dumps(blocks.get_config_file(), default=str)
+    assert "hello.wav" in config and "README.txt" not in config
+    assert not holder.loaded                               # building the page loads nothing
