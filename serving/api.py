@@ -25,6 +25,7 @@ log = logging.getLogger("funasr_nano.app")
 
 API_PREFIX = "/v1/"
 FORM_SLACK_BYTES = 1 << 20  # multipart headers and the small form fields around the file
+API_THREADS = 64            # API requests in progress (decoding or waiting for the model) at once
 
 
 def error_response(status: int, message: str, param: str | None = None,
@@ -123,15 +124,19 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
     router = APIRouter()
     started_at = started_at or time.time()
 
+    # Waiting API requests hold their own worker threads, never the shared pool that Gradio and
+    # FastAPI's sync routes use; /health is async and takes no lock, so it always answers.
+    limiter = anyio.CapacityLimiter(API_THREADS)
+
     @router.get("/health")
-    def health():
+    async def health():
         info = holder.info()
         return {"status": "ok", **info, "uptime_s": round(time.time() - started_at, 1),
                 "concurrency": settings.concurrency, "max_upload_mb": settings.max_upload_mb,
                 "max_audio_minutes": settings.max_audio_minutes}
 
     @router.get("/v1/models")
-    def models(request: Request):
+    async def models(request: Request):
         denied = check_access(request, settings)
         if denied:
             return denied
@@ -169,7 +174,7 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
                        max_audio_seconds=settings.max_audio_seconds)
         try:
             rows = await anyio.to_thread.run_sync(
-                transcribe_items, holder, [(name, data)], opts)
+                transcribe_items, holder, [(name, data)], opts, limiter=limiter)
         except ModelUnavailable as e:
             return error_response(503, str(e), None, "model_unavailable")
         except RequestError as e:

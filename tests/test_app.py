@@ -138,7 +138,12 @@ def test_ten_concurrent_requests_all_answered(app, engine, audio_files):
     want = {p.name: expected_text(engine, p) for p in files}
     jobs = [files[i % len(files)] for i in range(10)]
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
-        results = list(pool.map(lambda p: (p.name, post(app, p, timeout=120)), jobs))
+        futures = [pool.submit(lambda p: (p.name, post(app, p, timeout=120)), p) for p in jobs]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        assert get_json(app.url + "/health")["status"] == "ok"   # not stuck behind the queue
+        assert time.monotonic() - t0 < 5
+        results = [f.result() for f in futures]
     assert len(results) == 10
     for name, r in results:
         assert r.status_code == 200, r.text
