@@ -13,7 +13,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine.languages import LANGUAGES
+from engine.languages import LANGUAGES, resolve_language
 
 from .formats import combined_transcript, write_downloads
 from .model_holder import ModelUnavailable
@@ -42,11 +42,33 @@ def language_choices() -> list[tuple[str, str]]:
     return out
 
 
-def example_files(directory: Path) -> list[str]:
+def example_files(directory: Path) -> list[tuple[str, str, str]]:
+    """(path, language menu value, label) for each clip in ``directory``; the language comes
+    from ``examples.tsv`` (columns ``file``, ``language``) where the folder has one."""
     if not directory.is_dir():
         return []
-    return sorted(str(p) for p in directory.iterdir()
-                  if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    languages = {}
+    tsv = directory / "examples.tsv"
+    if tsv.is_file():
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+        header = lines[0].split("\t") if lines else []
+        if "file" in header and "language" in header:
+            fi, li = header.index("file"), header.index("language")
+            for line in lines[1:]:
+                cols = line.split("\t")
+                if len(cols) > max(fi, li):
+                    languages[cols[fi]] = cols[li]
+    out = []
+    for p in sorted(directory.iterdir()):
+        if not (p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS):
+            continue
+        try:
+            lang = resolve_language(languages.get(p.name))
+        except ValueError:
+            lang = None
+        label = f"{lang.english} ({p.name})" if lang else p.name
+        out.append((str(p), lang.code if lang else "auto", label))
+    return out
 
 
 def status_markdown(holder) -> str:
@@ -133,8 +155,10 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                     clear = gr.Button("Clear", elem_id="clear")
                 clips = example_files(examples_dir) if examples_dir else []
                 if clips:
-                    gr.Examples([[[c]] for c in clips], inputs=[files],
-                                example_labels=[Path(c).name for c in clips],
+                    gr.Examples([[[path], code] for path, code, _ in clips],
+                                inputs=[files, language],
+                                example_labels=[label for _, _, label in clips],
+                                examples_per_page=40,
                                 label="Examples (click one, then Transcribe)")
             with gr.Column(scale=3):
                 transcript = gr.Textbox(label="Transcript", lines=8, max_lines=30,

@@ -435,7 +435,12 @@ def test_examples_from_the_example_folder(tmp_path, audio_files):
     from serving.ui import build_blocks
 
     shutil.copy(audio_files["tone.wav"], tmp_path / "hello.wav")
+    shutil.copy(audio_files["tone.wav"], tmp_path / "hei.wav")
     (tmp_path / "README.txt").write_text("not a clip")
+    (tmp_path / "examples.tsv").write_text("file\tlanguage\ttext_itn\nhei.wav\tfi\tHei.\n")
+    from serving.ui import example_files
+    assert [(os.path.basename(p), code, label) for p, code, label in example_files(tmp_path)] == [
+        ("hei.wav", "fi", "Finnish (hei.wav)"), ("hello.wav", "auto", "hello.wav")]
     holder = ModelHolder("x", "cpu", "fp32", loader=lambda *a: None)
     blocks = build_blocks(parse_settings([], environ={}), holder, examples_dir=tmp_path)
     config = _json.dumps(blocks.get_config_file(), default=str)
