@@ -1,0 +1,53 @@
+"""Session fixtures: random-weight model directories in the official layout, and speech clips.
+
+The model directories are built by tools/make_random_model.py into a cache
+(`$FUNASR_NANO_MODELS` or ~/.cache/funasr-nano/models), keyed by the tool's version and source
+hash and the seed, so they are built once per machine (tiny: ~10 s), not once per run.
+The first build needs the network once, for the Qwen3 tokenizer files (tools/fetch_assets.py).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# Tests import the top-level modules (`model`, `engine.*`), `tests.reference` and the tools.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tools.make_random_model import cached_random_model  # noqa: E402
+
+TINY_SEED = 0
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """Tiny model, no CTC tensors (like the MLT checkpoint: funasr disables its CTC branch)."""
+    return cached_random_model("tiny", TINY_SEED, ctc=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_ctc_model_dir() -> Path:
+    """Tiny model with ctc_decoder.* / ctc.* saved (like the ModelScope Nano checkpoint)."""
+    return cached_random_model("tiny", TINY_SEED, ctc=True)
+
+
+@pytest.fixture(scope="session")
+def speech_dir() -> Path:
+    """The shared clips (zh/, en/, manifest.tsv): ../shared/data/speech, else $SPEECH_DATA."""
+    for cand in (REPO.parent / "shared/data/speech", os.environ.get("SPEECH_DATA")):
+        if cand and Path(cand).is_dir():
+            return Path(cand)
+    pytest.skip("no speech data: ../shared/data/speech is missing and SPEECH_DATA is unset")
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tiny_model_dir):
+    """funasr's AutoModel on the tiny dir (see tests/reference.py), built once per session."""
+    pytest.importorskip("funasr")
+    from tests.reference import build_reference
+
+    return build_reference(tiny_model_dir)
