@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 from engine.subtitles import to_srt, to_txt, to_vtt
@@ -67,10 +69,28 @@ def _safe_stem(name: str) -> str:
     return re.sub(r"[^\w.-]+", "_", stem)[:80] or "audio"
 
 
+DOWNLOADS_ROOT = Path(tempfile.gettempdir()) / "funasr_nano_downloads"
+KEEP_DOWNLOADS_S = 2 * 3600
+
+
+def _fresh_download_dir() -> Path:
+    """A new folder per request; folders older than KEEP_DOWNLOADS_S are removed on the way
+    (Gradio serves copies from its own cache, which it prunes itself)."""
+    DOWNLOADS_ROOT.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    for old in DOWNLOADS_ROOT.iterdir():
+        try:
+            if now - old.stat().st_mtime > KEEP_DOWNLOADS_S:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    return Path(tempfile.mkdtemp(dir=DOWNLOADS_ROOT))
+
+
 def write_downloads(rows: list[dict], model: str | None = None,
                     directory: str | None = None) -> list[str]:
     """transcript.txt and transcript.json for the batch, and an .srt and a .vtt per file."""
-    out = Path(directory or tempfile.mkdtemp(prefix="funasr_nano_"))
+    out = Path(directory) if directory else _fresh_download_dir()
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     ok = [r for r in rows if not r["error"]]

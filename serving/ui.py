@@ -125,7 +125,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
             raise gr.Error(str(e), duration=None) from e
         return status_markdown(holder)
 
-    with gr.Blocks(title=title, analytics_enabled=False) as blocks:
+    # delete_cache: uploads and results older than 2 h leave Gradio's cache, checked hourly.
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 7200)) as blocks:
         gr.Markdown(f"# {title}\n31 languages, running on this server. The same port serves an "
                     "OpenAI-compatible API: `POST /v1/audio/transcriptions` (see `/health`).")
         if banner:
