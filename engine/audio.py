@@ -7,12 +7,13 @@ Channels are averaged. Resampling is ``soxr`` quality HQ followed by librosa's l
 is exactly what ``librosa.resample`` (default ``res_type="soxr_hq"``, ``fix=True``) does, and that
 is the reference's resampler when torchaudio is absent.
 
-Damaged files: a truncated or partly corrupt file returns the audio that could be decoded, with a
-logged warning, because a transcript of most of a recording is more useful than an error. Only
-when nothing decodes is it an ``AudioError``. libsndfile and FFmpeg differ here: libsndfile's mp3
-decoder silently stops at a damaged frame and its flac decoder gives up on a truncated file,
-whereas FFmpeg skips the bad packet and goes on. So when libsndfile fails, or returns clearly fewer
-frames than its header announced, the rest is decoded with PyAV.
+Damaged files: by default a truncated or corrupt file is an ``AudioError`` naming what is wrong,
+because silently transcribing half a recording misleads; ``allow_damaged=True`` instead returns
+the audio that could be decoded, with a logged warning. libsndfile and FFmpeg differ here:
+libsndfile's mp3 decoder silently stops at a damaged frame and its flac decoder gives up on a
+truncated file, whereas FFmpeg skips the bad packet and goes on. So when libsndfile fails, or
+returns clearly fewer frames than its header announced, the rest is decoded with PyAV. An MP3
+has no reliable length header, so its truncation is found by walking its frame headers.
 """
 
 from __future__ import annotations
@@ -200,9 +201,75 @@ def _undecodable_reason(source) -> str:
     return "not an audio file, or an unsupported format"
 
 
+def _damaged(name: str, message: str, strict: bool) -> None:
+    if strict:
+        raise AudioError(name, message)
+    log.warning("%s: %s", name, message)
+
+
+_MP3_KBPS = {  # (MPEG-1?, layer) -> bitrate table in kbit/s, index 1..14
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_KBPS[(False, 3)] = _MP3_KBPS[(False, 2)]
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_frame_length(h: bytes) -> int:
+    """Bytes in the MPEG audio frame whose 4-byte header is ``h``; 0 if it is no valid header."""
+    if len(h) < 4 or h[0] != 0xFF or h[1] & 0xE0 != 0xE0:
+        return 0
+    version, layer_bits = (h[1] >> 3) & 3, (h[1] >> 1) & 3
+    rate_i, kbps_i, padding = (h[2] >> 2) & 3, h[2] >> 4, (h[2] >> 1) & 1
+    if version == 1 or layer_bits == 0 or rate_i == 3 or kbps_i in (0, 15):
+        return 0
+    layer, mpeg1 = 4 - layer_bits, version == 3
+    bitrate = _MP3_KBPS[(mpeg1, layer)][kbps_i - 1] * 1000
+    rate = _MP3_RATES[version][rate_i]
+    if layer == 1:
+        return (12 * bitrate // rate + padding) * 4
+    return (144 if mpeg1 or layer == 2 else 72) * bitrate // rate + padding
+
+
+def _mp3_truncated(source) -> bool:
+    """True when an MP3's last frame runs past the end of the data (a cut-off download)."""
+    if isinstance(source, str):
+        with open(source, "rb") as f:
+            data = f.read()
+    else:
+        source.seek(0)
+        data = source.read()
+        source.seek(0)
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:  # skip an ID3v2 tag (syncsafe size)
+        pos = 10 + ((data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7
+                    | (data[9] & 0x7F)) + (10 if data[5] & 0x10 else 0)
+    while pos < len(data) and not _mp3_frame_length(data[pos:pos + 4]):
+        pos += 1  # to the first frame
+        if pos > 65536:
+            return False
+    frames = 0
+    while pos < len(data):
+        n = _mp3_frame_length(data[pos:pos + 4])
+        if not n:  # a trailing tag or junk, not a cut frame; a cut header is a truncation
+            return len(data) - pos < 4 and data[pos:pos + 1] == b"\xff" and frames > 0
+        if pos + n > len(data):
+            return True
+        pos, frames = pos + n, frames + 1
+    return False
+
+
+def _is_mp3(source) -> bool:
+    head = _head(source, 4)
+    return head[:3] == b"ID3" or bool(_mp3_frame_length(head))
+
+
 # --------------------------------------------------------------------------- decoding
 
-def _native_blocks(source, name: str) -> Iterator[tuple[np.ndarray, int]]:
+def _native_blocks(source, name: str, strict: bool = True) -> Iterator[tuple[np.ndarray, int]]:
     """Yield (mono float32 block, sample rate) at the file's own rate, libsndfile first."""
     done, rate = 0, None
     try:
@@ -226,21 +293,29 @@ def _native_blocks(source, name: str) -> Iterator[tuple[np.ndarray, int]]:
                 if done >= expected - max(0.01 * expected, 0.1 * rate):
                     if done == 0:
                         raise AudioError(name, "no audio samples")
+                    if _is_mp3(source) and _mp3_truncated(source):
+                        _damaged(name, f"truncated MP3 file: the data ends inside a frame "
+                                 f"(only {done / rate:.2f} s decoded)", strict)
                     return
             except sf.LibsndfileError as e:
                 log.debug("%s: libsndfile stopped after %d frames: %s", name, done, e)
     _rewind(source)
     got = 0
-    for block, av_rate in _pyav_blocks(source, name, skip=done, need_rate=rate if done else None):
+    for block, av_rate in _pyav_blocks(source, name, skip=done, need_rate=rate if done else None,
+                                       strict=strict):
         got += len(block)
         yield block, av_rate
     if done:
-        log.warning("%s: damaged or truncated file; decoded %.2f s "
-                    "(%.2f s by FFmpeg after libsndfile stopped)", name, (done + got) / rate,
-                    got / rate)
+        mp3 = _is_mp3(source)
+        if mp3 and got == 0 and not _mp3_truncated(source):
+            return  # an intact VBR mp3 whose frame count libsndfile over-estimated
+        _damaged(name, f"{'truncated MP3 file' if mp3 else 'truncated or corrupt file'}: "
+                 f"decoded {(done + got) / rate:.2f} s of the {expected / rate:.2f} s announced",
+                 strict)
 
 
-def _pyav_blocks(source, name: str, skip: int = 0, need_rate: int | None = None):
+def _pyav_blocks(source, name: str, skip: int = 0, need_rate: int | None = None,
+                 strict: bool = True):
     """PyAV decode, skipping damaged packets. ``skip`` samples are dropped from the start (to
     continue where libsndfile stopped, at libsndfile's rate ``need_rate``)."""
     import av   # imported lazily: most inputs never need it
@@ -295,10 +370,10 @@ def _pyav_blocks(source, name: str, skip: int = 0, need_rate: int | None = None)
         raise AudioError(name, "truncated or corrupt: no audio could be decoded" if bad
                          else "no audio samples")
     if bad:
-        log.warning("%s: skipped %d damaged packet(s)", name, bad)
+        _damaged(name, f"corrupt file: {bad} damaged packet(s) skipped", strict)
     elif announced and need_rate is None and total / rate < 0.95 * announced - 0.1:
-        log.warning("%s: decoded %.2f s of the %.2f s the header announces; truncated?",
-                    name, total / rate, announced)
+        _damaged(name, f"truncated file: decoded {total / rate:.2f} s of the {announced:.2f} s "
+                 "the header announces", strict)
 
 
 _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854775808e18}
@@ -319,27 +394,28 @@ def _frame_to_mono(frame) -> np.ndarray:
 
 # --------------------------------------------------------------------------- public API
 
-def load_audio(src, sr: int = SAMPLE_RATE, name: str | None = None) -> np.ndarray:
+def load_audio(src, sr: int = SAMPLE_RATE, name: str | None = None,
+               allow_damaged: bool = False) -> np.ndarray:
     """Decode ``src`` to mono float32 at ``sr`` Hz.
 
     ``src``: a path (str/Path), bytes, a binary file object, an ``(array, sample_rate)`` tuple, or
     a 1-D/2-D numpy array / torch tensor already at ``sr`` (2-D: the shorter axis is channels).
     Integer arrays are scaled (int16 / 32768 etc.). Raises ``AudioError`` naming ``name`` (or the
-    path) and the reason.
+    path) and the reason; a truncated or corrupt file too, unless ``allow_damaged``.
     """
     arr = _array_input(src, sr, name)
     if arr is not None:
         return arr
     source, name = _source(src, name)
     blocks, rate = [], None
-    for block, rate in _native_blocks(source, name):
+    for block, rate in _native_blocks(source, name, strict=not allow_damaged):
         blocks.append(block)
     audio = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     return resample(audio, rate, sr)
 
 
 def stream_audio(src, block_seconds: float = 30.0, sr: int = SAMPLE_RATE,
-                 name: str | None = None) -> Iterator[np.ndarray]:
+                 name: str | None = None, allow_damaged: bool = False) -> Iterator[np.ndarray]:
     """Yield consecutive mono float32 blocks at ``sr`` Hz, each ``block_seconds`` long (the last
     may be shorter), without holding the whole file in memory.
 
@@ -355,7 +431,7 @@ def stream_audio(src, block_seconds: float = 30.0, sr: int = SAMPLE_RATE,
     source, name = _source(src, name)
     out = _Rechunker(block)
     resampler, rate, n_in = None, None, 0
-    for chunk, rate in _native_blocks(source, name):
+    for chunk, rate in _native_blocks(source, name, strict=not allow_damaged):
         if resampler is None and rate != sr:
             resampler = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
         n_in += len(chunk)
