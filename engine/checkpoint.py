@@ -100,8 +100,9 @@ def _hub_snapshot(hub_id: str, local_only: bool) -> Path | None:
     return None
 
 
-def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
-    """A local directory as is; a hub id through the local caches, then the hubs when online."""
+def resolve_model_dir(name_or_path: str | os.PathLike, local_only: bool = False) -> Path:
+    """A local directory as is; a hub id through the local caches, then the hubs when online
+    (never with ``local_only``)."""
     path = Path(os.path.expanduser(str(name_or_path)))
     if path.is_dir():
         bad = missing_files(path)
@@ -113,7 +114,8 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
         raise ModelNotFoundError(f"{path} is a file; --model takes a model directory or a hub id")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", str(name_or_path)):
         raise ModelNotFoundError(f"no model directory at {path}.\n{how_to_download()}")
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("FUNASR_NANO_OFFLINE") == "1"
+    offline = (local_only or os.environ.get("HF_HUB_OFFLINE") == "1"
+               or os.environ.get("FUNASR_NANO_OFFLINE") == "1")
     found = _hub_snapshot(str(name_or_path), local_only=True)
     if found is None and not offline:
         found = _hub_snapshot(str(name_or_path), local_only=False)

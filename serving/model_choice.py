@@ -28,14 +28,7 @@ def choose_model(explicit: str | None = None) -> tuple[str, str | None]:
         return chosen, None
     if not missing_files(ROOT):
         return str(ROOT), None
-    before = os.environ.get("FUNASR_NANO_OFFLINE")
-    os.environ["FUNASR_NANO_OFFLINE"] = "1"  # look in the caches only, never block on a hub
     try:
-        return str(resolve_model_dir(DEFAULT_HUB_ID)), None
+        return str(resolve_model_dir(DEFAULT_HUB_ID, local_only=True)), None
     except FileNotFoundError:
         return str(DEMO_DIR), demo_note()
-    finally:
-        if before is None:
-            del os.environ["FUNASR_NANO_OFFLINE"]
-        else:
-            os.environ["FUNASR_NANO_OFFLINE"] = before
