@@ -28,6 +28,11 @@ Reference behaviour worth knowing (funasr 1.4.16):
   * The LLM is built in bf16 and upcast to fp32 in place by the first inference_llm call;
     before that, inputs_embeds (and so the audio rows) are bf16. build_reference warms up so
     every later call sees the fp32 LLM.
+  * RoPE frequencies are bf16-rounded: FunASRNano builds the LLM and calls .to(bf16) (config
+    llm_dtype), which also casts the rotary_emb.inv_freq buffer; the later .to(fp32) cannot
+    restore the lost bits. So the reference rotates with bf16(1 / theta^(2i/d)), not the
+    exact fp32 values (an engine with exact inv_freq is off by ~1e-3 relative in the logits
+    even on the tiny model; with the rounded ones it matches to ~1e-6).
   * With CTC tensors present, every generate() also runs CTC forced alignment, which needs
     torchaudio (funasr.utils.torchaudio_compat raises ImportError otherwise): without
     torchaudio, the reference cannot transcribe with a --ctc model dir at all.

@@ -147,3 +147,14 @@ def test_reference_ignores_a_reregistered_class(tiny_model_dir):
         assert tables.model_classes["FunASRNano"] is Impostor
     finally:
         tables.model_classes["FunASRNano"] = before
+
+
+def test_reference_rope_frequencies_are_bf16_rounded(tiny_reference):
+    """The LLM is built, cast to bf16 (buffers included) and later upcast: the reference's
+    RoPE inv_freq is bf16(1/theta^(2i/d)), which an engine must reproduce for parity."""
+    llm = tiny_reference.model.llm
+    d, theta = llm.config.head_dim, llm.config.rope_parameters["rope_theta"]
+    exact = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.int64).float() / d)
+    inv_freq = llm.model.rotary_emb.inv_freq
+    assert inv_freq.dtype == torch.float32
+    assert torch.equal(inv_freq, exact.bfloat16().float()) and not torch.equal(inv_freq, exact)
