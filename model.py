@@ -89,7 +89,9 @@ class FunASRNano(nn.Module):
             ad_conf["encoder_dim"] = self.audio_encoder.output_size()
             ad_conf["llm_dim"] = self.llm_config.hidden_size
             self.audio_adaptor = TransformerAdaptor(**ad_conf)
-            self.llm = Qwen3ForCausalLM(self.llm_config)
+            rope_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(
+                llm_conf.get("llm_dtype"), torch.float32)
+            self.llm = Qwen3ForCausalLM(self.llm_config, rope_dtype)
             self.ctc_decoder = self.ctc = None
             if kwargs.get("ctc_decoder"):
                 ctc_conf = dict(kwargs.get("ctc_decoder_conf") or {})

@@ -150,9 +150,12 @@ class KVCache:
 
 
 class Qwen3ForCausalLM(nn.Module):
-    def __init__(self, cfg: Qwen3Config):
+    def __init__(self, cfg: Qwen3Config, rope_dtype: torch.dtype = torch.float32):
         super().__init__()
         self.config = cfg
+        # funasr builds the LLM and casts it to llm_conf.llm_dtype (bf16 for the official model),
+        # which rounds the RoPE frequencies too; training and the reference rotate with those.
+        self.rope_dtype = rope_dtype
         self.model = Qwen3Model(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         self.tie_weights()
@@ -181,7 +184,7 @@ class Qwen3ForCausalLM(nn.Module):
         """cos/sin for integer positions (B, T), computed in fp32 as HF does, then cast."""
         d = self.config.head_dim
         steps = torch.arange(0, d, 2, dtype=torch.int64, device=positions.device).float() / d
-        inv_freq = 1.0 / (self.config.rope_theta ** steps)
+        inv_freq = (1.0 / (self.config.rope_theta ** steps)).to(self.rope_dtype).float()
         freqs = positions.float()[..., None] * inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
