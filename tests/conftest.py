@@ -51,3 +51,9 @@ def tiny_reference(tiny_model_dir):
     from tests.reference import build_reference
 
     return build_reference(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def full_model_dir() -> Path:
+    """Full-size random-weight model (2 GB, official shapes), built once per machine (~40 s)."""
+    return cached_random_model("full", 1, ctc=False)
