@@ -20,6 +20,7 @@ ENV PYTHONUNBUFFERED=1 \
     GRADIO_TEMP_DIR=/tmp/gradio \
     HF_HOME=/cache/huggingface \
     MODELSCOPE_CACHE=/cache/modelscope \
+    TORCH_EXTENSIONS_DIR=/opt/torch_extensions \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
@@ -43,6 +44,14 @@ RUN groupadd --gid 1000 app \
     && chown 1000:1000 /cache /tmp/gradio
 
 COPY --chown=root:root . /app
+
+# The CPU decoding kernel (engine/cpu_gemv.py) is compiled once here, not at every start.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends g++ \
+    && rm -rf /var/lib/apt/lists/* \
+    && python -c "import sys; sys.path.insert(0, '/app'); from engine.cpu_gemv import kernels; print('CPU kernel:', kernels() is not None)" \
+    && chmod -R a+rX /opt/torch_extensions
 
 USER 1000:1000
 
