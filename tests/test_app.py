@@ -369,7 +369,7 @@ def test_demo_model_gets_a_banner_and_a_log_line(monkeypatch, app_model_dir, tmp
     shutil.copytree(app_model_dir, demo)
     (demo / "DEMO.md").write_text("A small demo model trained on synthetic speech.\n")
 
-    def not_cached(hub_id):
+    def not_cached(hub_id, local_only=False):
         raise FileNotFoundError(hub_id)
 
     monkeypatch.setattr(model_choice, "DEMO_DIR", demo)
