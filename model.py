@@ -47,6 +47,12 @@ def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def default_mode(device: str) -> str:
+    """The fast path of each device: bf16 on CUDA; fp32 on CPU, which already streams the
+    decoder's weights as bf16 (exact) through the CPU kernel."""
+    return "bf16" if str(device).startswith("cuda") else "fp32"
+
+
 def _use_available_cores() -> None:
     """As many threads as cores this process may run on (containers and taskset included)."""
     try:
@@ -112,15 +118,16 @@ class FunASRNano(nn.Module):
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(cls, model: str | os.PathLike = "FunAudioLLM/Fun-ASR-MLT-Nano-2512",
-                        device: str | None = None, dtype: str = "fp32") -> "FunASRNano":
-        """Load an official-layout directory or hub id. dtype "fp32" is faithful to the
-        reference; "bf16" runs the decoder (and on CUDA the encoder too) in bfloat16."""
+                        device: str | None = None, dtype: str | None = None) -> "FunASRNano":
+        """Load an official-layout directory or hub id. dtype: "fp32" (faithful to the
+        reference), "bf16" (bfloat16 arithmetic on CUDA; the same as fp32 on CPU), "int8" (CPU
+        decoder weights in int8); None picks the device's fast path (``default_mode``)."""
         t0 = time.perf_counter()
-        dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+        device = device or _default_device()
+        dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype) or default_mode(device)
         if dtype not in MODES:
             raise ValueError(f"dtype must be one of {', '.join(MODES)}, not {dtype!r} (fp16 "
                              "overflows: the adaptor output alone reaches ~1200)")
-        device = device or _default_device()
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise RuntimeError("device cuda requested but torch sees no CUDA GPU")
         if device.startswith("cuda") and dtype == "int8":

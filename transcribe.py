@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Batch transcription from the command line.
 
-    python transcribe.py --model DIR [--device cpu|cuda] [--dtype fp32|bf16] [--language L]
+    python transcribe.py --model DIR [--device cpu|cuda] [--dtype fp32|bf16|int8] [--language L]
         [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
         [--format json|txt|srt|vtt|tsv] [--output-dir DIR] FILE...
 
@@ -27,8 +27,9 @@ def parse_args(argv=None):
     p.add_argument("--model", default=None, help="model directory or hub id (default: the "
                    "official model if present locally, else the bundled demo)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    p.add_argument("--dtype", default=None, choices=["fp32", "bf16"],
-                   help="fp32 = faithful to the reference; bf16 = faster decoder")
+    p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "int8"],
+                   help="fp32 = faithful to the reference; bf16 = GPU arithmetic; int8 = CPU, "
+                   "fastest, lossy (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--language", default=None, help="ISO code, English or native name, or auto")
     p.add_argument("--no-itn", action="store_true", help="spoken form: no digits or symbols")
     p.add_argument("--hotwords", default="", help="comma-separated words to favour")
@@ -64,7 +65,7 @@ def main(argv=None) -> int:
     if note:
         logging.warning(note)
     try:
-        asr = FunASRNano.from_pretrained(model_path, device=args.device, dtype=args.dtype or "fp32")
+        asr = FunASRNano.from_pretrained(model_path, device=args.device, dtype=args.dtype)
     except Exception as e:  # noqa: BLE001 - a clear message, not a traceback
         print(f"error: cannot load model {model_path}: {e}", file=sys.stderr)
         return 2

@@ -40,12 +40,15 @@ def default_device() -> str:
 
 
 class ModelHolder:
-    def __init__(self, spec: str, device: str | None = None, dtype: str = "fp32",
+    def __init__(self, spec: str, device: str | None = None, dtype: str | None = None,
                  concurrency: int = 1, demo: bool = False,
                  loader: Callable[[str, str, str], object] | None = None):
         self.spec = str(spec)
         self.device = device or default_device()
-        self.dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+        # None: the device's fast path (bf16 on CUDA, fp32 on CPU), decided here so that /health
+        # can say which mode will run before the model is loaded.
+        self.dtype = ({"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+                      or ("bf16" if self.device.startswith("cuda") else "fp32"))
         self.demo = demo
         self._loader = loader or _default_loader
         self._model = None

@@ -15,8 +15,9 @@ _FLAGS = [
      "model directory or hub id (default: the official model if present locally, else the demo)"),
     ("--device", ("FUNASR_NANO_DEVICE",), None, str,
      "cpu, cuda or cuda:N (default: cuda if available)"),
-    ("--dtype", ("FUNASR_NANO_DTYPE",), "fp32", str,
-     "fp32 (faithful), bf16 (faster on GPU) or int8 (CPU only: fastest, lossy)"),
+    ("--dtype", ("FUNASR_NANO_DTYPE",), None, str,
+     "fp32 (faithful), bf16 (GPU) or int8 (CPU only: fastest, lossy); default: bf16 on GPU, "
+     "fp32 on CPU (exact, bf16-stored weights)"),
     ("--host", ("GRADIO_SERVER_NAME", "FUNASR_NANO_HOST"), "127.0.0.1", str,
      "address to listen on (0.0.0.0 for all interfaces)"),
     ("--port", ("GRADIO_SERVER_PORT", "FUNASR_NANO_PORT"), 7860, int,
@@ -45,7 +46,7 @@ _FLAGS = [
 class Settings:
     model: str | None = None
     device: str | None = None
-    dtype: str = "fp32"
+    dtype: str | None = None
     host: str = "127.0.0.1"
     port: int = 7860
     max_upload_mb: float = 200.0
@@ -75,7 +76,7 @@ class Settings:
         return user, password
 
     def validate(self) -> None:
-        if self.dtype not in ("fp32", "bf16", "int8", "float32", "bfloat16"):
+        if self.dtype not in (None, "fp32", "bf16", "int8", "float32", "bfloat16"):
             raise ValueError(f"--dtype must be fp32, bf16 or int8, not {self.dtype!r}")
         if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
             raise ValueError("--auth takes user:pass")
