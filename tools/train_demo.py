@@ -51,10 +51,16 @@ MODEL_NAMES = {lang.code: lang.model_name for lang in LANGUAGES}
 # ----------------------------------------------------------------------------------- the config
 
 DIMS = dict(
-    encoder=dict(output_size=160, attention_heads=4, linear_units=640, num_blocks=5, tp_blocks=1),
-    adaptor_ffn=384,
-    qwen3=dict(hidden_size=256, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
-               head_dim=64, intermediate_size=640),
+    encoder=dict(output_size=128, attention_heads=4, linear_units=512, num_blocks=5, tp_blocks=1),
+    adaptor_ffn=256,
+    # The adaptor stacks this many encoder frames into one (the official config has 1) and the
+    # decoder gets all of them (use_low_frame_rate false): one audio vector per 240 ms, aligned
+    # with the speech. The official model keeps the first ceil(T/8) of T unstacked frames, which
+    # makes the adaptor learn to route the whole utterance into the first eighth of its output:
+    # too slow to learn in an hour of CPU. Both switches are read by the engine and by funasr.
+    adaptor_downsample=4, use_low_frame_rate=False,
+    qwen3=dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+               head_dim=48, intermediate_size=512),
 )
 
 
@@ -67,7 +73,9 @@ def demo_configs(vocab_size: int, bos: int, eos: int) -> tuple[dict, dict]:
         cfg.pop(key, None)
     cfg["audio_encoder_conf"].update(DIMS["encoder"])
     cfg["audio_adaptor_conf"].update(ffn_dim=DIMS["adaptor_ffn"], llm_dim=DIMS["qwen3"]["hidden_size"],
-                                     encoder_dim=DIMS["encoder"]["output_size"])
+                                     encoder_dim=DIMS["encoder"]["output_size"],
+                                     downsample_rate=DIMS["adaptor_downsample"],
+                                     use_low_frame_rate=DIMS["use_low_frame_rate"])
     cfg["llm_conf"]["init_param_path"] = LLM_DIR
     cfg["frontend_conf"]["dither"] = 0.0  # deterministic features, also under funasr's WavFrontend
     cfg["dataset_conf"].pop("ctc_tokenizer", None)
@@ -216,16 +224,25 @@ class Batcher:
             itn = rng.random() < self.p_itn
             target = r["text_itn"] if itn else r["text_noitn"]
             prefix, suffix = self.prompt(name, itn)
-            items.append((prefix, suffix, self.tok.encode(target) + [self.tok.im_end]))
+            items.append((prefix, suffix, self.tok.encode(target) + [self.tok.im_end],
+                          self.tok.encode(r["text_noitn"])))
         return feats, lengths, items
 
 
-def forward_loss(model, feats, lengths, items):
+def forward_loss(model, feats, lengths, items, ctc_head=None):
+    """Cross-entropy on the target tokens; with ``ctc_head`` also an auxiliary CTC loss on the
+    encoder output against the spoken-form tokens (a training aid: the head is not shipped)."""
     enc, enc_lens = model.audio_encoder(feats, lengths)
+    ctc_loss = None
+    if ctc_head is not None:
+        logp = F.log_softmax(ctc_head(enc).float(), -1).transpose(0, 1)  # (T, B, V+1)
+        tg = [torch.tensor(it[3]) for it in items]
+        ctc_loss = F.ctc_loss(logp, torch.cat(tg), enc_lens, torch.tensor([len(t) for t in tg]),
+                              blank=ctc_head.out_features - 1, zero_infinity=True)
     ad, ad_lens = model.audio_adaptor(enc, enc_lens)
     embed = model.llm.embed
     seqs, labels = [], []
-    for i, (prefix, suffix, target) in enumerate(items):
+    for i, (prefix, suffix, target, _) in enumerate(items):
         n = low_frame_rate_length(int(ad_lens[i])) if model.use_low_frame_rate else int(ad_lens[i])
         ids = torch.tensor(prefix + suffix + target)
         e = embed(ids)
@@ -251,7 +268,7 @@ def forward_loss(model, feats, lengths, items):
     logits = model.llm.lm_head(h[:, :-1][sel])
     loss = F.cross_entropy(logits.float(), tgt[sel])
     acc = (logits.argmax(-1) == tgt[sel]).float().mean()
-    return loss, acc, int(sel.sum())
+    return loss, acc, int(sel.sum()), ctc_loss
 
 
 # ----------------------------------------------------------------------------------- evaluation
@@ -282,7 +299,8 @@ def quick_eval(model, recs, feats, offsets, batcher, n_per_lang: int = 2) -> flo
         enc, el = model.audio_encoder(torch.nn.utils.rnn.pad_sequence(fs, batch_first=True), lengths)
         ad, al = model.audio_adaptor(enc, el)
         prefix, suffix = batcher.prompt(MODEL_NAMES[lang], True)
-        prompts = [model._embed_prompt(prefix, suffix, ad[j, :low_frame_rate_length(int(al[j]))])
+        prompts = [model._embed_prompt(prefix, suffix, ad[j, :low_frame_rate_length(int(al[j]))
+                                          if model.use_low_frame_rate else int(al[j])])
                    for j in range(len(idx))]
         gens = greedy_generate(model.llm, prompts, model.tokenizer.im_end, 64)
         for j, g in zip(idx, gens):
@@ -332,9 +350,14 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=0,
                     help="total steps (learning-rate schedule); 0: fit the schedule to --max-minutes "
                          "from the speed of the first 40 steps (the number is kept for resuming)")
-    ap.add_argument("--max-minutes", type=float, default=60.0, help="training wall-clock budget")
-    ap.add_argument("--lr", type=float, default=1.5e-3)
-    ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--max-minutes", type=float, default=60.0,
+                    help="training budget in idle-machine minutes: the process's CPU time divided by "
+                         "--threads (on an idle machine that is the wall-clock time; on a busy one, "
+                         "where other processes take CPU, wall-clock time runs longer)")
+    ap.add_argument("--max-wall-minutes", type=float, default=90.0,
+                    help="hard wall-clock cap on training, whatever the load")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--batch-frames", type=int, default=1600, help="padded LFR frames per batch")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--vocab", type=int, default=4000)
@@ -343,11 +366,17 @@ def main(argv=None):
     ap.add_argument("--log-every", type=int, default=20)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--export-dtype", choices=["bf16", "fp32"], default="fp32")
+    ap.add_argument("--ctc-weight", type=float, default=0.3,
+                    help="weight of the auxiliary CTC loss on the encoder (0: none)")
+    ap.add_argument("--init-from", type=Path,
+                    help="start from this checkpoint.pt's weights (tensors whose shape differs are "
+                         "initialised afresh); ignored when --work has a checkpoint to resume")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --work")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint in --work")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
+    auto_steps = not args.steps
     random.seed(args.seed)
     np.random.seed(args.seed)
     recs = read_manifest(args.data)
@@ -380,6 +409,12 @@ def main(argv=None):
         frac = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
         return args.lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
 
+    ctc_head = ctc_opt = None
+    if args.ctc_weight > 0:
+        torch.manual_seed(args.seed + 1)
+        ctc_head = torch.nn.Linear(model.audio_encoder.output_size(), model.llm_config.vocab_size + 1)
+        ctc_opt = torch.optim.AdamW(ctc_head.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+
     ckpt_path = args.work / "checkpoint.pt"
     step, trained_seconds = 0, 0.0
     if ckpt_path.is_file() and not args.fresh:
@@ -387,9 +422,23 @@ def main(argv=None):
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
         step, trained_seconds = ck["step"], ck["seconds"]
+        if ctc_head is not None and "ctc_head" in ck:
+            ctc_head.load_state_dict(ck["ctc_head"])
+            ctc_opt.load_state_dict(ck["ctc_optim"])
         args.steps = args.steps or ck.get("total_steps", 0)
         print(f"[train_demo] resumed from {ckpt_path} at step {step} "
               f"({trained_seconds / 60:.1f} min trained)", flush=True)
+    elif args.init_from:
+        own = model.state_dict()
+        ck = torch.load(args.init_from, map_location="cpu", weights_only=False)
+        src = ck["model"]
+        if ctc_head is not None and "ctc_head" in ck:
+            ctc_head.load_state_dict(ck["ctc_head"])
+        keep = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(keep, strict=False)
+        model.llm.tie_weights()
+        print(f"[train_demo] initialised {len(keep)}/{len(own)} tensors from {args.init_from}; "
+              f"fresh: {sorted(set(own) - set(keep))}", flush=True)
     if args.export_only:
         export(model, model_dir, args.out, args.export_dtype)
         return
@@ -403,7 +452,9 @@ def main(argv=None):
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                    "seconds": trained_seconds, "total_steps": args.steps}, tmp)
+                    "seconds": trained_seconds, "total_steps": args.steps,
+                    **({"ctc_head": ctc_head.state_dict(), "ctc_optim": ctc_opt.state_dict()}
+                       if ctc_head is not None else {})}, tmp)
         tmp.replace(ckpt_path)
 
     # epoch e's batch order is fixed by (seed, e): a resumed run continues the same sequence
@@ -421,50 +472,72 @@ def main(argv=None):
             e += 1
 
     budget = args.max_minutes * 60
-    t_start = time.time() - trained_seconds
+    wall_budget = args.max_wall_minutes * 60
+    wall_start = time.time()
+    mark = (step, trained_seconds, time.time())
     seen = tokens = 0
-    loss_acc = acc_acc = 0.0
+    loss_acc = acc_acc = ctc_acc = 0.0
     n_acc = 0
     t_log = time.time()
-    while (not args.steps or step < args.steps) and trained_seconds < budget:
+    while ((not args.steps or step < args.steps) and trained_seconds < budget
+           and time.time() - wall_start < wall_budget):
+        cpu0 = time.process_time()
         epoch, idx = batch_for(step)
-        for g in opt.param_groups:
+        for g in opt.param_groups + (ctc_opt.param_groups if ctc_opt else []):
             g["lr"] = lr_at(step)
         f, lens, items = batcher.build(idx, step)
-        loss, acc, ntok = forward_loss(model, f, lens, items)
+        loss, acc, ntok, ctc_loss = forward_loss(model, f, lens, items, ctc_head)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        total = loss if ctc_loss is None else loss + args.ctc_weight * ctc_loss
+        if ctc_opt:
+            ctc_opt.zero_grad(set_to_none=True)
+        total.backward()
+        # encoder and decoder side clipped apart: the CTC gradient (encoder only) must not
+        # scale down the decoder's
+        torch.nn.utils.clip_grad_norm_(model.audio_encoder.parameters(), 1.0)
+        gnorm = torch.nn.utils.clip_grad_norm_(
+            [p for n, p in model.named_parameters() if not n.startswith("audio_encoder.")], 1.0)
         opt.step()
+        if ctc_opt:
+            torch.nn.utils.clip_grad_norm_(ctc_head.parameters(), 1.0)
+            ctc_opt.step()
+            ctc_acc += ctc_loss.item()
         step += 1
-        trained_seconds = time.time() - t_start
+        trained_seconds += (time.process_time() - cpu0) / args.threads
         seen += len(idx)
         tokens += ntok
         loss_acc += loss.item()
         acc_acc += acc.item()
-        if not args.steps and step == 40:
-            args.steps = max(args.warmup + 100, int(0.97 * budget / (trained_seconds / step)))
-            print(f"[train_demo] {trained_seconds / step:.2f} s/step: the schedule runs "
-                  f"{args.steps} steps in the {args.max_minutes:.0f}-minute budget", flush=True)
+        if auto_steps and step - mark[0] >= (40 if not args.steps else 100):
+            # fit the schedule's length to what is left of both budgets at the recent speed
+            cpu_sps = (trained_seconds - mark[1]) / (step - mark[0])
+            wall_sps = (time.time() - mark[2]) / (step - mark[0])
+            left = min((budget - trained_seconds) / cpu_sps,
+                       (wall_budget - (time.time() - wall_start)) / wall_sps)
+            new_total = max(args.warmup + 100, step + int(0.97 * left))
+            if not args.steps or abs(new_total - args.steps) > 0.05 * args.steps:
+                print(f"[train_demo] {cpu_sps:.2f} s/step (idle-machine), {wall_sps:.2f} s/step "
+                      f"(wall): schedule set to {new_total} steps", flush=True)
+                args.steps = new_total
+            mark = (step, trained_seconds, time.time())
         n_acc += 1
         if step % args.log_every == 0:
             dt = time.time() - t_log
             eta = min((args.steps - step) * dt / args.log_every if args.steps else budget,
-                      budget - trained_seconds)
+                      wall_budget - (time.time() - wall_start))
             print(f"[train_demo] step {step}/{args.steps} epoch {epoch} loss {loss_acc / n_acc:.3f} "
-                  f"tok-acc {acc_acc / n_acc:.3f} lr {lr_at(step):.2e} gnorm {float(gnorm):.2f} "
-                  f"{seen / dt:.1f} utt/s  {trained_seconds / 60:.1f} min, ~{eta / 60:.0f} min left",
+                  f"tok-acc {acc_acc / n_acc:.3f} ctc {ctc_acc / n_acc:.2f} lr {lr_at(step):.2e} gnorm {float(gnorm):.2f} "
+                  f"{seen / dt:.1f} utt/s  {trained_seconds / 60:.1f} idle-min "
+                  f"({(time.time() - wall_start) / 60:.1f} wall-min), ~{eta / 60:.0f} min left",
                   flush=True)
             seen = tokens = 0
-            loss_acc = acc_acc = 0.0
+            loss_acc = acc_acc = ctc_acc = 0.0
             n_acc = 0
             t_log = time.time()
         if step % args.save_every == 0:
             save()
         if args.eval_every and step % args.eval_every == 0:
-            t0 = time.time()
             c = quick_eval(model, test, tfeats, toffsets, test_batcher)
-            t_start += time.time() - t0  # evaluation time is not training time
             print(f"[train_demo] step {step}: held-out CER (quick, 2/lang, ITN on, language given) "
                   f"{c * 100:.1f}%", flush=True)
     save()
