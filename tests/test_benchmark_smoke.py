@@ -1,0 +1,79 @@
+"""Smoke test of bench/benchmark.py: one short case on the tiny model, table shape checked.
+
+Runs the real script end to end (parent + one child per engine and mode, the bandwidth child),
+with a 64 MiB bandwidth probe and 4 tokens so it stays quick. The reference is included when
+funasr is installed. Numbers are not checked: only that every row and column is there.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "benchmark.py"
+COLUMNS = ["case", "mode", "engine", "load s", "peak RSS GB", "frontend ms", "encoder ms",
+           "prefill ms", "decode ms/step", "floor ms", "x floor", "e2e s", "RTF", "tok/s",
+           "vs ref e2e", "vs ref decode"]
+
+
+@pytest.fixture
+def model_dir(request, tmp_path_factory):
+    try:  # the shared session fixture (tests/conftest.py) when it exists
+        return Path(request.getfixturevalue("tiny_model_dir"))
+    except pytest.FixtureLookupError:
+        out = tmp_path_factory.mktemp("tiny-model")
+        subprocess.run([sys.executable, str(REPO / "tools/make_random_model.py"), "--out",
+                        str(out), "--size", "tiny", "--seed", "0"], check=True, cwd=REPO)
+        return out
+
+
+def _has_funasr() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("funasr") is not None
+
+
+def _table(stdout: str) -> list[list[str]]:
+    rows = [ln for ln in stdout.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in rows]
+
+
+def test_benchmark_smoke(model_dir, tmp_path):
+    engines = ["ours"] + (["reference"] if _has_funasr() else [])
+    modes = ["fp32", "bf16", "nosuchmode"]  # an unknown mode must be reported, not fatal
+    out_json = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model-dir", str(model_dir), "--cases", "1x10s",
+         "--repeats", "1", "--tokens", "4", "--modes", ",".join(modes),
+         "--engines", ",".join(engines), "--results-dir", str(tmp_path / "results"),
+         "--json", str(out_json), "--bw-bytes", str(64 * 2 ** 20)],
+        capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    table = _table(proc.stdout)
+    assert table[0] == COLUMNS
+    body = {(r[0], r[1], r[2]): r for r in table[2:]}
+    for mode in ("fp32", "bf16"):
+        for engine in engines:
+            row = body[("1x10s", mode, engine)]
+            assert len(row) == len(COLUMNS)
+            assert row[COLUMNS.index("load s")] != "failed", row
+            for col in ("e2e s", "RTF", "tok/s", "encoder ms", "decode ms/step", "floor ms"):
+                float(row[COLUMNS.index(col)])  # a number, not "-"
+        if "reference" in engines:
+            assert body[("1x10s", mode, "ours")][COLUMNS.index("vs ref e2e")].endswith("x")
+    bad = body[("1x10s", "nosuchmode", "ours")]
+    assert bad[COLUMNS.index("load s")] == "failed"
+    assert "nosuchmode" in proc.stdout.split("Errors and notes:")[1]
+
+    result = json.loads(out_json.read_text())
+    ok = [r for r in result["rows"] if "e2e_s" in r]
+    assert len(ok) == 2 * len(engines)
+    assert all(r["tokens_ok"] for r in ok), "exact token count not honoured"
+    assert result["meta"]["bandwidth"]["copy_gbps"] > 0
+    written = list((tmp_path / "results").glob("*.md"))
+    assert len(written) == 1 and len(list((tmp_path / "results").glob("*.json"))) == 1
+    assert "| case | mode | engine |" in written[0].read_text()
