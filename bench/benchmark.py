@@ -41,7 +41,7 @@ Per repeat of a case, in each engine (both timed the same way):
              loaded in that mode) / memory bandwidth (a 1 GiB torch copy, (read+write)/time,
              measured in the same run with the same thread count); "x floor" = decode / floor
 ``vs ref`` = reference time / our time for the same mode (>1: we are faster); a mode the
-reference lacks is compared with the reference fp32 and marked so.
+reference lacks is compared with the reference's fastest mode on that case, and says which.
 
 Results: a markdown table on stdout and, unless ``--no-save``, bench/results/<host>-<date>.md
 and .json (``--results-dir`` elsewhere).
@@ -286,6 +286,7 @@ class OursRunner:
         if errors:
             raise RuntimeError("; ".join(errors))
         counts = [r.get("num_tokens") for r in res]
+        self.texts = [r.get("text", "") for r in res]
         return dt, (sum(self.llm_calls) if self.llm_calls else None), counts
 
     def frontend(self, waves):
@@ -358,6 +359,7 @@ class ReferenceRunner:
         if len(res) != len(waves):
             raise RuntimeError(f"reference returned {len(res)} results for {len(waves)} inputs")
         counts = [t for t in self.llm_tokens for _ in range(len(waves) // len(self.llm_tokens))]
+        self.texts = [r.get("text", "") for r in res]
         return dt, (sum(self.llm_calls) if self.llm_calls else None), counts
 
     def frontend(self, waves):
@@ -441,7 +443,8 @@ def child_main(args) -> None:
             send({"event": "result", "frontend_s": fe_s, "encoder_s": enc_s,
                   "prefill_s": llm1, "e2e1_s": e2e1, "decode_step_s": decode, "e2e_s": e2e,
                   "llm_s": llm, "token_counts": counts, "tokens_ok": all(c == tokens for c in counts)
-                  and all(c == 1 for c in c1), "loadavg": loadavg(), **_mem(args.device)})
+                  and all(c == 1 for c in c1), "texts": runner.texts, "loadavg": loadavg(),
+                  **_mem(args.device)})
         except BaseException as e:  # noqa: BLE001
             send({"event": "error", "error": f"{type(e).__name__}: {e}",
                   "traceback": traceback.format_exc()})
@@ -566,11 +569,14 @@ def funasr_available() -> bool:
     return importlib.util.find_spec("funasr") is not None
 
 
-def run_all(args, inputs_path, cases, engines, modes, logdir, checkpoint=None) -> dict:
+def run_all(args, inputs_path, cases, engines, modes, logdir, checkpoint=None,
+            before_mode=None) -> dict:
     """Per mode: start each engine's child (one at a time, so loads do not overlap), then run
     the cases, repeats alternating between the engines."""
     entries = {}  # (engine, mode) -> {"ready":..., "runs": {case: [result, ...]}, "error":...}
     for mode in modes:
+        if before_mode:
+            before_mode(mode)
         children = []
         for engine in engines:
             key = f"{engine}/{mode}"
@@ -670,13 +676,14 @@ def summarize(entries, cases, args, bandwidth) -> list[dict]:
                 rtf=med["e2e_s"] / (n * seconds), tok_s=n * args.tokens / med["e2e_s"],
                 tokens_ok=all(r["tokens_ok"] for r in runs),
                 e2e_all=[r["e2e_s"] for r in runs],
-                loadavg=[r["loadavg"] for r in runs])
+                loadavg=[r["loadavg"] for r in runs],
+                texts=runs[-1].get("texts"))
             if floor and row["decode_ms"]:
                 row["x_floor"] = row["decode_ms"] / row["floor_ms"]
             if errs:
                 row["error"] = "; ".join(errs)
             rows.append(row)
-    # ratios: reference time / our time, same case, same mode (else reference fp32)
+    # ratios: reference time / our time, same case, same mode (else the reference's fastest)
     ref = {(r["case"], r["mode"]): r for r in rows
            if r["engine"] == "reference" and "e2e_s" in r}
     for r in rows:
@@ -684,8 +691,11 @@ def summarize(entries, cases, args, bandwidth) -> list[dict]:
             continue
         base = ref.get((r["case"], r["mode"]))
         r["ref_mode"] = r["mode"]
-        if base is None and (r["case"], "fp32") in ref:
-            base, r["ref_mode"] = ref[(r["case"], "fp32")], "fp32"
+        if base is None:  # a mode the reference lacks: against its fastest mode on this case
+            cands = [x for (c, _), x in ref.items() if c == r["case"]]
+            if cands:
+                base = min(cands, key=lambda x: x["e2e_s"])
+                r["ref_mode"] = base["mode"]
         if base:
             r["speedup_e2e"] = base["e2e_s"] / r["e2e_s"]
             if base.get("decode_ms") and r.get("decode_ms"):
@@ -748,6 +758,40 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines + ([""] + ["Errors and notes:"] + notes if notes else []))
 
 
+def _edits(a: str, b: str) -> int:
+    """Character edit distance (Levenshtein)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def agreement(rows) -> str:
+    """Every mode's texts (64 forced tokens per sequence, last repeat) against ours in fp32:
+    sequences with the same text, and the character error rate between the two."""
+    base = {r["case"]: r["texts"] for r in rows
+            if r["engine"] == "ours" and r["mode"] == "fp32" and r.get("texts")}
+    lines = ["| case | engine | mode | same text as ours fp32 | CER vs ours fp32 |",
+             "|---|---|---|---:|---:|"]
+    for r in rows:
+        ref = base.get(r["case"])
+        if not ref or not r.get("texts") or (r["engine"], r["mode"]) == ("ours", "fp32"):
+            continue
+        same = sum(a == b for a, b in zip(ref, r["texts"]))
+        cer = sum(_edits(a, b) for a, b in zip(ref, r["texts"])) / max(1, sum(map(len, ref)))
+        r["same_as_fp32"], r["cer_vs_fp32"] = f"{same}/{len(ref)}", cer
+        lines.append(f"| {r['case']} | {r['engine']} | {r['mode']} | {same}/{len(ref)} | "
+                     f"{cer * 100:.1f}% |")
+    if len(lines) == 2:
+        return ""
+    return ("Agreement (outputs of the timed runs; random weights give nearly flat logits, so "
+            "any rounding flips tokens far more often than trained weights would):\n\n"
+            + "\n".join(lines))
+
+
 def header(meta) -> str:
     m = meta["machine"]
     bw = meta.get("bandwidth") or {}
@@ -763,11 +807,56 @@ def header(meta) -> str:
         f"sequence (end token ignored); medians of {meta['repeats']} repeats, engines in turns.",
         f"Memory bandwidth (1 GiB torch copy, read+write): "
         f"{bw.get('copy_gbps', float('nan')):.1f} GB/s (read-only sum: "
-        f"{bw.get('read_gbps', float('nan')):.1f} GB/s); floor = decode weight bytes / copy "
-        "bandwidth.",
+        f"{bw.get('read_gbps', float('nan')):.1f} GB/s), best of {len(bw.get('samples', []))} "
+        "probes (before each mode and at the end); floor = decode weight bytes / copy bandwidth.",
         f"Load average (1/5/15 min): start {la.get('start')}, end {la.get('end')}.",
     ]
     return "\n".join(lines)
+
+
+def merge_results(paths, out_stem=None) -> str:
+    """Recompute the table from saved JSON results (this version's summary rules), merging
+    several runs: a later file replaces the same (engine, mode, case) of earlier ones."""
+    import types
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    meta = dict(docs[0]["meta"])
+    entries, cases, bws, skipped = {}, [], [], []
+    for d in docs:
+        for key, ent in d["load"].items():
+            runs = dict(entries[key]["runs"]) if key in entries else {}
+            runs.update(d["runs"].get(key, {}))  # per case: a later run replaces that case only
+            entries[key] = dict(ent, runs=runs)
+        cases += [c for c in d["meta"]["cases"] if c not in cases]
+        bws += (d["meta"].get("bandwidth") or {}).get("samples", [])
+        skipped += [x for x in d["meta"].get("skipped", []) if x not in skipped]
+        if d["meta"]["tokens"] != meta["tokens"]:
+            raise SystemExit(f"{paths}: runs with different --tokens cannot be merged")
+    meta.update(cases=cases, skipped=skipped, merged_from=[str(p) for p in paths],
+                started=min(d["meta"]["started"] for d in docs),
+                finished=max(d["meta"]["finished"] for d in docs),
+                repeats=max(d["meta"]["repeats"] for d in docs),
+                modes=list(dict.fromkeys(e["mode"] for e in entries.values())),
+                loadavg={"start": docs[0]["meta"]["loadavg"].get("start"),
+                         "end": docs[-1]["meta"]["loadavg"].get("end"),
+                         "per_run": [d["meta"]["loadavg"] for d in docs]})
+    meta["bandwidth"] = ({k: max(b[k] for b in bws) for k in ("copy_gbps", "read_gbps")}
+                         | {"samples": bws}) if bws else None
+    rows = summarize(entries, cases, types.SimpleNamespace(tokens=meta["tokens"]),
+                     meta["bandwidth"])
+    text = header(meta) + "\n\n" + markdown(rows, meta)
+    agree = agreement(rows)
+    text += "\n\n" + agree if agree else ""
+    if out_stem:
+        Path(out_stem).parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{out_stem}.md").write_text(
+            f"# Benchmark {Path(out_stem).name}\n\nMerged from: "
+            + ", ".join(f"`{Path(p).name}`" for p in paths) + f"\n\n{text}\n")
+        Path(f"{out_stem}.json").write_text(json.dumps(
+            {"meta": meta, "rows": rows,
+             "load": {k: {kk: v for kk, v in e.items() if kk != "runs"}
+                      for k, e in entries.items()},
+             "runs": {k: e["runs"] for k, e in entries.items()}}, indent=1))
+    return text
 
 
 def _quietly(fn, *a, **k):
@@ -801,6 +890,10 @@ def main(argv=None) -> None:
     p.add_argument("--results-dir", default=str(REPO / "bench/results"))
     p.add_argument("--no-save", action="store_true", help="print only, write no result files")
     p.add_argument("--json", help="also write the JSON results to this path")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="only rebuild the table from saved results (several runs merged; later "
+                        "files win for the same engine and mode); --out-stem to save it")
+    p.add_argument("--out-stem", help="with --merge: write OUT_STEM.md and OUT_STEM.json")
     p.add_argument("--bw-bytes", type=float, default=GIB, help=argparse.SUPPRESS)
     # child-process plumbing
     p.add_argument("--child", choices=("ours", "reference", "bandwidth"), help=argparse.SUPPRESS)
@@ -808,6 +901,9 @@ def main(argv=None) -> None:
     p.add_argument("--inputs", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.threads = args.threads or os.cpu_count() or 1
+    if args.merge:
+        print(merge_results(args.merge, args.out_stem))
+        return
     if args.device == "auto":
         try:
             import torch
@@ -861,13 +957,17 @@ def main(argv=None) -> None:
     stem = Path(args.results_dir) / f"{host}-{started.strftime('%Y%m%d-%H%M')}"
 
     def finish(entries, bws, logdir, partial):
-        meta["bandwidth"] = ({k: median([b[k] for b in bws]) for k in ("copy_gbps", "read_gbps")}
+        # The best sample: other work on the machine only ever lowers what a probe sees, and
+        # the floor is what the hardware allows.
+        meta["bandwidth"] = ({k: max(b[k] for b in bws) for k in ("copy_gbps", "read_gbps")}
                              | {"samples": bws}) if bws else None
         meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
         meta["loadavg"]["end"] = loadavg()
         meta["partial"] = partial
         rows = summarize(entries, cases, args, meta["bandwidth"])
         text = header(meta) + "\n\n" + markdown(rows, meta)
+        agree = agreement(rows)
+        text += "\n\n" + agree if agree else ""
         logs = {k: (Path(logdir) / f"{k.replace('/', '-')}.log").read_text(errors="replace")
                 [-4000:] for k, e in entries.items() if e.get("load_error") or e.get("errors")}
         result = {"meta": meta, "rows": rows,
@@ -891,10 +991,16 @@ def main(argv=None) -> None:
         arrays["warmup_0"] = build_inputs(["1x10s"])[0]["1x10s"][0]
         inputs_path = Path(tmp) / "inputs.npz"
         np.savez(inputs_path, **arrays)
-        bws = [b for b in [measure_bandwidth(args)] if b]
+        bws = []
+
+        def probe(_mode=None):
+            b = measure_bandwidth(args)
+            if b:
+                bws.append(b | {"loadavg": loadavg()})
         entries = run_all(args, inputs_path, cases, engines, modes, tmp,
-                          checkpoint=lambda ent: _quietly(finish, ent, bws, tmp, partial=True))
-        bws += [b for b in [measure_bandwidth(args)] if b]
+                          checkpoint=lambda ent: _quietly(finish, ent, bws, tmp, partial=True),
+                          before_mode=probe)
+        probe()
         text = finish(entries, bws, tmp, partial=False)
     print(text)
     if not args.no_save:
