@@ -36,8 +36,9 @@ from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
 log = logging.getLogger("funasr_nano")
 
-# fp32: faithful to the reference. bf16: bfloat16 arithmetic on CUDA; on CPU the same as fp32
-# (weights stay bf16 in memory either way, arithmetic is fp32: faster than bf16 on AVX2).
+# fp32: faithful to the reference. bf16: bfloat16 arithmetic on CUDA; on CPU decoder weights
+# stored as bf16 with fp32 arithmetic (faster than bf16 arithmetic on AVX2), which for the
+# official checkpoint (bf16 weights) is exactly fp32.
 # int8: CPU only, decoder weights int8 per output row (lossy, fastest).
 MODES = ("fp32", "bf16", "int8")
 SAMPLE_RATE = 16000
@@ -120,7 +121,8 @@ class FunASRNano(nn.Module):
     def from_pretrained(cls, model: str | os.PathLike = "FunAudioLLM/Fun-ASR-MLT-Nano-2512",
                         device: str | None = None, dtype: str | None = None) -> "FunASRNano":
         """Load an official-layout directory or hub id. dtype: "fp32" (faithful to the
-        reference), "bf16" (bfloat16 arithmetic on CUDA; the same as fp32 on CPU), "int8" (CPU
+        reference), "bf16" (bfloat16 arithmetic on CUDA; on CPU bf16-stored decoder weights,
+        which for a bf16 checkpoint is the same as fp32), "int8" (CPU
         decoder weights in int8); None picks the device's fast path (``default_mode``)."""
         t0 = time.perf_counter()
         device = device or _default_device()
@@ -171,7 +173,7 @@ class FunASRNano(nn.Module):
         if not cuda:
             from engine.cpu_gemv import kernels
             if kernels() is not None:
-                self.llm.pack_for_cpu("int8" if mode == "int8" else "bf16")
+                self.llm.pack_for_cpu(mode)
             else:
                 if mode == "int8":
                     log.warning("int8 needs the CPU kernel, which could not be built: using fp32")
@@ -237,7 +239,7 @@ class FunASRNano(nn.Module):
             n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
             prompts.append(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]))
         gens = greedy_generate(self.llm, prompts, self.tokenizer.im_end, max_new_tokens,
-                               ignore_eos=ignore_eos)
+                               ignore_eos=ignore_eos, end_ids=(self.tokenizer.endoftext,))
         results = []
         for i, gen in enumerate(gens):
             response = self.tokenizer.decode(gen.tokens)

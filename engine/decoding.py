@@ -17,14 +17,23 @@ class Generation:
 
 @torch.inference_mode()
 def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: int,
-                    max_new_tokens: int = 512, ignore_eos: bool = False) -> list[Generation]:
+                    max_new_tokens: int = 512, ignore_eos: bool = False,
+                    end_ids: tuple[int, ...] = ()) -> list[Generation]:
     """Decode each prompt (L_i, C) of input embeddings until ``eos_id`` or the token limit.
 
     Prompts are left-padded into one batch; padded key columns are masked out and every row gets
     RoPE positions 0..L_i-1, as the reference's batched path does. Rows that finish are dropped
     from the batch so the rest decode at the smaller batch's cost. ``ignore_eos`` (benchmarks
-    only) forces exactly ``max_new_tokens`` tokens.
+    only) forces exactly ``max_new_tokens`` tokens the way HF ``min_new_tokens`` does in the
+    reference: ``eos_id`` and ``end_ids`` can never be picked.
     """
+    banned = sorted({eos_id, *end_ids}) if ignore_eos else None
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        if banned:
+            logits[..., banned] = float("-inf")
+        return logits.argmax(-1)
+
     device = prompts[0].device
     dtype = llm.dtype
     b = len(prompts)
@@ -46,7 +55,7 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
         eye = torch.eye(lmax, dtype=torch.bool, device=device)
         mask = (causal[None] & (valid[:, None, :lmax] | eye[None]))[:, None]
     cache = KVCache(llm.config, b, capacity, dtype, device)
-    next_tok = llm(x, positions, cache, 0, mask if padded else _causal(lmax, device)).argmax(-1)
+    next_tok = pick(llm(x, positions, cache, 0, mask if padded else _causal(lmax, device)))
 
     out: list[list[int]] = [[] for _ in range(b)]
     reasons = ["length"] * b
@@ -73,7 +82,7 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
         emb = llm.embed(next_tok)[:, None]
         pos = (lengths + step)[:, None]
         step_mask = valid[:, None, None, :start + 1] if padded else None
-        next_tok = llm(emb, pos, cache, start, step_mask).argmax(-1)
+        next_tok = pick(llm(emb, pos, cache, start, step_mask))
     return [Generation(t, r) for t, r in zip(out, reasons)]
 
 

@@ -163,14 +163,20 @@ class Qwen3ForCausalLM(nn.Module):
     compute_dtype = None  # None: the embedding's dtype; CPU packing sets fp32
 
     def pack_for_cpu(self, mode: str) -> None:
-        """Replace every Linear by a PackedLinear (bf16 or int8 storage, fp32 arithmetic) and
-        keep norms in fp32. Only for CPU decoding, where memory bandwidth sets the speed."""
+        """Replace the Linears by PackedLinears (bf16 or int8 storage, fp32 arithmetic) and keep
+        norms in fp32. Only for CPU decoding, where memory bandwidth sets the speed. "fp32" packs
+        only weights stored as bf16 (exact: the official checkpoint's case) and leaves fp32 ones
+        as they are; "bf16" rounds every weight to bf16; "int8" quantises every weight."""
         from .cpu_gemv import PackedLinear
 
         for module in list(self.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, nn.Linear):
-                    setattr(module, name, PackedLinear(child.weight.detach(), mode))
+                    w = child.weight.detach()
+                    if mode == "fp32" and w.dtype != torch.bfloat16:
+                        child.float()
+                        continue
+                    setattr(module, name, PackedLinear(w, "bf16" if mode == "fp32" else mode))
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()

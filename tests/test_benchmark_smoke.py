@@ -36,9 +36,20 @@ def _has_funasr() -> bool:
     return importlib.util.find_spec("funasr") is not None
 
 
+def _tables(stdout: str) -> list[list[list[str]]]:
+    """Every markdown table in the output, as lists of cells."""
+    tables, cur = [], []
+    for ln in stdout.splitlines() + [""]:
+        if ln.startswith("|"):
+            cur.append([c.strip() for c in ln.strip().strip("|").split("|")])
+        elif cur:
+            tables.append(cur)
+            cur = []
+    return tables
+
+
 def _table(stdout: str) -> list[list[str]]:
-    rows = [ln for ln in stdout.splitlines() if ln.startswith("|")]
-    return [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in rows]
+    return _tables(stdout)[0]
 
 
 def test_benchmark_smoke(model_dir, tmp_path):
@@ -65,6 +76,13 @@ def test_benchmark_smoke(model_dir, tmp_path):
                 float(row[COLUMNS.index(col)])  # a number, not "-"
         if "reference" in engines:
             assert body[("1x10s", mode, "ours")][COLUMNS.index("vs ref e2e")].endswith("x")
+    # the agreement table: the reference in fp32 gives exactly our fp32 texts
+    agree = _tables(proc.stdout)[1]
+    assert agree[0] == ["case", "engine", "mode", "same text as ours fp32", "CER vs ours fp32"]
+    by = {(r[1], r[2]): r for r in agree[2:]}
+    assert ("ours", "bf16") in by
+    if "reference" in engines:
+        assert by[("reference", "fp32")][3] == "1/1" and by[("reference", "fp32")][4] == "0.0%"
     bad = body[("1x10s", "nosuchmode", "ours")]
     assert bad[COLUMNS.index("load s")] == "failed"
     assert "nosuchmode" in proc.stdout.split("Errors and notes:")[1]

@@ -1,0 +1,119 @@
+"""The CPU decoding kernel and the modes built on it: bf16-stored weights give fp32's numbers,
+int8 stays within its quantisation error, the kernel (few rows) and the matmul fallback (many
+rows) agree, fp32 mode never rounds fp32 weights, and every mode transcribes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.cpu_gemv import PackedLinear, kernels
+from model import FunASRNano
+
+ROOT = Path(__file__).resolve().parent.parent
+
+needs_kernel = pytest.mark.skipif(kernels() is None, reason="CPU kernel not built (no AVX2 or g++)")
+
+
+def _weights(n=300, k=200, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, k, generator=g) * 0.05).to(torch.bfloat16).float()  # bf16 values
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 32, 33, 70])
+def test_bf16_storage_computes_fp32(rows):
+    """K = 200 is not a multiple of the kernel's 16/32 blocks: the tails are covered too."""
+    w = _weights()
+    x = torch.randn(rows, 200, generator=torch.Generator().manual_seed(rows))
+    got = PackedLinear(w, "bf16")(x)
+    want = torch.nn.functional.linear(x.double(), w.double()).float()
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
+
+
+@needs_kernel
+@pytest.mark.parametrize("rows", [1, 7, 32, 33, 70])
+def test_int8_is_within_its_rounding(rows):
+    w = _weights(seed=1)
+    lin = PackedLinear(w, "int8")
+    x = torch.randn(rows, 200, generator=torch.Generator().manual_seed(rows))
+    got = lin(x)
+    # the exact product with the dequantised weights: what the kernel must compute
+    deq = lin.weight.double() * lin.scale.double()[:, None]
+    want = x.double() @ deq.T
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5)
+    # and the quantisation error itself is bounded by half a step per weight
+    step = lin.scale.double()[:, None] / 2
+    assert ((deq - w.double()).abs() <= step * 1.001).all()  # fp32 division: ties may flip
+    full = x.double() @ w.double().T
+    rel = (got.double() - full).norm() / full.norm()
+    assert rel < 0.02, rel
+
+
+@needs_kernel
+def test_kernel_and_fallback_agree():
+    """Rows <= MAX_KERNEL_ROWS go through the kernel, more through a matmul: same numbers."""
+    w = _weights(seed=2)
+    x = torch.randn(PackedLinear.MAX_KERNEL_ROWS + 1, 200)
+    for mode in ("bf16", "int8"):
+        lin = PackedLinear(w, mode)
+        together = lin(x)  # fallback path
+        one_by_one = torch.cat([lin(x[i:i + 1]) for i in range(x.shape[0])])  # kernel path
+        assert torch.allclose(together, one_by_one, rtol=1e-5, atol=1e-6), mode
+
+
+def _linears(asr):
+    return {n: m for n, m in asr.llm.named_modules()
+            if isinstance(m, (torch.nn.Linear, PackedLinear))}
+
+
+def test_fp32_mode_keeps_fp32_weights_exact():
+    """The demo checkpoint stores fp32 weights: fp32 mode must not round them to bf16."""
+    demo = ROOT / "models" / "demo"
+    state = torch.load(demo / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+    assert state["llm.model.layers.0.mlp.up_proj.weight"].dtype == torch.float32
+    asr = FunASRNano.from_pretrained(str(demo), device="cpu", dtype="fp32")
+    for name, mod in _linears(asr).items():
+        w = mod.widened() if isinstance(mod, PackedLinear) else mod.weight
+        assert w.dtype == torch.float32
+        assert torch.equal(w, state[f"llm.{name}.weight"].float()), name
+    if kernels() is not None:
+        bf = FunASRNano.from_pretrained(str(demo), device="cpu", dtype="bf16")
+        assert all(isinstance(m, PackedLinear) and m.mode == "bf16" for m in _linears(bf).values())
+
+
+@needs_kernel
+def test_bf16_checkpoint_is_packed_exactly(tiny_model_dir):
+    """The official layout stores bf16: fp32 mode keeps those values in bf16, unrounded."""
+    state = torch.load(Path(tiny_model_dir) / "model.pt", map_location="cpu",
+                       weights_only=True)["state_dict"]
+    asr = FunASRNano.from_pretrained(str(tiny_model_dir), device="cpu", dtype="fp32")
+    for name, mod in _linears(asr).items():
+        key = f"llm.{name}.weight"
+        if key not in state:  # a tied lm_head
+            key = "llm.model.embed_tokens.weight"
+        assert isinstance(mod, PackedLinear) and mod.mode == "bf16", name
+        assert torch.equal(mod.weight, state[key].to(torch.bfloat16)), name
+
+
+@pytest.mark.parametrize("mode", ["bf16", "int8"])
+def test_every_cpu_mode_transcribes(mode, speech_dir):
+    """Each mode runs the example clips with the demo checkpoint and stays close to fp32."""
+    import csv
+    import sys
+    sys.path.insert(0, str(ROOT / "tools"))
+    from eval_demo import cer_counts
+    rows = list(csv.DictReader(open(ROOT / "example" / "examples.tsv", encoding="utf-8"),
+                               delimiter="\t"))
+    texts = {}
+    for m in ("fp32", mode):
+        asr = FunASRNano.from_pretrained(str(ROOT / "models" / "demo"), device="cpu", dtype=m)
+        texts[m] = [asr.transcribe([str(ROOT / "example" / r["file"])], language=r["language"])[0]
+                    for r in rows]
+        assert all(not t.get("error") and t["text"] for t in texts[m]), m
+    errs = tot = 0
+    for r, a, b in zip(rows, texts["fp32"], texts[mode]):
+        e, n = cer_counts(a["text"], b["text"], r["language"])
+        errs, tot = errs + e, tot + n
+    assert errs / tot <= 0.10, (mode, errs / tot)
