@@ -53,7 +53,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        x32 = x.float()
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # the same formula in one fused op: a decode step runs ~113 of these
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        x32 = x.float()  # HF: normalise in fp32, cast back, then scale
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return self.weight * x32.to(x.dtype)
 
