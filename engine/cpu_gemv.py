@@ -175,18 +175,32 @@ class PackedLinear(torch.nn.Module):
             return self.weight.to(torch.bfloat16).float()
         return self.weight.float()
 
+    def _kernel_fn(self):
+        """The kernel bound to this layer's tensors (None without a kernel). A decode step makes
+        ~200 of these calls, so the per-call Python work is kept to a minimum."""
+        k = kernels()
+        if k is None:
+            return None
+        w, scale = self.weight, self.scale
+        if self.mode == "int8":
+            return lambda x2: k.linear_int8(x2, w, scale)
+        return lambda x2: k.linear_bf16(x2, w)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
-        x2 = x.reshape(-1, self.in_features).float()
-        k = kernels()
-        if k is not None and x2.shape[0] <= self.MAX_KERNEL_ROWS:
-            y = (k.linear_int8(x2, self.weight, self.scale) if self.mode == "int8"
-                 else k.linear_bf16(x2, self.weight))
+        x2 = x.reshape(-1, shape[-1])
+        if x2.dtype != torch.float32:
+            x2 = x2.float()
+        fn = self.__dict__.get("_fn", False)
+        if fn is False:
+            fn = self.__dict__["_fn"] = self._kernel_fn()
+        if fn is not None and x2.shape[0] <= self.MAX_KERNEL_ROWS:
+            y = fn(x2)
         else:  # many rows (prefill): compute-bound, MKL's fp32 matmul on the widened weight
             y = torch.nn.functional.linear(x2, self.widened())
             if self.scale is not None:  # one scale per output row: applied to y, as the kernel does
                 y = y * self.scale
-        return y.reshape(*shape[:-1], self.out_features)
+        return y.view(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, weight={self.mode}"
