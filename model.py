@@ -39,7 +39,8 @@ log = logging.getLogger("funasr_nano")
 # fp32: faithful to the reference. bf16: bfloat16 arithmetic on CUDA; on CPU decoder weights
 # stored as bf16 with fp32 arithmetic (faster than bf16 arithmetic on AVX2), which for the
 # official checkpoint (bf16 weights) is exactly fp32.
-# int8: CPU only, decoder weights int8 per output row (lossy, fastest).
+# int8: CPU only, every Linear of encoder, adaptor and decoder in int8 with int8 activations
+# (fbgemm's dynamic quantisation; lossy, fastest).
 MODES = ("fp32", "bf16", "int8")
 SAMPLE_RATE = 16000
 
@@ -122,8 +123,8 @@ class FunASRNano(nn.Module):
                         device: str | None = None, dtype: str | None = None) -> "FunASRNano":
         """Load an official-layout directory or hub id. dtype: "fp32" (faithful to the
         reference), "bf16" (bfloat16 arithmetic on CUDA; on CPU bf16-stored decoder weights,
-        which for a bf16 checkpoint is the same as fp32), "int8" (CPU
-        decoder weights in int8); None picks the device's fast path (``default_mode``)."""
+        which for a bf16 checkpoint is the same as fp32), "int8" (CPU:
+        int8 matmuls in encoder, adaptor and decoder); None picks the device's fast path (``default_mode``)."""
         t0 = time.perf_counter()
         device = device or _default_device()
         dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype) or default_mode(device)
@@ -171,12 +172,19 @@ class FunASRNano(nn.Module):
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
         if not cuda:
+            from engine import int8
             from engine.cpu_gemv import kernels
-            if kernels() is not None:
+            if mode == "int8" and int8.available():
+                self.llm.pack_for_cpu(mode)
+                # the audio side is compute-bound: int8 GEMM there too
+                int8.quantize_linears(self.audio_encoder)
+                int8.quantize_linears(self.audio_adaptor)
+            elif kernels() is not None:
                 self.llm.pack_for_cpu(mode)
             else:
                 if mode == "int8":
-                    log.warning("int8 needs the CPU kernel, which could not be built: using fp32")
+                    log.warning("int8 needs fbgemm or the CPU kernel, neither is available: "
+                                "using fp32")
                     mode = "fp32"
                 self.llm.float()
                 self.llm.compute_dtype = torch.float32

@@ -166,12 +166,15 @@ class Qwen3ForCausalLM(nn.Module):
     compute_dtype = None  # None: the embedding's dtype; CPU packing sets fp32
 
     def pack_for_cpu(self, mode: str) -> None:
-        """Replace the Linears by PackedLinears (bf16 or int8 storage, fp32 arithmetic) and keep
-        norms in fp32. Only for CPU decoding, where memory bandwidth sets the speed. "fp32" packs
-        only weights stored as bf16 (exact: the official checkpoint's case) and leaves fp32 ones
-        as they are; "bf16" rounds every weight to bf16; "int8" quantises every weight."""
+        """Replace the Linears by CPU ones and keep norms in fp32. "fp32" packs only weights
+        stored as bf16 into PackedLinears (bf16 storage, fp32 arithmetic: exact, the official
+        checkpoint's case) and leaves fp32 ones as they are; "bf16" rounds every weight to bf16;
+        "int8" quantises every weight for fbgemm's int8 GEMM (engine.int8), or, without
+        fbgemm, to int8 storage with fp32 arithmetic in the PackedLinear kernel."""
+        from . import int8
         from .cpu_gemv import PackedLinear
 
+        dynamic = mode == "int8" and int8.available()
         for module in list(self.modules()):
             for name, child in list(module.named_children()):
                 if isinstance(child, nn.Linear):
@@ -179,7 +182,8 @@ class Qwen3ForCausalLM(nn.Module):
                     if mode == "fp32" and w.dtype != torch.bfloat16:
                         child.float()
                         continue
-                    setattr(module, name, PackedLinear(w, "bf16" if mode == "fp32" else mode))
+                    setattr(module, name, int8.DynamicInt8Linear(w) if dynamic else
+                            PackedLinear(w, "bf16" if mode == "fp32" else mode))
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()

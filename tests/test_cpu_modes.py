@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine import int8
 from engine.cpu_gemv import PackedLinear, kernels
 from model import FunASRNano
 
@@ -61,6 +62,39 @@ def test_kernel_and_fallback_agree():
         together = lin(x)  # fallback path
         one_by_one = torch.cat([lin(x[i:i + 1]) for i in range(x.shape[0])])  # kernel path
         assert torch.allclose(together, one_by_one, rtol=1e-5, atol=1e-6), mode
+
+
+needs_fbgemm = pytest.mark.skipif(not int8.available(), reason="torch built without fbgemm")
+
+
+@needs_fbgemm
+@pytest.mark.parametrize("rows", [1, 8, 100])
+def test_dynamic_int8_linear_is_close(rows):
+    """fbgemm's int8 GEMM: weights within half a quantisation step, outputs within ~2%, any
+    leading dimensions, bias included."""
+    w = _weights(seed=3)
+    bias = torch.randn(300, generator=torch.Generator().manual_seed(4)) * 0.1
+    lin = int8.DynamicInt8Linear(w, bias)
+    step = w.abs().amax(dim=1, keepdim=True) / 127 / 2
+    assert ((lin.dequantized() - w).abs() <= step * 1.001).all()
+    x = torch.randn(2, rows, 200, generator=torch.Generator().manual_seed(rows))
+    got = lin(x)
+    want = torch.nn.functional.linear(x.double(), w.double(), bias.double()).float()
+    assert got.shape == want.shape
+    rel = ((got - want).norm() / want.norm()).item()
+    assert 0 < rel < 0.03, rel  # rounded (not exact), but close
+
+
+@needs_fbgemm
+def test_int8_mode_quantizes_every_linear():
+    """int8 mode: encoder, adaptor and decoder (lm_head included) all run int8 GEMMs, while the
+    embedding lookup keeps its table."""
+    asr = FunASRNano.from_pretrained(str(ROOT / "models" / "demo"), device="cpu", dtype="int8")
+    for part in (asr.audio_encoder, asr.audio_adaptor, asr.llm):
+        assert not any(isinstance(m, (torch.nn.Linear, PackedLinear)) for m in part.modules())
+        assert any(isinstance(m, int8.DynamicInt8Linear) for m in part.modules())
+    assert isinstance(asr.llm.lm_head, int8.DynamicInt8Linear)
+    assert asr.llm.model.embed_tokens.weight.dtype in (torch.float32, torch.bfloat16)
 
 
 def _linears(asr):

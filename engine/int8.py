@@ -1,0 +1,81 @@
+"""int8 mode on CPU: every Linear of the encoder, adaptor and decoder through fbgemm's int8 GEMM.
+
+Weights are quantised once, symmetrically, one scale per output row; activations are quantised
+per call (per tensor, asymmetric uint8), as PyTorch's dynamic quantisation does. On AVX2 an int8
+multiply-add does four times the work of an fp32 FMA, so the compute-bound parts (the encoder,
+the prefill, decoding a batch) run about twice as fast as fp32, and a decode step for one
+sequence reads a quarter of the bytes. The price is rounding of both operands (about 2% relative
+error per matmul, measured in tests/test_cpu_modes.py and bench/agreement.py).
+
+fbgemm ships inside PyTorch's x86 builds (``torch.backends.quantized.supported_engines``); the
+kernel is the one ``torch.ao.nn.quantized.dynamic.Linear`` calls, used here directly so that no
+module conversion or fp32 copy of the model is needed.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+
+def available() -> bool:
+    """fbgemm (the "x86" / "fbgemm" quantized engine) is built into this torch."""
+    engines = torch.backends.quantized.supported_engines
+    return ("x86" in engines or "fbgemm" in engines) and hasattr(torch.ops.quantized, "linear_dynamic")
+
+
+class DynamicInt8Linear(nn.Module):
+    """A Linear with int8 weights (per output row) and dynamically quantised int8 inputs;
+    fp32 in, fp32 out, any leading dimensions."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        w = weight.detach().float()
+        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        with warnings.catch_warnings():  # quantized-tensor constructors warn of their future
+            warnings.simplefilter("ignore")
+            qw = torch.quantize_per_channel(w, scale.double(), torch.zeros(len(scale), dtype=torch.long),
+                                            0, torch.qint8)
+        self._packed = torch.ops.quantized.linear_prepack(
+            qw, None if bias is None else bias.detach().float())
+        self.has_bias = bias is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        if x2.dtype != torch.float32:
+            x2 = x2.float()
+        # reduce_range: 7-bit activations, so that AVX2's int16 pair sums (no VNNI) never saturate
+        y = torch.ops.quantized.linear_dynamic(x2.contiguous(), self._packed, True)
+        return y.view(*shape[:-1], self.out_features)
+
+    def dequantized(self) -> torch.Tensor:
+        """The fp32 weight the int8 one stands for (for tests)."""
+        w, _ = torch.ops.quantized.linear_unpack(self._packed)
+        return w.dequantize()
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        # the packed weight is an opaque fbgemm object: show its int8 tensor (and bias) instead,
+        # so that state_dict() tells what is held (the benchmark counts bytes from it)
+        w, b = torch.ops.quantized.linear_unpack(self._packed)
+        destination[prefix + "weight"] = w
+        if b is not None:
+            destination[prefix + "bias"] = b
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, int8 dynamic"
+
+
+def quantize_linears(module: nn.Module) -> int:
+    """Replace every nn.Linear under ``module`` by a DynamicInt8Linear (in place); returns how
+    many. Tied weights are quantised per use: the lm_head gets its own int8 copy while the
+    embedding lookup keeps the original table."""
+    n = 0
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, DynamicInt8Linear(child.weight, child.bias))
+                n += 1
+    return n
