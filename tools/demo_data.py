@@ -12,7 +12,7 @@ utterance::
 Held-out test sentences (split "test") are drawn first; no training sentence has the same text.
 Everything is seeded: the same arguments give the same sentences and the same audio.
 
-  python tools/demo_data.py                       # -> .cache/demo_data (about 20k utterances)
+  python tools/demo_data.py                       # -> .cache/demo_data (about 30k utterances, 25 h)
   python tools/demo_data.py --train-per-lang 200  # a small set for a smoke test
   python tools/demo_data.py --examples example/   # also writes one clean clip per language
 
@@ -204,7 +204,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--langs", default=",".join(LANGS))
-    ap.add_argument("--train-per-lang", type=int, default=1600)
+    ap.add_argument("--train-per-lang", type=int, default=2400)
     ap.add_argument("--test-per-lang", type=int, default=60)
     ap.add_argument("--numeric-share", type=float, default=0.45)
     ap.add_argument("--seed", type=int, default=2512)

@@ -54,11 +54,11 @@ DIMS = dict(
     encoder=dict(output_size=128, attention_heads=4, linear_units=512, num_blocks=5, tp_blocks=1),
     adaptor_ffn=256,
     # The adaptor stacks this many encoder frames into one (the official config has 1) and the
-    # decoder gets all of them (use_low_frame_rate false): one audio vector per 240 ms, aligned
+    # decoder gets all of them (use_low_frame_rate false): one audio vector per 120 ms, aligned
     # with the speech. The official model keeps the first ceil(T/8) of T unstacked frames, which
     # makes the adaptor learn to route the whole utterance into the first eighth of its output:
     # too slow to learn in an hour of CPU. Both switches are read by the engine and by funasr.
-    adaptor_downsample=4, use_low_frame_rate=False,
+    adaptor_downsample=2, use_low_frame_rate=False,
     qwen3=dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
                head_dim=48, intermediate_size=512),
 )
@@ -229,17 +229,40 @@ class Batcher:
         return feats, lengths, items
 
 
-def forward_loss(model, feats, lengths, items, ctc_head=None):
-    """Cross-entropy on the target tokens; with ``ctc_head`` also an auxiliary CTC loss on the
-    encoder output against the spoken-form tokens (a training aid: the head is not shipped)."""
+class TiedBlank(torch.nn.Module):
+    """The blank row of the adaptor-side CTC, whose other rows are the decoder's own token
+    embeddings (a training aid: not shipped)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(1, dim) * 0.02)
+
+
+def _ctc(logits, lens, items):
+    logp = F.log_softmax(logits.float(), -1).transpose(0, 1)  # (T, B, V+1)
+    tg = [torch.tensor(it[3]) for it in items]
+    return F.ctc_loss(logp, torch.cat(tg), lens, torch.tensor([len(t) for t in tg]),
+                      blank=logits.shape[-1] - 1, zero_infinity=True)
+
+
+def forward_loss(model, feats, lengths, items, ctc_head=None, tied_blank=None):
+    """Cross-entropy on the target tokens, plus two optional CTC losses against the spoken-form
+    tokens (training aids; neither head is shipped):
+
+    * ``ctc_head``: a Linear on the encoder output;
+    * ``tied_blank``: on the adaptor output, scored against the decoder's token embeddings (and
+      one blank row). It pulls each audio vector towards the embedding of the token spoken there,
+      so the decoder only has to learn to copy from its audio prefix: without it the decoder
+      first learns the sentence patterns and ignores the audio for ~1,500 steps.
+    """
     enc, enc_lens = model.audio_encoder(feats, lengths)
-    ctc_loss = None
+    ctc_loss = ad_ctc_loss = None
     if ctc_head is not None:
-        logp = F.log_softmax(ctc_head(enc).float(), -1).transpose(0, 1)  # (T, B, V+1)
-        tg = [torch.tensor(it[3]) for it in items]
-        ctc_loss = F.ctc_loss(logp, torch.cat(tg), enc_lens, torch.tensor([len(t) for t in tg]),
-                              blank=ctc_head.out_features - 1, zero_infinity=True)
+        ctc_loss = _ctc(ctc_head(enc), enc_lens, items)
     ad, ad_lens = model.audio_adaptor(enc, enc_lens)
+    if tied_blank is not None:
+        rows = torch.cat([model.llm.model.embed_tokens.weight, tied_blank.weight])
+        ad_ctc_loss = _ctc(F.linear(ad, rows), ad_lens, items)
     embed = model.llm.embed
     seqs, labels = [], []
     for i, (prefix, suffix, target, _) in enumerate(items):
@@ -268,7 +291,7 @@ def forward_loss(model, feats, lengths, items, ctc_head=None):
     logits = model.llm.lm_head(h[:, :-1][sel])
     loss = F.cross_entropy(logits.float(), tgt[sel])
     acc = (logits.argmax(-1) == tgt[sel]).float().mean()
-    return loss, acc, int(sel.sum()), ctc_loss
+    return loss, acc, int(sel.sum()), ctc_loss, ad_ctc_loss
 
 
 # ----------------------------------------------------------------------------------- evaluation
@@ -370,6 +393,9 @@ def main(argv=None):
     ap.add_argument("--export-dtype", choices=["bf16", "fp32"], default="fp32")
     ap.add_argument("--ctc-weight", type=float, default=0.5,
                     help="weight of the auxiliary CTC loss on the encoder (0: none)")
+    ap.add_argument("--adaptor-ctc-weight", type=float, default=0.5,
+                    help="weight of the auxiliary CTC loss on the adaptor output against the "
+                         "decoder's token embeddings (0: none)")
     ap.add_argument("--init-from", type=Path,
                     help="start from this checkpoint.pt's weights (tensors whose shape differs are "
                          "initialised afresh); ignored when --work has a checkpoint to resume")
@@ -411,11 +437,18 @@ def main(argv=None):
         frac = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
         return args.lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    ctc_head = ctc_opt = None
+    ctc_head = ctc_opt = tied_blank = None
+    aux = []
     if args.ctc_weight > 0:
         torch.manual_seed(args.seed + 1)
         ctc_head = torch.nn.Linear(model.audio_encoder.output_size(), model.llm_config.vocab_size + 1)
-        ctc_opt = torch.optim.AdamW(ctc_head.parameters(), lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+        aux += list(ctc_head.parameters())
+    if args.adaptor_ctc_weight > 0:
+        torch.manual_seed(args.seed + 2)
+        tied_blank = TiedBlank(model.llm_config.hidden_size)
+        aux += list(tied_blank.parameters())
+    if aux:
+        ctc_opt = torch.optim.AdamW(aux, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
 
     ckpt_path = args.work / "checkpoint.pt"
     step, trained_seconds = 0, 0.0
@@ -426,6 +459,9 @@ def main(argv=None):
         step, trained_seconds = ck["step"], ck["seconds"]
         if ctc_head is not None and "ctc_head" in ck:
             ctc_head.load_state_dict(ck["ctc_head"])
+        if tied_blank is not None and "tied_blank" in ck:
+            tied_blank.load_state_dict(ck["tied_blank"])
+        if ctc_opt is not None and "ctc_optim" in ck:
             ctc_opt.load_state_dict(ck["ctc_optim"])
         args.steps = args.steps or ck.get("total_steps", 0)
         print(f"[train_demo] resumed from {ckpt_path} at step {step} "
@@ -455,8 +491,9 @@ def main(argv=None):
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
                     "seconds": trained_seconds, "total_steps": args.steps,
-                    **({"ctc_head": ctc_head.state_dict(), "ctc_optim": ctc_opt.state_dict()}
-                       if ctc_head is not None else {})}, tmp)
+                    **({"ctc_head": ctc_head.state_dict()} if ctc_head is not None else {}),
+                    **({"tied_blank": tied_blank.state_dict()} if tied_blank is not None else {}),
+                    **({"ctc_optim": ctc_opt.state_dict()} if ctc_opt is not None else {})}, tmp)
         tmp.replace(ckpt_path)
 
     # epoch e's batch order is fixed by (seed, e): a resumed run continues the same sequence
@@ -478,7 +515,7 @@ def main(argv=None):
     wall_start = time.time()
     mark = (step, trained_seconds, time.time())
     seen = tokens = 0
-    loss_acc = acc_acc = ctc_acc = 0.0
+    loss_acc = acc_acc = ctc_acc = adctc_acc = 0.0
     n_acc = 0
     t_log = time.time()
     while ((not args.steps or step < args.steps) and trained_seconds < budget
@@ -488,9 +525,13 @@ def main(argv=None):
         for g in opt.param_groups + (ctc_opt.param_groups if ctc_opt else []):
             g["lr"] = lr_at(step)
         f, lens, items = batcher.build(idx, step)
-        loss, acc, ntok, ctc_loss = forward_loss(model, f, lens, items, ctc_head)
+        loss, acc, ntok, ctc_loss, ad_ctc_loss = forward_loss(model, f, lens, items, ctc_head, tied_blank)
         opt.zero_grad(set_to_none=True)
-        total = loss if ctc_loss is None else loss + args.ctc_weight * ctc_loss
+        total = loss
+        if ctc_loss is not None:
+            total = total + args.ctc_weight * ctc_loss
+        if ad_ctc_loss is not None:
+            total = total + args.adaptor_ctc_weight * ad_ctc_loss
         if ctc_opt:
             ctc_opt.zero_grad(set_to_none=True)
         total.backward()
@@ -501,9 +542,12 @@ def main(argv=None):
             [p for n, p in model.named_parameters() if not n.startswith("audio_encoder.")], 1.0)
         opt.step()
         if ctc_opt:
-            torch.nn.utils.clip_grad_norm_(ctc_head.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(aux, 1.0)
             ctc_opt.step()
+        if ctc_loss is not None:
             ctc_acc += ctc_loss.item()
+        if ad_ctc_loss is not None:
+            adctc_acc += ad_ctc_loss.item()
         step += 1
         trained_seconds += (time.process_time() - cpu0) / args.threads
         seen += len(idx)
@@ -528,12 +572,12 @@ def main(argv=None):
             eta = min((args.steps - step) * dt / args.log_every if args.steps else budget,
                       wall_budget - (time.time() - wall_start))
             print(f"[train_demo] step {step}/{args.steps} epoch {epoch} loss {loss_acc / n_acc:.3f} "
-                  f"tok-acc {acc_acc / n_acc:.3f} ctc {ctc_acc / n_acc:.2f} lr {lr_at(step):.2e} gnorm {float(gnorm):.2f} "
+                  f"tok-acc {acc_acc / n_acc:.3f} ctc {ctc_acc / n_acc:.2f} ad-ctc {adctc_acc / n_acc:.2f} lr {lr_at(step):.2e} gnorm {float(gnorm):.2f} "
                   f"{seen / dt:.1f} utt/s  {trained_seconds / 60:.1f} idle-min "
                   f"({(time.time() - wall_start) / 60:.1f} wall-min), ~{eta / 60:.0f} min left",
                   flush=True)
             seen = tokens = 0
-            loss_acc = acc_acc = ctc_acc = 0.0
+            loss_acc = acc_acc = ctc_acc = adctc_acc = 0.0
             n_acc = 0
             t_log = time.time()
         if step % args.save_every == 0:
