@@ -17,9 +17,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
 EXAMPLES = ROOT / "example"
-MAX_CER = 0.25  # per file: the target. The current demo checkpoint misses it (held-out mean CER
-# 47%, README "The demo model"), so a miss is reported as xfail; a crash, an empty transcript or a
-# missing file still fails.
+# Per file: the clips are short number sentences, and nearly all of the demo's errors are in the
+# numbers (held-out mean CER 10%), so one wrong number costs 20-30% of a short sentence and up to
+# half of one whose numbers are long compound words (Dutch, Finnish, Swedish with ITN off); a
+# transcript in the wrong language or pattern, an empty one or a crash costs far more. Over all
+# files the mean must stay near the held-out figure.
+MAX_CER = 0.50
+MAX_MEAN_CER = 0.20
 
 sys.path.insert(0, str(ROOT / "tools"))
 from eval_demo import cer_counts  # noqa: E402
@@ -56,16 +60,17 @@ def _cli(files: list[Path], language: str, itn: bool) -> list[dict]:
 
 @pytest.mark.parametrize("itn", [True, False], ids=["itn", "no-itn"])
 def test_cli_transcribes_every_example(itn):
-    bad = []
+    bad, cers = [], []
     for row in examples():
         [res] = _cli([EXAMPLES / row["file"]], row["language"], itn)
         ref = row["text_itn"] if itn else row["text_noitn"]
         assert res.get("error") is None and res["text"].strip(), res
         c = cer(ref, res["text"], row["language"])
+        cers.append(c)
         if c > MAX_CER:
             bad.append(f"{row['file']}: CER {c:.2f}: {res['text']!r} vs {ref!r}")
-    if bad:
-        pytest.xfail("demo checkpoint above the CER target:\n" + "\n".join(bad))
+    assert not bad, "\n".join(bad)
+    assert sum(cers) / len(cers) <= MAX_MEAN_CER, cers
 
 
 def test_app_transcribes_every_example(tmp_path):
@@ -74,7 +79,7 @@ def test_app_transcribes_every_example(tmp_path):
 
     app = start_app(str(DEMO), tmp_path, "--max-new-tokens", "96")
     try:
-        bad = []
+        bad, cers = [], []
         for row in examples():
             path = EXAMPLES / row["file"]
             with open(path, "rb") as f:
@@ -85,9 +90,10 @@ def test_app_transcribes_every_example(tmp_path):
             text = r.json()["text"]
             assert text.strip()
             c = cer(row["text_itn"], text, row["language"])
+            cers.append(c)
             if c > MAX_CER:
                 bad.append(f"{row['file']}: CER {c:.2f}: {text!r} vs {row['text_itn']!r}")
-        if bad:
-            pytest.xfail("demo checkpoint above the CER target:\n" + "\n".join(bad))
+        assert not bad, "\n".join(bad)
+        assert sum(cers) / len(cers) <= MAX_MEAN_CER, cers
     finally:
         app.stop()

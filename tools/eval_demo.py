@@ -85,11 +85,20 @@ def evaluate(model_dir: Path, data_dir: Path, batch_size: int = 16, limit: int |
         ok = sum(1 for r in nums if has_digit(hyps[("lang", True, r["id"])])
                  and not has_digit(hyps[("lang", False, r["id"])]))
         table[lang]["itn_switch"] = (ok, len(nums))
+    # where the errors are: plain sentences vs those with numbers (language given, ITN on)
+    by_kind = {}
+    for kind, pick in (("plain", lambda r: r["kind"] == "plain"), ("numbers", lambda r: r["kind"] != "plain")):
+        e = n = 0
+        for r in test:
+            if pick(r):
+                de, dn = cer_counts(r["text_itn"], hyps[("lang", True, r["id"])], r["lang"])
+                e, n = e + de, n + dn
+        by_kind[kind] = e / max(n, 1)
     examples = {lang: [(r["text_itn"], hyps[("lang", True, r["id"])], r["text_noitn"],
                         hyps[("lang", False, r["id"])]) for r in test if r["lang"] == lang][:2]
                 for lang in langs}
     return {"table": table, "langs": langs, "n_test": len(test), "seconds": seconds,
-            "examples": examples}
+            "by_kind": by_kind, "examples": examples}
 
 
 def format_table(res: dict) -> str:
@@ -125,6 +134,8 @@ def main(argv=None):
     print(f"held-out synthetic test set: {res['n_test']} utterances, {len(res['langs'])} languages, "
           f"4 conditions decoded in {res['seconds']:.0f} s\n")
     print(format_table(res))
+    print("\nCER by sentence kind (all languages pooled, language given, ITN on): "
+          + ", ".join(f"{k} {v * 100:.1f}%" for k, v in res["by_kind"].items()))
     print("\nexamples (reference -> output, ITN on | ITN off):")
     for lang, ex in res["examples"].items():
         for ref_on, hyp_on, ref_off, hyp_off in ex:
