@@ -29,7 +29,8 @@ class DynamicInt8Linear(nn.Module):
     """A Linear with int8 weights (per output row) and dynamically quantised int8 inputs;
     fp32 in, fp32 out, any leading dimensions."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
+                 one_row_kernel: bool = False):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         w = weight.detach().float()
@@ -41,14 +42,32 @@ class DynamicInt8Linear(nn.Module):
         self._packed = torch.ops.quantized.linear_prepack(
             qw, None if bias is None else bias.detach().float())
         self.has_bias = bias is not None
+        # One row (decoding a single sequence) is bandwidth-bound, and fbgemm's per-call
+        # activation quantisation and packing cost more than they save there: such calls go
+        # through the weight-only int8 kernel (same int8 weights, unquantised input; costs a
+        # second int8 copy of the weight).
+        self._one_row = None
+        if one_row_kernel:
+            from .cpu_gemv import kernels
+            k = kernels()
+            if k is not None:
+                w8 = qw.int_repr().contiguous()
+                s8 = qw.q_per_channel_scales().float().contiguous()
+                b8 = None if bias is None else bias.detach().float()
+                self._one_row = (lambda x2: k.linear_int8(x2, w8, s8)) if b8 is None else (
+                    lambda x2: k.linear_int8(x2, w8, s8) + b8)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         if x2.dtype != torch.float32:
             x2 = x2.float()
-        # reduce_range: 7-bit activations, so that AVX2's int16 pair sums (no VNNI) never saturate
-        y = torch.ops.quantized.linear_dynamic(x2.contiguous(), self._packed, True)
+        if self._one_row is not None and x2.shape[0] == 1:
+            y = self._one_row(x2.contiguous())
+        else:
+            # reduce_range: 7-bit activations, so that AVX2's int16 pair sums (no VNNI) never
+            # saturate
+            y = torch.ops.quantized.linear_dynamic(x2.contiguous(), self._packed, True)
         return y.view(*shape[:-1], self.out_features)
 
     def dequantized(self) -> torch.Tensor:

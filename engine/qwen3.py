@@ -182,7 +182,7 @@ class Qwen3ForCausalLM(nn.Module):
                     if mode == "fp32" and w.dtype != torch.bfloat16:
                         child.float()
                         continue
-                    setattr(module, name, int8.DynamicInt8Linear(w) if dynamic else
+                    setattr(module, name, int8.DynamicInt8Linear(w, one_row_kernel=True) if dynamic else
                             PackedLinear(w, "bf16" if mode == "fp32" else mode))
         for module in self.modules():
             if isinstance(module, RMSNorm):

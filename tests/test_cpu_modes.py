@@ -86,6 +86,23 @@ def test_dynamic_int8_linear_is_close(rows):
 
 
 @needs_fbgemm
+@needs_kernel
+def test_dynamic_int8_one_row_goes_through_the_weight_only_kernel():
+    """One row (decoding one sequence): the same int8 weights, the input unquantised, so the
+    result is the dequantised weight's exact product; two rows go through fbgemm (rounded)."""
+    w = _weights(seed=5)
+    bias = torch.randn(300, generator=torch.Generator().manual_seed(6)) * 0.1
+    lin = int8.DynamicInt8Linear(w, bias, one_row_kernel=True)
+    x = torch.randn(2, 200, generator=torch.Generator().manual_seed(7))
+    exact = x.double() @ lin.dequantized().double().T + bias.double()
+    one = torch.cat([lin(x[i:i + 1]) for i in range(2)])
+    assert torch.allclose(one.double(), exact, rtol=1e-5, atol=1e-5)
+    two = lin(x)
+    assert not torch.allclose(two.double(), exact, rtol=1e-5, atol=1e-5)
+    assert ((two.double() - exact).norm() / exact.norm()) < 0.03
+
+
+@needs_fbgemm
 def test_int8_mode_quantizes_every_linear():
     """int8 mode: encoder, adaptor and decoder (lm_head included) all run int8 GEMMs, while the
     embedding lookup keeps its table."""
