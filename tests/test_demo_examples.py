@@ -17,8 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
 EXAMPLES = ROOT / "example"
-# Per file: the clips are short number sentences, and nearly all of the demo's errors are in the
-# numbers (held-out mean CER 10%), so one wrong number costs 20-30% of a short sentence and up to
+# Per file: the clips are short number sentences, and a wrong number is the demo's commonest
+# error (held-out CER 11% on such sentences), so one costs 20-30% of a short sentence and up to
 # half of one whose numbers are long compound words (Dutch, Finnish, Swedish with ITN off); a
 # transcript in the wrong language or pattern, an empty one or a crash costs far more. Over all
 # files the mean must stay near the held-out figure.
