@@ -145,6 +145,11 @@ def kernels():
     return _module
 
 
+def int8_row_scales(w: torch.Tensor) -> torch.Tensor:
+    """Symmetric int8 quantisation, one scale per output row: the row's largest |w| maps to 127."""
+    return w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+
+
 class PackedLinear(torch.nn.Module):
     """A bias-free Linear whose weight is stored as bf16 (exact for bf16-valued checkpoints) or
     int8 with one fp32 scale per output row; inputs and outputs are fp32. Few rows (decoding)
@@ -157,7 +162,7 @@ class PackedLinear(torch.nn.Module):
         self.out_features, self.in_features = weight.shape
         if mode == "int8":
             w = weight.float()
-            scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+            scale = int8_row_scales(w)
             self.register_buffer("weight", torch.round(w / scale[:, None]).clamp(-127, 127)
                                  .to(torch.int8))
             self.register_buffer("scale", scale)

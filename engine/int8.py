@@ -18,6 +18,8 @@ import warnings
 import torch
 from torch import nn
 
+from .cpu_gemv import int8_row_scales, kernels
+
 
 def available() -> bool:
     """fbgemm (the "x86" / "fbgemm" quantized engine) is built into this torch."""
@@ -34,7 +36,7 @@ class DynamicInt8Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         w = weight.detach().float()
-        scale = w.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+        scale = int8_row_scales(w)
         with warnings.catch_warnings():  # quantized-tensor constructors warn of their future
             warnings.simplefilter("ignore")
             qw = torch.quantize_per_channel(w, scale.double(), torch.zeros(len(scale), dtype=torch.long),
@@ -48,7 +50,6 @@ class DynamicInt8Linear(nn.Module):
         # second int8 copy of the weight).
         self._one_row = None
         if one_row_kernel:
-            from .cpu_gemv import kernels
             k = kernels()
             if k is not None:
                 w8 = qw.int_repr().contiguous()
@@ -87,14 +88,11 @@ class DynamicInt8Linear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, int8 dynamic"
 
 
-def quantize_linears(module: nn.Module) -> int:
-    """Replace every nn.Linear under ``module`` by a DynamicInt8Linear (in place); returns how
-    many. Tied weights are quantised per use: the lm_head gets its own int8 copy while the
-    embedding lookup keeps the original table."""
-    n = 0
+def quantize_linears(module: nn.Module, one_row_kernel: bool = False) -> None:
+    """Replace every nn.Linear under ``module`` by a DynamicInt8Linear (in place). Tied weights
+    are quantised per use: the lm_head gets its own int8 copy while the embedding lookup keeps
+    the original table."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, DynamicInt8Linear(child.weight, child.bias))
-                n += 1
-    return n
+                setattr(parent, name, DynamicInt8Linear(child.weight, child.bias, one_row_kernel))

@@ -174,16 +174,17 @@ class Qwen3ForCausalLM(nn.Module):
         from . import int8
         from .cpu_gemv import PackedLinear
 
-        dynamic = mode == "int8" and int8.available()
-        for module in list(self.modules()):
-            for name, child in list(module.named_children()):
-                if isinstance(child, nn.Linear):
-                    w = child.weight.detach()
-                    if mode == "fp32" and w.dtype != torch.bfloat16:
-                        child.float()
-                        continue
-                    setattr(module, name, int8.DynamicInt8Linear(w, one_row_kernel=True) if dynamic else
-                            PackedLinear(w, "bf16" if mode == "fp32" else mode))
+        if mode == "int8" and int8.available():
+            int8.quantize_linears(self, one_row_kernel=True)
+        else:
+            for module in list(self.modules()):
+                for name, child in list(module.named_children()):
+                    if isinstance(child, nn.Linear):
+                        w = child.weight.detach()
+                        if mode == "fp32" and w.dtype != torch.bfloat16:
+                            child.float()
+                            continue
+                        setattr(module, name, PackedLinear(w, "bf16" if mode == "fp32" else mode))
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()
