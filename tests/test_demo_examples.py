@@ -18,12 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
 EXAMPLES = ROOT / "example"
 # Per file: the clips are short number sentences, and a wrong number is the demo's commonest
-# error (held-out CER 11% on such sentences), so one costs 20-30% of a short sentence and up to
-# half of one whose numbers are long compound words (Dutch, Finnish, Swedish with ITN off); a
-# transcript in the wrong language or pattern, an empty one or a crash costs far more. Over all
-# files the mean must stay near the held-out figure.
-MAX_CER = 0.50
-MAX_MEAN_CER = 0.20
+# error (held-out CER 6.6% on such sentences against 2.3% on plain ones), so one wrong digit or
+# number word costs 5-20% of a short sentence (measured: at most 17%, a Dutch compound number
+# with ITN off); a transcript in the wrong language or pattern, an empty one or a crash costs
+# far more. Over all files the mean must stay near the held-out figure (measured 3-4%).
+MAX_CER = 0.30
+MAX_MEAN_CER = 0.10
 
 sys.path.insert(0, str(ROOT / "tools"))
 from eval_demo import cer_counts  # noqa: E402

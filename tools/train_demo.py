@@ -393,6 +393,14 @@ def main(argv=None):
     ap.add_argument("--export-dtype", choices=["bf16", "fp32"], default="fp32")
     ap.add_argument("--ctc-weight", type=float, default=0.5,
                     help="weight of the auxiliary CTC loss on the encoder (0: none)")
+    # The encoder CTC head (128 -> 4,033) costs a fifth of a step. It matters while the encoder
+    # learns to hear; later the adaptor CTC, whose gradient also reaches the encoder, suffices,
+    # and the time goes to more steps instead.
+    ap.add_argument("--ctc-until", type=float, default=0.4,
+                    help="use the encoder CTC loss for this fraction of the schedule (1: always)")
+    ap.add_argument("--ema", type=float, default=0.999,
+                    help="decay of the exponential moving average of the weights that is exported "
+                         "(0: export the last weights)")
     ap.add_argument("--adaptor-ctc-weight", type=float, default=0.5,
                     help="weight of the auxiliary CTC loss on the adaptor output against the "
                          "decoder's token embeddings (0: none)")
@@ -450,19 +458,27 @@ def main(argv=None):
     if aux:
         ctc_opt = torch.optim.AdamW(aux, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
 
+    # exported weights: a moving average over the last ~1/(1-decay) steps, which smooths the
+    # step-to-step noise of a short, small-batch run
+    params = [p for _, p in model.named_parameters()]
+    ema = [p.detach().clone() for p in params] if args.ema > 0 else None
+
     ckpt_path = args.work / "checkpoint.pt"
     step, trained_seconds = 0, 0.0
+    ctc_stop = None  # the step the encoder CTC was switched off (fixed once reached)
     if ckpt_path.is_file() and not args.fresh:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optim"])
-        step, trained_seconds = ck["step"], ck["seconds"]
+        step, trained_seconds, ctc_stop = ck["step"], ck["seconds"], ck.get("ctc_stop")
         if ctc_head is not None and "ctc_head" in ck:
             ctc_head.load_state_dict(ck["ctc_head"])
         if tied_blank is not None and "tied_blank" in ck:
             tied_blank.load_state_dict(ck["tied_blank"])
         if ctc_opt is not None and "ctc_optim" in ck:
             ctc_opt.load_state_dict(ck["ctc_optim"])
+        if ema is not None and "ema" in ck:
+            ema = [t.clone() for t in ck["ema"]]
         args.steps = args.steps or ck.get("total_steps", 0)
         print(f"[train_demo] resumed from {ckpt_path} at step {step} "
               f"({trained_seconds / 60:.1f} min trained)", flush=True)
@@ -477,8 +493,18 @@ def main(argv=None):
         model.llm.tie_weights()
         print(f"[train_demo] initialised {len(keep)}/{len(own)} tensors from {args.init_from}; "
               f"fresh: {sorted(set(own) - set(keep))}", flush=True)
-    if args.export_only:
+    def export_ema():
+        if ema is None:
+            return export(model, model_dir, args.out, args.export_dtype)
+        raw = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, ema)
         export(model, model_dir, args.out, args.export_dtype)
+        with torch.no_grad():
+            torch._foreach_copy_(params, raw)
+
+    if args.export_only:
+        export_ema()
         return
 
     feats, offsets = load_features(train, args.data, args.work / "fbank_train", args.threads)
@@ -490,10 +516,11 @@ def main(argv=None):
     def save():
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                    "seconds": trained_seconds, "total_steps": args.steps,
+                    "seconds": trained_seconds, "total_steps": args.steps, "ctc_stop": ctc_stop,
                     **({"ctc_head": ctc_head.state_dict()} if ctc_head is not None else {}),
                     **({"tied_blank": tied_blank.state_dict()} if tied_blank is not None else {}),
-                    **({"ctc_optim": ctc_opt.state_dict()} if ctc_opt is not None else {})}, tmp)
+                    **({"ctc_optim": ctc_opt.state_dict()} if ctc_opt is not None else {}),
+                    **({"ema": ema} if ema is not None else {})}, tmp)
         tmp.replace(ckpt_path)
 
     # epoch e's batch order is fixed by (seed, e): a resumed run continues the same sequence
@@ -525,7 +552,12 @@ def main(argv=None):
         for g in opt.param_groups + (ctc_opt.param_groups if ctc_opt else []):
             g["lr"] = lr_at(step)
         f, lens, items = batcher.build(idx, step)
-        loss, acc, ntok, ctc_loss, ad_ctc_loss = forward_loss(model, f, lens, items, ctc_head, tied_blank)
+        if ctc_stop is None and args.steps and step >= args.ctc_until * args.steps:
+            ctc_stop = step  # latched: a later re-fit of the schedule must not switch it back on
+            print(f"[train_demo] step {step}: encoder CTC off from here", flush=True)
+        use_ctc = ctc_head is not None and ctc_stop is None
+        loss, acc, ntok, ctc_loss, ad_ctc_loss = forward_loss(
+            model, f, lens, items, ctc_head if use_ctc else None, tied_blank)
         opt.zero_grad(set_to_none=True)
         total = loss
         if ctc_loss is not None:
@@ -542,8 +574,13 @@ def main(argv=None):
             [p for n, p in model.named_parameters() if not n.startswith("audio_encoder.")], 1.0)
         opt.step()
         if ctc_opt:
-            torch.nn.utils.clip_grad_norm_(aux, 1.0)
+            torch.nn.utils.clip_grad_norm_([p for p in aux if p.grad is not None], 1.0)
             ctc_opt.step()
+        if ema is not None:
+            # short warm-up so the average does not start from the random init
+            d = min(args.ema, (1 + step) / (10 + step))
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
         if ctc_loss is not None:
             ctc_acc += ctc_loss.item()
         if ad_ctc_loss is not None:
@@ -589,7 +626,17 @@ def main(argv=None):
     save()
     print(f"[train_demo] stopped at step {step} after {trained_seconds / 60:.1f} min of training",
           flush=True)
-    export(model, model_dir, args.out, args.export_dtype)
+    if ema is not None and args.eval_every:
+        c = quick_eval(model, test, tfeats, toffsets, test_batcher)
+        with torch.no_grad():
+            raw = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, ema)
+        c_ema = quick_eval(model, test, tfeats, toffsets, test_batcher)
+        with torch.no_grad():
+            torch._foreach_copy_(params, raw)
+        print(f"[train_demo] held-out CER (quick): last weights {c * 100:.1f}%, "
+              f"moving average (exported) {c_ema * 100:.1f}%", flush=True)
+    export_ema()
 
 
 if __name__ == "__main__":
