@@ -22,7 +22,9 @@ _SOURCE = r"""
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 static inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -115,6 +117,187 @@ torch::Tensor linear_int8(torch::Tensor x, torch::Tensor w, torch::Tensor scale)
                y.data_ptr<float>(), M, N, K);
   return y;
 }
+
+// ---- the small per-token ops of a decoder layer, fused: one call instead of ~6-30 PyTorch ops
+// each (a decode step spends more time in op dispatch than in these ops' arithmetic).
+
+// y = x * rsqrt(mean(x^2) + eps) * w over one row of length C (F.rms_norm's formula).
+static inline void rms_row(const float* x, const float* w, float* y, int64_t C, float eps) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 8 <= C; c += 8) {
+    const __m256 v = _mm256_loadu_ps(x + c);
+    acc = _mm256_fmadd_ps(v, v, acc);
+  }
+  float ss = hsum(acc);
+  for (; c < C; ++c) ss += x[c] * x[c];
+  const float r = 1.0f / std::sqrt(ss / static_cast<float>(C) + eps);
+  const __m256 rv = _mm256_set1_ps(r);
+  for (c = 0; c + 8 <= C; c += 8)
+    _mm256_storeu_ps(y + c, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(x + c), rv),
+                                          _mm256_loadu_ps(w + c)));
+  for (; c < C; ++c) y[c] = x[c] * r * w[c];
+}
+
+static void check_f32(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dtype() == torch::kFloat32 && t.is_contiguous() && t.device().is_cpu(),
+              name, " must be a contiguous fp32 CPU tensor");
+}
+
+torch::Tensor rms_norm(torch::Tensor x, torch::Tensor w, double eps) {
+  check_f32(x, "x");
+  check_f32(w, "weight");
+  const int64_t C = w.numel();
+  TORCH_CHECK(x.size(-1) == C, "rms_norm: last dim ", x.size(-1), " != ", C);
+  auto y = torch::empty_like(x);
+  const float* xp = x.data_ptr<float>();
+  const float* wp = w.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, x.numel() / C, 64, [&](int64_t b, int64_t e) {
+    for (int64_t m = b; m < e; ++m) rms_row(xp + m * C, wp, yp + m * C, C, static_cast<float>(eps));
+  });
+  return y;
+}
+
+// In place, per head of length D: RMSNorm (weight w), then NeoX RoPE (rotate-half):
+// x[i] = n[i] cos[i] - n[i + D/2] sin[i],  x[i + D/2] = n[i + D/2] cos[i + D/2] + n[i] sin[i + D/2].
+static inline void norm_rope_head(float* x, const float* w, const float* cs, const float* sn,
+                                  int64_t D, float eps) {
+  float n[1024];
+  rms_row(x, w, n, D, eps);
+  const int64_t h = D / 2;
+  for (int64_t i = 0; i < h; ++i) x[i] = n[i] * cs[i] - n[i + h] * sn[i];
+  for (int64_t i = h; i < D; ++i) x[i] = n[i] * cs[i] + n[i - h] * sn[i];
+}
+
+// q (M, H*D) and k (M, KV*D), rows = (batch, position) pairs; cos/sin (M, D).
+void qk_norm_rope_(torch::Tensor q, torch::Tensor k, torch::Tensor qw, torch::Tensor kw,
+                   torch::Tensor cos, torch::Tensor sin, double eps) {
+  for (auto* t : {&q, &k, &qw, &kw, &cos, &sin}) check_f32(*t, "qk_norm_rope_ argument");
+  const int64_t D = qw.numel();
+  TORCH_CHECK(D % 2 == 0 && D <= 1024 && kw.numel() == D, "qk_norm_rope_: bad head_dim");
+  const int64_t M = cos.numel() / D;
+  TORCH_CHECK(sin.numel() == M * D && q.numel() % (M * D) == 0 && k.numel() % (M * D) == 0,
+              "qk_norm_rope_: q/k/cos/sin shapes disagree");
+  const int64_t H = q.numel() / (M * D), KV = k.numel() / (M * D);
+  float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>();
+  const float *qwp = qw.data_ptr<float>(), *kwp = kw.data_ptr<float>();
+  const float *cp = cos.data_ptr<float>(), *sp = sin.data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  at::parallel_for(0, M, 16, [&](int64_t b, int64_t end) {
+    for (int64_t m = b; m < end; ++m) {
+      for (int64_t h = 0; h < H; ++h) norm_rope_head(qp + (m * H + h) * D, qwp, cp + m * D, sp + m * D, D, e);
+      for (int64_t h = 0; h < KV; ++h) norm_rope_head(kp + (m * KV + h) * D, kwp, cp + m * D, sp + m * D, D, e);
+    }
+  });
+}
+
+// One decode step of attention: writes k, v (B, KV*D) into cache column `pos`, then
+// out[b, h] = softmax(q[b, h] . K[b, g, :pos+1] / sqrt(D)) V[b, g, :pos+1] with g = h / (H / KV)
+// (grouped-query attention). Caches are (B, KV, capacity, D); `valid` (B, >= pos+1, any
+// strides, bool) masks left padding, or is empty. Each kv head's keys and values are read once
+// for all the query heads that share them.
+torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
+                               torch::Tensor kc, torch::Tensor vc, int64_t pos,
+                               torch::Tensor valid) {
+  for (auto* t : {&q, &k, &v, &kc, &vc}) check_f32(*t, "decode_attention argument");
+  TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "decode_attention: bad cache");
+  const int64_t B = kc.size(0), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
+  TORCH_CHECK(pos < cap && k.numel() == B * KV * D && v.numel() == B * KV * D &&
+              q.numel() % (B * KV * D) == 0, "decode_attention: shapes disagree");
+  const int64_t H = q.numel() / (B * D), G = H / KV, L = pos + 1;
+  const bool masked = valid.numel() > 0;
+  if (masked) TORCH_CHECK(valid.dtype() == torch::kBool && valid.size(0) == B && valid.size(-1) >= L);
+  auto out = torch::empty({B, H * D}, q.options());
+  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
+  float *kcp = kc.data_ptr<float>(), *vcp = vc.data_ptr<float>(), *op = out.data_ptr<float>();
+  const bool* mp = masked ? valid.data_ptr<bool>() : nullptr;
+  const int64_t ms0 = masked ? valid.stride(0) : 0, ms1 = masked ? valid.stride(-1) : 0;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  at::parallel_for(0, B * KV, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> p(L * G);
+    for (int64_t bg = b0; bg < b1; ++bg) {
+      const int64_t b = bg / KV, g = bg % KV;
+      float* K = kcp + bg * cap * D;
+      float* V = vcp + bg * cap * D;
+      std::memcpy(K + pos * D, kp + bg * D, D * sizeof(float));
+      std::memcpy(V + pos * D, vp + bg * D, D * sizeof(float));
+      for (int64_t j = 0; j < G; ++j) {
+        const float* qh = qp + (b * H + g * G + j) * D;
+        float* s = p.data() + j * L;
+        float mx = -INFINITY;
+        for (int64_t t = 0; t < L; ++t) {
+          if (masked && !mp[b * ms0 + t * ms1]) { s[t] = -INFINITY; continue; }
+          const float* kr = K + t * D;
+          __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+          int64_t d = 0;
+          for (; d + 16 <= D; d += 16) {
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(kr + d), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d + 8), _mm256_loadu_ps(kr + d + 8), a1);
+          }
+          float dot = hsum(_mm256_add_ps(a0, a1));
+          for (; d < D; ++d) dot += qh[d] * kr[d];
+          s[t] = dot * scale;
+          mx = std::max(mx, s[t]);
+        }
+        float sum = 0.0f;
+        for (int64_t t = 0; t < L; ++t) { s[t] = std::exp(s[t] - mx); sum += s[t]; }
+        const float inv = 1.0f / sum;
+        float* o = op + (b * H + g * G + j) * D;
+        for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
+        for (int64_t t = 0; t < L; ++t) {
+          if (s[t] == 0.0f) continue;
+          const __m256 w = _mm256_set1_ps(s[t] * inv);
+          const float* vr = V + t * D;
+          int64_t d = 0;
+          for (; d + 8 <= D; d += 8)
+            _mm256_storeu_ps(o + d, _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + d), _mm256_loadu_ps(o + d)));
+          for (; d < D; ++d) o[d] += s[t] * inv * vr[d];
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// The SAN-M encoder's FSMN memory: v + depthwise conv over time (zero padding `left` frames
+// before, K - 1 - left after), per channel weights wt (K, C) (the Conv1d weight transposed).
+// v (B, T, C) may be a view with any row stride (a chunk of the fused q/k/v projection).
+torch::Tensor fsmn_memory(torch::Tensor v, torch::Tensor wt, int64_t left) {
+  TORCH_CHECK(v.dtype() == torch::kFloat32 && v.dim() == 3 && v.stride(2) == 1 &&
+              v.stride(0) == v.size(1) * v.stride(1), "fsmn_memory: v must be (B, T, C) fp32 rows");
+  check_f32(wt, "fsmn weight");
+  const int64_t B = v.size(0), T = v.size(1), C = v.size(2), K = wt.size(0), rs = v.stride(1);
+  TORCH_CHECK(wt.size(1) == C && left >= 0 && left < K, "fsmn_memory: bad kernel");
+  auto out = torch::empty({B, T, C}, v.options().memory_format(at::MemoryFormat::Contiguous));
+  const float* vp = v.data_ptr<float>();
+  const float* wp = wt.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, B * T, 8, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / T, t = r % T;
+      float* o = op + r * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = 0.0f;
+      for (int64_t j = 0; j < K; ++j) {
+        const int64_t s = t + j - left;
+        if (s < 0 || s >= T) continue;
+        const float* x = vp + (b * T + s) * rs;
+        const float* w = wp + j * C;
+        int64_t c = 0;
+        for (; c + 8 <= C; c += 8)
+          _mm256_storeu_ps(o + c, _mm256_fmadd_ps(_mm256_loadu_ps(w + c), _mm256_loadu_ps(x + c),
+                                                  _mm256_loadu_ps(o + c)));
+        for (; c < C; ++c) o[c] += w[c] * x[c];
+      }
+      const float* x = vp + (b * T + t) * rs;
+      int64_t c = 0;
+      for (; c + 8 <= C; c += 8)
+        _mm256_storeu_ps(o + c, _mm256_add_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(o + c)));
+      for (; c < C; ++c) o[c] += x[c];
+    }
+  });
+  return out;
+}
 """
 
 _module = None
@@ -136,7 +319,8 @@ def kernels():
         from torch.utils.cpp_extension import load_inline
         _module = load_inline(
             name="funasr_nano_gemv", cpp_sources=_SOURCE,
-            functions=["linear_bf16", "linear_int8"],
+            functions=["linear_bf16", "linear_int8", "rms_norm", "qk_norm_rope_", "decode_attention",
+                       "fsmn_memory"],
             extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
             verbose=False)
     except Exception as e:  # noqa: BLE001 - any build failure means "use the fallback"

@@ -33,6 +33,8 @@ class FeedForward(nn.Module):
 
 
 class SANMAttention(nn.Module):
+    fast = None  # the CPU kernels (engine.cpu_gemv), set for fp32 CPU inference
+
     def __init__(self, heads: int, in_dim: int, dim: int, kernel_size: int, sanm_shift: int = 0):
         super().__init__()
         self.heads, self.d_k = heads, dim // heads
@@ -61,7 +63,14 @@ class SANMAttention(nn.Module):
         # FSMN memory on the un-split values; padded frames are zeroed before and after the conv
         # so that padding never leaks into real frames.
         vm = v if mask is None else v * mask[:, :, None].to(v.dtype)
-        mem = vm + self.fsmn(vm)
+        if self.fast is not None and vm.dtype == torch.float32 and not torch.is_grad_enabled():
+            # one pass instead of ~20 full-tensor ops (the shifted copies of fsmn())
+            wt = self.__dict__.get("_wt")
+            if wt is None:
+                wt = self.__dict__["_wt"] = self.fsmn_block.weight[:, 0, :].float().t().contiguous()
+            mem = self.fast.fsmn_memory(vm, wt, self.padding[0])
+        else:
+            mem = vm + self.fsmn(vm)
         if mask is not None:
             mem = mem * mask[:, :, None].to(mem.dtype)
 

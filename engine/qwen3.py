@@ -46,13 +46,20 @@ class Qwen3Config:
         return cls(**fields)
 
 
+_NO_MASK = torch.empty(0, dtype=torch.bool)
+
+
 class RMSNorm(nn.Module):
+    fast = None  # the CPU kernels (engine.cpu_gemv), set by pack_for_cpu
+
     def __init__(self, dim: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(dim))
         self.eps = eps
 
     def forward(self, x):
+        if self.fast is not None and x.dtype == torch.float32 and not torch.is_grad_enabled():
+            return self.fast.rms_norm(x.contiguous(), self.weight, self.eps)
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
             # the same formula in one fused op: a decode step runs ~113 of these
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
@@ -67,6 +74,8 @@ def rotate_half(x):
 
 
 class Attention(nn.Module):
+    fast = None  # the CPU kernels (engine.cpu_gemv), set by pack_for_cpu
+
     def __init__(self, cfg: Qwen3Config):
         super().__init__()
         self.h, self.kv, self.d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
@@ -81,6 +90,8 @@ class Attention(nn.Module):
         """x: (B, T, C); cos/sin: (B, T, D); cache: (k, v) each (B, KV, capacity, D);
         writes columns start..start+T and attends over 0..start+T under ``mask``."""
         b, t, _ = x.shape
+        if self.fast is not None and not torch.is_grad_enabled():
+            return self._forward_fused(x, cos, sin, cache, start, mask)
         q = self.q_norm(self.q_proj(x).view(b, t, self.h, self.d)).transpose(1, 2)
         k = self.k_norm(self.k_proj(x).view(b, t, self.kv, self.d)).transpose(1, 2)
         v = self.v_proj(x).view(b, t, self.kv, self.d).transpose(1, 2)
@@ -90,6 +101,27 @@ class Attention(nn.Module):
         k_cache, v_cache = cache
         k_cache[:, :, start:start + t] = k
         v_cache[:, :, start:start + t] = v
+        end = start + t
+        out = F.scaled_dot_product_attention(
+            q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=mask, enable_gqa=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d))
+
+    def _forward_fused(self, x, cos, sin, cache, start: int, mask):
+        """The same computation with the CPU kernels: q/k norm and RoPE in one call, and for
+        one new token the cache write and attention in another (a decode step otherwise spends
+        more time dispatching ~30 small ops per layer than computing them)."""
+        b, t, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # fresh contiguous outputs
+        self.fast.qk_norm_rope_(q, k, self.q_norm.weight, self.k_norm.weight,
+                                cos.contiguous(), sin.contiguous(), self.q_norm.eps)
+        k_cache, v_cache = cache
+        if t == 1:
+            out = self.fast.decode_attention(q, k, v, k_cache, v_cache, start,
+                                             _NO_MASK if mask is None else mask)
+            return self.o_proj(out.view(b, 1, self.h * self.d))
+        q = q.view(b, t, self.h, self.d).transpose(1, 2)
+        k_cache[:, :, start:start + t] = k.view(b, t, self.kv, self.d).transpose(1, 2)
+        v_cache[:, :, start:start + t] = v.view(b, t, self.kv, self.d).transpose(1, 2)
         end = start + t
         out = F.scaled_dot_product_attention(
             q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=mask, enable_gqa=True)
@@ -175,7 +207,7 @@ class Qwen3ForCausalLM(nn.Module):
         from .cpu_gemv import PackedLinear
 
         if mode == "int8" and int8.available():
-            int8.quantize_linears(self, one_row_kernel=True)
+            int8.quantize_linears(self, one_row_kernel=int8.one_row_kernel_helps())
         else:
             for module in list(self.modules()):
                 for name, child in list(module.named_children()):
@@ -185,9 +217,14 @@ class Qwen3ForCausalLM(nn.Module):
                             child.float()
                             continue
                         setattr(module, name, PackedLinear(w, "bf16" if mode == "fp32" else mode))
+        from .cpu_gemv import kernels
+        fast = kernels()
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()
+            if isinstance(module, (RMSNorm, Attention)) and fast is not None:
+                # fp32 CPU inference only: training and CUDA keep the plain PyTorch ops
+                module.fast = fast
         self.compute_dtype = torch.float32
 
     def tie_weights(self):

@@ -64,6 +64,79 @@ def test_kernel_and_fallback_agree():
         assert torch.allclose(together, one_by_one, rtol=1e-5, atol=1e-6), mode
 
 
+def _attention(seed=3):
+    from engine.qwen3 import Attention, Qwen3Config
+    cfg = Qwen3Config(hidden_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=40,
+                      intermediate_size=64, num_hidden_layers=1, vocab_size=50)
+    torch.manual_seed(seed)
+    att = Attention(cfg)
+    for norm in (att.q_norm, att.k_norm):  # not all ones, so a missing scale shows
+        norm.weight.data = 1 + 0.3 * torch.randn(cfg.head_dim)
+    return att, cfg
+
+
+@needs_kernel
+@torch.inference_mode()
+def test_fused_decoder_ops_match_pytorch():
+    """The kernels behind CPU decoding (RMSNorm; q/k norm + RoPE; one-token cache write +
+    grouped-query attention, with and without a left-padding mask) give PyTorch's numbers.
+    head_dim 40 is not a multiple of the kernels' 8/16 lanes: tails are covered."""
+    from engine.qwen3 import KVCache, Qwen3ForCausalLM, RMSNorm
+    att, cfg = _attention()
+    norm = RMSNorm(96, 1e-6)
+    norm.weight.data = 1 + 0.3 * torch.randn(96)
+    x = torch.randn(3, 5, 96)
+    plain = norm(x)
+    norm.fast = kernels()
+    assert torch.allclose(norm(x), plain, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(norm(x[:, -1]), plain[:, -1], rtol=1e-5, atol=1e-6)  # strided input
+
+    rope = Qwen3ForCausalLM(cfg).rope
+    b, t = 3, 6
+    pad = torch.tensor([0, 2, 1])
+    cols = torch.arange(t + 2)
+    valid = cols[None] >= pad[:, None]
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    xp = torch.randn(b, t, 96, generator=torch.Generator().manual_seed(9))
+    masks = {"padded": ((causal[None] & valid[:, None, :t]) | torch.eye(t, dtype=torch.bool))[:, None],
+             "none": None}
+    for name, mask in masks.items():
+        outs = []
+        for fast in (None, kernels()):
+            att.fast = fast
+            cache = KVCache(cfg, b, t + 2, torch.float32, "cpu")
+            pos = (cols[None, :t] - pad[:, None]).clamp(min=0)
+            cos, sin = rope(pos, torch.float32)
+            prefill = att(xp, cos, sin, cache.layers[0], 0, mask if mask is not None else causal)
+            steps = []
+            for s in range(2):
+                cos1, sin1 = rope((t - pad + s)[:, None], torch.float32)
+                xs = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(s))
+                step_mask = valid[:, None, None, :t + s + 1] if mask is not None else None
+                steps.append(att(xs, cos1, sin1, cache.layers[0], t + s, step_mask))
+            outs.append((prefill, *steps, cache.layers[0][0][:, :, :t + 2], cache.layers[0][1][:, :, :t + 2]))
+        for got, want in zip(outs[1], outs[0]):
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (name, (got - want).abs().max())
+
+
+@needs_kernel
+@torch.inference_mode()
+@pytest.mark.parametrize("shift", [0, 3])
+def test_fused_fsmn_matches_pytorch(shift):
+    """The encoder's FSMN memory in one kernel pass = the shifted-copy sum, on a padded batch
+    (C = 60: not a multiple of 8, so the tails are covered)."""
+    from engine.encoder import SANMAttention
+    torch.manual_seed(shift)
+    att = SANMAttention(heads=4, in_dim=60, dim=60, kernel_size=11, sanm_shift=shift)
+    x = torch.randn(3, 17, 60)
+    mask = torch.arange(17)[None] < torch.tensor([17, 9, 1])[:, None]
+    plain = [att(x, mask), att(x[:1], None)]
+    att.fast = kernels()
+    fused = [att(x, mask), att(x[:1], None)]
+    for got, want in zip(fused, plain):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
+
+
 needs_fbgemm = pytest.mark.skipif(not int8.available(), reason="torch built without fbgemm")
 
 
