@@ -188,11 +188,12 @@ class FunASRNano(nn.Module):
                     mode = "fp32"
                 self.llm.float()
                 self.llm.compute_dtype = torch.float32
-            if kernels() is not None:
+            fast = kernels()
+            if fast is not None:  # the encoder's FSMN memory in one kernel pass
                 from engine.encoder import SANMAttention
                 for m in self.audio_encoder.modules():
                     if isinstance(m, SANMAttention):
-                        m.fast = kernels()
+                        m.fast = fast
         self.mode = mode
 
     def on_pretrained_model_loaded(self, loaded_keys) -> None:

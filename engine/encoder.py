@@ -65,9 +65,7 @@ class SANMAttention(nn.Module):
         vm = v if mask is None else v * mask[:, :, None].to(v.dtype)
         if self.fast is not None and vm.dtype == torch.float32 and not torch.is_grad_enabled():
             # one pass instead of ~20 full-tensor ops (the shifted copies of fsmn())
-            wt = self.__dict__.get("_wt")
-            if wt is None:
-                wt = self.__dict__["_wt"] = self.fsmn_block.weight[:, 0, :].float().t().contiguous()
+            wt = self.fsmn_block.weight[:, 0, :].t().contiguous()  # (K, D): 11 x 512, cheap
             mem = self.fast.fsmn_memory(vm, wt, self.padding[0])
         else:
             mem = vm + self.fsmn(vm)

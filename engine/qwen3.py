@@ -90,38 +90,30 @@ class Attention(nn.Module):
         """x: (B, T, C); cos/sin: (B, T, D); cache: (k, v) each (B, KV, capacity, D);
         writes columns start..start+T and attends over 0..start+T under ``mask``."""
         b, t, _ = x.shape
+        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.fast is not None and not torch.is_grad_enabled():
-            return self._forward_fused(x, cos, sin, cache, start, mask)
-        q = self.q_norm(self.q_proj(x).view(b, t, self.h, self.d)).transpose(1, 2)
-        k = self.k_norm(self.k_proj(x).view(b, t, self.kv, self.d)).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, self.kv, self.d).transpose(1, 2)
-        cos, sin = cos[:, None], sin[:, None]
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+            # CPU kernels: q/k norm and RoPE in one call (in place on the fresh contiguous
+            # projections) and, for one new token, the cache write and attention in another; a
+            # decode step otherwise spends more time dispatching ~30 small ops per layer than
+            # computing them
+            self.fast.qk_norm_rope_(q, k, self.q_norm.weight, self.k_norm.weight,
+                                    cos.contiguous(), sin.contiguous(), self.q_norm.eps)
+            if t == 1:
+                out = self.fast.decode_attention(q, k, v, *cache, start,
+                                                 _NO_MASK if mask is None else mask)
+                return self.o_proj(out.view(b, 1, self.h * self.d))
+            q = q.view(b, t, self.h, self.d).transpose(1, 2)
+            k = k.view(b, t, self.kv, self.d).transpose(1, 2)
+        else:
+            q = self.q_norm(q.view(b, t, self.h, self.d)).transpose(1, 2)
+            k = self.k_norm(k.view(b, t, self.kv, self.d)).transpose(1, 2)
+            cos, sin = cos[:, None], sin[:, None]
+            q = q * cos + rotate_half(q) * sin
+            k = k * cos + rotate_half(k) * sin
+        v = v.view(b, t, self.kv, self.d).transpose(1, 2)
         k_cache, v_cache = cache
         k_cache[:, :, start:start + t] = k
         v_cache[:, :, start:start + t] = v
-        end = start + t
-        out = F.scaled_dot_product_attention(
-            q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=mask, enable_gqa=True)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d))
-
-    def _forward_fused(self, x, cos, sin, cache, start: int, mask):
-        """The same computation with the CPU kernels: q/k norm and RoPE in one call, and for
-        one new token the cache write and attention in another (a decode step otherwise spends
-        more time dispatching ~30 small ops per layer than computing them)."""
-        b, t, _ = x.shape
-        q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)  # fresh contiguous outputs
-        self.fast.qk_norm_rope_(q, k, self.q_norm.weight, self.k_norm.weight,
-                                cos.contiguous(), sin.contiguous(), self.q_norm.eps)
-        k_cache, v_cache = cache
-        if t == 1:
-            out = self.fast.decode_attention(q, k, v, k_cache, v_cache, start,
-                                             _NO_MASK if mask is None else mask)
-            return self.o_proj(out.view(b, 1, self.h * self.d))
-        q = q.view(b, t, self.h, self.d).transpose(1, 2)
-        k_cache[:, :, start:start + t] = k.view(b, t, self.kv, self.d).transpose(1, 2)
-        v_cache[:, :, start:start + t] = v.view(b, t, self.kv, self.d).transpose(1, 2)
         end = start + t
         out = F.scaled_dot_product_attention(
             q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=mask, enable_gqa=True)

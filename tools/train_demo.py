@@ -19,6 +19,7 @@ training (default 80) whatever --steps says, exporting what it has.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -493,15 +494,24 @@ def main(argv=None):
         model.llm.tie_weights()
         print(f"[train_demo] initialised {len(keep)}/{len(own)} tensors from {args.init_from}; "
               f"fresh: {sorted(set(own) - set(keep))}", flush=True)
-    def export_ema():
+    @contextlib.contextmanager
+    def averaged_weights():
+        """The model holds the moving average inside the block, its trained weights after."""
         if ema is None:
-            return export(model, model_dir, args.out, args.export_dtype)
-        raw = [p.detach().clone() for p in params]
+            yield
+            return
         with torch.no_grad():
+            raw = [p.detach().clone() for p in params]
             torch._foreach_copy_(params, ema)
-        export(model, model_dir, args.out, args.export_dtype)
-        with torch.no_grad():
-            torch._foreach_copy_(params, raw)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, raw)
+
+    def export_ema():
+        with averaged_weights():
+            export(model, model_dir, args.out, args.export_dtype)
 
     if args.export_only:
         export_ema()
@@ -628,12 +638,8 @@ def main(argv=None):
           flush=True)
     if ema is not None and args.eval_every:
         c = quick_eval(model, test, tfeats, toffsets, test_batcher)
-        with torch.no_grad():
-            raw = [p.detach().clone() for p in params]
-            torch._foreach_copy_(params, ema)
-        c_ema = quick_eval(model, test, tfeats, toffsets, test_batcher)
-        with torch.no_grad():
-            torch._foreach_copy_(params, raw)
+        with averaged_weights():
+            c_ema = quick_eval(model, test, tfeats, toffsets, test_batcher)
         print(f"[train_demo] held-out CER (quick): last weights {c * 100:.1f}%, "
               f"moving average (exported) {c_ema * 100:.1f}%", flush=True)
     export_ema()
