@@ -192,11 +192,73 @@ void qk_norm_rope_(torch::Tensor q, torch::Tensor k, torch::Tensor qw, torch::Te
   });
 }
 
-// One decode step of attention: writes k, v (B, KV*D) into cache column `pos`, then
-// out[b, h] = softmax(q[b, h] . K[b, g, :pos+1] / sqrt(D)) V[b, g, :pos+1] with g = h / (H / KV)
-// (grouped-query attention). Caches are (B, KV, capacity, D); `valid` (B, >= pos+1, any
-// strides, bool) masks left padding, or is empty. Each kv head's keys and values are read once
-// for all the query heads that share them.
+// One decode step of attention for batch row b and kv head g: writes that head's k and v into
+// cache column `pos` of K, V (capacity x D each), then for the G query heads that share it
+// o = softmax(q . K[:pos+1] / sqrt(D)) V[:pos+1] (grouped-query attention), so the keys and
+// values are read once for the whole group. `valid` (or null) masks left padding, stride vs;
+// p is scratch for G * (pos + 1) scores.
+static void attend_group(const float* q, const float* k, const float* v, float* K, float* V,
+                         int64_t G, int64_t D, int64_t pos, const bool* valid, int64_t vs,
+                         float* o, float* p) {
+  const int64_t L = pos + 1;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  std::memcpy(K + pos * D, k, D * sizeof(float));
+  std::memcpy(V + pos * D, v, D * sizeof(float));
+  for (int64_t j = 0; j < G; ++j) {
+    const float* qh = q + j * D;
+    float* s = p + j * L;
+    float mx = -INFINITY;
+    for (int64_t t = 0; t < L; ++t) {
+      if (valid && !valid[t * vs]) { s[t] = -INFINITY; continue; }
+      const float* kr = K + t * D;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+      int64_t d = 0;
+      for (; d + 16 <= D; d += 16) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(kr + d), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d + 8), _mm256_loadu_ps(kr + d + 8), a1);
+      }
+      float dot = hsum(_mm256_add_ps(a0, a1));
+      for (; d < D; ++d) dot += qh[d] * kr[d];
+      s[t] = dot * scale;
+      mx = std::max(mx, s[t]);
+    }
+    float sum = 0.0f;
+    for (int64_t t = 0; t < L; ++t) { s[t] = std::exp(s[t] - mx); sum += s[t]; }
+    const float inv = 1.0f / sum;
+    float* oh = o + j * D;
+    for (int64_t d = 0; d < D; ++d) oh[d] = 0.0f;
+    for (int64_t t = 0; t < L; ++t) {
+      if (s[t] == 0.0f) continue;
+      const __m256 w = _mm256_set1_ps(s[t] * inv);
+      const float* vr = V + t * D;
+      int64_t d = 0;
+      for (; d + 8 <= D; d += 8)
+        _mm256_storeu_ps(oh + d, _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + d), _mm256_loadu_ps(oh + d)));
+      for (; d < D; ++d) oh[d] += s[t] * inv * vr[d];
+    }
+  }
+}
+
+// attend_group over every (batch row, kv head): q (B, H*D), k and v (B, KV*D) with row strides
+// qs, ks, vs; caches (B, KV, capacity, D); out (B, H*D) contiguous.
+static void attend_batch(const float* q, int64_t qs, const float* k, int64_t ks, const float* v,
+                         int64_t vst, float* kc, float* vc, int64_t B, int64_t KV, int64_t cap,
+                         int64_t H, int64_t D, int64_t pos, const bool* valid, int64_t ms0,
+                         int64_t ms1, float* out) {
+  const int64_t G = H / KV;
+  at::parallel_for(0, B * KV, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> p((pos + 1) * G);
+    for (int64_t bg = b0; bg < b1; ++bg) {
+      const int64_t b = bg / KV, g = bg % KV;
+      attend_group(q + b * qs + g * G * D, k + b * ks + g * D, v + b * vst + g * D,
+                   kc + bg * cap * D, vc + bg * cap * D, G, D, pos,
+                   valid ? valid + b * ms0 : nullptr, ms1, out + (b * H + g * G) * D, p.data());
+    }
+  });
+}
+
+// One decode step of attention: q (B, H*D), k, v (B, KV*D); caches (B, KV, capacity, D);
+// `valid` (B, >= pos+1, any strides, bool) masks left padding, or is empty.
 torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
                                torch::Tensor kc, torch::Tensor vc, int64_t pos,
                                torch::Tensor valid) {
@@ -205,58 +267,14 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v
   const int64_t B = kc.size(0), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
   TORCH_CHECK(pos < cap && k.numel() == B * KV * D && v.numel() == B * KV * D &&
               q.numel() % (B * KV * D) == 0, "decode_attention: shapes disagree");
-  const int64_t H = q.numel() / (B * D), G = H / KV, L = pos + 1;
+  const int64_t H = q.numel() / (B * D);
   const bool masked = valid.numel() > 0;
-  if (masked) TORCH_CHECK(valid.dtype() == torch::kBool && valid.size(0) == B && valid.size(-1) >= L);
+  if (masked) TORCH_CHECK(valid.dtype() == torch::kBool && valid.size(0) == B && valid.size(-1) >= pos + 1);
   auto out = torch::empty({B, H * D}, q.options());
-  const float *qp = q.data_ptr<float>(), *kp = k.data_ptr<float>(), *vp = v.data_ptr<float>();
-  float *kcp = kc.data_ptr<float>(), *vcp = vc.data_ptr<float>(), *op = out.data_ptr<float>();
-  const bool* mp = masked ? valid.data_ptr<bool>() : nullptr;
-  const int64_t ms0 = masked ? valid.stride(0) : 0, ms1 = masked ? valid.stride(-1) : 0;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  at::parallel_for(0, B * KV, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> p(L * G);
-    for (int64_t bg = b0; bg < b1; ++bg) {
-      const int64_t b = bg / KV, g = bg % KV;
-      float* K = kcp + bg * cap * D;
-      float* V = vcp + bg * cap * D;
-      std::memcpy(K + pos * D, kp + bg * D, D * sizeof(float));
-      std::memcpy(V + pos * D, vp + bg * D, D * sizeof(float));
-      for (int64_t j = 0; j < G; ++j) {
-        const float* qh = qp + (b * H + g * G + j) * D;
-        float* s = p.data() + j * L;
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < L; ++t) {
-          if (masked && !mp[b * ms0 + t * ms1]) { s[t] = -INFINITY; continue; }
-          const float* kr = K + t * D;
-          __m256 a0 = _mm256_setzero_ps(), a1 = a0;
-          int64_t d = 0;
-          for (; d + 16 <= D; d += 16) {
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(kr + d), a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d + 8), _mm256_loadu_ps(kr + d + 8), a1);
-          }
-          float dot = hsum(_mm256_add_ps(a0, a1));
-          for (; d < D; ++d) dot += qh[d] * kr[d];
-          s[t] = dot * scale;
-          mx = std::max(mx, s[t]);
-        }
-        float sum = 0.0f;
-        for (int64_t t = 0; t < L; ++t) { s[t] = std::exp(s[t] - mx); sum += s[t]; }
-        const float inv = 1.0f / sum;
-        float* o = op + (b * H + g * G + j) * D;
-        for (int64_t d = 0; d < D; ++d) o[d] = 0.0f;
-        for (int64_t t = 0; t < L; ++t) {
-          if (s[t] == 0.0f) continue;
-          const __m256 w = _mm256_set1_ps(s[t] * inv);
-          const float* vr = V + t * D;
-          int64_t d = 0;
-          for (; d + 8 <= D; d += 8)
-            _mm256_storeu_ps(o + d, _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + d), _mm256_loadu_ps(o + d)));
-          for (; d < D; ++d) o[d] += s[t] * inv * vr[d];
-        }
-      }
-    }
-  });
+  attend_batch(q.data_ptr<float>(), H * D, k.data_ptr<float>(), KV * D, v.data_ptr<float>(),
+               KV * D, kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D, pos,
+               masked ? valid.data_ptr<bool>() : nullptr, masked ? valid.stride(0) : 0,
+               masked ? valid.stride(-1) : 0, out.data_ptr<float>());
   return out;
 }
 
@@ -317,10 +335,12 @@ def kernels():
         return None
     try:
         from torch.utils.cpp_extension import load_inline
+
+        from . import vnni
         _module = load_inline(
-            name="funasr_nano_gemv", cpp_sources=_SOURCE,
+            name="funasr_nano_gemv", cpp_sources=_SOURCE + vnni.SOURCE,
             functions=["linear_bf16", "linear_int8", "rms_norm", "qk_norm_rope_", "decode_attention",
-                       "fsmn_memory"],
+                       "fsmn_memory", *vnni.FUNCTIONS],
             extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"],
             verbose=False)
     except Exception as e:  # noqa: BLE001 - any build failure means "use the fallback"

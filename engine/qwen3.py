@@ -139,7 +139,13 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
+    step = None  # int8 on VNNI CPUs: the whole one-token step in two kernel calls (engine.int8)
+
     def forward(self, x, cos, sin, cache, start, mask):
+        step = self.step
+        if step is not None and x.shape[1] == 1 and x.shape[0] <= step.max_rows \
+                and not torch.is_grad_enabled():
+            return step(x, cos, sin, cache, start, mask)
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -198,8 +204,14 @@ class Qwen3ForCausalLM(nn.Module):
         from . import int8
         from .cpu_gemv import PackedLinear
 
+        q8 = None
         if mode == "int8" and int8.available():
-            int8.quantize_linears(self, one_row_kernel=int8.one_row_kernel_helps())
+            # on VNNI CPUs decode steps go through fused layer steps (below) and the lm_head's
+            # VNNI copy; elsewhere one-row calls may go through the weight-only kernel
+            q8 = int8.vnni_kernels()
+            one_row = q8 is None and int8.one_row_kernel_helps()
+            int8.quantize_linears(self.model, one_row_kernel=one_row)
+            int8.quantize_linears(self, one_row_kernel=one_row, q8=q8)  # what is left: lm_head
         else:
             for module in list(self.modules()):
                 for name, child in list(module.named_children()):
@@ -217,6 +229,8 @@ class Qwen3ForCausalLM(nn.Module):
             if isinstance(module, (RMSNorm, Attention)) and fast is not None:
                 # fp32 CPU inference only: training and CUDA keep the plain PyTorch ops
                 module.fast = fast
+        if q8 is not None:  # after the norms went fp32: the steps hold these very modules
+            int8.fuse_decode_steps(self, q8)
         self.compute_dtype = torch.float32
 
     def tie_weights(self):

@@ -1,0 +1,151 @@
+"""int8 decoding on AVX-512 VNNI CPUs (engine/vnni.py, engine/int8.py): the kernel computes
+exactly the integer arithmetic it promises, a batch row's result never depends on the other
+rows, a fused decode step gives the decoder layer's numbers within int8 rounding, and int8 mode
+uses it for every layer."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine import int8
+from engine.qwen3 import KVCache, Qwen3Config, Qwen3ForCausalLM
+from model import FunASRNano
+
+ROOT = Path(__file__).resolve().parent.parent
+
+q8 = int8.vnni_kernels() if int8.available() else None
+needs_vnni = pytest.mark.skipif(q8 is None, reason="CPU without AVX-512 VNNI (or no kernel)")
+
+
+def _quantized(n, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    w8 = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
+    return int8.q8_weight(w8, torch.rand(n, generator=g) * 0.01 + 1e-3)
+
+
+def _emulated(x, w8, scale, bias=None):
+    """What the kernel promises, in float64 from the same fp32 roundings: per row
+    s = max|x| / 127, q = round(x * (1 / s)) (fp32, half to even), y = s * scale * (q . w)."""
+    s = x.abs().amax(dim=1) / 127
+    q = torch.round(x * (1 / s)[:, None]).clamp(-127, 127)
+    y = (q.double() @ w8.double().T) * s.double()[:, None] * scale.double()[None]
+    return y if bias is None else y + bias.double()
+
+
+@needs_vnni
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 8, 9])
+def test_q8_linear_is_the_promised_integer_arithmetic(rows):
+    """K = 200 leaves a 8-byte tail after three 64-byte blocks; N = 70 leaves 2 rows after the
+    blocks of 4: every path of the kernel is covered, bias included."""
+    w8, scale, sums = _quantized(70, 200, seed=rows)
+    x = torch.randn(rows, 200, generator=torch.Generator().manual_seed(100 + rows))
+    bias = torch.randn(70)
+    got = q8.q8_linear(x, w8, scale, sums, bias)
+    want = _emulated(x, w8, scale, bias)
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
+    assert torch.equal(sums, w8.sum(1, dtype=torch.int32))
+
+
+@needs_vnni
+def test_q8_rows_do_not_depend_on_the_batch():
+    """Per-row activation scales: a sequence decodes to the same numbers alone or in a batch
+    (fbgemm's per-tensor scale does not have this)."""
+    w8, scale, sums = _quantized(300, 1024, seed=1)
+    x = torch.randn(6, 1024, generator=torch.Generator().manual_seed(2))
+    x[3] *= 50  # a loud row must not coarsen the others
+    together = q8.q8_linear(x, w8, scale, sums, torch.empty(0))
+    for i in range(6):
+        assert torch.equal(together[i], q8.q8_linear(x[i:i + 1], w8, scale, sums, torch.empty(0))[0])
+
+
+def _tiny_llm(seed=0):
+    # hidden 96 and head_dim 40: tails in the product (K % 64) and in the attention's lanes;
+    # intermediate 528: gate/up blocks of 16 rows, not 32, several to a thread's share
+    cfg = Qwen3Config(vocab_size=300, hidden_size=96, intermediate_size=528, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=40)
+    torch.manual_seed(seed)
+    llm = Qwen3ForCausalLM(cfg)
+    for name, p in llm.named_parameters():
+        p.data = (1 + 0.3 * torch.randn_like(p)) if "norm" in name else 0.1 * torch.randn_like(p)
+    return llm, cfg
+
+
+@needs_vnni
+@torch.inference_mode()
+def test_decode_step_matches_the_layer_within_int8_rounding():
+    """A padded batch of 3 through Q8DecodeStep against the same layer in plain PyTorch with the
+    dequantised weights (exact activations): output and the cache column it writes agree to
+    within activation rounding; the earlier cache columns are untouched."""
+    llm, cfg = _tiny_llm()
+    ref = copy.deepcopy(llm)
+    llm.pack_for_cpu("int8")
+    ref.float()
+    for (name, mod), (_, rmod) in zip(llm.named_modules(), ref.named_modules()):
+        if isinstance(mod, int8.DynamicInt8Linear):
+            rmod.weight.data = mod.dequantized()
+    layer, rlayer = llm.model.layers[0], ref.model.layers[0]
+    assert isinstance(layer.step, int8.Q8DecodeStep) and layer.step.block == 16
+
+    b, t = 3, 7
+    pad = torch.tensor([0, 3, 1])
+    valid = torch.arange(t + 1)[None] >= pad[:, None]
+    mask = valid[:, None, None, :t + 1]
+    cos, sin = llm.rope((t - pad)[:, None], torch.float32)
+    x = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(5))
+    caches = []
+    for _ in range(2):
+        c = KVCache(cfg, b, t + 1, torch.float32, "cpu")
+        torch.manual_seed(6)
+        c.layers[0][0].normal_(), c.layers[0][1].normal_()
+        caches.append(c.layers[0])
+    before = caches[0][0][:, :, :t].clone()
+    got = layer.step(x, cos, sin, caches[0], t, mask)
+    want = rlayer(x, cos, sin, caches[1], t, mask)
+    rel = ((got - want).norm() / (want - x).norm()).item()  # error relative to the layer's update
+    assert rel < 0.03, rel
+    for kv in range(2):
+        col, rcol = caches[0][kv][:, :, t], caches[1][kv][:, :, t]
+        assert ((col - rcol).norm() / rcol.norm()).item() < 0.02
+    assert torch.equal(caches[0][0][:, :, :t], before)
+
+
+@needs_vnni
+@torch.inference_mode()
+def test_decode_step_rows_do_not_depend_on_the_batch():
+    llm, cfg = _tiny_llm(seed=1)
+    llm.pack_for_cpu("int8")
+    step = llm.model.layers[1].step
+    b, t = 3, 5
+    x = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(7))
+    cos, sin = llm.rope(torch.full((b, 1), t), torch.float32)
+    cache = KVCache(cfg, b, t + 1, torch.float32, "cpu")
+    torch.manual_seed(8)
+    cache.layers[1][0].normal_(), cache.layers[1][1].normal_()
+    alone = []
+    for i in range(b):
+        one = tuple(c[i:i + 1].clone() for c in cache.layers[1])
+        alone.append(step(x[i:i + 1], cos[i:i + 1], sin[i:i + 1], one, t, None))
+    together = step(x, cos, sin, cache.layers[1], t, None)
+    assert torch.equal(together, torch.cat(alone))
+
+
+@needs_vnni
+def test_int8_mode_decodes_through_the_fused_steps(monkeypatch):
+    """Every decoder layer gets a step; greedy decoding with them stays close to fbgemm's
+    (same int8 weights, different activation rounding), and FUNASR_NANO_NO_VNNI turns it off."""
+    demo = str(ROOT / "models" / "demo")
+    asr = FunASRNano.from_pretrained(demo, device="cpu", dtype="int8")
+    assert all(isinstance(layer.step, int8.Q8DecodeStep) for layer in asr.llm.model.layers)
+    monkeypatch.setenv("FUNASR_NANO_NO_VNNI", "1")
+    plain = FunASRNano.from_pretrained(demo, device="cpu", dtype="int8")
+    assert all(layer.step is None for layer in plain.llm.model.layers)
+    clips = sorted((ROOT / "example").glob("*.wav"))[:4]
+    assert clips
+    a = [r["text"] for r in asr.transcribe([str(c) for c in clips])]
+    b = [r["text"] for r in plain.transcribe([str(c) for c in clips])]
+    import difflib
+    for x, y in zip(a, b):
+        assert x.strip() and difflib.SequenceMatcher(None, x, y).ratio() > 0.8, (x, y)
