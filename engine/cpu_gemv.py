@@ -6,7 +6,8 @@ computes exactly what fp32 weights would (only the summation order differs) from
 bytes. int8 weights (one scale per output row) read a quarter. PyTorch has no fast kernel for
 either on AVX2 CPUs (its bf16 and int8 paths there are slower than fp32), hence this small
 AVX2/FMA kernel, compiled once with torch's cpp_extension. Where it cannot be built, callers
-fall back to ``F.linear`` on widened weights.
+fall back to ``F.linear`` on widened weights. The same extension carries engine.vnni's int8
+decode step (AVX-512 VNNI functions, called only where the CPU has them).
 """
 from __future__ import annotations
 
