@@ -7,6 +7,7 @@ weights). A hub id resolves to a local snapshot through huggingface_hub or model
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
@@ -168,3 +169,13 @@ def check_state_dict(expected: dict[str, torch.Size], state: dict[str, torch.Ten
         log.warning("ignoring %d unexpected tensors in the checkpoint: %s", len(unexpected),
                     ", ".join(unexpected[:5]))
     return absent_optional
+
+
+def release_freed_memory() -> None:
+    """Give the heap pages freed while loading back to the OS. glibc keeps them otherwise:
+    converting and quantising the weights leaves ~1 GB of freed-but-resident memory after an
+    int8 load (measured: resident 4.44 -> 3.49 GB at full size). A no-op off glibc."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -13,41 +13,25 @@ module conversion or fp32 copy of the model is needed.
 
 Decode steps (a few rows) go another way on CPUs with AVX-512 VNNI: fbgemm's per-call cost
 (~25 us even for a 1024 x 1024 matrix) puts a decode step at twice the time its weight bytes
-need. There each decoder layer gets a ``Q8DecodeStep`` (engine.vnni: the attention block and the
-MLP block in one call each, q/k/v and gate/up stacked into one matrix) and the lm_head a copy
-for the same kernel. Same int8 weights; activations are quantised per row instead of per tensor.
-The price is a second int8 copy of the decoder (~0.6 GB at full size), kept for fbgemm's prefill.
+need. There each decoder layer gets an int8 ``DecodeStep`` (engine.decode_step: the attention
+block and the MLP block in one call each) and the lm_head a copy for the same kernel. Same int8
+weights; activations are quantised per row instead of per tensor. The price is a second int8
+copy of the decoder (~0.6 GB at full size), kept for fbgemm's prefill.
 """
 from __future__ import annotations
 
-import os
 import warnings
 
 import torch
 from torch import nn
 
-from .cpu_gemv import int8_row_scales, kernels
-
-# Decode batches up to this many rows go through the VNNI kernel; more rows (prefill, big
-# batches) are compute-bound and fbgemm's blocked GEMM is faster there (measured:
-# bench/README.md, "int8 decode on VNNI CPUs").
-Q8_MAX_ROWS = 8
+from .cpu_gemv import avx512_kernels, int8_row_scales, kernels
+from .decode_step import MAX_ROWS, q8_weight
 
 
 def vnni_kernels():
-    """The compiled kernels when this CPU has AVX-512 VNNI, else None.
-    FUNASR_NANO_NO_VNNI=1 turns the path off (A/B runs, tests of the fallback)."""
-    if os.environ.get("FUNASR_NANO_NO_VNNI") == "1":
-        return None
-    k = kernels()
-    return k if k is not None and hasattr(k, "has_vnni") and k.has_vnni() else None
-
-
-def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(int8 weight, fp32 row scales, int32 row sums): what the VNNI kernel takes. The sums
-    undo the +128 shift that makes activations unsigned for vpdpbusd."""
-    w8 = w8.contiguous()
-    return w8, scale.float().contiguous(), w8.sum(1, dtype=torch.int32)
+    """The compiled kernels when this CPU has AVX-512 VNNI, else None."""
+    return avx512_kernels(need_vnni=True)
 
 
 def available() -> bool:
@@ -94,7 +78,7 @@ class DynamicInt8Linear(nn.Module):
                 b8 = None if bias is None else bias.detach().float()
                 self._one_row = (lambda x2: k.linear_int8(x2, w8, s8)) if b8 is None else (
                     lambda x2: k.linear_int8(x2, w8, s8) + b8)
-        # Up to Q8_MAX_ROWS rows through the VNNI kernel (q8: engine.vnni's extension)
+        # Up to MAX_ROWS rows through the VNNI kernel (q8: engine.avx512's functions)
         self._few_rows = None
         if q8 is not None:
             qt = q8_weight(qw.int_repr(), qw.q_per_channel_scales())
@@ -106,7 +90,7 @@ class DynamicInt8Linear(nn.Module):
         x2 = x.reshape(-1, shape[-1])
         if x2.dtype != torch.float32:
             x2 = x2.float()
-        if self._few_rows is not None and x2.shape[0] <= Q8_MAX_ROWS:
+        if self._few_rows is not None and x2.shape[0] <= MAX_ROWS:
             y = self._few_rows(x2.contiguous())
         elif self._one_row is not None and x2.shape[0] == 1:
             y = self._one_row(x2.contiguous())
@@ -146,52 +130,3 @@ def quantize_linears(module: nn.Module, one_row_kernel: bool = False, q8=None) -
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
                 setattr(parent, name, DynamicInt8Linear(child.weight, child.bias, one_row_kernel, q8))
-
-
-def _gate_up_block(inter: int) -> int:
-    """Rows per gate (and per up) block of the stacked MLP matrix: 32, or what divides inter."""
-    return next(p for p in (32, 16, 8, 4, 2, 1) if inter % p == 0)
-
-
-class Q8DecodeStep:
-    """A Qwen3 decoder layer's one-token step (up to Q8_MAX_ROWS batch rows) in two calls to the
-    VNNI kernels: attention block and MLP block, each with its RMSNorm and residual. Built from
-    the layer's DynamicInt8Linears (same int8 weights): q/k/v stacked into one matrix, gate and
-    up interleaved in blocks so that one pass yields silu(gate) * up."""
-
-    max_rows = Q8_MAX_ROWS
-
-    def __init__(self, layer: nn.Module, q8):
-        attn, mlp = layer.self_attn, layer.mlp
-        w = {n: getattr(attn, n).int8_weight() for n in ("q_proj", "k_proj", "v_proj", "o_proj")}
-        w.update({n: getattr(mlp, n).int8_weight() for n in ("gate_proj", "up_proj", "down_proj")})
-        self.qkv = q8_weight(torch.cat([w[n][0] for n in ("q_proj", "k_proj", "v_proj")]),
-                             torch.cat([w[n][1] for n in ("q_proj", "k_proj", "v_proj")]))
-        self.o = q8_weight(*w["o_proj"])
-        (g, gs), (u, us) = w["gate_proj"], w["up_proj"]
-        inter, hidden = g.shape
-        p = self.block = _gate_up_block(inter)
-        self.gate_up = q8_weight(torch.stack([g.view(-1, p, hidden), u.view(-1, p, hidden)], 1)
-                                 .reshape(2 * inter, hidden),
-                                 torch.stack([gs.view(-1, p), us.view(-1, p)], 1).reshape(-1))
-        self.down = q8_weight(*w["down_proj"])
-        self.norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
-        self.k = q8
-
-    def __call__(self, x, cos, sin, cache, start: int, mask):
-        k = self.k
-        n1, n2, qn, kn = self.norms
-        x = x.contiguous()
-        x = k.q8_attention(x, n1.weight, n1.eps, *self.qkv, qn.weight, kn.weight,
-                           cos.contiguous(), sin.contiguous(), *cache, start,
-                           _NO_MASK if mask is None else mask, *self.o)
-        return k.q8_mlp(x, n2.weight, n2.eps, *self.gate_up, self.block, *self.down)
-
-
-_NO_MASK = torch.empty(0, dtype=torch.bool)
-
-
-def fuse_decode_steps(llm: nn.Module, q8) -> None:
-    """Give every decoder layer of an int8 Qwen3ForCausalLM its Q8DecodeStep."""
-    for layer in llm.model.layers:
-        layer.step = Q8DecodeStep(layer, q8)

@@ -139,7 +139,7 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    step = None  # int8 on VNNI CPUs: the whole one-token step in two kernel calls (engine.int8)
+    step = None  # AVX-512 CPUs: the whole one-token step in two kernel calls (engine.decode_step)
 
     def forward(self, x, cos, sin, cache, start, mask):
         step = self.step
@@ -229,8 +229,14 @@ class Qwen3ForCausalLM(nn.Module):
             if isinstance(module, (RMSNorm, Attention)) and fast is not None:
                 # fp32 CPU inference only: training and CUDA keep the plain PyTorch ops
                 module.fast = fast
-        if q8 is not None:  # after the norms went fp32: the steps hold these very modules
-            int8.fuse_decode_steps(self, q8)
+        # one-token steps in two kernel calls per layer, after the norms went fp32 (the steps
+        # hold these very modules)
+        from .cpu_gemv import avx512_kernels
+        from .decode_step import fuse_decode_steps
+        if q8 is not None:
+            fuse_decode_steps(self, q8, "int8")
+        elif mode in ("fp32", "bf16") and avx512_kernels() is not None:
+            fuse_decode_steps(self, avx512_kernels(), "bf16")
         self.compute_dtype = torch.float32
 
     def tie_weights(self):

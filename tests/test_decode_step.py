@@ -1,7 +1,8 @@
-"""int8 decoding on AVX-512 VNNI CPUs (engine/vnni.py, engine/int8.py): the kernel computes
-exactly the integer arithmetic it promises, a batch row's result never depends on the other
-rows, a fused decode step gives the decoder layer's numbers within int8 rounding, and int8 mode
-uses it for every layer."""
+"""Decode steps on AVX-512 CPUs (engine/avx512.py, engine/decode_step.py). int8 (VNNI): the
+kernel computes exactly the integer arithmetic it promises, a batch row's result never depends
+on the other rows, a fused step gives the decoder layer's numbers within int8 rounding, and int8
+mode uses it for every layer. bf16-stored weights: the product is fp32 arithmetic on the exact
+weights, and the fused step gives the layer's own numbers."""
 from __future__ import annotations
 
 import copy
@@ -11,6 +12,8 @@ import pytest
 import torch
 
 from engine import int8
+from engine.cpu_gemv import PackedLinear, avx512_kernels
+from engine.decode_step import DecodeStep, q8_weight
 from engine.qwen3 import KVCache, Qwen3Config, Qwen3ForCausalLM
 from model import FunASRNano
 
@@ -23,7 +26,7 @@ needs_vnni = pytest.mark.skipif(q8 is None, reason="CPU without AVX-512 VNNI (or
 def _quantized(n, k, seed):
     g = torch.Generator().manual_seed(seed)
     w8 = torch.randint(-127, 128, (n, k), generator=g, dtype=torch.int8)
-    return int8.q8_weight(w8, torch.rand(n, generator=g) * 0.01 + 1e-3)
+    return q8_weight(w8, torch.rand(n, generator=g) * 0.01 + 1e-3)
 
 
 def _emulated(x, w8, scale, bias=None):
@@ -63,7 +66,7 @@ def test_q8_rows_do_not_depend_on_the_batch():
 
 def _tiny_llm(seed=0):
     # hidden 96 and head_dim 40: tails in the product (K % 64) and in the attention's lanes;
-    # intermediate 528: gate/up blocks of 16 rows, not 32, several to a thread's share
+    # intermediate 528: several 32-row blocks to a thread's share of gate/up, and a part block
     cfg = Qwen3Config(vocab_size=300, hidden_size=96, intermediate_size=528, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=40)
     torch.manual_seed(seed)
@@ -87,7 +90,7 @@ def test_decode_step_matches_the_layer_within_int8_rounding():
         if isinstance(mod, int8.DynamicInt8Linear):
             rmod.weight.data = mod.dequantized()
     layer, rlayer = llm.model.layers[0], ref.model.layers[0]
-    assert isinstance(layer.step, int8.Q8DecodeStep) and layer.step.block == 16
+    assert isinstance(layer.step, DecodeStep) and layer.step.kind == "int8"
 
     b, t = 3, 7
     pad = torch.tensor([0, 3, 1])
@@ -135,11 +138,11 @@ def test_decode_step_rows_do_not_depend_on_the_batch():
 @needs_vnni
 def test_int8_mode_decodes_through_the_fused_steps(monkeypatch):
     """Every decoder layer gets a step; greedy decoding with them stays close to fbgemm's
-    (same int8 weights, different activation rounding), and FUNASR_NANO_NO_VNNI turns it off."""
+    (same int8 weights, different activation rounding), and FUNASR_NANO_NO_AVX512 turns it off."""
     demo = str(ROOT / "models" / "demo")
     asr = FunASRNano.from_pretrained(demo, device="cpu", dtype="int8")
-    assert all(isinstance(layer.step, int8.Q8DecodeStep) for layer in asr.llm.model.layers)
-    monkeypatch.setenv("FUNASR_NANO_NO_VNNI", "1")
+    assert all(isinstance(layer.step, DecodeStep) for layer in asr.llm.model.layers)
+    monkeypatch.setenv("FUNASR_NANO_NO_AVX512", "1")
     plain = FunASRNano.from_pretrained(demo, device="cpu", dtype="int8")
     assert all(layer.step is None for layer in plain.llm.model.layers)
     clips = sorted((ROOT / "example").glob("*.wav"))[:4]
@@ -149,3 +152,76 @@ def test_int8_mode_decodes_through_the_fused_steps(monkeypatch):
     import difflib
     for x, y in zip(a, b):
         assert x.strip() and difflib.SequenceMatcher(None, x, y).ratio() > 0.8, (x, y)
+
+
+avx512 = avx512_kernels()
+needs_avx512 = pytest.mark.skipif(avx512 is None, reason="CPU without AVX-512 (or no kernel)")
+
+
+@needs_avx512
+@pytest.mark.parametrize("rows", [1, 3, 4, 5, 9])
+def test_b16_linear_is_fp32_arithmetic_on_the_exact_weights(rows):
+    """K = 200: a tail after the 16-lane blocks; N = 70: 2 rows after the blocks of 4."""
+    g = torch.Generator().manual_seed(rows)
+    w = (torch.randn(70, 200, generator=g) * 0.05).to(torch.bfloat16)
+    x = torch.randn(rows, 200, generator=g)
+    bias = torch.randn(70, generator=g)
+    got = avx512.b16_linear(x, w, bias)
+    want = x.double() @ w.double().T + bias.double()
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
+
+
+@needs_avx512
+@torch.inference_mode()
+@pytest.mark.parametrize("b", [1, 3])
+def test_bf16_decode_step_is_the_layer(b):
+    """bf16-stored weights, fp32 arithmetic: the fused step gives the PyTorch layer's numbers
+    (summation order aside), on a left-padded batch; the layer's Linears are views of the
+    step's stacked matrices (no second copy) and a prefill through them still agrees."""
+    llm, cfg = _tiny_llm(seed=2)
+    for name, p in llm.named_parameters():
+        if "norm" not in name:
+            p.data = p.data.to(torch.bfloat16).float()
+    ref = copy.deepcopy(llm)
+    llm.pack_for_cpu("bf16")
+    layer, rlayer = llm.model.layers[0], ref.model.layers[0]
+    step = layer.step
+    assert isinstance(step, DecodeStep) and step.kind == "bf16"
+    q = layer.self_attn.q_proj
+    assert isinstance(q, PackedLinear) and q.weight.data_ptr() == step.qkv[0].data_ptr()
+
+    t = 6
+    pad = torch.tensor([0, 2, 1])[:b]
+    valid = torch.arange(t + 1)[None] >= pad[:, None]
+    mask = valid[:, None, None, :t + 1]
+    caches = [KVCache(cfg, b, t + 1, torch.float32, "cpu") for _ in range(2)]
+    xp = torch.randn(b, t, 96, generator=torch.Generator().manual_seed(3))
+    pos = (torch.arange(t)[None] - pad[:, None]).clamp(min=0)
+    cos, sin = llm.rope(pos, torch.float32)
+    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    pmask = ((causal[None] & valid[:, None, :t]) | torch.eye(t, dtype=torch.bool))[:, None]
+    got_p = layer(xp, cos, sin, caches[0].layers[0], 0, pmask)  # prefill: the layer's modules
+    want_p = rlayer(xp, cos, sin, caches[1].layers[0], 0, pmask)
+    assert torch.allclose(got_p, want_p, rtol=1e-4, atol=1e-4), (got_p - want_p).abs().max()
+
+    x = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(4))
+    cos1, sin1 = llm.rope((t - pad)[:, None], torch.float32)
+    got = layer(x, cos1, sin1, caches[0].layers[0], t, mask)  # one token: the step
+    want = rlayer(x, cos1, sin1, caches[1].layers[0], t, mask)
+    assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
+    for kv in range(2):
+        assert torch.allclose(caches[0].layers[0][kv][:, :, :t + 1], caches[1].layers[0][kv][:, :, :t + 1],
+                              rtol=1e-4, atol=1e-5)
+
+
+@needs_avx512
+def test_fp32_mode_takes_the_bf16_steps_only_for_bf16_stored_weights(tiny_model_dir):
+    """The random checkpoint stores bf16 (as the official one): fp32 mode decodes through the
+    steps, exactly. The demo checkpoint stores fp32: fp32 mode leaves it to PyTorch, bf16
+    mode (which rounds the weights) takes the steps."""
+    bf16_ckpt = FunASRNano.from_pretrained(str(tiny_model_dir), device="cpu", dtype="fp32")
+    assert all(isinstance(l.step, DecodeStep) for l in bf16_ckpt.llm.model.layers)
+    demo = str(ROOT / "models" / "demo")
+    assert all(l.step is None for l in FunASRNano.from_pretrained(demo, device="cpu", dtype="fp32").llm.model.layers)
+    assert all(isinstance(l.step, DecodeStep)
+               for l in FunASRNano.from_pretrained(demo, device="cpu", dtype="bf16").llm.model.layers)

@@ -1,0 +1,418 @@
+"""C++ source: a decoder layer's one-token step on AVX-512 CPUs, for int8 and bf16-stored weights.
+
+Decoding reads every decoder weight once per step, so its speed is the bandwidth at which the
+weights stream in, and the arithmetic must keep up with it on 2 cores:
+
+* int8 (``q8_*``, needs VNNI): ``vpdpbusd`` multiplies 64 uint8 x int8 pairs per instruction.
+  Activations are quantised per row (symmetric, max|x| -> 127), so a row's result never depends
+  on the other rows of the batch; they are stored as q + 128 (uint8), and the 128 * sum(w) that
+  adds is taken off with each weight row's precomputed sum.
+* bf16-stored weights with fp32 arithmetic (``b16_*``: the fp32 mode of the official bf16
+  checkpoint, and the bf16 mode): each weight widened exactly to fp32, 16 lanes per FMA. The
+  AVX2 kernel in engine.cpu_gemv does the same 8 lanes at a time, which on an AVX-512 Xeon
+  streamed only 17-20 GB/s against 25-29 GB/s here (measured, cold weights, 2 threads).
+
+On top of the product, one call per block of a decoder layer: ``*_attention`` (RMSNorm, the
+stacked q/k/v projection, q/k RMSNorm + RoPE, cache write and grouped-query attention, o
+projection, residual) and ``*_mlp`` (RMSNorm, the stacked gate/up projection, SiLU x up, down
+projection, residual): a step then costs two calls per layer instead of ~15 PyTorch ops. The
+functions carry their own target attributes, so the extension still builds with -mavx2, and
+callers check ``has_avx512()`` / ``has_vnni()`` first.
+
+Appended to engine.cpu_gemv's source (it uses that file's widen, rms_row, norm_rope_head and
+attend_batch); engine.decode_step holds the Python side.
+"""
+
+SOURCE = r"""
+#define Q8 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define B16 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+
+bool has_avx512() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+
+bool has_vnni() { return has_avx512() && __builtin_cpu_supports("avx512vnni"); }
+
+static inline int64_t q8_ld(int64_t K) { return (K + 63) / 64 * 64; }
+
+// Per row: s = max|x| / 127, q = round(x / s) + 128 as uint8, padded with 128 (zero) to ldq.
+Q8 static void quantize_rows(const float* x, int64_t ldx, int64_t M, int64_t K, uint8_t* q,
+                             int64_t ldq, float* s) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * ldx;
+    uint8_t* qr = q + m * ldq;
+    __m512 mx = _mm512_setzero_ps();
+    int64_t k = 0;
+    for (; k + 16 <= K; k += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(xr + k)));
+    float amax = _mm512_reduce_max_ps(mx);
+    for (; k < K; ++k) amax = std::max(amax, std::fabs(xr[k]));
+    const float sc = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / sc;
+    s[m] = sc;
+    const __m512 iv = _mm512_set1_ps(inv);
+    const __m512i zero = _mm512_set1_epi32(128), lo = _mm512_set1_epi32(1), hi = _mm512_set1_epi32(255);
+    for (k = 0; k + 16 <= K; k += 16) {
+      __m512i i = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(xr + k), iv)), zero);
+      i = _mm512_min_epi32(_mm512_max_epi32(i, lo), hi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(qr + k), _mm512_cvtepi32_epi8(i));
+    }
+    for (; k < K; ++k)
+      qr[k] = static_cast<uint8_t>(std::min(255.0f, std::max(1.0f, std::nearbyint(xr[k] * inv) + 128.0f)));
+    for (; k < ldq; ++k) qr[k] = 128;
+  }
+}
+
+// r[j][i] = q[j] . w[i] (uint8 x int8, exact int32) for MB activation rows and NB weight rows.
+template <int MB, int NB>
+Q8 static inline void dot_block(const uint8_t* q, int64_t ldq, const int8_t* w, int64_t K,
+                                int32_t r[4][4]) {
+  __m512i acc[MB][NB];
+  for (int j = 0; j < MB; ++j)
+    for (int i = 0; i < NB; ++i) acc[j][i] = _mm512_setzero_si512();
+  const int64_t Kf = K - K % 64;
+  for (int64_t k = 0; k < Kf; k += 64) {
+    __m512i wv[NB];
+    for (int i = 0; i < NB; ++i) {
+      // the same spot 2 NB rows on (a few KB ahead in this contiguous stream) into L2: more
+      // misses in flight per core than the hardware prefetcher keeps (measured +8-10%)
+      _mm_prefetch(reinterpret_cast<const char*>(w + (2 * NB + i) * K + k), _MM_HINT_T1);
+      wv[i] = _mm512_loadu_si512(w + i * K + k);
+    }
+    for (int j = 0; j < MB; ++j) {
+      const __m512i xv = _mm512_loadu_si512(q + j * ldq + k);
+      for (int i = 0; i < NB; ++i) acc[j][i] = _mm512_dpbusd_epi32(acc[j][i], xv, wv[i]);
+    }
+  }
+  if (Kf < K) {  // weight rows are exactly K long: masked loads (zeros add nothing)
+    const __mmask64 tail = ~0ull >> (64 - (K - Kf));
+    __m512i wv[NB];
+    for (int i = 0; i < NB; ++i) wv[i] = _mm512_maskz_loadu_epi8(tail, w + i * K + Kf);
+    for (int j = 0; j < MB; ++j) {
+      const __m512i xv = _mm512_loadu_si512(q + j * ldq + Kf);
+      for (int i = 0; i < NB; ++i) acc[j][i] = _mm512_dpbusd_epi32(acc[j][i], xv, wv[i]);
+    }
+  }
+  for (int j = 0; j < MB; ++j) {
+    if (NB == 4) {  // four sums at once: fold 512 -> 256 bits, then a horizontal-add tree
+      __m256i h[4];
+      for (int i = 0; i < 4; ++i)
+        h[i] = _mm256_add_epi32(_mm512_castsi512_si256(acc[j][i]), _mm512_extracti64x4_epi64(acc[j][i], 1));
+      const __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(h[0], h[1]), _mm256_hadd_epi32(h[2], h[3]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(r[j]),
+                       _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1)));
+    } else {
+      for (int i = 0; i < NB; ++i) r[j][i] = _mm512_reduce_add_epi32(acc[j][i]);
+    }
+  }
+}
+
+template <int NB>
+Q8 static inline void dot_rows_nb(const uint8_t* q, int64_t ldq, int64_t mb, const int8_t* w,
+                                  int64_t K, int32_t r[4][4]) {
+  switch (mb) {
+    case 1: dot_block<1, NB>(q, ldq, w, K, r); break;
+    case 2: dot_block<2, NB>(q, ldq, w, K, r); break;
+    case 3: dot_block<3, NB>(q, ldq, w, K, r); break;
+    default: dot_block<4, NB>(q, ldq, w, K, r); break;
+  }
+}
+
+// An int8 weight (N, K), one fp32 scale and one int32 sum per row.
+struct Q8W {
+  const int8_t* w; const float* s; const int32_t* sum; int64_t N, K;
+};
+
+static Q8W q8w(const torch::Tensor& w, const torch::Tensor& s, const torch::Tensor& sum) {
+  TORCH_CHECK(w.dtype() == torch::kInt8 && w.dim() == 2 && w.is_contiguous(), "int8 weight (N, K) expected");
+  TORCH_CHECK(s.dtype() == torch::kFloat32 && sum.dtype() == torch::kInt32 && s.numel() == w.size(0) &&
+              sum.numel() == w.size(0), "weight scales / sums do not match the weight");
+  return {w.data_ptr<int8_t>(), s.data_ptr<float>(), sum.data_ptr<int32_t>(), w.size(0), w.size(1)};
+}
+
+// y[m, n] = xs[m] s[n] (q[m] . w[n] - 128 sum[n]) (+ bias[n]) (+ res[m, n]) for n0 <= n < n1;
+// y and res have row stride ldy.
+Q8 static void q8_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M, const Q8W& W,
+                       int64_t n0, int64_t n1, float* y, int64_t ldy, const float* bias,
+                       const float* res) {
+  int32_t r[4][4];
+  // weight rows outermost: a group of 4 rows (a few KB) stays in L1 for every block of 4
+  // activation rows, so each weight byte comes from memory once
+  for (int64_t n = n0; n < n1;) {
+    const int64_t nb = n + 4 <= n1 ? 4 : 1;
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      const int64_t mb = std::min<int64_t>(4, M - m0);
+      const uint8_t* qm = q + m0 * ldq;
+      if (nb == 4) dot_rows_nb<4>(qm, ldq, mb, W.w + n * W.K, W.K, r);
+      else dot_rows_nb<1>(qm, ldq, mb, W.w + n * W.K, W.K, r);
+      for (int64_t j = 0; j < mb; ++j)
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t c = n + i;
+          float v = xs[m0 + j] * W.s[c] * static_cast<float>(r[j][i] - 128 * W.sum[c]);
+          if (bias) v += bias[c];
+          if (res) v += res[(m0 + j) * ldy + c];
+          y[(m0 + j) * ldy + c] = v;
+        }
+    }
+    n += nb;
+  }
+}
+
+// Blocks of output rows shared out dynamically, about 8 per thread (at least `rb` rows, a
+// multiple of it): on a busy machine a descheduled thread then holds up one block, not half the
+// matrix, while big matrices still stream in long runs.
+template <typename F>
+static void q8_parallel(int64_t N, int64_t rb, const F& f) {
+  const int64_t want = N / (8 * std::max<int64_t>(1, at::get_num_threads()));
+  rb = std::max<int64_t>(rb, want / rb * rb);
+  const int64_t blocks = (N + rb - 1) / rb;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(at::get_num_threads())
+  for (int64_t b = 0; b < blocks; ++b) f(b * rb, std::min(N, (b + 1) * rb));
+}
+
+static constexpr int64_t Q8_BLOCK = 32;
+
+// ---- bf16-stored weights, fp32 arithmetic: each weight widened exactly (bf16 is the top half
+// of an fp32), 16 lanes at a time.
+struct B16W {
+  const uint16_t* w; int64_t N, K;
+};
+
+static B16W b16w(const torch::Tensor& w) {
+  TORCH_CHECK(w.dtype() == torch::kBFloat16 && w.dim() == 2 && w.is_contiguous(), "bf16 weight (N, K) expected");
+  return {reinterpret_cast<const uint16_t*>(w.data_ptr()), w.size(0), w.size(1)};
+}
+
+B16 static inline __m512 widen16(const uint16_t* w) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))), 16));
+}
+
+// r[j][i] = x[j] . w[i] in fp32 for MB rows of x (row stride ldx) and 4 weight rows.
+template <int MB>
+B16 static inline void b16_block(const float* x, int64_t ldx, const uint16_t* w, int64_t K,
+                                 float r[4][4]) {
+  __m512 acc[MB][4];
+  for (int j = 0; j < MB; ++j)
+    for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_setzero_ps();
+  const int64_t Kf = K - K % 16;
+  for (int64_t k = 0; k < Kf; k += 16) {
+    __m512 wv[4];
+    for (int i = 0; i < 4; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + (8 + i) * K + k), _MM_HINT_T1);
+      wv[i] = widen16(w + i * K + k);
+    }
+    for (int j = 0; j < MB; ++j) {
+      const __m512 xv = _mm512_loadu_ps(x + j * ldx + k);
+      for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_fmadd_ps(wv[i], xv, acc[j][i]);
+    }
+  }
+  for (int j = 0; j < MB; ++j)
+    for (int i = 0; i < 4; ++i) {
+      float sum = _mm512_reduce_add_ps(acc[j][i]);
+      for (int64_t k = Kf; k < K; ++k) sum += widen(w[i * K + k]) * x[j * ldx + k];
+      r[j][i] = sum;
+    }
+}
+
+// y[m, n] = x[m] . w[n] (+ bias[n]) (+ res[m, n]) for n0 <= n < n1, as q8_rows.
+B16 static void b16_rows(const float* x, int64_t ldx, int64_t M, const B16W& W, int64_t n0,
+                         int64_t n1, float* y, int64_t ldy, const float* bias, const float* res) {
+  float r[4][4];
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    const uint16_t* wn = W.w + n * W.K;
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+      const int64_t mb = std::min<int64_t>(4, M - m0);
+      const float* xm = x + m0 * ldx;
+      switch (mb) {
+        case 1: b16_block<1>(xm, ldx, wn, W.K, r); break;
+        case 2: b16_block<2>(xm, ldx, wn, W.K, r); break;
+        case 3: b16_block<3>(xm, ldx, wn, W.K, r); break;
+        default: b16_block<4>(xm, ldx, wn, W.K, r); break;
+      }
+      for (int64_t j = 0; j < mb; ++j)
+        for (int64_t i = 0; i < 4; ++i) {
+          float v = r[j][i];
+          if (bias) v += bias[n + i];
+          if (res) v += res[(m0 + j) * ldy + n + i];
+          y[(m0 + j) * ldy + n + i] = v;
+        }
+    }
+  }
+  for (; n < n1; ++n)  // the last < 4 rows
+    for (int64_t m = 0; m < M; ++m) {
+      const uint16_t* wr = W.w + n * W.K;
+      const float* xr = x + m * ldx;
+      __m512 acc = _mm512_setzero_ps();
+      int64_t k = 0;
+      for (; k + 16 <= W.K; k += 16) acc = _mm512_fmadd_ps(widen16(wr + k), _mm512_loadu_ps(xr + k), acc);
+      float v = _mm512_reduce_add_ps(acc);
+      for (; k < W.K; ++k) v += widen(wr[k]) * xr[k];
+      if (bias) v += bias[n];
+      if (res) v += res[m * ldy + n];
+      y[m * ldy + n] = v;
+    }
+}
+
+// ---- the two weight kinds behind one interface: Acts<W> holds M rows of activations in the
+// form W's product takes (int8: quantised; bf16: the fp32 rows themselves), and rows() runs it.
+template <class W> struct Acts;
+
+template <> struct Acts<Q8W> {
+  std::vector<uint8_t> q; std::vector<float> s; int64_t ld = 0, M = 0;
+  void set(const float* x, int64_t ldx, int64_t M_, int64_t K) {
+    M = M_; ld = q8_ld(K); q.resize(M * ld); s.resize(M);
+    quantize_rows(x, ldx, M, K, q.data(), ld, s.data());
+  }
+  void rows(const Q8W& W, int64_t n0, int64_t n1, float* y, int64_t ldy, const float* bias,
+            const float* res) const {
+    q8_rows(q.data(), ld, s.data(), M, W, n0, n1, y, ldy, bias, res);
+  }
+};
+
+template <> struct Acts<B16W> {
+  const float* x = nullptr; int64_t ld = 0, M = 0;
+  void set(const float* x_, int64_t ldx, int64_t M_, int64_t) { x = x_; ld = ldx; M = M_; }
+  void rows(const B16W& W, int64_t n0, int64_t n1, float* y, int64_t ldy, const float* bias,
+            const float* res) const {
+    b16_rows(x, ld, M, W, n0, n1, y, ldy, bias, res);
+  }
+};
+
+// y = x W^T (+ bias), x (M, K) fp32 rows.
+template <class W>
+static torch::Tensor linear_t(const torch::Tensor& x, const W& w, const torch::Tensor& bias) {
+  check_f32(x, "x");
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == w.K, "linear: x must be (M, ", w.K, ")");
+  if (bias.numel()) check_f32(bias, "bias");
+  const int64_t M = x.size(0);
+  torch::Tensor y = torch::empty({M, w.N}, x.options());
+  Acts<W> a;
+  a.set(x.data_ptr<float>(), w.K, M, w.K);
+  float* yp = y.data_ptr<float>();
+  const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
+  q8_parallel(w.N, Q8_BLOCK, [&](int64_t n0, int64_t n1) { a.rows(w, n0, n1, yp, w.N, bp, nullptr); });
+  return y;
+}
+
+// x + down(silu(gate(n)) * up(n)), n = rms_norm(x) * nw, for the M rows of x ((B, 1, C) or
+// (M, C)). gu holds the gate rows, then the up rows (2I x C): each block of gate rows is
+// finished with the same block of up rows.
+template <class W>
+static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, double eps,
+                           const W& GU, const W& DN) {
+  check_f32(x, "x");
+  check_f32(nw, "norm weight");
+  const int64_t C = nw.numel(), M = x.numel() / C, I = GU.N / 2;
+  TORCH_CHECK(GU.K == C && GU.N == 2 * I && DN.K == I && DN.N == C, "mlp step: shapes disagree");
+  const float* xp = x.data_ptr<float>();
+  std::vector<float> xn(M * C), h(M * I);
+  for (int64_t m = 0; m < M; ++m)
+    rms_row(xp + m * C, nw.data_ptr<float>(), xn.data() + m * C, C, static_cast<float>(eps));
+  Acts<W> a, ah;
+  a.set(xn.data(), C, M, C);
+  q8_parallel(I, Q8_BLOCK, [&](int64_t i0, int64_t i1) {
+    const int64_t n = i1 - i0;
+    std::vector<float> g(M * n), u(M * n);
+    // rows() writes column c of its output at y[m * ldy + c]: shift so that block row i0 -> 0
+    a.rows(GU, i0, i1, g.data() - i0, n, nullptr, nullptr);
+    a.rows(GU, I + i0, I + i1, u.data() - (I + i0), n, nullptr, nullptr);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t i = 0; i < n; ++i) {
+        const float gv = g[m * n + i];
+        h[m * I + i0 + i] = gv / (1.0f + std::exp(-gv)) * u[m * n + i];
+      }
+  });
+  ah.set(h.data(), I, M, I);
+  torch::Tensor out = torch::empty_like(x);
+  float* op = out.data_ptr<float>();
+  q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { ah.rows(DN, n0, n1, op, C, nullptr, xp); });
+  return out;
+}
+
+// x + o(attention(n)), n = rms_norm(x) * nw, for one new token per batch row: x (B, 1, C).
+// qkv holds the q, k and v projections stacked (H*D + 2*KV*D rows); q and k get their per-head
+// RMSNorm (qn, kn) and RoPE (cos, sin (B, D)); k and v go into cache column `pos` of kc, vc
+// (B, KV, capacity, D); `valid` as decode_attention's.
+template <class W>
+static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw, double eps,
+                                 const W& QKV, const torch::Tensor& qn, const torch::Tensor& kn,
+                                 const torch::Tensor& cos, const torch::Tensor& sin,
+                                 const torch::Tensor& kc, const torch::Tensor& vc, int64_t pos,
+                                 const torch::Tensor& valid, const W& O) {
+  for (auto* t : {&x, &nw, &qn, &kn, &cos, &sin, &kc, &vc}) check_f32(*t, "attention step argument");
+  TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "attention step: bad cache");
+  const int64_t C = nw.numel(), B = kc.size(0), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
+  const int64_t H = QKV.N / D - 2 * KV, QD = H * D, KD = KV * D, R = QKV.N;
+  TORCH_CHECK(x.numel() == B * C && QKV.K == C && O.K == QD && O.N == C && qn.numel() == D &&
+              kn.numel() == D && cos.numel() == B * D && sin.numel() == B * D && pos < cap &&
+              D <= 1024 && H > 0 && H % KV == 0, "attention step: shapes disagree");
+  const bool masked = valid.numel() > 0;
+  if (masked) TORCH_CHECK(valid.dtype() == torch::kBool && valid.size(0) == B && valid.size(-1) >= pos + 1);
+  const float* xp = x.data_ptr<float>();
+  const float e = static_cast<float>(eps);
+  std::vector<float> xn(B * C), proj(B * R), att(B * QD);
+  for (int64_t m = 0; m < B; ++m) rms_row(xp + m * C, nw.data_ptr<float>(), xn.data() + m * C, C, e);
+  Acts<W> a, aa;
+  a.set(xn.data(), C, B, C);
+  q8_parallel(R, Q8_BLOCK, [&](int64_t n0, int64_t n1) {
+    a.rows(QKV, n0, n1, proj.data(), R, nullptr, nullptr);
+  });
+  const float *qw = qn.data_ptr<float>(), *kw = kn.data_ptr<float>();
+  for (int64_t m = 0; m < B; ++m) {
+    const float *cs = cos.data_ptr<float>() + m * D, *sn = sin.data_ptr<float>() + m * D;
+    float* row = proj.data() + m * R;
+    for (int64_t h = 0; h < H; ++h) norm_rope_head(row + h * D, qw, cs, sn, D, e);
+    for (int64_t h = 0; h < KV; ++h) norm_rope_head(row + QD + h * D, kw, cs, sn, D, e);
+  }
+  attend_batch(proj.data(), R, proj.data() + QD, R, proj.data() + QD + KD, R,
+               kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D, pos,
+               masked ? valid.data_ptr<bool>() : nullptr, masked ? valid.stride(0) : 0,
+               masked ? valid.stride(-1) : 0, att.data());
+  aa.set(att.data(), QD, B, QD);
+  torch::Tensor out = torch::empty_like(x);
+  float* op = out.data_ptr<float>();
+  q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { aa.rows(O, n0, n1, op, C, nullptr, xp); });
+  return out;
+}
+
+// ---- entry points. int8: (weight, row scales, row sums) per matrix; bf16: the weight.
+torch::Tensor q8_linear(torch::Tensor x, torch::Tensor w, torch::Tensor s, torch::Tensor sum,
+                        torch::Tensor bias) {
+  return linear_t(x, q8w(w, s, sum), bias);
+}
+
+torch::Tensor q8_mlp(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor gu,
+                     torch::Tensor gus, torch::Tensor gusum, torch::Tensor dn, torch::Tensor dns,
+                     torch::Tensor dnsum) {
+  return mlp_t(x, nw, eps, q8w(gu, gus, gusum), q8w(dn, dns, dnsum));
+}
+
+torch::Tensor q8_attention(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor qkv,
+                           torch::Tensor qkvs, torch::Tensor qkvsum, torch::Tensor qn,
+                           torch::Tensor kn, torch::Tensor cos, torch::Tensor sin,
+                           torch::Tensor kc, torch::Tensor vc, int64_t pos, torch::Tensor valid,
+                           torch::Tensor o, torch::Tensor os, torch::Tensor osum) {
+  return attention_t(x, nw, eps, q8w(qkv, qkvs, qkvsum), qn, kn, cos, sin, kc, vc, pos, valid,
+                     q8w(o, os, osum));
+}
+
+torch::Tensor b16_linear(torch::Tensor x, torch::Tensor w, torch::Tensor bias) {
+  return linear_t(x, b16w(w), bias);
+}
+
+torch::Tensor b16_mlp(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor gu,
+                      torch::Tensor dn) {
+  return mlp_t(x, nw, eps, b16w(gu), b16w(dn));
+}
+
+torch::Tensor b16_attention(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor qkv,
+                            torch::Tensor qn, torch::Tensor kn, torch::Tensor cos,
+                            torch::Tensor sin, torch::Tensor kc, torch::Tensor vc, int64_t pos,
+                            torch::Tensor valid, torch::Tensor o) {
+  return attention_t(x, nw, eps, b16w(qkv), qn, kn, cos, sin, kc, vc, pos, valid, b16w(o));
+}
+"""
+
+FUNCTIONS = ["has_avx512", "has_vnni", "q8_linear", "q8_mlp", "q8_attention", "b16_linear",
+             "b16_mlp", "b16_attention"]

@@ -1,0 +1,97 @@
+"""A Qwen3 decoder layer's one-token step in two kernel calls, on AVX-512 CPUs (engine/avx512.py).
+
+A decode step reads every decoder weight once, and on 2 cores the ~15 PyTorch ops per layer
+(norms, 7 projections, RoPE, attention, SiLU, residuals) cost as much in dispatch and in
+small-matrix start-up as the streaming itself. A ``DecodeStep`` does the attention block and the
+MLP block in one call each, with q/k/v stacked into one matrix and gate/up into another, for up
+to ``MAX_ROWS`` batch rows (more rows are compute-bound: the layer's own modules take them).
+
+* int8 mode (CPUs with VNNI): built from the layer's DynamicInt8Linears (the same int8 weights
+  fbgemm holds for prefill: a second int8 copy of the decoder, ~0.45 GB at full size).
+* fp32 / bf16 modes with bf16-stored weights: built from the layer's PackedLinears; the stacked
+  matrices replace their weights (each Linear keeps a view), so nothing is copied twice.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+# Decode batches up to this many rows take the step; more rows go through the layer's modules
+# (fbgemm's blocked int8 GEMM is faster from ~8 rows on: bench/README.md).
+MAX_ROWS = 8
+
+_NO_MASK = torch.empty(0, dtype=torch.bool)
+_ATTN = ("q_proj", "k_proj", "v_proj")
+_MLP = ("gate_proj", "up_proj")
+
+
+def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(int8 weight, fp32 row scales, int32 row sums): what the int8 kernel takes. The sums
+    undo the +128 shift that makes activations unsigned for vpdpbusd."""
+    w8 = w8.contiguous()
+    return w8, scale.float().contiguous(), w8.sum(1, dtype=torch.int32)
+
+
+def _stack_int8(linears) -> tuple[torch.Tensor, ...]:
+    parts = [lin.int8_weight() for lin in linears]
+    return q8_weight(torch.cat([w for w, _ in parts]), torch.cat([s for _, s in parts]))
+
+
+def _stack_bf16(linears) -> tuple[torch.Tensor]:
+    """One contiguous bf16 matrix of the Linears' rows; each Linear then holds a view of it."""
+    stacked = torch.cat([lin.weight for lin in linears])
+    row = 0
+    for lin in linears:
+        n = lin.weight.shape[0]
+        lin.weight = stacked[row:row + n]
+        lin.__dict__.pop("_fn", None)  # a kernel bound to the old tensor
+        row += n
+    return (stacked,)
+
+
+class DecodeStep:
+    max_rows = MAX_ROWS
+
+    def __init__(self, layer: nn.Module, kernels, kind: str):
+        attn, mlp = layer.self_attn, layer.mlp
+        if kind == "int8":
+            stack, attention, mlp_fn = _stack_int8, kernels.q8_attention, kernels.q8_mlp
+        elif kind == "bf16":
+            stack, attention, mlp_fn = _stack_bf16, kernels.b16_attention, kernels.b16_mlp
+        else:
+            raise ValueError(kind)
+        self.kind = kind
+        self.qkv = stack([getattr(attn, n) for n in _ATTN])
+        self.o = stack([attn.o_proj])
+        self.gate_up = stack([getattr(mlp, n) for n in _MLP])
+        self.down = stack([mlp.down_proj])
+        self.norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
+        self._attention, self._mlp = attention, mlp_fn
+
+    def __call__(self, x, cos, sin, cache, start: int, mask):
+        n1, n2, qn, kn = self.norms
+        x = self._attention(x.contiguous(), n1.weight, n1.eps, *self.qkv, qn.weight, kn.weight,
+                            cos.contiguous(), sin.contiguous(), *cache, start,
+                            _NO_MASK if mask is None else mask, *self.o)
+        return self._mlp(x, n2.weight, n2.eps, *self.gate_up, *self.down)
+
+
+def fuse_decode_steps(llm: nn.Module, kernels, kind: str) -> bool:
+    """Give every decoder layer of a CPU-packed Qwen3ForCausalLM its DecodeStep, if all its
+    projections are of the kind the step takes (fp32-stored weights stay with PyTorch)."""
+    from .cpu_gemv import PackedLinear
+    from .int8 import DynamicInt8Linear
+
+    def fits(lin):
+        if kind == "int8":
+            return isinstance(lin, DynamicInt8Linear)
+        return isinstance(lin, PackedLinear) and lin.mode == "bf16"
+
+    names = (*_ATTN, "o_proj")
+    layers = llm.model.layers
+    if not all(fits(getattr(l.self_attn, n)) for l in layers for n in names) or \
+            not all(fits(getattr(l.mlp, n)) for l in layers for n in (*_MLP, "down_proj")):
+        return False
+    for layer in layers:
+        layer.step = DecodeStep(layer, kernels, kind)
+    return True
