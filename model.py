@@ -25,6 +25,7 @@ from ctc import CTC, greedy_ids, timestamps as ctc_timestamps  # noqa: E402
 from engine.adaptor import TransformerAdaptor, low_frame_rate_length  # noqa: E402
 from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
+                               release_freed_memory,
                                read_config, resolve_model_dir)
 from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
@@ -147,6 +148,7 @@ class FunASRNano(nn.Module):
         self.model_dir = model_dir
         self.load_weights(load_state_dict(files["weights"]), device, dtype)
         self.eval()
+        release_freed_memory()
         self.load_seconds = time.perf_counter() - t0
         log.info("loaded %s from %s on %s (%s) in %.1f s", model, model_dir, device, dtype,
                  self.load_seconds)

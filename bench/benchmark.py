@@ -235,8 +235,12 @@ def decode_weight_bytes(llm) -> int:
                 add(x)
 
     inner = llm.model
-    for mod in (inner.layers, inner.norm, llm.lm_head):
-        for v in mod.state_dict(keep_vars=True).values():
+    # every state dict stays alive until counted: int8 modules hand out fresh unpacked tensors,
+    # and a freed one's address, reused by the next module's, would look "seen" (this undercounted
+    # the int8 lm_head's 155 MB in runs before vm-20261202-1408)
+    states = [mod.state_dict(keep_vars=True) for mod in (inner.layers, inner.norm, llm.lm_head)]
+    for state in states:
+        for v in state.values():
             add(v)
     return total
 

@@ -243,12 +243,19 @@ class Qwen3ForCausalLM(nn.Module):
         if self.config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
+    def _inv_freq(self, device) -> torch.Tensor:
+        """RoPE frequencies, made once per device (a decode step would otherwise spend ~6 small
+        ops on them)."""
+        cache = self.__dict__.setdefault("_inv_freq_cache", {})
+        if device not in cache:
+            d = self.config.head_dim
+            steps = torch.arange(0, d, 2, dtype=torch.int64, device=device).float() / d
+            cache[device] = (1.0 / (self.config.rope_theta ** steps)).to(self.rope_dtype).float()
+        return cache[device]
+
     def rope(self, positions: torch.Tensor, dtype):
         """cos/sin for integer positions (B, T), computed in fp32 as HF does, then cast."""
-        d = self.config.head_dim
-        steps = torch.arange(0, d, 2, dtype=torch.int64, device=positions.device).float() / d
-        inv_freq = (1.0 / (self.config.rope_theta ** steps)).to(self.rope_dtype).float()
-        freqs = positions.float()[..., None] * inv_freq
+        freqs = positions.float()[..., None] * self._inv_freq(positions.device)
         emb = torch.cat((freqs, freqs), dim=-1)
         return emb.cos().to(dtype), emb.sin().to(dtype)
 
