@@ -13,8 +13,8 @@ weights stream in, and the arithmetic must keep up with it on 2 cores:
   streamed only 17-20 GB/s against 25-29 GB/s here (measured, cold weights, 2 threads).
 
 On top of the product, one call per block of a decoder layer: ``*_attention`` (RMSNorm, the
-stacked q/k/v projection, q/k RMSNorm + RoPE, cache write and grouped-query attention, o
-projection, residual) and ``*_mlp`` (RMSNorm, the stacked gate/up projection, SiLU x up, down
+q/k/v projections as one matrix, q/k RMSNorm + RoPE, cache write and grouped-query attention, o
+projection, residual) and ``*_mlp`` (RMSNorm, gate and up as one matrix, SiLU x up, down
 projection, residual): a step then costs two calls per layer instead of ~15 PyTorch ops. The
 functions carry their own target attributes, so the extension still builds with -mavx2, and
 callers check ``has_avx512()`` / ``has_vnni()`` first.
@@ -279,6 +279,27 @@ template <> struct Acts<B16W> {
   }
 };
 
+// A matrix whose row blocks live in separate tensors (q, k and v; gate and up): part i holds
+// rows off[i] .. off[i+1]. The checkpoint's own tensors serve as they are, with no stacked copy.
+template <class W> struct Parts {
+  std::vector<W> w; std::vector<int64_t> off{0};
+  int64_t N = 0, K = 0;
+  void add(const W& p) {
+    TORCH_CHECK(w.empty() || p.K == K, "stacked projections must share their input size");
+    w.push_back(p); K = p.K; N += p.N; off.push_back(N);
+  }
+};
+
+// Acts::rows over the parts that rows n0 .. n1 of the whole touch (output columns stay whole-matrix).
+template <class W>
+static void rows_of(const Acts<W>& a, const Parts<W>& P, int64_t n0, int64_t n1, float* y,
+                    int64_t ldy) {
+  for (size_t i = 0; i < P.w.size(); ++i) {
+    const int64_t o = P.off[i], lo = std::max(n0, o), hi = std::min(n1, P.off[i + 1]);
+    if (lo < hi) a.rows(P.w[i], lo - o, hi - o, y + o, ldy, nullptr, nullptr);
+  }
+}
+
 // y = x W^T (+ bias), x (M, K) fp32 rows.
 template <class W>
 static torch::Tensor linear_t(const torch::Tensor& x, const W& w, const torch::Tensor& bias) {
@@ -296,11 +317,11 @@ static torch::Tensor linear_t(const torch::Tensor& x, const W& w, const torch::T
 }
 
 // x + down(silu(gate(n)) * up(n)), n = rms_norm(x) * nw, for the M rows of x ((B, 1, C) or
-// (M, C)). gu holds the gate rows, then the up rows (2I x C): each block of gate rows is
-// finished with the same block of up rows.
+// (M, C)). GU: the gate rows, then the up rows (2I x C); each block of gate rows is finished
+// with the same block of up rows.
 template <class W>
 static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, double eps,
-                           const W& GU, const W& DN) {
+                           const Parts<W>& GU, const W& DN) {
   check_f32(x, "x");
   check_f32(nw, "norm weight");
   const int64_t C = nw.numel(), M = x.numel() / C, I = GU.N / 2;
@@ -314,9 +335,9 @@ static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, doub
   q8_parallel(I, Q8_BLOCK, [&](int64_t i0, int64_t i1) {
     const int64_t n = i1 - i0;
     std::vector<float> g(M * n), u(M * n);
-    // rows() writes column c of its output at y[m * ldy + c]: shift so that block row i0 -> 0
-    a.rows(GU, i0, i1, g.data() - i0, n, nullptr, nullptr);
-    a.rows(GU, I + i0, I + i1, u.data() - (I + i0), n, nullptr, nullptr);
+    // rows land at their whole-matrix column: shift so that row i0 (I + i0) -> column 0
+    rows_of(a, GU, i0, i1, g.data() - i0, n);
+    rows_of(a, GU, I + i0, I + i1, u.data() - (I + i0), n);
     for (int64_t m = 0; m < M; ++m)
       for (int64_t i = 0; i < n; ++i) {
         const float gv = g[m * n + i];
@@ -336,7 +357,7 @@ static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, doub
 // (B, KV, capacity, D); `valid` as decode_attention's.
 template <class W>
 static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw, double eps,
-                                 const W& QKV, const torch::Tensor& qn, const torch::Tensor& kn,
+                                 const Parts<W>& QKV, const torch::Tensor& qn, const torch::Tensor& kn,
                                  const torch::Tensor& cos, const torch::Tensor& sin,
                                  const torch::Tensor& kc, const torch::Tensor& vc, int64_t pos,
                                  const torch::Tensor& valid, const W& O) {
@@ -356,7 +377,7 @@ static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw
   Acts<W> a, aa;
   a.set(xn.data(), C, B, C);
   q8_parallel(R, Q8_BLOCK, [&](int64_t n0, int64_t n1) {
-    a.rows(QKV, n0, n1, proj.data(), R, nullptr, nullptr);
+    rows_of(a, QKV, n0, n1, proj.data(), R);
   });
   const float *qw = qn.data_ptr<float>(), *kw = kn.data_ptr<float>();
   for (int64_t m = 0; m < B; ++m) {
@@ -376,41 +397,58 @@ static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw
   return out;
 }
 
-// ---- entry points. int8: (weight, row scales, row sums) per matrix; bf16: the weight.
+// ---- entry points. int8: (weight, row scales, row sums) per matrix, lists of them for the
+// stacked projections; bf16: the weight, or a list.
+static Parts<Q8W> q8parts(const std::vector<torch::Tensor>& w, const std::vector<torch::Tensor>& s,
+                          const std::vector<torch::Tensor>& sum) {
+  TORCH_CHECK(w.size() == s.size() && w.size() == sum.size() && !w.empty(), "int8 parts disagree");
+  Parts<Q8W> p;
+  for (size_t i = 0; i < w.size(); ++i) p.add(q8w(w[i], s[i], sum[i]));
+  return p;
+}
+
+static Parts<B16W> b16parts(const std::vector<torch::Tensor>& w) {
+  TORCH_CHECK(!w.empty(), "no bf16 parts");
+  Parts<B16W> p;
+  for (const auto& t : w) p.add(b16w(t));
+  return p;
+}
+
 torch::Tensor q8_linear(torch::Tensor x, torch::Tensor w, torch::Tensor s, torch::Tensor sum,
                         torch::Tensor bias) {
   return linear_t(x, q8w(w, s, sum), bias);
 }
 
-torch::Tensor q8_mlp(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor gu,
-                     torch::Tensor gus, torch::Tensor gusum, torch::Tensor dn, torch::Tensor dns,
-                     torch::Tensor dnsum) {
-  return mlp_t(x, nw, eps, q8w(gu, gus, gusum), q8w(dn, dns, dnsum));
+torch::Tensor q8_mlp(torch::Tensor x, torch::Tensor nw, double eps, std::vector<torch::Tensor> gu,
+                     std::vector<torch::Tensor> gus, std::vector<torch::Tensor> gusum,
+                     torch::Tensor dn, torch::Tensor dns, torch::Tensor dnsum) {
+  return mlp_t(x, nw, eps, q8parts(gu, gus, gusum), q8w(dn, dns, dnsum));
 }
 
-torch::Tensor q8_attention(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor qkv,
-                           torch::Tensor qkvs, torch::Tensor qkvsum, torch::Tensor qn,
-                           torch::Tensor kn, torch::Tensor cos, torch::Tensor sin,
-                           torch::Tensor kc, torch::Tensor vc, int64_t pos, torch::Tensor valid,
-                           torch::Tensor o, torch::Tensor os, torch::Tensor osum) {
-  return attention_t(x, nw, eps, q8w(qkv, qkvs, qkvsum), qn, kn, cos, sin, kc, vc, pos, valid,
-                     q8w(o, os, osum));
+torch::Tensor q8_attention(torch::Tensor x, torch::Tensor nw, double eps,
+                           std::vector<torch::Tensor> qkv, std::vector<torch::Tensor> qkvs,
+                           std::vector<torch::Tensor> qkvsum, torch::Tensor qn, torch::Tensor kn,
+                           torch::Tensor cos, torch::Tensor sin, torch::Tensor kc,
+                           torch::Tensor vc, int64_t pos, torch::Tensor valid, torch::Tensor o,
+                           torch::Tensor os, torch::Tensor osum) {
+  return attention_t(x, nw, eps, q8parts(qkv, qkvs, qkvsum), qn, kn, cos, sin, kc, vc, pos,
+                     valid, q8w(o, os, osum));
 }
 
 torch::Tensor b16_linear(torch::Tensor x, torch::Tensor w, torch::Tensor bias) {
   return linear_t(x, b16w(w), bias);
 }
 
-torch::Tensor b16_mlp(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor gu,
+torch::Tensor b16_mlp(torch::Tensor x, torch::Tensor nw, double eps, std::vector<torch::Tensor> gu,
                       torch::Tensor dn) {
-  return mlp_t(x, nw, eps, b16w(gu), b16w(dn));
+  return mlp_t(x, nw, eps, b16parts(gu), b16w(dn));
 }
 
-torch::Tensor b16_attention(torch::Tensor x, torch::Tensor nw, double eps, torch::Tensor qkv,
-                            torch::Tensor qn, torch::Tensor kn, torch::Tensor cos,
-                            torch::Tensor sin, torch::Tensor kc, torch::Tensor vc, int64_t pos,
-                            torch::Tensor valid, torch::Tensor o) {
-  return attention_t(x, nw, eps, b16w(qkv), qn, kn, cos, sin, kc, vc, pos, valid, b16w(o));
+torch::Tensor b16_attention(torch::Tensor x, torch::Tensor nw, double eps,
+                            std::vector<torch::Tensor> qkv, torch::Tensor qn, torch::Tensor kn,
+                            torch::Tensor cos, torch::Tensor sin, torch::Tensor kc,
+                            torch::Tensor vc, int64_t pos, torch::Tensor valid, torch::Tensor o) {
+  return attention_t(x, nw, eps, b16parts(qkv), qn, kn, cos, sin, kc, vc, pos, valid, b16w(o));
 }
 """
 

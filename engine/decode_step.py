@@ -3,13 +3,14 @@
 A decode step reads every decoder weight once, and on 2 cores the ~15 PyTorch ops per layer
 (norms, 7 projections, RoPE, attention, SiLU, residuals) cost as much in dispatch and in
 small-matrix start-up as the streaming itself. A ``DecodeStep`` does the attention block and the
-MLP block in one call each, with q/k/v stacked into one matrix and gate/up into another, for up
-to ``MAX_ROWS`` batch rows (more rows are compute-bound: the layer's own modules take them).
+MLP block in one call each, q/k/v and gate/up each taken as one matrix (in parts: the tensors
+are not copied into one), for up to ``MAX_ROWS`` batch rows (more rows are compute-bound: the
+layer's own modules take them).
 
 * int8 mode (CPUs with VNNI): built from the layer's DynamicInt8Linears (the same int8 weights
   fbgemm holds for prefill: a second int8 copy of the decoder, ~0.45 GB at full size).
-* fp32 / bf16 modes with bf16-stored weights: built from the layer's PackedLinears; the stacked
-  matrices replace their weights (each Linear keeps a view), so nothing is copied twice.
+* fp32 / bf16 modes with bf16-stored weights: the layer's PackedLinears' own tensors (for the
+  official checkpoint, the memory-mapped ones from model.pt), nothing copied.
 """
 from __future__ import annotations
 
@@ -32,21 +33,23 @@ def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]
     return w8, scale.float().contiguous(), w8.sum(1, dtype=torch.int32)
 
 
-def _stack_int8(linears) -> tuple[torch.Tensor, ...]:
-    parts = [lin.int8_weight() for lin in linears]
-    return q8_weight(torch.cat([w for w, _ in parts]), torch.cat([s for _, s in parts]))
+def _int8_parts(linears) -> tuple[list[torch.Tensor], ...]:
+    """(weights, scales, sums): one list each, a matrix per Linear (the kernel treats them as
+    one stacked matrix without copying them into one)."""
+    parts = [q8_weight(*lin.int8_weight()) for lin in linears]
+    return tuple(list(t) for t in zip(*parts))
 
 
-def _stack_bf16(linears) -> tuple[torch.Tensor]:
-    """One contiguous bf16 matrix of the Linears' rows; each Linear then holds a view of it."""
-    stacked = torch.cat([lin.weight for lin in linears])
-    row = 0
-    for lin in linears:
-        n = lin.weight.shape[0]
-        lin.weight = stacked[row:row + n]
-        lin.__dict__.pop("_fn", None)  # a kernel bound to the old tensor
-        row += n
-    return (stacked,)
+def _int8_one(lin) -> tuple[torch.Tensor, ...]:
+    return q8_weight(*lin.int8_weight())
+
+
+def _bf16_parts(linears) -> tuple[list[torch.Tensor]]:
+    return ([lin.weight for lin in linears],)
+
+
+def _bf16_one(lin) -> tuple[torch.Tensor]:
+    return (lin.weight,)
 
 
 class DecodeStep:
@@ -55,16 +58,16 @@ class DecodeStep:
     def __init__(self, layer: nn.Module, kernels, kind: str):
         attn, mlp = layer.self_attn, layer.mlp
         if kind == "int8":
-            stack, attention, mlp_fn = _stack_int8, kernels.q8_attention, kernels.q8_mlp
+            parts, one, attention, mlp_fn = _int8_parts, _int8_one, kernels.q8_attention, kernels.q8_mlp
         elif kind == "bf16":
-            stack, attention, mlp_fn = _stack_bf16, kernels.b16_attention, kernels.b16_mlp
+            parts, one, attention, mlp_fn = _bf16_parts, _bf16_one, kernels.b16_attention, kernels.b16_mlp
         else:
             raise ValueError(kind)
         self.kind = kind
-        self.qkv = stack([getattr(attn, n) for n in _ATTN])
-        self.o = stack([attn.o_proj])
-        self.gate_up = stack([getattr(mlp, n) for n in _MLP])
-        self.down = stack([mlp.down_proj])
+        self.qkv = parts([getattr(attn, n) for n in _ATTN])
+        self.o = one(attn.o_proj)
+        self.gate_up = parts([getattr(mlp, n) for n in _MLP])
+        self.down = one(mlp.down_proj)
         self.norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
         self._attention, self._mlp = attention, mlp_fn
 
