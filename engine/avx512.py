@@ -129,8 +129,8 @@ static Q8W q8w(const torch::Tensor& w, const torch::Tensor& s, const torch::Tens
   return {w.data_ptr<int8_t>(), s.data_ptr<float>(), sum.data_ptr<int32_t>(), w.size(0), w.size(1)};
 }
 
-// y[m, n] = xs[m] s[n] (q[m] . w[n] - 128 sum[n]) (+ bias[n]) (+ res[m, n]) for n0 <= n < n1;
-// y and res have row stride ldy.
+// y[m, n - n0] = xs[m] s[n] (q[m] . w[n] - 128 sum[n]) (+ bias[n - n0]) (+ res[m, n - n0]) for
+// n0 <= n < n1: y, bias and res start at the block's first column; y and res have row stride ldy.
 Q8 static void q8_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M, const Q8W& W,
                        int64_t n0, int64_t n1, float* y, int64_t ldy, const float* bias,
                        const float* res) {
@@ -146,11 +146,11 @@ Q8 static void q8_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M
       else dot_rows_nb<1>(qm, ldq, mb, W.w + n * W.K, W.K, r);
       for (int64_t j = 0; j < mb; ++j)
         for (int64_t i = 0; i < nb; ++i) {
-          const int64_t c = n + i;
+          const int64_t c = n + i, o = (m0 + j) * ldy + c - n0;
           float v = xs[m0 + j] * W.s[c] * static_cast<float>(r[j][i] - 128 * W.sum[c]);
-          if (bias) v += bias[c];
-          if (res) v += res[(m0 + j) * ldy + c];
-          y[(m0 + j) * ldy + c] = v;
+          if (bias) v += bias[c - n0];
+          if (res) v += res[o];
+          y[o] = v;
         }
     }
     n += nb;
@@ -187,71 +187,66 @@ B16 static inline __m512 widen16(const uint16_t* w) {
       _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w))), 16));
 }
 
-// r[j][i] = x[j] . w[i] in fp32 for MB rows of x (row stride ldx) and 4 weight rows.
-template <int MB>
+// r[j][i] = x[j] . w[i] in fp32 for MB rows of x (row stride ldx) and NB weight rows.
+template <int MB, int NB>
 B16 static inline void b16_block(const float* x, int64_t ldx, const uint16_t* w, int64_t K,
                                  float r[4][4]) {
-  __m512 acc[MB][4];
+  __m512 acc[MB][NB];
   for (int j = 0; j < MB; ++j)
-    for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_setzero_ps();
+    for (int i = 0; i < NB; ++i) acc[j][i] = _mm512_setzero_ps();
   const int64_t Kf = K - K % 16;
   for (int64_t k = 0; k < Kf; k += 16) {
-    __m512 wv[4];
-    for (int i = 0; i < 4; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(w + (8 + i) * K + k), _MM_HINT_T1);
+    __m512 wv[NB];
+    for (int i = 0; i < NB; ++i) {
+      _mm_prefetch(reinterpret_cast<const char*>(w + (2 * NB + i) * K + k), _MM_HINT_T1);
       wv[i] = widen16(w + i * K + k);
     }
     for (int j = 0; j < MB; ++j) {
       const __m512 xv = _mm512_loadu_ps(x + j * ldx + k);
-      for (int i = 0; i < 4; ++i) acc[j][i] = _mm512_fmadd_ps(wv[i], xv, acc[j][i]);
+      for (int i = 0; i < NB; ++i) acc[j][i] = _mm512_fmadd_ps(wv[i], xv, acc[j][i]);
     }
   }
   for (int j = 0; j < MB; ++j)
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < NB; ++i) {
       float sum = _mm512_reduce_add_ps(acc[j][i]);
       for (int64_t k = Kf; k < K; ++k) sum += widen(w[i * K + k]) * x[j * ldx + k];
       r[j][i] = sum;
     }
 }
 
-// y[m, n] = x[m] . w[n] (+ bias[n]) (+ res[m, n]) for n0 <= n < n1, as q8_rows.
+template <int NB>
+B16 static inline void b16_rows_nb(const float* x, int64_t ldx, int64_t mb, const uint16_t* w,
+                                   int64_t K, float r[4][4]) {
+  switch (mb) {
+    case 1: b16_block<1, NB>(x, ldx, w, K, r); break;
+    case 2: b16_block<2, NB>(x, ldx, w, K, r); break;
+    case 3: b16_block<3, NB>(x, ldx, w, K, r); break;
+    default: b16_block<4, NB>(x, ldx, w, K, r); break;
+  }
+}
+
+// y[m, n - n0] = x[m] . w[n] (+ bias[n - n0]) (+ res[m, n - n0]) for n0 <= n < n1, as q8_rows.
 B16 static void b16_rows(const float* x, int64_t ldx, int64_t M, const B16W& W, int64_t n0,
                          int64_t n1, float* y, int64_t ldy, const float* bias, const float* res) {
   float r[4][4];
-  int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) {
-    const uint16_t* wn = W.w + n * W.K;
+  for (int64_t n = n0; n < n1;) {  // weight rows outermost, as in q8_rows
+    const int64_t nb = n + 4 <= n1 ? 4 : 1;
     for (int64_t m0 = 0; m0 < M; m0 += 4) {
       const int64_t mb = std::min<int64_t>(4, M - m0);
       const float* xm = x + m0 * ldx;
-      switch (mb) {
-        case 1: b16_block<1>(xm, ldx, wn, W.K, r); break;
-        case 2: b16_block<2>(xm, ldx, wn, W.K, r); break;
-        case 3: b16_block<3>(xm, ldx, wn, W.K, r); break;
-        default: b16_block<4>(xm, ldx, wn, W.K, r); break;
-      }
+      if (nb == 4) b16_rows_nb<4>(xm, ldx, mb, W.w + n * W.K, W.K, r);
+      else b16_rows_nb<1>(xm, ldx, mb, W.w + n * W.K, W.K, r);
       for (int64_t j = 0; j < mb; ++j)
-        for (int64_t i = 0; i < 4; ++i) {
+        for (int64_t i = 0; i < nb; ++i) {
+          const int64_t c = n + i, o = (m0 + j) * ldy + c - n0;
           float v = r[j][i];
-          if (bias) v += bias[n + i];
-          if (res) v += res[(m0 + j) * ldy + n + i];
-          y[(m0 + j) * ldy + n + i] = v;
+          if (bias) v += bias[c - n0];
+          if (res) v += res[o];
+          y[o] = v;
         }
     }
+    n += nb;
   }
-  for (; n < n1; ++n)  // the last < 4 rows
-    for (int64_t m = 0; m < M; ++m) {
-      const uint16_t* wr = W.w + n * W.K;
-      const float* xr = x + m * ldx;
-      __m512 acc = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k + 16 <= W.K; k += 16) acc = _mm512_fmadd_ps(widen16(wr + k), _mm512_loadu_ps(xr + k), acc);
-      float v = _mm512_reduce_add_ps(acc);
-      for (; k < W.K; ++k) v += widen(wr[k]) * xr[k];
-      if (bias) v += bias[n];
-      if (res) v += res[m * ldy + n];
-      y[m * ldy + n] = v;
-    }
 }
 
 // ---- the two weight kinds behind one interface: Acts<W> holds M rows of activations in the
@@ -290,13 +285,13 @@ template <class W> struct Parts {
   }
 };
 
-// Acts::rows over the parts that rows n0 .. n1 of the whole touch (output columns stay whole-matrix).
+// Acts::rows for rows n0 .. n1 of the whole matrix, part by part; y starts at column n0.
 template <class W>
 static void rows_of(const Acts<W>& a, const Parts<W>& P, int64_t n0, int64_t n1, float* y,
                     int64_t ldy) {
   for (size_t i = 0; i < P.w.size(); ++i) {
     const int64_t o = P.off[i], lo = std::max(n0, o), hi = std::min(n1, P.off[i + 1]);
-    if (lo < hi) a.rows(P.w[i], lo - o, hi - o, y + o, ldy, nullptr, nullptr);
+    if (lo < hi) a.rows(P.w[i], lo - o, hi - o, y + (lo - n0), ldy, nullptr, nullptr);
   }
 }
 
@@ -312,7 +307,9 @@ static torch::Tensor linear_t(const torch::Tensor& x, const W& w, const torch::T
   a.set(x.data_ptr<float>(), w.K, M, w.K);
   float* yp = y.data_ptr<float>();
   const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
-  q8_parallel(w.N, Q8_BLOCK, [&](int64_t n0, int64_t n1) { a.rows(w, n0, n1, yp, w.N, bp, nullptr); });
+  q8_parallel(w.N, Q8_BLOCK, [&](int64_t n0, int64_t n1) {
+    a.rows(w, n0, n1, yp + n0, w.N, bp ? bp + n0 : nullptr, nullptr);
+  });
   return y;
 }
 
@@ -335,9 +332,8 @@ static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, doub
   q8_parallel(I, Q8_BLOCK, [&](int64_t i0, int64_t i1) {
     const int64_t n = i1 - i0;
     std::vector<float> g(M * n), u(M * n);
-    // rows land at their whole-matrix column: shift so that row i0 (I + i0) -> column 0
-    rows_of(a, GU, i0, i1, g.data() - i0, n);
-    rows_of(a, GU, I + i0, I + i1, u.data() - (I + i0), n);
+    rows_of(a, GU, i0, i1, g.data(), n);
+    rows_of(a, GU, I + i0, I + i1, u.data(), n);
     for (int64_t m = 0; m < M; ++m)
       for (int64_t i = 0; i < n; ++i) {
         const float gv = g[m * n + i];
@@ -347,12 +343,12 @@ static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, doub
   ah.set(h.data(), I, M, I);
   torch::Tensor out = torch::empty_like(x);
   float* op = out.data_ptr<float>();
-  q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { ah.rows(DN, n0, n1, op, C, nullptr, xp); });
+  q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { ah.rows(DN, n0, n1, op + n0, C, nullptr, xp + n0); });
   return out;
 }
 
 // x + o(attention(n)), n = rms_norm(x) * nw, for one new token per batch row: x (B, 1, C).
-// qkv holds the q, k and v projections stacked (H*D + 2*KV*D rows); q and k get their per-head
+// QKV: the q, k and v projections as one matrix (H*D + 2*KV*D rows); q and k get their per-head
 // RMSNorm (qn, kn) and RoPE (cos, sin (B, D)); k and v go into cache column `pos` of kc, vc
 // (B, KV, capacity, D); `valid` as decode_attention's.
 template <class W>
@@ -377,7 +373,7 @@ static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw
   Acts<W> a, aa;
   a.set(xn.data(), C, B, C);
   q8_parallel(R, Q8_BLOCK, [&](int64_t n0, int64_t n1) {
-    rows_of(a, QKV, n0, n1, proj.data(), R);
+    rows_of(a, QKV, n0, n1, proj.data() + n0, R);
   });
   const float *qw = qn.data_ptr<float>(), *kw = kn.data_ptr<float>();
   for (int64_t m = 0; m < B; ++m) {
@@ -393,7 +389,7 @@ static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw
   aa.set(att.data(), QD, B, QD);
   torch::Tensor out = torch::empty_like(x);
   float* op = out.data_ptr<float>();
-  q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { aa.rows(O, n0, n1, op, C, nullptr, xp); });
+  q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { aa.rows(O, n0, n1, op + n0, C, nullptr, xp + n0); });
   return out;
 }
 
