@@ -211,7 +211,8 @@ def _mem(device: str) -> dict:
 
 def decode_weight_bytes(llm) -> int:
     """Bytes of the tensors one decode step reads: every decoder layer, the final norm and the
-    lm_head (tied embeddings count once, as lm_head: a step reads only one embedding row).
+    lm_head (tied embeddings count once, as lm_head: a step reads only one embedding row), or
+    the int8 copy the exact greedy pick screens with (engine/exact_argmax.py).
     Counted from the modules' state (parameters, buffers, packed quantized tensors), each
     storage once."""
     import torch
@@ -238,10 +239,16 @@ def decode_weight_bytes(llm) -> int:
     # every state dict stays alive until counted: int8 modules hand out fresh unpacked tensors,
     # and a freed one's address, reused by the next module's, would look "seen" (this undercounted
     # the int8 lm_head's 155 MB in runs before vm-20261202-1408)
-    states = [mod.state_dict(keep_vars=True) for mod in (inner.layers, inner.norm, llm.lm_head)]
+    screen = getattr(llm, "exact_argmax", None)
+    # with the screened greedy pick a step reads the lm_head's int8 copy (and a few rows of the
+    # bf16 one), not the bf16 matrix
+    head = [] if screen is not None else [llm.lm_head]
+    states = [mod.state_dict(keep_vars=True) for mod in (inner.layers, inner.norm, *head)]
     for state in states:
         for v in state.values():
             add(v)
+    if screen is not None:
+        add(screen.tensors())
     return total
 
 

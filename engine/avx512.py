@@ -446,7 +446,152 @@ torch::Tensor b16_attention(torch::Tensor x, torch::Tensor nw, double eps,
                             torch::Tensor vc, int64_t pos, torch::Tensor valid, torch::Tensor o) {
   return attention_t(x, nw, eps, b16parts(qkv), qn, kn, cos, sin, kc, vc, pos, valid, b16w(o));
 }
+
+// ---- greedy pick over a bf16 output matrix (the lm_head), exact, screened by an int8 copy.
+// For a row w of W and the input x, with q = round(w / s) and p = round(x / t) as q8_rows uses:
+//   w . x = s t (q . p) + s q . (x - t p) + (w - s q) . x
+// so the int8 estimate a = s t (q . p) is within  s |q| |x - t p| + |w - s q| |x|  (Cauchy-
+// Schwarz) of the true value, and the fp32 sum the b16 kernel makes is within (K + 16) u |w| |x|
+// of that. Every row whose estimate plus bound reaches the best estimate minus its bound may be
+// the argmax; those few rows are computed exactly (the same b16_block the full product uses, so
+// the same fp32 values) and the first largest wins, as torch.argmax picks.
+
+// Per row of W (N, K) bf16: int8 q, scale s, sum(q) (for q8_rows), and the two bound
+// coefficients s |q| and |w - s q| + (K + 16) u |w| (norms in double, rounded up).
+std::vector<torch::Tensor> screen_prepare(torch::Tensor w) {
+  const B16W W = b16w(w);
+  const int64_t N = W.N, K = W.K;
+  auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+  torch::Tensor w8 = torch::empty({N, K}, torch::TensorOptions().dtype(torch::kInt8));
+  torch::Tensor s = torch::empty({N}, f32), qn = torch::empty({N}, f32), en = torch::empty({N}, f32);
+  torch::Tensor sum = torch::empty({N}, torch::TensorOptions().dtype(torch::kInt32));
+  int8_t* qp = w8.data_ptr<int8_t>();
+  float *sp = s.data_ptr<float>(), *qnp = qn.data_ptr<float>(), *enp = en.data_ptr<float>();
+  int32_t* sump = sum.data_ptr<int32_t>();
+  const double fp_sum = (K + 16) * std::ldexp(1.0, -24);
+  at::parallel_for(0, N, 256, [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      const uint16_t* wr = W.w + n * K;
+      float amax = 0.0f;
+      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(widen(wr[k])));
+      const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+      int64_t q2 = 0, qs = 0;
+      double e2 = 0.0, w2 = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double v = widen(wr[k]);
+        const int q = static_cast<int>(std::max(-127.0, std::min(127.0, std::nearbyint(v / sc))));
+        qp[n * K + k] = static_cast<int8_t>(q);
+        q2 += q * q; qs += q;
+        const double d = v - static_cast<double>(sc) * q;  // exact: sc * q fits a double
+        e2 += d * d; w2 += v * v;
+      }
+      sp[n] = sc; sump[n] = static_cast<int32_t>(qs);
+      qnp[n] = static_cast<float>(sc * std::sqrt(static_cast<double>(q2)) * (1 + 1e-6));
+      enp[n] = static_cast<float>((std::sqrt(e2) + fp_sum * std::sqrt(w2)) * (1 + 1e-6));
+    }
+  });
+  return {w8, s, sum, qn, en};
+}
+
+// hi[n] = est[n] + bound[n] for n < N, returning max(est[n] - bound[n]), with est = e1 + e2 and
+// bound = (qn[n] dn + en[n] xn) (1 + 1e-4) + rel (|e1| + |e2|); the slack covers this fp32
+// arithmetic itself. A banned row has e1 = -inf: its lower end is -inf and its upper end NaN.
+B16 static float screen_bounds(const float* e1, const float* e2, const float* qn, const float* en,
+                               float dn, float xn, float rel, float* hi, int64_t N) {
+  const __m512 vdn = _mm512_set1_ps(dn), vxn = _mm512_set1_ps(xn), vrel = _mm512_set1_ps(rel),
+               slack = _mm512_set1_ps(1.0001f);
+  __m512 thr = _mm512_set1_ps(-INFINITY);
+  int64_t n = 0;
+  for (; n + 16 <= N; n += 16) {
+    const __m512 a = _mm512_loadu_ps(e1 + n), b = _mm512_loadu_ps(e2 + n);
+    const __m512 v = _mm512_add_ps(a, b);
+    __m512 bd = _mm512_mul_ps(_mm512_fmadd_ps(_mm512_loadu_ps(qn + n), vdn,
+                                              _mm512_mul_ps(_mm512_loadu_ps(en + n), vxn)), slack);
+    bd = _mm512_fmadd_ps(vrel, _mm512_add_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)), bd);
+    _mm512_storeu_ps(hi + n, _mm512_add_ps(v, bd));
+    thr = _mm512_max_ps(thr, _mm512_sub_ps(v, bd));
+  }
+  float t = _mm512_reduce_max_ps(thr);
+  for (; n < N; ++n) {
+    const float v = e1[n] + e2[n];
+    const float bd = (qn[n] * dn + en[n] * xn) * 1.0001f + rel * (std::fabs(e1[n]) + std::fabs(e2[n]));
+    hi[n] = v + bd;
+    t = std::max(t, v - bd);
+  }
+  return t;
+}
+
+// Per row of x (M, K): the index of the largest x . W[n] (fp32, as b16_linear computes it),
+// banned indices excluded, or -1 where x has a non-finite value (the caller then takes the full
+// product). Returns (M,) indices and (M,) candidate counts.
+std::vector<torch::Tensor> screen_argmax(torch::Tensor x, torch::Tensor w, torch::Tensor w8,
+                                         torch::Tensor s, torch::Tensor sum, torch::Tensor qn,
+                                         torch::Tensor en, torch::Tensor banned) {
+  check_f32(x, "x");
+  const B16W W = b16w(w);
+  const Q8W Q = q8w(w8, s, sum);
+  const int64_t M = x.size(0), N = W.N, K = W.K;
+  TORCH_CHECK(x.dim() == 2 && x.size(1) == K && Q.N == N && Q.K == K && qn.numel() == N &&
+              en.numel() == N, "screen_argmax: shapes disagree");
+  TORCH_CHECK(banned.dtype() == torch::kInt64, "banned: int64 indices");
+  const float* xp = x.data_ptr<float>();
+  // each row of x as two int8 rows: p1 (scale t1) and p2 (scale t2) quantising x - t1 p1, so
+  // that a loud channel in x leaves the estimate fine (the bound's |x - t1 p1 - t2 p2| term)
+  const int64_t ld = q8_ld(K);
+  std::vector<uint8_t> q(2 * M * ld);
+  std::vector<float> ts(2 * M), res(K);
+  for (int64_t m = 0; m < M; ++m) {
+    uint8_t* q1 = q.data() + 2 * m * ld;
+    quantize_rows(xp + m * K, K, 1, K, q1, ld, &ts[2 * m]);
+    for (int64_t k = 0; k < K; ++k) res[k] = xp[m * K + k] - ts[2 * m] * (static_cast<int>(q1[k]) - 128);
+    quantize_rows(res.data(), K, 1, K, q1 + ld, ld, &ts[2 * m + 1]);
+  }
+  std::vector<float> est(2 * M * N);  // row 2m: t1 s q . p1, row 2m + 1: t2 s q . p2
+  q8_parallel(N, 64, [&](int64_t n0, int64_t n1) {
+    q8_rows(q.data(), ld, ts.data(), 2 * M, Q, n0, n1, est.data() + n0, N, nullptr, nullptr);
+  });
+  const int64_t* bp = banned.data_ptr<int64_t>();
+  for (int64_t i = 0; i < banned.numel(); ++i) {
+    TORCH_CHECK(bp[i] >= 0 && bp[i] < N, "banned index out of range");
+    for (int64_t m = 0; m < M; ++m) est[2 * m * N + bp[i]] = -INFINITY;
+  }
+  torch::Tensor tok = torch::empty({M}, torch::TensorOptions().dtype(torch::kInt64));
+  torch::Tensor cnt = torch::zeros({M}, torch::TensorOptions().dtype(torch::kInt64));
+  int64_t *tp = tok.data_ptr<int64_t>(), *cp = cnt.data_ptr<int64_t>();
+  const float *qnp = qn.data_ptr<float>(), *enp = en.data_ptr<float>();
+  // the estimate's roundings: three per part (scale products, int -> float) and the sum
+  const float rel = 8.0f * std::ldexp(1.0f, -24);
+  at::parallel_for(0, M, 1, [&](int64_t b, int64_t e) {
+    std::vector<float> hi(N);
+    for (int64_t m = b; m < e; ++m) {
+      const float* xr = xp + m * K;
+      const uint8_t *q1 = q.data() + 2 * m * ld, *q2 = q1 + ld;
+      const double t1 = ts[2 * m], t2 = ts[2 * m + 1];
+      double x2 = 0.0, d2 = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const double d = xr[k] - t1 * (static_cast<int>(q1[k]) - 128) - t2 * (static_cast<int>(q2[k]) - 128);
+        x2 += static_cast<double>(xr[k]) * xr[k]; d2 += d * d;
+      }
+      if (!std::isfinite(x2)) { tp[m] = -1; continue; }
+      const float dn = static_cast<float>(std::sqrt(d2) * (1 + 1e-6));
+      const float xn = static_cast<float>(std::sqrt(x2) * (1 + 1e-6));
+      const float* e1 = est.data() + 2 * m * N;
+      const float thr = screen_bounds(e1, e1 + N, qnp, enp, dn, xn, rel, hi.data(), N);
+      float best = -INFINITY;
+      int64_t arg = -1, c = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        if (!(hi[n] >= thr)) continue;
+        float r[4][4];
+        b16_block<1, 1>(xr, K, W.w + n * K, K, r);
+        ++c;
+        if (arg < 0 || r[0][0] > best) { best = r[0][0]; arg = n; }
+      }
+      tp[m] = arg; cp[m] = c;
+    }
+  });
+  return {tok, cnt};
+}
 """
 
 FUNCTIONS = ["has_avx512", "has_vnni", "q8_linear", "q8_mlp", "q8_attention", "b16_linear",
-             "b16_mlp", "b16_attention"]
+             "b16_mlp", "b16_attention", "screen_prepare", "screen_argmax"]

@@ -27,14 +27,8 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
     only) forces exactly ``max_new_tokens`` tokens the way HF ``min_new_tokens`` does in the
     reference: ``eos_id`` and ``end_ids`` can never be picked.
     """
-    banned = sorted({eos_id, *end_ids}) if ignore_eos else None
-
-    def pick(logits: torch.Tensor) -> torch.Tensor:
-        if banned:
-            logits[..., banned] = float("-inf")
-        return logits.argmax(-1)
-
     device = prompts[0].device
+    banned = torch.tensor(sorted({eos_id, *end_ids}), device=device) if ignore_eos else None
     dtype = llm.dtype
     b = len(prompts)
     lengths = torch.tensor([p.shape[0] for p in prompts], device=device)
@@ -55,7 +49,8 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
         eye = torch.eye(lmax, dtype=torch.bool, device=device)
         mask = (causal[None] & (valid[:, None, :lmax] | eye[None]))[:, None]
     cache = KVCache(llm.config, b, capacity, dtype, device)
-    next_tok = pick(llm(x, positions, cache, 0, mask if padded else _causal(lmax, device)))
+    next_tok = llm.next_tokens(x, positions, cache, 0, mask if padded else _causal(lmax, device),
+                               banned)
 
     out: list[list[int]] = [[] for _ in range(b)]
     reasons = ["length"] * b
@@ -82,7 +77,7 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
         emb = llm.embed(next_tok)[:, None]
         pos = (lengths + step)[:, None]
         step_mask = valid[:, None, None, :start + 1] if padded else None
-        next_tok = pick(llm(emb, pos, cache, start, step_mask))
+        next_tok = llm.next_tokens(emb, pos, cache, start, step_mask, banned)
     return [Generation(t, r) for t, r in zip(out, reasons)]
 
 

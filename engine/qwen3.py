@@ -237,6 +237,14 @@ class Qwen3ForCausalLM(nn.Module):
             fuse_decode_steps(self, q8, "int8")
         elif mode in ("fp32", "bf16") and avx512_kernels() is not None:
             fuse_decode_steps(self, avx512_kernels(), "bf16")
+        head = self.lm_head
+        vnni = avx512_kernels(need_vnni=True)
+        if mode in ("fp32", "bf16") and vnni is not None and isinstance(head, PackedLinear) \
+                and head.mode == "bf16":
+            from .exact_argmax import ExactArgmax
+            # the greedy pick reads an int8 copy of the lm_head and computes the few rows that
+            # could win exactly: the same token, from half the bytes
+            self.exact_argmax = ExactArgmax(head.weight, vnni)
         self.compute_dtype = torch.float32
 
     def tie_weights(self):
@@ -267,13 +275,35 @@ class Qwen3ForCausalLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.compute_dtype or self.model.embed_tokens.weight.dtype
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
-                mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:
-        """x: input embeddings (B, T, C). Returns fp32 logits for the last position (B, V),
-        or for every position (B, T, V) with ``last_only=False``."""
+    exact_argmax = None  # engine.exact_argmax.ExactArgmax where pack_for_cpu made one
+
+    def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
+               mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:
+        """The final-normed hidden states the lm_head takes: (B, C) for the last position, or
+        (B, T, C) with ``last_only=False``."""
         cos, sin = self.rope(positions, x.dtype)
         for layer, layer_cache in zip(self.model.layers, cache.layers):
             x = layer(x, cos, sin, layer_cache, start, mask)
         if last_only:
             x = x[:, -1]
-        return self.lm_head(self.model.norm(x)).float()
+        return self.model.norm(x)
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
+                mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:
+        """x: input embeddings (B, T, C). Returns fp32 logits for the last position (B, V),
+        or for every position (B, T, V) with ``last_only=False``."""
+        return self.lm_head(self.hidden(x, positions, cache, start, mask, last_only)).float()
+
+    def next_tokens(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
+                    mask: torch.Tensor, banned: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy pick after the last position: argmax of the logits (first index on ties),
+        ``banned`` token ids never picked. (B,) int64."""
+        h = self.hidden(x, positions, cache, start, mask)
+        if self.exact_argmax is not None and h.device.type == "cpu":
+            tok = self.exact_argmax(h, banned)
+            if tok is not None:
+                return tok
+        logits = self.lm_head(h).float()
+        if banned is not None and banned.numel():
+            logits[..., banned] = float("-inf")
+        return logits.argmax(-1)
