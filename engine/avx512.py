@@ -458,6 +458,52 @@ torch::Tensor b16_attention(torch::Tensor x, torch::Tensor nw, double eps,
 
 // Per row of W (N, K) bf16: int8 q, scale s, sum(q) (for q8_rows), and the two bound
 // coefficients s |q| and |w - s q| + (K + 16) u |w| (norms in double, rounded up).
+// 16 weights widened (zeros past `n` of them: the row's tail).
+B16 static inline __m512 widen16_mask(const uint16_t* w, int64_t n) {
+  const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(16, n)) - 1);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(
+      _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w)), 16));
+}
+
+// One row of K values: q = round(w / s) (fp32, to nearest even), the scale, sum(q),
+// |q|^2 (exact: fp32 lanes hold integers below 2^24), |w - s q|^2 and |w|^2 (the error from one
+// fused rounding each, summed in double).
+B16 static void screen_row(const uint16_t* wr, int64_t K, int8_t* q, float* sc_out, int64_t* qs,
+                           double* q2, double* e2, double* w2) {
+  __m512 mx = _mm512_setzero_ps();
+  for (int64_t k = 0; k < K; k += 16) mx = _mm512_max_ps(mx, _mm512_abs_ps(widen16_mask(wr + k, K - k)));
+  const float amax = _mm512_reduce_max_ps(mx);
+  const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
+  const __m512 vs = _mm512_set1_ps(sc), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+  __m512 qq = _mm512_setzero_ps();
+  __m512i qsum = _mm512_setzero_si512();
+  __m512d ee = _mm512_setzero_pd(), ww = _mm512_setzero_pd();
+  for (int64_t k = 0; k < K; k += 16) {
+    const __m512 v = widen16_mask(wr + k, K - k);  // past the tail: 0, so q = e = 0 there
+    const __m512i qi = _mm512_cvtps_epi32(_mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_div_ps(v, vs))));
+    const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(16, K - k)) - 1);
+    _mm_mask_storeu_epi8(q + k, m, _mm512_cvtepi32_epi8(qi));
+    const __m512 qf = _mm512_cvtepi32_ps(qi);
+    qq = _mm512_fmadd_ps(qf, qf, qq);
+    qsum = _mm512_add_epi32(qsum, qi);
+    const __m512 e = _mm512_fnmadd_ps(vs, qf, v);  // v - s q, rounded once
+    const __m512d e0 = _mm512_cvtps_pd(_mm512_castps512_ps256(e)),
+                  e1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+    const __m512d v0 = _mm512_cvtps_pd(_mm512_castps512_ps256(v)),
+                  v1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+    ee = _mm512_fmadd_pd(e1, e1, _mm512_fmadd_pd(e0, e0, ee));
+    ww = _mm512_fmadd_pd(v1, v1, _mm512_fmadd_pd(v0, v0, ww));
+  }
+  *sc_out = sc;
+  *qs = _mm512_reduce_add_epi32(qsum);
+  *q2 = _mm512_reduce_add_ps(qq);
+  *e2 = _mm512_reduce_add_pd(ee);
+  *w2 = _mm512_reduce_add_pd(ww);
+}
+
+// Per row of W (N, K) bf16: int8 q, scale s, sum(q) (for q8_rows), and the two bound
+// coefficients s |q| and |w - s q| + (K + 16) u |w|, rounded up (the fp32 rounding of w - s q
+// is within the 1e-6; the bound adds its own slack on top).
 std::vector<torch::Tensor> screen_prepare(torch::Tensor w) {
   const B16W W = b16w(w);
   const int64_t N = W.N, K = W.K;
@@ -471,22 +517,11 @@ std::vector<torch::Tensor> screen_prepare(torch::Tensor w) {
   const double fp_sum = (K + 16) * std::ldexp(1.0, -24);
   at::parallel_for(0, N, 256, [&](int64_t b, int64_t e) {
     for (int64_t n = b; n < e; ++n) {
-      const uint16_t* wr = W.w + n * K;
-      float amax = 0.0f;
-      for (int64_t k = 0; k < K; ++k) amax = std::max(amax, std::fabs(widen(wr[k])));
-      const float sc = amax > 0.0f ? amax / 127.0f : 1.0f;
-      int64_t q2 = 0, qs = 0;
-      double e2 = 0.0, w2 = 0.0;
-      for (int64_t k = 0; k < K; ++k) {
-        const double v = widen(wr[k]);
-        const int q = static_cast<int>(std::max(-127.0, std::min(127.0, std::nearbyint(v / sc))));
-        qp[n * K + k] = static_cast<int8_t>(q);
-        q2 += q * q; qs += q;
-        const double d = v - static_cast<double>(sc) * q;  // exact: sc * q fits a double
-        e2 += d * d; w2 += v * v;
-      }
-      sp[n] = sc; sump[n] = static_cast<int32_t>(qs);
-      qnp[n] = static_cast<float>(sc * std::sqrt(static_cast<double>(q2)) * (1 + 1e-6));
+      int64_t qs;
+      double q2, e2, w2;
+      screen_row(W.w + n * K, K, qp + n * K, sp + n, &qs, &q2, &e2, &w2);
+      sump[n] = static_cast<int32_t>(qs);
+      qnp[n] = static_cast<float>(sp[n] * std::sqrt(q2) * (1 + 1e-6));
       enp[n] = static_cast<float>((std::sqrt(e2) + fp_sum * std::sqrt(w2)) * (1 + 1e-6));
     }
   });

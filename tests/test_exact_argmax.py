@@ -31,6 +31,22 @@ def _full_argmax(x, w, banned=()):
     return logits.argmax(-1)
 
 
+@pytest.mark.parametrize("kdim", [37, 200, 1024])
+def test_int8_copy_and_bound_terms(kdim):
+    """The int8 copy is round(w / s) with s = max|w| / 127 (as the decoder's int8 weights), and
+    the bound's per-row terms are at least s |q| and |w - s q| (computed here in float64)."""
+    w = _weight(300, kdim, seed=kdim)
+    head = ExactArgmax(w, k)
+    wd = w.double()
+    s = (w.float().abs().amax(1) / 127)
+    assert torch.equal(head.scale, s)
+    assert torch.equal(head.w8, torch.round(w.float() / s[:, None]).clamp(-127, 127).to(torch.int8))
+    assert torch.equal(head.sums, head.w8.sum(1, dtype=torch.int32))
+    q = head.w8.double()
+    assert bool((head.qnorm.double() >= s.double() * q.norm(dim=1)).all())
+    assert bool((head.enorm.double() >= (wd - s.double()[:, None] * q).norm(dim=1)).all())
+
+
 @pytest.mark.parametrize("rows", [1, 3, 8])
 def test_same_token_as_the_full_product(rows):
     """N = 5003, K = 200: tails in both the int8 and the bf16 kernels' loops. Rows with a
