@@ -4,8 +4,8 @@ A decode step reads every decoder weight once, and on 2 cores the ~15 PyTorch op
 (norms, 7 projections, RoPE, attention, SiLU, residuals) cost as much in dispatch and in
 small-matrix start-up as the streaming itself. A ``DecodeStep`` does the attention block and the
 MLP block in one call each, q/k/v and gate/up each taken as one matrix (in parts: the tensors
-are not copied into one), for up to ``MAX_ROWS`` batch rows (more rows are compute-bound: the
-layer's own modules take them).
+are not copied into one), for up to ``MAX_ROWS[kind]`` batch rows (more rows are compute-bound:
+the layer's own modules take them).
 
 * int8 mode (CPUs with VNNI): built from the layer's DynamicInt8Linears (the same int8 weights
   fbgemm holds for prefill: a second int8 copy of the decoder, ~0.45 GB at full size).
@@ -17,9 +17,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Decode batches up to this many rows take the step; more rows go through the layer's modules
-# (fbgemm's blocked int8 GEMM is faster from ~8 rows on: bench/README.md).
-MAX_ROWS = 8
+# Decode batches up to this many rows take the step; more rows go through the layer's modules.
+# int8: the VNNI kernel beats fbgemm's blocked GEMM up to ~24 rows on an AVX-512 Xeon (16 x 10 s
+# decode 78 vs 87 ms/step, 32 x 10 s 154 vs 133: bench/README.md), and below the limit a row's
+# tokens never depend on the rest of the batch (per-row activation scales). bf16-stored weights:
+# the layer's modules use the same product kernel, so more rows gain nothing (16 x 10 s: equal).
+MAX_ROWS = {"int8": 16, "bf16": 8}
 
 _NO_MASK = torch.empty(0, dtype=torch.bool)
 _ATTN = ("q_proj", "k_proj", "v_proj")
@@ -53,8 +56,6 @@ def _bf16_one(lin) -> tuple[torch.Tensor]:
 
 
 class DecodeStep:
-    max_rows = MAX_ROWS
-
     def __init__(self, layer: nn.Module, kernels, kind: str):
         attn, mlp = layer.self_attn, layer.mlp
         if kind == "int8":
@@ -64,6 +65,7 @@ class DecodeStep:
         else:
             raise ValueError(kind)
         self.kind = kind
+        self.max_rows = MAX_ROWS[kind]
         self.qkv = parts([getattr(attn, n) for n in _ATTN])
         self.o = one(attn.o_proj)
         self.gate_up = parts([getattr(mlp, n) for n in _MLP])

@@ -78,7 +78,7 @@ class DynamicInt8Linear(nn.Module):
                 b8 = None if bias is None else bias.detach().float()
                 self._one_row = (lambda x2: k.linear_int8(x2, w8, s8)) if b8 is None else (
                     lambda x2: k.linear_int8(x2, w8, s8) + b8)
-        # Up to MAX_ROWS rows through the VNNI kernel (q8: engine.avx512's functions)
+        # Up to MAX_ROWS["int8"] rows through the VNNI kernel (q8: engine.avx512's functions)
         self._few_rows = None
         if q8 is not None:
             qt = q8_weight(qw.int_repr(), qw.q_per_channel_scales())
@@ -90,7 +90,7 @@ class DynamicInt8Linear(nn.Module):
         x2 = x.reshape(-1, shape[-1])
         if x2.dtype != torch.float32:
             x2 = x2.float()
-        if self._few_rows is not None and x2.shape[0] <= MAX_ROWS:
+        if self._few_rows is not None and x2.shape[0] <= MAX_ROWS["int8"]:
             y = self._few_rows(x2.contiguous())
         elif self._one_row is not None and x2.shape[0] == 1:
             y = self._one_row(x2.contiguous())

@@ -117,11 +117,13 @@ def test_decode_step_matches_the_layer_within_int8_rounding():
 
 @needs_vnni
 @torch.inference_mode()
-def test_decode_step_rows_do_not_depend_on_the_batch():
+@pytest.mark.parametrize("b", [3, 12])
+def test_decode_step_rows_do_not_depend_on_the_batch(b):
     llm, cfg = _tiny_llm(seed=1)
     llm.pack_for_cpu("int8")
     step = llm.model.layers[1].step
-    b, t = 3, 5
+    assert b <= step.max_rows  # int8 batches up to 16 rows decode through the step
+    t = 5
     x = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(7))
     cos, sin = llm.rope(torch.full((b, 1), t), torch.float32)
     cache = KVCache(cfg, b, t + 1, torch.float32, "cpu")
