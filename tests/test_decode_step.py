@@ -64,11 +64,11 @@ def test_q8_rows_do_not_depend_on_the_batch():
         assert torch.equal(together[i], q8.q8_linear(x[i:i + 1], w8, scale, sums, torch.empty(0))[0])
 
 
-def _tiny_llm(seed=0):
+def _tiny_llm(seed=0, vocab_size=300):
     # hidden 96 and head_dim 40: tails in the product (K % 64) and in the attention's lanes;
     # intermediate 528: several 32-row blocks to a thread's share of gate/up, and a part block
-    cfg = Qwen3Config(vocab_size=300, hidden_size=96, intermediate_size=528, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=40)
+    cfg = Qwen3Config(vocab_size=vocab_size, hidden_size=96, intermediate_size=528,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=40)
     torch.manual_seed(seed)
     llm = Qwen3ForCausalLM(cfg)
     for name, p in llm.named_parameters():

@@ -11,7 +11,9 @@ from engine import int8
 from engine.cpu_gemv import PackedLinear, avx512_kernels
 from engine.decoding import greedy_generate
 from engine.exact_argmax import ExactArgmax
-from engine.qwen3 import KVCache, Qwen3Config, Qwen3ForCausalLM
+from engine.qwen3 import KVCache
+
+from test_decode_step import _tiny_llm as tiny_decoder
 
 k = avx512_kernels(need_vnni=True) if int8.available() else None
 pytestmark = pytest.mark.skipif(k is None, reason="CPU without AVX-512 VNNI (or no kernel)")
@@ -114,12 +116,9 @@ def test_non_finite_rows_fall_back():
 
 
 def _tiny_llm(seed=0):
-    cfg = Qwen3Config(vocab_size=3000, hidden_size=96, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, head_dim=40)
-    torch.manual_seed(seed)
-    llm = Qwen3ForCausalLM(cfg)
-    for name, p in llm.named_parameters():
-        p.data = (1 + 0.3 * torch.randn_like(p)) if "norm" in name else 0.1 * torch.randn_like(p)
+    """test_decode_step's tiny decoder with a 3000-token vocabulary, stored as bf16 (as the
+    official checkpoint is), so that fp32 mode packs its lm_head for the screen."""
+    llm, cfg = tiny_decoder(seed, vocab_size=3000)
     return llm.bfloat16(), cfg
 
 
