@@ -448,16 +448,16 @@ torch::Tensor b16_attention(torch::Tensor x, torch::Tensor nw, double eps,
 }
 
 // ---- greedy pick over a bf16 output matrix (the lm_head), exact, screened by an int8 copy.
-// For a row w of W and the input x, with q = round(w / s) and p = round(x / t) as q8_rows uses:
-//   w . x = s t (q . p) + s q . (x - t p) + (w - s q) . x
-// so the int8 estimate a = s t (q . p) is within  s |q| |x - t p| + |w - s q| |x|  (Cauchy-
-// Schwarz) of the true value, and the fp32 sum the b16 kernel makes is within (K + 16) u |w| |x|
-// of that. Every row whose estimate plus bound reaches the best estimate minus its bound may be
-// the argmax; those few rows are computed exactly (the same b16_block the full product uses, so
-// the same fp32 values) and the first largest wins, as torch.argmax picks.
+// For a row w of W with q = round(w / s), and the input x as two int8 rows (p1 = round(x / t1),
+// then p2 = round((x - t1 p1) / t2), as quantize_rows makes them), with d = x - t1 p1 - t2 p2:
+//   w . x = s (t1 q . p1 + t2 q . p2) + s q . d + (w - s q) . x
+// so the estimate a = s (t1 q . p1 + t2 q . p2), integer products computed exactly by q8_rows,
+// is within  s |q| |d| + |w - s q| |x|  (Cauchy-Schwarz) of the true value, plus its own fp32
+// roundings; the fp32 sum the b16 kernel makes is within (K + 16) u |w| |x| of the true value
+// (u = 2^-24). Every row whose estimate plus bound reaches the best estimate minus its bound may
+// be the argmax; those few rows are computed exactly (the same b16_block the full product uses,
+// so the same fp32 values) and the first largest wins, as torch.argmax picks.
 
-// Per row of W (N, K) bf16: int8 q, scale s, sum(q) (for q8_rows), and the two bound
-// coefficients s |q| and |w - s q| + (K + 16) u |w| (norms in double, rounded up).
 // 16 weights widened (zeros past `n` of them: the row's tail).
 B16 static inline __m512 widen16_mask(const uint16_t* w, int64_t n) {
   const __mmask16 m = static_cast<__mmask16>((1u << std::min<int64_t>(16, n)) - 1);
