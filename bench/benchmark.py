@@ -38,7 +38,8 @@ Per repeat of a case, in each engine (both timed the same way):
   e2e        wall of transcribe() / AutoModel.generate() on the N arrays with T tokens each,
              as one batch (batch_size=N); RTF = e2e / audio seconds; tok/s = N*T / e2e
   floor      bytes of weights one decode step reads (decoder layers + final norm + lm_head as
-             loaded in that mode) / memory bandwidth (a 1 GiB torch copy, (read+write)/time,
+             loaded in that mode, or the int8 copy that screens the greedy pick where ours has
+             one) / memory bandwidth (a 1 GiB torch copy, (read+write)/time,
              measured in the same run with the same thread count); "x floor" = decode / floor
 ``vs ref`` = reference time / our time for the same mode (>1: we are faster); a mode the
 reference lacks is compared with the reference's fastest mode on that case, and says which.
