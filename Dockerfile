@@ -20,7 +20,7 @@ ENV PYTHONUNBUFFERED=1 \
     GRADIO_TEMP_DIR=/tmp/gradio \
     HF_HOME=/cache/huggingface \
     MODELSCOPE_CACHE=/cache/modelscope \
-    TORCH_EXTENSIONS_DIR=/opt/torch_extensions \
+    FUNASR_NANO_KERNEL_CACHE=/opt/kernels \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
@@ -45,13 +45,13 @@ RUN groupadd --gid 1000 app \
 
 COPY --chown=root:root . /app
 
-# The CPU decoding kernel (engine/cpu_gemv.py) is compiled once here, not at every start.
+# The CPU decoding kernels (engine/kernels/csrc) are compiled once here, not at every start.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends g++ \
     && rm -rf /var/lib/apt/lists/* \
-    && python -c "import sys; sys.path.insert(0, '/app'); from engine.cpu_gemv import kernels; print('CPU kernel:', kernels() is not None)" \
-    && chmod -R a+rX /opt/torch_extensions
+    && (cd /app && python -m engine.kernels) \
+    && chmod -R a+rX /opt/kernels
 
 USER 1000:1000
 

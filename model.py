@@ -174,8 +174,8 @@ class FunASRNano(nn.Module):
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
         if not cuda:
-            from engine import int8
-            from engine.cpu_gemv import kernels
+            from engine.kernels import int8
+            from engine.kernels import kernels
             if mode == "int8" and int8.available():
                 self.llm.pack_for_cpu(mode)
                 # the audio side is compute-bound: int8 GEMM there too

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(message)s", stream=sys.stderr)
-    from engine import subtitles
+    from engine.longform import subtitles
     from engine.audio import probe_duration
     from engine.languages import resolve_language
     from engine.longform import transcribe_long

@@ -213,7 +213,7 @@ def _mem(device: str) -> dict:
 def decode_weight_bytes(llm) -> int:
     """Bytes of the tensors one decode step reads: every decoder layer, the final norm and the
     lm_head (tied embeddings count once, as lm_head: a step reads only one embedding row), or
-    the int8 copy the exact greedy pick screens with (engine/exact_argmax.py).
+    the int8 copy the exact greedy pick screens with (engine/kernels/exact_argmax.py).
     Counted from the modules' state (parameters, buffers, packed quantized tensors), each
     storage once."""
     import torch

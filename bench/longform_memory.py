@@ -88,7 +88,7 @@ def write_recording(path: Path, minutes: float) -> Path:
 # --------------------------------------------------------------------------- child processes
 
 def child_segment(path: str) -> dict:
-    from engine import vad
+    from engine.audio import vad
     from engine.audio import stream_audio
     vad._get_session()
     base = rss_mb()
@@ -100,7 +100,7 @@ def child_segment(path: str) -> dict:
 
 def child_transcribe(path: str, model_dir: str, device: str, dtype: str, batch_size: int,
                      max_new_tokens: int) -> dict:
-    from engine import vad
+    from engine.audio import vad
     from engine.longform import transcribe_long
     from model import FunASRNano
     model = FunASRNano.from_pretrained(model_dir, device=device, dtype=dtype)

@@ -33,7 +33,7 @@ class FeedForward(nn.Module):
 
 
 class SANMAttention(nn.Module):
-    fast = None  # the CPU kernels (engine.cpu_gemv), set for fp32 CPU inference
+    fast = None  # the CPU kernels (engine.kernels), set for fp32 CPU inference
 
     def __init__(self, heads: int, in_dim: int, dim: int, kernel_size: int, sanm_shift: int = 0):
         super().__init__()

@@ -50,7 +50,7 @@ _NO_MASK = torch.empty(0, dtype=torch.bool)
 
 
 class RMSNorm(nn.Module):
-    fast = None  # the CPU kernels (engine.cpu_gemv), set by pack_for_cpu
+    fast = None  # the CPU kernels (engine.kernels), set by pack_for_cpu
 
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -74,7 +74,7 @@ def rotate_half(x):
 
 
 class Attention(nn.Module):
-    fast = None  # the CPU kernels (engine.cpu_gemv), set by pack_for_cpu
+    fast = None  # the CPU kernels (engine.kernels), set by pack_for_cpu
 
     def __init__(self, cfg: Qwen3Config):
         super().__init__()
@@ -139,7 +139,7 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps)
 
-    step = None  # AVX-512 CPUs: the whole one-token step in two kernel calls (engine.decode_step)
+    step = None  # AVX-512 CPUs: the whole one-token step in two kernel calls (engine.kernels.decode_step)
 
     def forward(self, x, cos, sin, cache, start, mask):
         step = self.step
@@ -199,10 +199,10 @@ class Qwen3ForCausalLM(nn.Module):
         """Replace the Linears by CPU ones and keep norms in fp32. "fp32" packs only weights
         stored as bf16 into PackedLinears (bf16 storage, fp32 arithmetic: exact, the official
         checkpoint's case) and leaves fp32 ones as they are; "bf16" rounds every weight to bf16;
-        "int8" quantises every weight for fbgemm's int8 GEMM (engine.int8), or, without
+        "int8" quantises every weight for fbgemm's int8 GEMM (engine.kernels.int8), or, without
         fbgemm, to int8 storage with fp32 arithmetic in the PackedLinear kernel."""
-        from . import int8
-        from .cpu_gemv import PackedLinear
+        from .kernels import int8
+        from .kernels.packed import PackedLinear
 
         q8 = None
         if mode == "int8" and int8.available():
@@ -221,7 +221,7 @@ class Qwen3ForCausalLM(nn.Module):
                             child.float()
                             continue
                         setattr(module, name, PackedLinear(w, "bf16" if mode == "fp32" else mode))
-        from .cpu_gemv import kernels
+        from .kernels import kernels
         fast = kernels()
         for module in self.modules():
             if isinstance(module, RMSNorm):
@@ -231,8 +231,8 @@ class Qwen3ForCausalLM(nn.Module):
                 module.fast = fast
         # one-token steps in two kernel calls per layer, after the norms went fp32 (the steps
         # hold these very modules)
-        from .cpu_gemv import avx512_kernels
-        from .decode_step import fuse_decode_steps
+        from .kernels import avx512_kernels
+        from .kernels.decode_step import fuse_decode_steps
         if q8 is not None:
             fuse_decode_steps(self, q8, "int8")
         elif mode in ("fp32", "bf16") and avx512_kernels() is not None:
@@ -241,7 +241,7 @@ class Qwen3ForCausalLM(nn.Module):
         vnni = avx512_kernels(need_vnni=True)
         if mode in ("fp32", "bf16") and vnni is not None and isinstance(head, PackedLinear) \
                 and head.mode == "bf16":
-            from .exact_argmax import ExactArgmax
+            from .kernels.exact_argmax import ExactArgmax
             # the greedy pick reads an int8 copy of the lm_head and computes the few rows that
             # could win exactly: the same token, from half the bytes
             self.exact_argmax = ExactArgmax(head.weight, vnni)
@@ -275,7 +275,7 @@ class Qwen3ForCausalLM(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.compute_dtype or self.model.embed_tokens.weight.dtype
 
-    exact_argmax = None  # engine.exact_argmax.ExactArgmax where pack_for_cpu made one
+    exact_argmax = None  # engine.kernels.exact_argmax.ExactArgmax where pack_for_cpu made one
 
     def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
                mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:

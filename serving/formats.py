@@ -1,6 +1,6 @@
 """Result rows -> response bodies (API) and download files (page).
 
-The TXT / SRT / VTT / JSON writers are engine.subtitles'; a row's ``segments`` are the long-form
+The TXT / SRT / VTT / JSON writers are engine.longform.subtitles'; a row's ``segments`` are the long-form
 segments or one segment 0..duration (see serving.pipeline).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.subtitles import to_srt, to_txt, to_vtt
+from engine.longform.subtitles import to_srt, to_txt, to_vtt
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",

@@ -1,4 +1,4 @@
-"""engine/audio.py on the real clips in shared/data/speech and on fixtures made from them at test
+"""engine/audio/decode.py on the real clips in shared/data/speech and on fixtures made from them at test
 time (other formats, bit depths, rates, channel counts, damaged files). Nothing large is committed:
 fixtures live in pytest's tmp dirs."""
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import int8
-from engine.cpu_gemv import PackedLinear, kernels
+from engine.kernels import int8
+from engine.kernels import kernels
+from engine.kernels.packed import PackedLinear
 from model import FunASRNano
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""Decode steps on AVX-512 CPUs (engine/avx512.py, engine/decode_step.py). int8 (VNNI): the
+"""Decode steps on AVX-512 CPUs (engine/kernels/csrc/avx512.cpp, engine/kernels/decode_step.py). int8 (VNNI): the
 kernel computes exactly the integer arithmetic it promises, a batch row's result never depends
 on the other rows, a fused step gives the decoder layer's numbers within int8 rounding, and int8
 mode uses it for every layer. bf16-stored weights: the product is fp32 arithmetic on the exact
@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import int8
-from engine.cpu_gemv import PackedLinear, avx512_kernels
-from engine.decode_step import DecodeStep, q8_weight
+from engine.kernels import int8
+from engine.kernels import avx512_kernels
+from engine.kernels.packed import PackedLinear
+from engine.kernels.decode_step import DecodeStep
+from engine.kernels.int8 import q8_weight
 from engine.qwen3 import KVCache, Qwen3Config, Qwen3ForCausalLM
 from model import FunASRNano
 

@@ -1,4 +1,4 @@
-"""The greedy pick screened by an int8 copy of the lm_head (engine/exact_argmax.py) gives the
+"""The greedy pick screened by an int8 copy of the lm_head (engine/kernels/exact_argmax.py) gives the
 token the full fp32 product's argmax gives: on random rows, loud channels, banned ids, exact
 ties and near-ties built to sit inside the int8 rounding, and through the decoder and
 greedy_generate. It must also do what it is for: compute only a few rows exactly."""
@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine import int8
-from engine.cpu_gemv import PackedLinear, avx512_kernels
+from engine.kernels import int8
+from engine.kernels import avx512_kernels
+from engine.kernels.packed import PackedLinear
 from engine.decoding import greedy_generate
-from engine.exact_argmax import ExactArgmax
+from engine.kernels.exact_argmax import ExactArgmax
 from engine.qwen3 import KVCache
 
 from test_decode_step import _tiny_llm as tiny_decoder

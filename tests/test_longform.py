@@ -1,5 +1,5 @@
-"""Long audio: VAD segmentation (engine/vad.py), the decoding loop with its repetition guard
-(engine/longform.py) and the subtitle writers (engine/subtitles.py).
+"""Long audio: VAD segmentation (engine/audio/vad.py), the decoding loop with its repetition guard
+(engine/longform/transcribe.py) and the subtitle writers (engine/longform/subtitles.py).
 
 The recordings are built at test time from the real clips in shared/data/speech, joined by
 silences of known lengths, so where the speech is is known exactly. The decoder is replaced by a
@@ -17,10 +17,10 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine import vad  # noqa: E402
+from engine.audio import vad  # noqa: E402
 from engine.audio import load_audio, stream_audio  # noqa: E402
 from engine.longform import collapse_repeats, looks_looping, transcribe_long  # noqa: E402
-from engine.subtitles import (join_texts, shape_cues, to_json, to_srt, to_tsv,  # noqa: E402
+from engine.longform.subtitles import (join_texts, shape_cues, to_json, to_srt, to_tsv,  # noqa: E402
                               to_txt, to_vtt)
 
 SR = 16000

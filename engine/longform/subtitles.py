@@ -16,7 +16,7 @@ import json
 import re
 import unicodedata
 
-from .languages import resolve_language
+from ..languages import resolve_language
 
 _CJK_RANGES = ((0x2E80, 0x2FDF), (0x3000, 0x303F), (0x3040, 0x30FF), (0x3190, 0x31FF),
                (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF),

@@ -13,7 +13,7 @@ module conversion or fp32 copy of the model is needed.
 
 Decode steps (a few rows) go another way on CPUs with AVX-512 VNNI: fbgemm's per-call cost
 (~25 us even for a 1024 x 1024 matrix) puts a decode step at twice the time its weight bytes
-need. There each decoder layer gets an int8 ``DecodeStep`` (engine.decode_step: the attention
+need. There each decoder layer gets an int8 ``DecodeStep`` (engine.kernels.decode_step: the attention
 block and the MLP block in one call each) and the lm_head a copy for the same kernel. Same int8
 weights; activations are quantised per row instead of per tensor. The price is a second int8
 copy of the decoder (~0.6 GB at full size), kept for fbgemm's prefill.
@@ -25,8 +25,22 @@ import warnings
 import torch
 from torch import nn
 
-from .cpu_gemv import avx512_kernels, int8_row_scales, kernels
-from .decode_step import MAX_ROWS, q8_weight
+from .build import avx512_kernels, kernels
+from .packed import int8_row_scales
+
+# Decode batches up to this many rows take the step; more rows go through the layer's modules.
+# int8: the VNNI kernel beats fbgemm's blocked GEMM up to ~24 rows on an AVX-512 Xeon (16 x 10 s
+# decode 78 vs 87 ms/step, 32 x 10 s 154 vs 133: bench/README.md), and below the limit a row's
+# tokens never depend on the rest of the batch (per-row activation scales). bf16-stored weights:
+# the layer's modules use the same product kernel, so more rows gain nothing (16 x 10 s: equal).
+MAX_ROWS = {"int8": 16, "bf16": 8}
+
+
+def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(int8 weight, fp32 row scales, int32 row sums): what the int8 kernel takes. The sums
+    undo the +128 shift that makes activations unsigned for vpdpbusd."""
+    w8 = w8.contiguous()
+    return w8, scale.float().contiguous(), w8.sum(1, dtype=torch.int32)
 
 
 def vnni_kernels():
@@ -78,7 +92,7 @@ class DynamicInt8Linear(nn.Module):
                 b8 = None if bias is None else bias.detach().float()
                 self._one_row = (lambda x2: k.linear_int8(x2, w8, s8)) if b8 is None else (
                     lambda x2: k.linear_int8(x2, w8, s8) + b8)
-        # Up to MAX_ROWS["int8"] rows through the VNNI kernel (q8: engine.avx512's functions)
+        # Up to MAX_ROWS["int8"] rows through the VNNI kernel (q8: csrc/avx512.cpp's q8_linear)
         self._few_rows = None
         if q8 is not None:
             qt = q8_weight(qw.int_repr(), qw.q_per_channel_scales())

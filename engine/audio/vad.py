@@ -106,10 +106,10 @@ def speech_probabilities(audio, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, int]
     """(one probability per 32 ms window, number of samples) for a 1-D array, an iterable of 1-D
     16 kHz blocks (e.g. ``engine.audio.stream_audio(path)``), or a path / bytes."""
     if isinstance(audio, (str, os.PathLike, bytes, bytearray)):
-        from .audio import stream_audio
+        from .decode import stream_audio
         audio = stream_audio(audio)
     elif isinstance(audio, np.ndarray) or hasattr(audio, "detach"):
-        from .audio import load_audio
+        from .decode import load_audio
         audio = [load_audio((audio, sr) if sr != SAMPLE_RATE else audio)]
     elif sr != SAMPLE_RATE:
         raise ValueError("blocks must be at 16 kHz; resample them (engine.audio.stream_audio does)")

@@ -1,4 +1,4 @@
-"""A Qwen3 decoder layer's one-token step in two kernel calls, on AVX-512 CPUs (engine/avx512.py).
+"""A Qwen3 decoder layer's one-token step in two kernel calls, on AVX-512 CPUs (csrc/avx512.cpp).
 
 A decode step reads every decoder weight once, and on 2 cores the ~15 PyTorch ops per layer
 (norms, 7 projections, RoPE, attention, SiLU, residuals) cost as much in dispatch and in
@@ -17,23 +17,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# Decode batches up to this many rows take the step; more rows go through the layer's modules.
-# int8: the VNNI kernel beats fbgemm's blocked GEMM up to ~24 rows on an AVX-512 Xeon (16 x 10 s
-# decode 78 vs 87 ms/step, 32 x 10 s 154 vs 133: bench/README.md), and below the limit a row's
-# tokens never depend on the rest of the batch (per-row activation scales). bf16-stored weights:
-# the layer's modules use the same product kernel, so more rows gain nothing (16 x 10 s: equal).
-MAX_ROWS = {"int8": 16, "bf16": 8}
+from .int8 import MAX_ROWS, DynamicInt8Linear, q8_weight
+from .packed import PackedLinear
 
 _NO_MASK = torch.empty(0, dtype=torch.bool)
 _ATTN = ("q_proj", "k_proj", "v_proj")
 _MLP = ("gate_proj", "up_proj")
-
-
-def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(int8 weight, fp32 row scales, int32 row sums): what the int8 kernel takes. The sums
-    undo the +128 shift that makes activations unsigned for vpdpbusd."""
-    w8 = w8.contiguous()
-    return w8, scale.float().contiguous(), w8.sum(1, dtype=torch.int32)
 
 
 def _int8_parts(linears) -> tuple[list[torch.Tensor], ...]:
@@ -84,9 +73,6 @@ class DecodeStep:
 def fuse_decode_steps(llm: nn.Module, kernels, kind: str) -> bool:
     """Give every decoder layer of a CPU-packed Qwen3ForCausalLM its DecodeStep, if all its
     projections are of the kind the step takes (fp32-stored weights stay with PyTorch)."""
-    from .cpu_gemv import PackedLinear
-    from .int8 import DynamicInt8Linear
-
     def fits(lin):
         if kind == "int8":
             return isinstance(lin, DynamicInt8Linear)

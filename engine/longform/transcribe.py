@@ -19,8 +19,8 @@ from collections import Counter
 
 import numpy as np
 
-from . import vad
-from .audio import SAMPLE_RATE, AudioError, load_audio, stream_audio
+from ..audio import vad
+from ..audio import SAMPLE_RATE, AudioError, load_audio, stream_audio
 from .subtitles import join_texts
 
 log = logging.getLogger(__name__)

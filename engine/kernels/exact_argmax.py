@@ -3,7 +3,7 @@
 Greedy decoding needs only the argmax of the logits, and the lm_head (151936 x 1024, 311 MB in
 bf16) is a quarter of what a fp32 decode step streams. An int8 copy (155 MB) gives every logit
 to within a bound that is computed, not guessed (Cauchy-Schwarz on the weight's and the input's
-rounding errors, plus the fp32 summation error: engine/avx512.py, ``screen_argmax``); the few
+rounding errors, plus the fp32 summation error: csrc/avx512.cpp, ``screen_argmax``); the few
 rows that could still be the largest are computed exactly with the same kernel the full product
 uses. The token is therefore the one the full fp32 product's argmax gives (first index on ties),
 from about half the bytes. fp32 and bf16 modes on CPUs with AVX-512 VNNI use it; int8 mode

@@ -1,29 +1,29 @@
-"""C++ source: a decoder layer's one-token step on AVX-512 CPUs, for int8 and bf16-stored weights.
+// A decoder layer's one-token step on AVX-512 CPUs, for int8 and bf16-stored weights.
+//
+// Decoding reads every decoder weight once per step, so its speed is the bandwidth at which the
+// weights stream in, and the arithmetic must keep up with it on 2 cores:
+//
+// * int8 (`q8_*`, needs VNNI): `vpdpbusd` multiplies 64 uint8 x int8 pairs per instruction.
+//   Activations are quantised per row (symmetric, max|x| -> 127), so a row's result never depends
+//   on the other rows of the batch; they are stored as q + 128 (uint8), and the 128 * sum(w) that
+//   adds is taken off with each weight row's precomputed sum.
+// * bf16-stored weights with fp32 arithmetic (`b16_*`: the fp32 mode of the official bf16
+//   checkpoint, and the bf16 mode): each weight widened exactly to fp32, 16 lanes per FMA. The
+//   AVX2 kernel in avx2.cpp does the same 8 lanes at a time, which on an AVX-512 Xeon
+//   streamed only 17-20 GB/s against 25-29 GB/s here (measured, cold weights, 2 threads).
+//
+// On top of the product, one call per block of a decoder layer: `*_attention` (RMSNorm, the
+// q/k/v projections as one matrix, q/k RMSNorm + RoPE, cache write and grouped-query attention, o
+// projection, residual) and `*_mlp` (RMSNorm, gate and up as one matrix, SiLU x up, down
+// projection, residual): a step then costs two calls per layer instead of ~15 PyTorch ops. The
+// functions carry their own target attributes, so the extension still builds with -mavx2, and
+// callers check `has_avx512()` / `has_vnni()` first.
+//
+// Uses common.h's widen, rms_row, norm_rope_head and attend_batch; the Python side is
+// engine/kernels/decode_step.py (layer steps) and engine/kernels/exact_argmax.py (greedy pick).
+#include "common.h"
+#include "kernels.h"
 
-Decoding reads every decoder weight once per step, so its speed is the bandwidth at which the
-weights stream in, and the arithmetic must keep up with it on 2 cores:
-
-* int8 (``q8_*``, needs VNNI): ``vpdpbusd`` multiplies 64 uint8 x int8 pairs per instruction.
-  Activations are quantised per row (symmetric, max|x| -> 127), so a row's result never depends
-  on the other rows of the batch; they are stored as q + 128 (uint8), and the 128 * sum(w) that
-  adds is taken off with each weight row's precomputed sum.
-* bf16-stored weights with fp32 arithmetic (``b16_*``: the fp32 mode of the official bf16
-  checkpoint, and the bf16 mode): each weight widened exactly to fp32, 16 lanes per FMA. The
-  AVX2 kernel in engine.cpu_gemv does the same 8 lanes at a time, which on an AVX-512 Xeon
-  streamed only 17-20 GB/s against 25-29 GB/s here (measured, cold weights, 2 threads).
-
-On top of the product, one call per block of a decoder layer: ``*_attention`` (RMSNorm, the
-q/k/v projections as one matrix, q/k RMSNorm + RoPE, cache write and grouped-query attention, o
-projection, residual) and ``*_mlp`` (RMSNorm, gate and up as one matrix, SiLU x up, down
-projection, residual): a step then costs two calls per layer instead of ~15 PyTorch ops. The
-functions carry their own target attributes, so the extension still builds with -mavx2, and
-callers check ``has_avx512()`` / ``has_vnni()`` first.
-
-Appended to engine.cpu_gemv's source (it uses that file's widen, rms_row, norm_rope_head and
-attend_batch); engine.decode_step holds the Python side.
-"""
-
-SOURCE = r"""
 #define Q8 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define B16 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
 
@@ -626,7 +626,3 @@ std::vector<torch::Tensor> screen_argmax(torch::Tensor x, torch::Tensor w, torch
   });
   return {tok, cnt};
 }
-"""
-
-FUNCTIONS = ["has_avx512", "has_vnni", "q8_linear", "q8_mlp", "q8_attention", "b16_linear",
-             "b16_mlp", "b16_attention", "screen_prepare", "screen_argmax"]
