@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
                                release_freed_memory,
                                read_config, resolve_model_dir)
-from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa: E402
+from engine.batching import BatchDecoder, Generation, greedy_generate  # noqa: E402
+from engine.decoding import clean_text, normalized_text  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
 from engine.languages import model_language_name  # noqa: E402
@@ -44,6 +46,19 @@ log = logging.getLogger("funasr_nano")
 # (fbgemm's dynamic quantisation; lossy, fastest).
 MODES = ("fp32", "bf16", "int8")
 SAMPLE_RATE = 16000
+
+
+@dataclass(eq=False)
+class Prepared:
+    """One input made ready for the decoder: its prompt as input embeddings (L, C), and for a
+    checkpoint with CTC its encoder output (1, T, D) for the CTC text and timestamps."""
+    embeds: torch.Tensor
+    encoder_out: torch.Tensor | None = None
+
+
+def decode_error(key: str, error: BaseException) -> str:
+    """The ``error`` of an input whose decoding failed."""
+    return f"{key}: decoding failed: {error}"
 
 
 def _default_device() -> str:
@@ -235,6 +250,11 @@ class FunASRNano(nn.Module):
         return out, out_lens, enc, enc_lens
 
     def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
+        """The (prefix, suffix) token ids around the audio. ``language``: a code, a name or the
+        model's own name (ValueError for an unknown one); ``hotwords``: a list, or a string
+        split at commas."""
+        if isinstance(hotwords, str):  # the reference would join a string char by char
+            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
         prefix, suffix = chatml_pieces(language, itn, hotwords, system_prompt=self.sys_prompt,
                                        do_think=self.do_think)
         return self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
@@ -247,42 +267,60 @@ class FunASRNano(nn.Module):
                           embed(torch.tensor(suffix, device=dev))])
 
     @torch.inference_mode()
-    def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False):
+    def prepare(self, waves, prompt_ids) -> list[Prepared]:
+        """Encoder and adaptor for a batch of 16 kHz waveforms, and each one's prompt embedded
+        around its audio. ``prompt_ids``: one (prefix, suffix) pair of ``prompt_ids()`` for
+        all, or a list with one per wave (callers with different options share a batch)."""
+        if isinstance(prompt_ids, tuple):
+            prompt_ids = [prompt_ids] * len(waves)
         adaptor_out, lens, enc, enc_lens = self.encode(waves)
-        prefix, suffix = self.prompt_ids(language, itn, hotwords)
-        prompts = []
-        for i in range(len(waves)):
+        out = []
+        for i, (prefix, suffix) in enumerate(prompt_ids):
             n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
-            prompts.append(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]))
-        gens = greedy_generate(self.llm, prompts, self.tokenizer.im_end, max_new_tokens,
-                               ignore_eos=ignore_eos, end_ids=(self.tokenizer.endoftext,))
-        results = []
-        for i, gen in enumerate(gens):
-            response = self.tokenizer.decode(gen.tokens)
-            r = {"text": clean_text(response), "text_tn": normalized_text(response),
-                 "finish_reason": gen.finish_reason, "num_tokens": len(gen.tokens)}
-            if self.ctc is not None:
-                logp = self.ctc.log_softmax(
-                    self.ctc_decoder(enc[i:i + 1, :enc_lens[i]], enc_lens[i:i + 1])[0])[0]
-                blank = self.ctc.blank_id
-                r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
-                    "<|nospeech|>", "")
-                r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
-            results.append(r)
-        return results
+            ctc_in = enc[i:i + 1, :int(enc_lens[i])].clone() if self.ctc is not None else None
+            out.append(Prepared(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]), ctc_in))
+        return out
 
-    def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
-                   batch_size: int = 8, max_new_tokens: int = 512, keys=None,
-                   ignore_eos: bool = False) -> list[dict]:
-        """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
-        input in order. A bad input gets ``error`` set and never stops the others."""
+    def new_decoder(self, rows: int) -> BatchDecoder:
+        """A continuous-batching decoder (engine.batching) for up to ``rows`` sequences."""
+        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=(self.tokenizer.endoftext,),
+                            rows=rows)
+
+    @torch.inference_mode()
+    def finish(self, prepared: Prepared, gen: Generation) -> dict:
+        """The result fields of one decoded input: text, text_tn, finish_reason, num_tokens and,
+        with CTC, ctc_text and timestamps."""
+        response = self.tokenizer.decode(gen.tokens)
+        r = {"text": clean_text(response), "text_tn": normalized_text(response),
+             "finish_reason": gen.finish_reason, "num_tokens": len(gen.tokens)}
+        if self.ctc is not None and prepared.encoder_out is not None:
+            enc = prepared.encoder_out
+            lens = torch.tensor([enc.shape[1]], device=enc.device)
+            logp = self.ctc.log_softmax(self.ctc_decoder(enc, lens)[0])[0]
+            blank = self.ctc.blank_id
+            r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
+                "<|nospeech|>", "")
+            r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
+        return r
+
+    @torch.inference_mode()
+    def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False):
+        prepared = self.prepare(waves, self.prompt_ids(language, itn, hotwords))
+        gens = greedy_generate(self.llm, [p.embeds for p in prepared], self.tokenizer.im_end,
+                               max_new_tokens, ignore_eos=ignore_eos,
+                               end_ids=(self.tokenizer.endoftext,))
+        return [self.finish(p, g) for p, g in zip(prepared, gens)]
+
+    def load_inputs(self, inputs, language: str | None = None, keys=None):
+        """Decode every input to 16 kHz: (results, waves). ``results`` has one dict per input
+        (key, file, text, text_tn, language, duration, error) with ``error`` set where the
+        audio cannot be read; ``waves`` maps the index of each readable input to its samples.
+        Raises ValueError for an unknown language."""
         if isinstance(inputs, (str, os.PathLike, bytes)) or (
                 hasattr(inputs, "ndim") and inputs.ndim == 1) or (
                 isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], int)):
             inputs = [inputs]
         inputs = list(inputs)
-        if isinstance(hotwords, str):  # the reference would join a string char by char
-            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
         lang_name = model_language_name(language)
         keys = list(keys) if keys is not None else [_key_of(x, i) for i, x in enumerate(inputs)]
         results = [{"key": k, "file": str(x) if isinstance(x, (str, os.PathLike)) else None,
@@ -298,6 +336,16 @@ class FunASRNano(nn.Module):
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
                 results[i]["error"] = str(e) if isinstance(e, AudioError) else f"{keys[i]}: {e}"
                 waves.pop(i, None)
+        return results, waves
+
+    def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
+                   batch_size: int = 8, max_new_tokens: int = 512, keys=None,
+                   ignore_eos: bool = False) -> list[dict]:
+        """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
+        input in order. A bad input gets ``error`` set and never stops the others."""
+        results, waves = self.load_inputs(inputs, language, keys)
+        keys = [r["key"] for r in results]
+        lang_name = model_language_name(language)
         # Similar lengths together: less padding, and results do not depend on batch neighbours.
         order = sorted(waves, key=lambda i: len(waves[i]))
         for start in range(0, len(order), max(1, batch_size)):
@@ -313,7 +361,7 @@ class FunASRNano(nn.Module):
         except Exception as e:  # noqa: BLE001
             if len(chunk) == 1:
                 log.exception("decoding %s failed", keys[chunk[0]])
-                return [{"error": f"{keys[chunk[0]]}: decoding failed: {e}"}]
+                return [{"error": decode_error(keys[chunk[0]], e)}]
             # Retry one by one so a single bad input (or an OOM) does not fail its neighbours.
             return [r for i in chunk for r in self._decode_safely([i], waves, keys, *args)]
 
