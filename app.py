@@ -5,7 +5,9 @@
     python app.py --help        # every flag, with its environment variable
 
 The page is up in seconds; the model loads on the first request (or at once with --preload).
-Routes: / (page), /health, /v1/models, /v1/audio/transcriptions, /gradio_api/... (gradio_client).
+Routes: / (page), /health, /metrics (Prometheus), /v1/models, /v1/audio/transcriptions,
+/gradio_api/... (gradio_client). One scheduler (serving/scheduler.py) batches the work of every
+caller: the page, the API, long-audio segments.
 """
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ def create_app(settings):
     from fastapi import FastAPI
 
     from serving import api, ui
+    from serving.metrics import Metrics
     from serving.model_choice import choose_model
     from serving.model_holder import ModelHolder, is_demo_dir
 
@@ -55,15 +58,26 @@ def create_app(settings):
     if banner:
         plain = banner.replace("**", "").replace("```", "")
         log.warning("%s", re.sub(r"\n{2,}", "\n", plain).strip())
-    holder = ModelHolder(spec, settings.device, settings.dtype, settings.concurrency, demo=demo)
-    log.info("model: %s (device %s, %s); it loads %s", spec, holder.device, holder.dtype,
-             "now, in the background" if settings.preload else "on the first request")
+    metrics = Metrics()
+    holder = ModelHolder(spec, settings.device, settings.dtype, demo=demo,
+                         batch_size=settings.batch_size, scheduler=settings.scheduler,
+                         metrics=metrics, bench_tokens=settings.bench_tokens)
+    metrics.watch(holder)
+    log.info("model: %s (device %s, %s); it loads %s; scheduler: %s, batch size %d", spec,
+             holder.device, holder.dtype,
+             "now, in the background" if settings.preload else "on the first request",
+             settings.scheduler, settings.batch_size)
+    if settings.bench_tokens:
+        log.warning("--bench-tokens %d: every sequence decodes exactly %d tokens (benchmarks "
+                    "only; the texts are not transcripts)", settings.bench_tokens,
+                    settings.bench_tokens)
 
     app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                   redoc_url=None)
-    api.install(app, settings, holder)
-    blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example")
-    blocks.queue(default_concurrency_limit=settings.concurrency)
+    api.install(app, settings, holder, metrics=metrics)
+    blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
+                             metrics=metrics)
+    blocks.queue(default_concurrency_limit=ui.page_concurrency(settings))
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
                         allowed_paths=[str(ROOT / "example")],
@@ -76,14 +90,15 @@ def create_app(settings):
 
 def main(argv=None) -> int:
     settings = parse_settings(argv)
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from serving.logs import setup_logging, uvicorn_log_config
+    setup_logging(settings.log_level, settings.log_format)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import uvicorn
 
-    app, _ = create_app(settings)
+    app, holder = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
                                            log_level=settings.log_level.lower(),
+                                           log_config=uvicorn_log_config(settings.log_format),
                                            timeout_graceful_shutdown=5))
 
     def announce():
@@ -95,7 +110,10 @@ def main(argv=None) -> int:
                      host, settings.port)
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    finally:
+        holder.close()
     return 0 if server.started else 1
 
 

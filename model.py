@@ -56,11 +56,6 @@ class Prepared:
     encoder_out: torch.Tensor | None = None
 
 
-def decode_error(key: str, error: BaseException) -> str:
-    """The ``error`` of an input whose decoding failed."""
-    return f"{key}: decoding failed: {error}"
-
-
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -255,7 +250,7 @@ class FunASRNano(nn.Module):
         split at commas."""
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
-        prefix, suffix = chatml_pieces(language, itn, hotwords, system_prompt=self.sys_prompt,
+        prefix, suffix = chatml_pieces(model_language_name(language), itn, hotwords, system_prompt=self.sys_prompt,
                                        do_think=self.do_think)
         return self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
 
@@ -280,6 +275,11 @@ class FunASRNano(nn.Module):
             ctc_in = enc[i:i + 1, :int(enc_lens[i])].clone() if self.ctc is not None else None
             out.append(Prepared(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]), ctc_in))
         return out
+
+    @staticmethod
+    def decode_error(key: str, error: BaseException) -> str:
+        """The ``error`` of an input whose decoding failed (here and in serving.scheduler)."""
+        return f"{key}: decoding failed: {error}"
 
     def new_decoder(self, rows: int) -> BatchDecoder:
         """A continuous-batching decoder (engine.batching) for up to ``rows`` sequences."""
@@ -361,7 +361,7 @@ class FunASRNano(nn.Module):
         except Exception as e:  # noqa: BLE001
             if len(chunk) == 1:
                 log.exception("decoding %s failed", keys[chunk[0]])
-                return [{"error": decode_error(keys[chunk[0]], e)}]
+                return [{"error": self.decode_error(keys[chunk[0]], e)}]
             # Retry one by one so a single bad input (or an OOM) does not fail its neighbours.
             return [r for i in chunk for r in self._decode_safely([i], waves, keys, *args)]
 

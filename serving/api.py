@@ -1,8 +1,9 @@
-"""HTTP API on the app's port: GET /health, GET /v1/models and the OpenAI-compatible
-POST /v1/audio/transcriptions.
+"""HTTP API on the app's port: GET /health, GET /metrics (Prometheus), GET /v1/models and the
+OpenAI-compatible POST /v1/audio/transcriptions.
 
-The model runs in a worker thread (never on the event loop); the model holder limits how many
-decodes run at once. Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
+Each request waits for its results in a worker thread (never on the event loop) while the
+scheduler batches it with everyone else's work (serving.scheduler); the request id (the
+``X-Request-ID`` response header) is its caller identity there. Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
 400 bad audio or parameters, 401 missing/wrong key, 413 upload or audio too large, 503 no model.
 """
 from __future__ import annotations
@@ -18,8 +19,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from .formats import RESPONSE_FORMATS, render
+from .metrics import HttpMetricsMiddleware
 from .model_holder import ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, parse_language, transcribe_items
+from .request_id import RequestIdMiddleware
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -120,7 +123,7 @@ def check_access(request: Request, settings) -> JSONResponse | None:
 
 # --------------------------------------------------------------------------- routes
 
-def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
+def create_api(settings, holder, started_at: float | None = None, metrics=None) -> APIRouter:
     router = APIRouter()
     started_at = started_at or time.time()
 
@@ -132,8 +135,18 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
     async def health():
         info = holder.info()
         return {"status": "ok", **info, "uptime_s": round(time.time() - started_at, 1),
-                "concurrency": settings.concurrency, "max_upload_mb": settings.max_upload_mb,
+                "scheduler": holder.scheduler_stats(), "max_upload_mb": settings.max_upload_mb,
                 "max_audio_minutes": settings.max_audio_minutes}
+
+    @router.get("/metrics")
+    async def prometheus_metrics(request: Request):
+        denied = check_access(request, settings)  # the same key or login as /v1/*
+        if denied:
+            return denied
+        if metrics is None:
+            return error_response(404, "metrics are off")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @router.get("/v1/models")
     async def models(request: Request):
@@ -192,10 +205,15 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
     return router
 
 
-def install(app: FastAPI, settings, holder, started_at: float | None = None) -> None:
-    """Routes, the upload limit and OpenAI-style validation errors on /v1/*."""
-    app.include_router(create_api(settings, holder, started_at))
+def install(app: FastAPI, settings, holder, started_at: float | None = None,
+            metrics=None) -> None:
+    """Routes, the upload limit and OpenAI-style validation errors on /v1/*; request ids and
+    (with ``metrics``) request counts on every route."""
+    app.include_router(create_api(settings, holder, started_at, metrics))
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if metrics is not None:  # inside the request id's scope: its log line carries the id
+        app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):

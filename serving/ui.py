@@ -9,6 +9,7 @@ Named API endpoints (usable from gradio_client):
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -18,6 +19,7 @@ from engine.languages import LANGUAGES, resolve_language
 from .formats import combined_transcript, write_downloads
 from .model_holder import ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, transcribe_items
+from .request_id import request_id_scope
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -88,9 +90,38 @@ def status_markdown(holder) -> str:
     return f"Model: `{name}`{demo} - {state}"
 
 
+PAGE_ROUTE = "page_transcribe"  # the page's transcriptions in funasr_nano_requests_total
+
+
+def page_concurrency(settings) -> int:
+    """Page transcriptions running at once (Gradio's queue): as many as the scheduler has rows,
+    so several page users reach the scheduler together and are batched with the API's work."""
+    return 2 * settings.batch_size
+
+
 def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
-                 title: str = "Fun-ASR-MLT-Nano speech recognition") -> gr.Blocks:
+                 title: str = "Fun-ASR-MLT-Nano speech recognition", metrics=None) -> gr.Blocks:
     def transcribe(files, microphone, language, itn, hotwords, progress=gr.Progress()):
+        t0, status = time.perf_counter(), 500
+        with request_id_scope() as rid:  # one id per transcription: its logs and its caller
+            try:
+                out = _transcribe(files, microphone, language, itn, hotwords, progress, rid)
+                status = 200
+                return out
+            except ModelUnavailable as e:
+                status = 503
+                raise gr.Error(str(e), duration=None) from e
+            except RequestError as e:
+                status = 400
+                raise gr.Error(str(e)) from e
+            except gr.Error:
+                status = 400
+                raise
+            finally:
+                if metrics is not None:
+                    metrics.observe_request(PAGE_ROUTE, status, time.perf_counter() - t0)
+
+    def _transcribe(files, microphone, language, itn, hotwords, progress, rid):
         items = []
         for f in files or []:
             path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
@@ -103,13 +134,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         progress(0.0, desc="loading the model" if not holder.loaded else "starting")
-        try:
-            rows = transcribe_items(holder, items, opts,
-                                    progress=lambda frac, msg: progress(frac, desc=msg))
-        except ModelUnavailable as e:
-            raise gr.Error(str(e), duration=None) from e
-        except RequestError as e:
-            raise gr.Error(str(e)) from e
+        rows = transcribe_items(holder, items, opts,
+                                progress=lambda frac, msg: progress(frac, desc=msg), caller=rid)
         table = [[r["file"], r["duration"], r["language"], r["processing_time"],
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])
