@@ -9,6 +9,7 @@ Named API endpoints (usable from gradio_client):
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -90,6 +91,23 @@ def status_markdown(holder) -> str:
     return f"Model: `{name}`{demo} - {state}"
 
 
+def readable_input(path, examples_dir: Path | None) -> str:
+    """``path`` when it is a file this server handed out: in Gradio's upload cache or under
+    ``examples_dir``; else a ``gr.Error`` that reads the same whether the path exists or not (no
+    file-existence oracle). Gradio checks this before our handler (see app.py); this is the
+    second line, for any route or Gradio version where that check does not run."""
+    from gradio.utils import get_upload_folder
+
+    real = os.path.realpath(str(path))
+    roots = [get_upload_folder()] + ([str(examples_dir)] if examples_dir else [])
+    for root in roots:
+        root = os.path.realpath(root)
+        if os.path.commonpath([real, root]) == root and real != root:
+            return real
+    raise gr.Error(f"{Path(str(path)).name or 'input'}: not a file uploaded to this page; "
+                   "upload the file and try again")
+
+
 PAGE_ROUTE = "page_transcribe"  # the page's transcriptions in funasr_nano_requests_total
 
 
@@ -125,9 +143,10 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         items = []
         for f in files or []:
             path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
-            items.append((Path(path).name, path))
+            items.append((Path(path).name, readable_input(path, examples_dir)))
         if microphone:
-            items.append(("microphone" + (Path(microphone).suffix or ".wav"), microphone))
+            items.append(("microphone" + (Path(microphone).suffix or ".wav"),
+                          readable_input(microphone, examples_dir)))
         if not items:
             raise gr.Error("Upload one or more audio files or record from the microphone first.")
         opts = Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
