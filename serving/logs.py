@@ -56,6 +56,7 @@ def setup_logging(level: str = "info", fmt: str = "text", stream=None) -> None:
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    logging.captureWarnings(True)  # library warnings become records too (one format per line)
 
 
 def uvicorn_log_config(fmt: str):
