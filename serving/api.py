@@ -160,6 +160,7 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
                                   f"{', '.join(RESPONSE_FORMATS)}", "response_format")
         try:
             parse_language(language)
+            hotwords = parse_hotwords(prompt)
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
         data = await file.read(settings.max_upload_bytes + 1)
@@ -169,7 +170,7 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
                                   f"{settings.max_upload_mb:g} MB", "file", "file_too_large")
         if not data:
             return error_response(400, f"{name}: the uploaded file is empty", "file")
-        opts = Options(language=language, itn=itn, hotwords=parse_hotwords(prompt),
+        opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         try:

@@ -28,6 +28,7 @@ from typing import Callable
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
 from engine.languages import Language, resolve_language
+from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -62,16 +63,29 @@ def parse_language(value) -> Language | None:
 
 
 def parse_hotwords(value) -> list[str]:
-    """Hotwords from a string (comma, Chinese comma or newline separated) or a list."""
+    """Hotwords from a string (comma, Chinese comma or newline separated) or a list;
+    RequestError (400, param ``prompt``) when they are over the caps of engine.prompt (count and
+    characters here; tokens once the model is loaded, in ``transcribe_items``)."""
     if value is None:
         return []
+    if isinstance(value, str) and len(value) > 4 * MAX_HOTWORD_CHARS:
+        _hotwords_error(f"the field is {len(value)} characters long; the hotwords may take "
+                        f"at most {MAX_HOTWORD_CHARS}")   # refused before splitting a huge field
     parts = value if isinstance(value, (list, tuple)) else re.split(r"[,，、;\n]+", str(value))
     out = []
     for p in parts:
         p = str(p).strip()
         if p and p not in out:
             out.append(p)
+    try:
+        check_hotwords(out)
+    except HotwordsError as e:
+        _hotwords_error(str(e))
     return out
+
+
+def _hotwords_error(message: str):
+    raise RequestError(f"prompt (hotwords): {message}", 400, "prompt")
 
 
 def single_segment(text: str, duration: float) -> list[dict]:
@@ -139,7 +153,13 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
 
     if short or long:
         report(0.0, "loading the model")
-        holder.get()  # load first (once), so processing times are decoding times
+        model = holder.get()  # load first (once), so processing times are decoding times
+        check = getattr(model, "check_hotwords", None)
+        if check is not None and opts.hotwords:
+            try:
+                check(opts.hotwords)   # the token cap needs the model's tokenizer
+            except HotwordsError as e:
+                _hotwords_error(str(e))
     report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
         chunk = short[start:start + opts.batch_size]

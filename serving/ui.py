@@ -118,7 +118,11 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                           readable_input(microphone, examples_dir)))
         if not items:
             raise gr.Error("Upload one or more audio files or record from the microphone first.")
-        opts = Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
+        try:
+            words = parse_hotwords(hotwords)
+        except RequestError as e:
+            raise gr.Error(str(e)) from e
+        opts = Options(language=language, itn=bool(itn), hotwords=words,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         progress(0.0, desc="loading the model" if not holder.loaded else "starting")

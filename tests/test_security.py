@@ -263,3 +263,37 @@ def test_nan_samples_are_a_400(app, tmp_path):
     err = r.json()["error"]
     assert err["code"] == "invalid_audio" and "nan.wav" in err["message"]
     assert "NaN" in err["message"]
+
+
+# --------------------------------------------------------------------------- prompt / hotwords
+
+def test_prompt_and_hotwords_are_capped(app, engine, audio_files):
+    """Hole 3: a 100 KB prompt made the decoder allocate 42 GB and answered 500 after 43 s, with
+    torch's message in the body. Now every cap (count, characters, tokens) is a quick 400 that
+    names it, on the API, the page and the engine."""
+    from engine.prompt import MAX_HOTWORD_CHARS, MAX_HOTWORD_TOKENS, MAX_HOTWORDS, HotwordsError
+    wav = audio_files["tone.wav"].read_bytes()
+    rare = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(600))   # many tokens
+    assert len(rare) <= MAX_HOTWORD_CHARS
+    assert len(engine.tokenizer.encode(rare)) > MAX_HOTWORD_TOKENS
+    cases = {"x" * 100_000: "characters",
+             ", ".join(f"w{i}" for i in range(MAX_HOTWORDS + 1)): "hotwords",
+             "abc, " + "y" * MAX_HOTWORD_CHARS: "characters",
+             rare: "tokens"}
+    for prompt, cap in cases.items():
+        r = _post_bytes(app, "tone.wav", wav, prompt=prompt)
+        assert r.status_code == 400, (cap, r.status_code, r.text[:300])
+        err = r.json()["error"]
+        assert err["param"] == "prompt" and cap in err["message"], err
+    ok = _post_bytes(app, "tone.wav", wav, prompt=", ".join(f"name{i}" for i in range(30)))
+    assert ok.status_code == 200, ok.text
+
+    from gradio_client import Client, handle_file
+    client = Client(app.url, verbose=False)
+    with pytest.raises(Exception, match="tokens"):
+        client.predict([handle_file(str(audio_files["tone.wav"]))], None, "auto", True, rare,
+                       api_name="/transcribe")
+    with pytest.raises(HotwordsError, match="tokens"):
+        engine.transcribe([str(audio_files["tone.wav"])], hotwords=[rare])
+    with pytest.raises(HotwordsError, match="hotwords"):
+        engine.transcribe([str(audio_files["tone.wav"])], hotwords=[str(i) for i in range(101)])
