@@ -99,6 +99,11 @@ def test_endpointer_cuts_long_speech_within_the_limit():
 def test_stable_prefix_only_grows_and_never_retracts():
     assert agreed_prefix("The ticket costs $53", "The ticket costs $57.50.") == "The ticket costs "
     assert agreed_prefix("我想问我在", "我想问我在滨海") == "我想问我"
+    assert agreed_prefix("Kan du stänga dörren?", "Kan du stänga dörren?") == "Kan du stänga "
+    early = StablePrefix()
+    early.update("Kan du stänga dörren?", audio_s=0.6)   # too little audio to agree with
+    assert early.update("Kan du stänga dörren?", audio_s=1.1) == ""
+    assert early.update("The ticket costs $2.", audio_s=2.0) == ""
     s = StablePrefix()
     shown = [s.update(h) for h in ["The", "The ticket", "The ticket costs $5",
                                    "The ticket costs $57.50.", "A ticket costs"]]
