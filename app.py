@@ -74,6 +74,12 @@ def create_app(settings):
                         allowed_paths=[str(ROOT / "example")],
                         max_file_size=settings.max_upload_bytes, css=ui.CSS, ssr_mode=False,
                         show_error=True)
+    # launch() sets has_launched, and only then does Gradio check the path of every input file
+    # (FileData.path) against its upload cache and blocked_paths (gradio.processing_utils.
+    # _check_allowed); mount_gradio_app() does not, so without this line any server path named
+    # in a request to /gradio_api/call/* or the queue would be read. Examples are moved into
+    # the cache when the page is built, so they pass.
+    blocks.has_launched = True
     if settings.preload:
         holder.preload_in_background()
     return app, holder

@@ -10,6 +10,7 @@ Named API endpoints (usable from gradio_client):
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import gradio as gr
@@ -90,15 +91,33 @@ def status_markdown(holder) -> str:
     return f"Model: `{name}`{demo} - {state}"
 
 
+def readable_input(path, examples_dir: Path | None) -> str:
+    """``path`` when it is a file this server handed out: in Gradio's upload cache or under
+    ``examples_dir``; else a ``gr.Error`` that reads the same whether the path exists or not (no
+    file-existence oracle). Gradio checks this before our handler (see app.py); this is the
+    second line, for any route or Gradio version where that check does not run."""
+    from gradio.utils import get_upload_folder
+
+    real = os.path.realpath(str(path))
+    roots = [get_upload_folder()] + ([str(examples_dir)] if examples_dir else [])
+    for root in roots:
+        root = os.path.realpath(root)
+        if os.path.commonpath([real, root]) == root and real != root:
+            return real
+    raise gr.Error(f"{Path(str(path)).name or 'input'}: not a file uploaded to this page; "
+                   "upload the file and try again")
+
+
 def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
                  title: str = "Fun-ASR-MLT-Nano speech recognition", live=None) -> gr.Blocks:
     def transcribe(files, microphone, language, itn, hotwords, progress=gr.Progress()):
         items = []
         for f in files or []:
             path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
-            items.append((Path(path).name, path))
+            items.append((Path(path).name, readable_input(path, examples_dir)))
         if microphone:
-            items.append(("microphone" + (Path(microphone).suffix or ".wav"), microphone))
+            items.append(("microphone" + (Path(microphone).suffix or ".wav"),
+                          readable_input(microphone, examples_dir)))
         if not items:
             raise gr.Error("Upload one or more audio files or record from the microphone first.")
         opts = Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
