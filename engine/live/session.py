@@ -29,8 +29,9 @@ How it works:
   thrown away. Either way a final decodes exactly the input samples of its span, at the input
   rate, through the same ``decode`` call as the offline API, so it equals the offline
   transcript of that span with the same options.
-* Partial text is made stable with ``stable.StablePrefix``; each partial event carries the new
-  stable text (``delta``) and the whole hypothesis.
+* Partial text is made stable with ``stable.StablePrefix`` (a word is stable once two
+  partials of at least 1 s of speech agree on it and on all before it); each partial event
+  carries the new stable text (``delta``) and the whole hypothesis.
 
 Times are seconds from the first sample fed to the session. Memory is bounded: the session keeps
 the open utterance (at most ``vad.max_utterance_s``) plus the prefix padding, or, without turn
@@ -581,7 +582,7 @@ class LiveSession:
         text = (result.get("text") or "").strip()
         if not text:
             return
-        delta = utt.stable.update(text)
+        delta = utt.stable.update(text, self._t(job.end - utt.onset))
         self._emit(LiveEvent("partial", utt.item, start=self._t(job.start), end=self._t(job.end),
                              text=text, delta=delta, decode_s=took))
 

@@ -25,10 +25,8 @@ def _boundary(s: str, k: int) -> bool:
 
 
 def agreed_prefix(a: str, b: str) -> str:
-    """The longest common prefix of ``a`` and ``b`` made of whole units in both (``a`` itself
-    when they are equal)."""
-    if a == b:
-        return a
+    """The longest common prefix of ``a`` and ``b`` made of whole units in both. The last unit
+    of a hypothesis is never agreed, even when the two are equal: it may still grow."""
     n = 0
     limit = min(len(a), len(b))
     while n < limit and a[n] == b[n]:
@@ -39,14 +37,20 @@ def agreed_prefix(a: str, b: str) -> str:
 
 
 class StablePrefix:
-    """Feed hypotheses in order; ``update`` returns the newly stable text (possibly "")."""
+    """Feed hypotheses in order; ``update`` returns the newly stable text (possibly "").
 
-    def __init__(self):
+    A hypothesis of less than ``min_audio_s`` of audio is shown but never agreed with: on so
+    little audio a model tends to guess a whole sentence, and may guess the same one twice."""
+
+    def __init__(self, min_audio_s: float = 1.0):
         self.stable = ""
+        self.min_audio_s = min_audio_s
         self._last: str | None = None
 
-    def update(self, hypothesis: str) -> str:
+    def update(self, hypothesis: str, audio_s: float | None = None) -> str:
         hypothesis = hypothesis.lstrip()
+        if audio_s is not None and audio_s < self.min_audio_s:
+            return ""
         last, self._last = self._last, hypothesis
         if last is None:
             return ""
