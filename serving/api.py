@@ -120,7 +120,7 @@ def check_access(request: Request, settings) -> JSONResponse | None:
 
 # --------------------------------------------------------------------------- routes
 
-def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
+def create_api(settings, holder, started_at: float | None = None, live=None) -> APIRouter:
     router = APIRouter()
     started_at = started_at or time.time()
 
@@ -133,7 +133,9 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
         info = holder.info()
         return {"status": "ok", **info, "uptime_s": round(time.time() - started_at, 1),
                 "concurrency": settings.concurrency, "max_upload_mb": settings.max_upload_mb,
-                "max_audio_minutes": settings.max_audio_minutes}
+                "max_audio_minutes": settings.max_audio_minutes,
+                "live_sessions": live.active if live else 0,
+                "max_live_sessions": live.limit if live else settings.live_sessions}
 
     @router.get("/v1/models")
     async def models(request: Request):
@@ -193,9 +195,9 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
     return router
 
 
-def install(app: FastAPI, settings, holder, started_at: float | None = None) -> None:
+def install(app: FastAPI, settings, holder, started_at: float | None = None, live=None) -> None:
     """Routes, the upload limit and OpenAI-style validation errors on /v1/*."""
-    app.include_router(create_api(settings, holder, started_at))
+    app.include_router(create_api(settings, holder, started_at, live))
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
 
     @app.exception_handler(RequestValidationError)
