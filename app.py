@@ -6,8 +6,8 @@
 
 The page is up in seconds; the model loads on the first request (or at once with --preload).
 Routes: / (page), /health, /metrics (Prometheus), /v1/models, /v1/audio/transcriptions,
-/gradio_api/... (gradio_client). One scheduler (serving/scheduler.py) batches the work of every
-caller: the page, the API, long-audio segments.
+/v1/realtime (WebSocket), /gradio_api/... (gradio_client). One scheduler (serving/scheduler.py)
+batches the work of every caller: the page, the API, long-audio segments, live sessions.
 """
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def create_app(settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from serving import api, ui
+    from serving import api, realtime, ui
+    from serving.live import LiveSessions
     from serving.metrics import Metrics
     from serving.model_choice import choose_model
     from serving.model_holder import ModelHolder, is_demo_dir
@@ -62,7 +63,6 @@ def create_app(settings):
     holder = ModelHolder(spec, settings.device, settings.dtype, demo=demo,
                          batch_size=settings.batch_size, scheduler=settings.scheduler,
                          metrics=metrics, bench_tokens=settings.bench_tokens)
-    metrics.watch(holder)
     log.info("model: %s (device %s, %s); it loads %s; scheduler: %s, batch size %d", spec,
              holder.device, holder.dtype,
              "now, in the background" if settings.preload else "on the first request",
@@ -74,9 +74,12 @@ def create_app(settings):
 
     app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                   redoc_url=None)
-    api.install(app, settings, holder, metrics=metrics)
+    live = LiveSessions(settings.live_sessions)   # /v1/realtime and the Live tab share the cap
+    metrics.watch(holder, live)
+    api.install(app, settings, holder, live=live, metrics=metrics)
+    app.include_router(realtime.create_router(settings, holder, live))
     blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
-                             metrics=metrics)
+                             live=live, metrics=metrics)
     blocks.queue(default_concurrency_limit=ui.page_concurrency(settings))
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
@@ -105,14 +108,20 @@ def main(argv=None) -> int:
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
                                            log_level=settings.log_level.lower(),
                                            log_config=uvicorn_log_config(settings.log_format),
-                                           timeout_graceful_shutdown=5))
+                                           timeout_graceful_shutdown=5,
+                                           # /v1/realtime answers messages up to this size
+                                           # itself (an error event, then 1009); past it the
+                                           # WebSocket layer closes with 1009 on its own.
+                                           ws_max_size=max(16 << 20,
+                                                           2 * settings.live_max_message_bytes)))
 
     def announce():
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
             host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
-            log.info("ready: http://%s:%d (page), /health, /v1/audio/transcriptions",
+            log.info("ready: http://%s:%d (page), /health, /v1/audio/transcriptions, "
+                     "/v1/realtime",
                      host, settings.port)
 
     threading.Thread(target=announce, daemon=True).start()

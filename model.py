@@ -33,7 +33,7 @@ from engine.decoding import clean_text, normalized_text  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
 from engine.languages import model_language_name  # noqa: E402
-from engine.prompt import chatml_pieces  # noqa: E402
+from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
@@ -244,14 +244,20 @@ class FunASRNano(nn.Module):
         out, out_lens = self.audio_adaptor(enc, enc_lens)
         return out, out_lens, enc, enc_lens
 
+    def check_hotwords(self, hotwords) -> None:
+        """``engine.prompt.HotwordsError`` when the list is over the caps of engine/prompt.py
+        (count, characters, tokens): a prompt's tokens cost KV cache in every sequence."""
+        _check_hotwords(hotwords, self.tokenizer.encode)
+
     def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
         """The (prefix, suffix) token ids around the audio. ``language``: a code, a name or the
         model's own name (ValueError for an unknown one); ``hotwords``: a list, or a string
-        split at commas."""
+        split at commas (HotwordsError over the caps)."""
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
-        prefix, suffix = chatml_pieces(model_language_name(language), itn, hotwords, system_prompt=self.sys_prompt,
-                                       do_think=self.do_think)
+        self.check_hotwords(hotwords)
+        prefix, suffix = chatml_pieces(model_language_name(language), itn, hotwords,
+                                       system_prompt=self.sys_prompt, do_think=self.do_think)
         return self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
 
     def _embed_prompt(self, prefix, suffix, audio: torch.Tensor) -> torch.Tensor:
@@ -342,7 +348,12 @@ class FunASRNano(nn.Module):
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
                    ignore_eos: bool = False) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
-        input in order. A bad input gets ``error`` set and never stops the others."""
+        input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
+        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded."""
+        if isinstance(hotwords, str):  # the reference would join a string char by char
+            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        hotwords = list(hotwords or ())
+        self.check_hotwords(hotwords)
         results, waves = self.load_inputs(inputs, language, keys)
         keys = [r["key"] for r in results]
         lang_name = model_language_name(language)

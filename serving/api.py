@@ -123,7 +123,8 @@ def check_access(request: Request, settings) -> JSONResponse | None:
 
 # --------------------------------------------------------------------------- routes
 
-def create_api(settings, holder, started_at: float | None = None, metrics=None) -> APIRouter:
+def create_api(settings, holder, started_at: float | None = None, live=None,
+               metrics=None) -> APIRouter:
     router = APIRouter()
     started_at = started_at or time.time()
 
@@ -136,7 +137,9 @@ def create_api(settings, holder, started_at: float | None = None, metrics=None) 
         info = holder.info()
         return {"status": "ok", **info, "uptime_s": round(time.time() - started_at, 1),
                 "scheduler": holder.scheduler_stats(), "max_upload_mb": settings.max_upload_mb,
-                "max_audio_minutes": settings.max_audio_minutes}
+                "max_audio_minutes": settings.max_audio_minutes,
+                "live_sessions": live.active if live else 0,
+                "max_live_sessions": live.limit if live else settings.live_sessions}
 
     @router.get("/metrics")
     async def prometheus_metrics(request: Request):
@@ -173,6 +176,7 @@ def create_api(settings, holder, started_at: float | None = None, metrics=None) 
                                   f"{', '.join(RESPONSE_FORMATS)}", "response_format")
         try:
             parse_language(language)
+            hotwords = parse_hotwords(prompt)
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
         data = await file.read(settings.max_upload_bytes + 1)
@@ -182,7 +186,7 @@ def create_api(settings, holder, started_at: float | None = None, metrics=None) 
                                   f"{settings.max_upload_mb:g} MB", "file", "file_too_large")
         if not data:
             return error_response(400, f"{name}: the uploaded file is empty", "file")
-        opts = Options(language=language, itn=itn, hotwords=parse_hotwords(prompt),
+        opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         try:
@@ -205,11 +209,11 @@ def create_api(settings, holder, started_at: float | None = None, metrics=None) 
     return router
 
 
-def install(app: FastAPI, settings, holder, started_at: float | None = None,
+def install(app: FastAPI, settings, holder, started_at: float | None = None, live=None,
             metrics=None) -> None:
     """Routes, the upload limit and OpenAI-style validation errors on /v1/*; request ids and
     (with ``metrics``) request counts on every route."""
-    app.include_router(create_api(settings, holder, started_at, metrics))
+    app.include_router(create_api(settings, holder, started_at, live, metrics))
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if metrics is not None:  # inside the request id's scope: its log line carries the id
         app.add_middleware(HttpMetricsMiddleware, metrics=metrics)

@@ -11,7 +11,8 @@ per call), ``decode_steps_total``, ``generated_tokens_total``, ``model_busy_seco
 ``real_time_factor{priority}`` (processing seconds per second of audio). The model:
 ``model_state{state}`` (1 for the current one of not_loaded, loading, loaded, failed),
 ``model_load_seconds``, ``model_info{model,device,dtype,demo}``. Live transcription:
-``live_sessions`` (a gauge the live sessions set: ``metrics.live_sessions.inc()`` / ``.dec()``).
+``live_sessions`` (open sessions of /v1/realtime and the page's Live tab, read from
+serving.live.LiveSessions when scraped).
 
 Each app has its own registry (``Metrics().registry``), so tests can run several in one process.
 """
@@ -91,9 +92,12 @@ class Metrics:
         self._holder = None
         r.register(_HolderCollector(self))
 
-    def watch(self, holder) -> None:
-        """Report this model holder's state and its scheduler's queue when scraped."""
+    def watch(self, holder, live=None) -> None:
+        """Report this model holder's state and its scheduler's queue, and the open sessions
+        of ``live`` (serving.live.LiveSessions), when scraped."""
         self._holder = holder
+        if live is not None:
+            self.live_sessions.set_function(lambda: live.active)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -184,3 +184,116 @@ def test_ui_handler_reads_only_the_upload_cache_and_examples(tmp_path):
         assert len(set(messages)) == 1, messages
     finally:
         os.remove(cached)
+
+
+# --------------------------------------------------------------------------- decoding limits
+
+@pytest.fixture(scope="module")
+def limited_app(app_model_dir, tmp_path_factory):
+    """The probe's second server: small limits."""
+    server = start_app(app_model_dir, tmp_path_factory.mktemp("sec_limited"),
+                       "--max-upload-mb", "2", "--max-audio-minutes", "1")
+    yield server
+    server.stop()
+
+
+def _peak_rss_mb(app) -> float:
+    """The server process's peak resident memory so far (VmHWM), in MB."""
+    with open(f"/proc/{app.proc.pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def _post_bytes(app, name, data, headers=None, timeout=120, **fields):
+    return requests.post(app.url + "/v1/audio/transcriptions", headers=headers or {},
+                         files={"file": (name, data)}, data=fields, timeout=timeout)
+
+
+def test_lying_length_headers_cannot_defeat_the_audio_limit(limited_app, audio_files):
+    """Hole 2: an hour of silence in ~1 MB whose header claims 5 s (FLAC, Matroska, MP4) or
+    nothing (FLAC) was decoded whole before its 413. Now decoding stops at the limit and the
+    server's peak memory barely moves."""
+    from _audio_variants import claim_seconds, encode, flac_total_samples
+
+    import numpy as np
+    assert _post_bytes(limited_app, "tone.wav", audio_files["tone.wav"].read_bytes()
+                       ).status_code == 200                       # model loaded: the idle peak
+    hour = np.zeros(16000 * 3600, np.float32)
+    files = {"unknown.flac": flac_total_samples(encode("flac", hour, 16000), 0),
+             "short.mkv": claim_seconds("mkv", encode("mkv", hour, 16000), 5.0, 16000)}
+    before = _peak_rss_mb(limited_app)
+    for name, data in files.items():
+        assert len(data) < 2 << 20
+        r = _post_bytes(limited_app, name, data)
+        assert r.status_code == 413, (name, r.status_code, r.text[:300])
+        err = r.json()["error"]
+        assert err["code"] == "audio_too_long" and name in err["message"]
+        assert "1 min" in err["message"]
+    grown = _peak_rss_mb(limited_app) - before
+    assert grown < 100, f"peak RSS grew by {grown:.0f} MB while refusing"
+
+
+def test_header_shorter_than_the_audio_is_transcribed_as_long_audio(app, speech_dir):
+    """The other side of the budget: audio longer than its header says, within the limit, is
+    not cut at the short path's ceiling but streamed as long audio."""
+    import soundfile as sf
+    from _audio_variants import claim_seconds, encode
+
+    import numpy as np
+    clip, rate = sf.read(speech_dir / "en" / "wenet_librispeech_1995-1837-0001.wav",
+                         dtype="float32")
+    audio = np.concatenate([np.concatenate([clip, np.zeros(rate, np.float32)])] * 5)
+    data = claim_seconds("m4a", encode("m4a", audio, rate), 5.0, rate)
+    r = _post_bytes(app, "lies.m4a", data, response_format="verbose_json")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["duration"] == pytest.approx(len(audio) / rate, abs=0.2)
+    assert len(body["segments"]) >= 2
+
+
+def test_nan_samples_are_a_400(app, tmp_path):
+    """Fault: NaN/inf samples answered 500 decoding_failed."""
+    import numpy as np
+    import soundfile as sf
+    x = np.zeros(16000, np.float32)
+    x[100] = np.nan
+    path = tmp_path / "nan.wav"
+    sf.write(path, x, 16000, subtype="FLOAT")
+    r = _post_bytes(app, "nan.wav", path.read_bytes())
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_audio" and "nan.wav" in err["message"]
+    assert "NaN" in err["message"]
+
+
+# --------------------------------------------------------------------------- prompt / hotwords
+
+def test_prompt_and_hotwords_are_capped(app, engine, audio_files):
+    """Hole 3: a 100 KB prompt made the decoder allocate 42 GB and answered 500 after 43 s, with
+    torch's message in the body. Now every cap (count, characters, tokens) is a quick 400 that
+    names it, on the API, the page and the engine."""
+    from engine.prompt import MAX_HOTWORD_CHARS, MAX_HOTWORD_TOKENS, MAX_HOTWORDS, HotwordsError
+    wav = audio_files["tone.wav"].read_bytes()
+    rare = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(600))   # many tokens
+    assert len(rare) <= MAX_HOTWORD_CHARS
+    assert len(engine.tokenizer.encode(rare)) > MAX_HOTWORD_TOKENS
+    cases = {"x" * 100_000: "characters",
+             ", ".join(f"w{i}" for i in range(MAX_HOTWORDS + 1)): "hotwords",
+             "abc, " + "y" * MAX_HOTWORD_CHARS: "characters",
+             rare: "tokens"}
+    for prompt, cap in cases.items():
+        r = _post_bytes(app, "tone.wav", wav, prompt=prompt)
+        assert r.status_code == 400, (cap, r.status_code, r.text[:300])
+        err = r.json()["error"]
+        assert err["param"] == "prompt" and cap in err["message"], err
+    ok = _post_bytes(app, "tone.wav", wav, prompt=", ".join(f"name{i}" for i in range(30)))
+    assert ok.status_code == 200, ok.text
+
+    from gradio_client import Client, handle_file
+    client = Client(app.url, verbose=False)
+    with pytest.raises(Exception, match="tokens"):
+        client.predict([handle_file(str(audio_files["tone.wav"]))], None, "auto", True, rare,
+                       api_name="/transcribe")
+    with pytest.raises(HotwordsError, match="tokens"):
+        engine.transcribe([str(audio_files["tone.wav"])], hotwords=[rare])
+    with pytest.raises(HotwordsError, match="hotwords"):
+        engine.transcribe([str(audio_files["tone.wav"])], hotwords=[str(i) for i in range(101)])
