@@ -173,16 +173,20 @@ class FunASRNano(nn.Module):
             params[name] = t.to(device=device, dtype=t.dtype if keep else wide)
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
+        self.kernels_in_use = False
         if not cuda:
-            from engine.kernels import int8
-            from engine.kernels import kernels
+            from engine.kernels import int8, kernels
+            # one answer for the whole load: a background build that finishes meanwhile must
+            # not leave the model half on each path (the server reloads it then instead)
+            fast = kernels()
+            self.kernels_in_use = fast is not None
             if mode == "int8" and int8.available():
-                self.llm.pack_for_cpu(mode)
+                self.llm.pack_for_cpu(mode, fast)
                 # the audio side is compute-bound: int8 GEMM there too
                 int8.quantize_linears(self.audio_encoder)
                 int8.quantize_linears(self.audio_adaptor)
-            elif kernels() is not None:
-                self.llm.pack_for_cpu(mode)
+            elif fast is not None:
+                self.llm.pack_for_cpu(mode, fast)
             else:
                 if mode == "int8":
                     log.warning("int8 needs fbgemm or the CPU kernel, neither is available: "
@@ -190,7 +194,6 @@ class FunASRNano(nn.Module):
                     mode = "fp32"
                 self.llm.float()
                 self.llm.compute_dtype = torch.float32
-            fast = kernels()
             if fast is not None:  # the encoder's FSMN memory in one kernel pass
                 from engine.encoder import SANMAttention
                 for m in self.audio_encoder.modules():
@@ -216,6 +219,7 @@ class FunASRNano(nn.Module):
         return {"model": self.model_name, "model_dir": str(getattr(self, "model_dir", "")),
                 "device": str(self.device), "dtype": self.mode,
                 "ctc": self.ctc is not None,
+                "kernels": bool(getattr(self, "kernels_in_use", False)),
                 "demo": bool(getattr(self, "model_dir", None)
                              and (Path(self.model_dir) / "DEMO.md").is_file())}
 
