@@ -112,6 +112,18 @@ def _find_tools() -> None:
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx.split()[0]) is None:
         raise BuildError("no C++ compiler (install g++, or set CXX)", f"{cxx} not found")
+    # cpp_extension asks the compiler its version first and reports a failure there without
+    # the compiler's own words: ask it here, keeping them
+    import subprocess
+    try:
+        probe = subprocess.run([*cxx.split(), "--version"], capture_output=True, text=True,
+                               timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise BuildError("the C++ compiler failed (the log has its messages)", str(e)) from e
+    if probe.returncode != 0:
+        raise BuildError("the C++ compiler failed (the log has its messages)",
+                         f"{cxx} --version: exit status {probe.returncode}\n"
+                         + (probe.stderr or probe.stdout).strip())
 
 
 def _remove_stale_scratch(root: Path) -> None:

@@ -153,8 +153,7 @@ def kernels():
         if _state["state"] != NOT_BUILT or _from_cache():
             return _module
         _set(COMPILING, started=time.monotonic())
-        log.info("compiling CPU kernels (once per environment, about a minute) into %s",
-                 _build.build_dir())
+        log.info("compiling CPU kernels (once) into %s: about a minute", _build.build_dir())
         t0 = time.perf_counter()
         try:
             module, _ = _build.build()
@@ -203,8 +202,8 @@ def _build_in_child() -> None:
     """``python -m engine.kernels --json`` under ``nice``: the compiler never takes the CPU
     from requests, a crash or a hang in it cannot take the server down, and the build is
     published to the cache like any other. Its last stdout line says how it went."""
-    log.info("compiling CPU kernels (once per environment, about a minute) in the background; "
-             "until they are ready the model runs the plain PyTorch path")
+    log.info("compiling CPU kernels (once) in the background, about a minute; until they are "
+             "ready the model runs the plain PyTorch path")
     t0 = time.perf_counter()
     cmd = [sys.executable, "-m", "engine.kernels", "--json"]
     if shutil.which("nice"):
