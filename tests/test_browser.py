@@ -11,6 +11,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tests._fixtures import missing  # noqa: E402
 from _app_server import (app_model_dir, audio_files, engine, expected_text,  # noqa: E402,F401
                          start_app)
 
@@ -34,7 +35,7 @@ def _ensure_chromium() -> bool:
 @pytest.fixture(scope="module")
 def browser():
     if not _ensure_chromium():
-        pytest.skip(f"{CHROMIUM} is absent and could not be installed with apt-get")
+        missing(f"{CHROMIUM} is absent and could not be installed with apt-get")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
