@@ -15,7 +15,10 @@ from model import FunASRNano
 
 ROOT = Path(__file__).resolve().parent.parent
 
-needs_kernel = pytest.mark.skipif(kernels() is None, reason="CPU kernel not built (no AVX2 or g++)")
+from tests._fixtures import kernels_or_missing  # noqa: E402
+
+needs_kernel = pytest.mark.skipif(kernels_or_missing() is None,
+                                  reason="CPU without AVX2, or FUNASR_NANO_NO_KERNELS=1")
 
 
 def _weights(n=300, k=200, seed=0):
