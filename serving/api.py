@@ -3,8 +3,9 @@ OpenAI-compatible POST /v1/audio/transcriptions.
 
 Each request waits for its results in a worker thread (never on the event loop) while the
 scheduler batches it with everyone else's work (serving.scheduler); the request id (the
-``X-Request-ID`` response header) is its caller identity there. Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
-400 bad audio or parameters, 401 missing/wrong key, 413 upload or audio too large, 503 no model.
+``X-Request-ID`` response header) is its caller identity there. Errors use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``: 400 bad audio or parameters, 401
+missing/wrong key, 413 upload or audio too large, 503 no model.
 """
 from __future__ import annotations
 

@@ -21,6 +21,8 @@ next, between every two decode steps:
   another caller's single clip.
 * **Bounded stalls.** A prefill stops every decode for its duration, so one takes at most
   ``max_prefill_seconds`` of audio (bulk: ``BULK_PREFILL_SECONDS``, about one long segment).
+* **Model swaps between requests.** ``replace_model`` (the holder's switch onto the CPU kernels)
+  stops admitting, lets the sequences in flight finish on the old model, then swaps.
 * **Failures stay with their request.** A prefill or step that raises is retried one sequence at
   a time; the sequence that still fails gets ``error``, the others carry on, and so does the
   thread.
@@ -121,6 +123,7 @@ class Scheduler:
         self._waiting: list[OrderedDict[str, deque[_Work]]] = [OrderedDict() for _ in PRIORITIES]
         self._resident: list[_Work] = []  # in the decoder, in order of admission
         self._decoder = None
+        self._next_model = None  # replace_model's, taken once nothing decodes
         self._thread: threading.Thread | None = None
         self._closed = False
         self._order = itertools.count()
@@ -135,10 +138,11 @@ class Scheduler:
         ``caller``: who is asking, for fairness (default: this call alone). ``batch_size`` is
         accepted for compatibility and ignored: the scheduler batches across callers."""
         rank = priority_rank(priority)
-        results, waves = self.model.load_inputs(inputs, language, keys)  # here, not on the model thread
+        model = self.model
+        prompt = model.prompt_ids(language, itn, hotwords)  # bad language or hotwords: raises
+        results, waves = model.load_inputs(inputs, language, keys)  # in the caller's thread
         if not waves:
             return results
-        prompt = self.model.prompt_ids(language, itn, hotwords)
         req = _Request(results, priority, caller or _new_caller(), current_request_id(),
                        len(waves))
         with self._cv:
@@ -165,6 +169,23 @@ class Scheduler:
         return {"mode": "batch", "batch_size": self.batch_size, "waiting": waiting,
                 "running": running}
 
+    def replace_model(self, model) -> None:
+        """Serve with ``model`` from now on: sequences already decoding finish on the current
+        one, newcomers wait for them (a few steps), then the swap."""
+        with self._cv:
+            self._next_model = model
+            self._cv.notify_all()
+
+    def _swap_if_due(self) -> None:
+        """Under the lock: the swap replace_model asked for, once nothing decodes."""
+        if self._next_model is not None and not self._resident:
+            self.model, self._next_model, self._decoder = self._next_model, None, None
+            import gc
+            gc.collect()  # the old copy goes now
+            from engine.checkpoint import release_freed_memory
+            release_freed_memory()
+            log.info("the scheduler now serves the new model")
+
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread; requests still queued or decoding get an error."""
         with self._cv:
@@ -188,11 +209,13 @@ class Scheduler:
             with torch.inference_mode():
                 while True:
                     with self._cv:
-                        while not self._closed and not self._resident and not self._any_waiting():
+                        while not (self._closed or self._resident or self._any_waiting()
+                                   or self._next_model is not None):
                             self._cv.wait()
                         if self._closed:
                             return
-                        group = self._admit()
+                        self._swap_if_due()
+                        group = self._admit() if self._next_model is None else []
                     if group:
                         self._start(group)
                     batch = self._select()
@@ -401,6 +424,10 @@ class SerialScheduler:
                                   sum(r.get("duration", 0.0) for r in results
                                       if not r.get("error")))
         return results
+
+    def replace_model(self, model) -> None:
+        with self._lock:  # after the call in progress
+            self.model = model
 
     def stats(self) -> dict:
         return {"mode": "serial", "batch_size": self.batch_size,

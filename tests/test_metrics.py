@@ -105,7 +105,8 @@ def test_metrics_count_what_was_sent(obs_app, audio_files, tmp_path):
 def test_request_ids_in_headers_and_json_logs(obs_app, audio_files):
     r = post(obs_app, audio_files["tone.wav"], headers={"X-Request-ID": "client-id.42"})
     assert r.status_code == 200 and r.headers["x-request-id"] == "client-id.42"
-    hostile = post(obs_app, audio_files["tone.wav"], headers={"X-Request-ID": 'a b"}{ <script>' * 5})
+    hostile = post(obs_app, audio_files["tone.wav"],
+                   headers={"X-Request-ID": 'a b"}{ <script>' * 5})
     rid = hostile.headers["x-request-id"]
     assert re.fullmatch(r"[0-9a-f]{32}", rid)  # replaced by one of ours
     health = requests.get(obs_app.url + "/health", timeout=10)

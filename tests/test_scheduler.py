@@ -53,7 +53,8 @@ def test_concurrent_callers_get_the_texts_of_their_request_alone(asr, waves, sch
     for i in range(12):
         n = 1 + i % 3
         clips = [waves[(i + k) % len(waves)] for k in range(n)]
-        jobs.append((clips, OPTIONS[i % 3], 6 + (i * 7) % 35, ("live", "interactive", "bulk")[i % 3]))
+        priority = ("live", "interactive", "bulk")[i % 3]
+        jobs.append((clips, OPTIONS[i % 3], 6 + (i * 7) % 35, priority))
     want = [[_alone(asr, w, opts, tokens) for w in clips] for clips, opts, tokens, _ in jobs]
 
     def run(job):
@@ -216,3 +217,26 @@ def test_close_fails_what_is_left_and_refuses_more(asr, waves):
     assert any(e and "shutting down" in e for e in errors)
     with pytest.raises(RuntimeError, match="closed"):
         s.transcribe([waves[0]])
+
+
+def test_replace_model_waits_for_the_sequences_in_flight(asr, waves, tiny_model_dir):
+    """The holder's switch onto the CPU kernels: a new copy handed over while sequences decode
+    takes over once they are done; everyone's texts stay those of the engine alone."""
+    s = Scheduler(asr, batch_size=4)
+    other = FunASRNano.from_pretrained(str(tiny_model_dir), device="cpu", dtype="fp32")
+    try:
+        out = []
+        t = threading.Thread(target=lambda: out.append(
+            s.transcribe(waves[:4], max_new_tokens=40, ignore_eos=True)))
+        t.start()
+        while not s.stats()["running"]["interactive"]:
+            time.sleep(0.005)
+        s.replace_model(other)
+        assert s.model is asr  # not while those decode
+        late = s.transcribe(waves[4:6], max_new_tokens=12)
+        t.join()
+        assert s.model is other
+        assert [r["num_tokens"] for r in out[0]] == [40] * 4
+        assert [r["text"] for r in late] == [_alone(asr, w, {}, 12) for w in waves[4:6]]
+    finally:
+        s.close()
