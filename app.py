@@ -47,7 +47,7 @@ def create_app(settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from serving import api, realtime, ui
+    from serving import api, errors, realtime, ui
     from serving.live import LiveSessions
     from serving.metrics import Metrics
     from serving.model_choice import choose_model
@@ -80,11 +80,13 @@ def create_app(settings):
                   redoc_url=None)
     live = LiveSessions(settings.live_sessions)   # /v1/realtime and the Live tab share the cap
     metrics.watch(holder, live)
-    api.install(app, settings, holder, live=live, metrics=metrics)
+    lifecycle = api.install(app, settings, holder, live=live, metrics=metrics)
+    app.state.lifecycle = lifecycle   # main() marks it draining when a stop signal arrives
     app.include_router(realtime.create_router(settings, holder, live))
     blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
                              live=live, metrics=metrics)
     blocks.queue(default_concurrency_limit=ui.page_concurrency(settings))
+    errors.install_fallback(app)   # after every /v1 route, before the page takes every path
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
                         allowed_paths=[str(ROOT / "example")],
@@ -109,15 +111,22 @@ def main(argv=None) -> int:
     import uvicorn
 
     app, holder = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level=settings.log_level.lower(),
-                                           log_config=uvicorn_log_config(settings.log_format),
-                                           timeout_graceful_shutdown=5,
-                                           # /v1/realtime answers messages up to this size
-                                           # itself (an error event, then 1009); past it the
-                                           # WebSocket layer closes with 1009 on its own.
-                                           ws_max_size=max(16 << 20,
-                                                           2 * settings.live_max_message_bytes)))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # From here /v1/* answers new requests 503; those in flight get --stop-timeout
+            # seconds, then uvicorn cancels them and the guard answers them 503 too.
+            app.state.lifecycle.draining = True
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                   log_level=settings.log_level.lower(),
+                                   log_config=uvicorn_log_config(settings.log_format),
+                                   timeout_graceful_shutdown=settings.stop_timeout,
+                                   # /v1/realtime answers messages up to this size itself (an
+                                   # error event, then 1009); past it the WebSocket layer
+                                   # closes with 1009 on its own.
+                                   ws_max_size=max(16 << 20, 2 * settings.live_max_message_bytes)))
 
     def announce():
         while not server.started and not server.should_exit:

@@ -21,7 +21,7 @@ import threading
 from engine.audio import SAMPLE_RATE
 from engine.live import tokens_for
 
-from .request_id import new_request_id
+from .request_id import new_id
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -75,7 +75,7 @@ def decode_function(holder, settings):
         log.warning("%s=%s: live decodes are forced to that many tokens per second of audio "
                     "(benchmarks only)", BENCH_TOKENS_ENV, raw)
 
-    caller = "live-" + new_request_id()  # one per session: decode_function runs per session
+    caller = "live-" + new_id()  # one per session: decode_function runs per session
 
     def decode(inputs, kind, **options):
         options.setdefault("max_new_tokens", settings.max_new_tokens)

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 
-from .request_id import current_request_id
+from .request_id import peek as current_request_id
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

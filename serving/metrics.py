@@ -177,11 +177,14 @@ class HttpMetricsMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         t0 = time.perf_counter()
-        status = [500]
+        status, rid = [500], [None]
 
         async def send_status(message):
             if message["type"] == "http.response.start":
                 status[0] = message["status"]
+                # the guard inside set the request id and put it in the response headers
+                rid[0] = next((v.decode("latin-1") for k, v in message.get("headers") or ()
+                               if k.lower() == b"x-request-id"), None)
             await send(message)
 
         try:
@@ -194,4 +197,5 @@ class HttpMetricsMiddleware:
             if path.startswith(LOGGED_PREFIX):
                 log.info("%s %s %d in %.3f s", scope.get("method"), route, status[0], seconds,
                          extra={"method": scope.get("method"), "route": route,
-                                "status": status[0], "duration_s": round(seconds, 4)})
+                                "status": status[0], "duration_s": round(seconds, 4),
+                                "request_id": rid[0]})

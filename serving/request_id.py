@@ -1,73 +1,70 @@
-"""Request ids: one per HTTP request (and per page transcription), in the ``X-Request-ID``
-response header, in every log line written while the request is handled (serving.logs), and
-available to error bodies through ``current_request_id()``.
+"""Request ids: one per HTTP request, in a context variable, sent back as ``X-Request-ID``.
 
-A client may send its own ``X-Request-ID`` (a proxy's, say); it is kept when it is a short token
-(letters, digits and ``-_.:``, at most 64), otherwise replaced, so a hostile header never reaches
-the logs. The id lives in a context variable: it follows the request into ``anyio`` worker
-threads, and the scheduler carries it to the model thread with each sequence.
+The id ties a client's error to the server log: internal errors are logged with it and the body
+says only "internal error (request id ...)"; every ``--log-format json`` line carries it
+(serving.logs) and the scheduler takes it as the request's caller identity. serving.guard sets it for every HTTP request; code
+running elsewhere (Gradio's queue workers) gets a fresh one from ``current()``. A client may send
+its own ``X-Request-ID`` (up to 64 of ``A-Za-z0-9._:-``); anything else is replaced.
 """
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import re
 import uuid
 
 HEADER = "X-Request-ID"
-_HEADER_BYTES = HEADER.lower().encode()
-_SAFE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_VALID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
 
 
-def accept_request_id(value: str | bytes | None) -> str:
-    """The client's id when it is safe to log and echo, else a new one."""
-    if isinstance(value, bytes):
-        value = value.decode("latin-1")
-    return value if value and _SAFE.fullmatch(value) else new_request_id()
+def accept(value: bytes | None) -> str:
+    """The client's id when it is well formed, else a new one."""
+    return value.decode() if value and _VALID.fullmatch(value) else new_id()
 
 
-def current_request_id() -> str | None:
+def set_current(rid: str) -> contextvars.Token:
+    return _current.set(rid)
+
+
+def reset(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+def current() -> str:
+    """This request's id (a new one, remembered for this context, outside a request)."""
+    rid = _current.get()
+    if rid is None:
+        rid = new_id()
+        _current.set(rid)
+    return rid
+
+
+def peek() -> str | None:
+    """This request's id, or None outside a request (log lines; never makes one)."""
     return _current.get()
 
 
 @contextlib.contextmanager
-def request_id_scope(request_id: str | None = None):
-    """Set the current request id (a new one by default) for the code inside."""
-    token = _current.set(request_id or new_request_id())
+def request_id_scope(rid: str | None = None):
+    """A request id (a new one by default) for the code inside: a page transcription gets one
+    for its log lines and as its caller identity in the scheduler."""
+    token = _current.set(rid or new_id())
     try:
         yield _current.get()
     finally:
         _current.reset(token)
 
 
-class RequestIdMiddleware:
-    """ASGI: every HTTP and WebSocket request gets an id (the client's, if safe); HTTP
-    responses carry it in ``X-Request-ID``."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] not in ("http", "websocket"):
-            return await self.app(scope, receive, send)
-        given = next((v for k, v in scope.get("headers") or () if k == _HEADER_BYTES), None)
-        rid = accept_request_id(given)
-        token = _current.set(rid)
-
-        async def send_with_id(message):
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers") or () if k != _HEADER_BYTES]
-                headers.append((_HEADER_BYTES, rid.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            _current.reset(token)
+def internal_error(log: logging.Logger, what: str, exc: BaseException | None = None) -> str:
+    """Log ``what`` with the traceback of ``exc`` under the request id; return the text a client
+    may see instead (no exception text, no paths)."""
+    rid = current()
+    log.error("request %s: %s", rid, what, exc_info=exc)
+    return f"internal error (request id {rid})"

@@ -42,7 +42,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from .request_id import current_request_id
+from .request_id import peek as current_request_id
 
 log = logging.getLogger("funasr_nano.scheduler")
 
