@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from .formats import RESPONSE_FORMATS, render
-from .model_holder import ModelUnavailable
+from .model_holder import RETRY_AFTER_FAILURE_S, ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, parse_language, transcribe_items
 
 log = logging.getLogger("funasr_nano.app")
@@ -47,7 +47,12 @@ class UploadLimitMiddleware:
         self.app, self.max_bytes, self.prefix = app, max_bytes, prefix
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
+        # Under a mount or a Ray Serve route prefix the path starts with root_path.
+        path = scope.get("path", "")
+        root = scope.get("root_path") or ""
+        if root and path.startswith(root):
+            path = path[len(root):]
+        if scope["type"] != "http" or not path.startswith(self.prefix):
             return await self.app(scope, receive, send)
         limit = self.max_bytes + FORM_SLACK_BYTES
         headers = dict(scope.get("headers") or [])
@@ -176,7 +181,8 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
             rows = await anyio.to_thread.run_sync(
                 transcribe_items, holder, [(name, data)], opts, limiter=limiter)
         except ModelUnavailable as e:
-            return error_response(503, str(e), None, "model_unavailable")
+            return error_response(503, str(e), None, "model_unavailable",
+                                  headers={"Retry-After": str(round(RETRY_AFTER_FAILURE_S))})
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
         row = rows[0]

@@ -57,3 +57,22 @@ def tiny_reference(tiny_model_dir):
 def full_model_dir() -> Path:
     """Full-size random-weight model (2 GB, official shapes), built once per machine (~40 s)."""
     return cached_random_model("full", 1, ctc=False)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (2 CPUs, 300 MB object store) for the whole session, joined by this
+    process and by the subprocesses given ``ray_cluster.env()``; stopped at the end."""
+    import ray
+
+    from tests._ray_cluster import LOOPBACK_ENV, LocalRayCluster
+
+    os.environ.update(LOOPBACK_ENV)
+    cluster = LocalRayCluster()
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+                 log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.stop()

@@ -1,0 +1,90 @@
+"""A local Ray cluster for the tests: one head node with 2 CPUs and a small object store,
+started once per test session and stopped with it.
+
+``ray start --head --block`` runs in the foreground as our child, in its own temp dir and on
+free ports, so it never meets another cluster on this machine; ending that one process (SIGTERM)
+stops every process of the cluster (``ray stop`` would stop everyone's clusters here).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_CPUS = 2
+OBJECT_STORE_BYTES = 300 * 1024 * 1024
+# Every Ray process on the loopback address only (Ray's single-machine mode; otherwise it picks
+# the host's network address even with --node-ip-address=127.0.0.1), and no usage reports.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _free_port() -> int:
+    from tests._app_server import free_port
+    return free_port()
+
+
+class LocalRayCluster:
+    def __init__(self, num_cpus: int = NUM_CPUS, object_store_bytes: int = OBJECT_STORE_BYTES):
+        # AF_UNIX socket paths are limited to ~107 bytes: a short temp dir.
+        self.temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        ray_bin = str(Path(sys.executable).with_name("ray"))
+        cmd = [ray_bin, "start", "--head", "--block", "--disable-usage-stats",
+               f"--node-ip-address=127.0.0.1", f"--port={self.port}",
+               f"--num-cpus={num_cpus}", "--num-gpus=0",
+               f"--object-store-memory={object_store_bytes}", "--include-dashboard=false",
+               f"--temp-dir={self.temp_dir}",
+               f"--ray-client-server-port={_free_port()}",
+               f"--dashboard-agent-listen-port={_free_port()}",
+               f"--dashboard-agent-grpc-port={_free_port()}",
+               f"--runtime-env-agent-port={_free_port()}",
+               f"--metrics-export-port={_free_port()}", f"--dashboard-port={_free_port()}",
+               f"--node-manager-port={_free_port()}", f"--object-manager-port={_free_port()}"]
+        self.log_path = Path(self.temp_dir) / "head.log"
+        self._log = open(self.log_path, "wb")
+        env = {k: v for k, v in self.env().items() if k != "RAY_ADDRESS"}
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+        self._wait_ready()
+
+    def env(self) -> dict:
+        """The environment for a subprocess that should join this cluster."""
+        return {**os.environ, **LOOPBACK_ENV, "RAY_ADDRESS": self.address,
+                # Workers import the repository's modules.
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
+                                                             os.environ.get("PYTHONPATH")]))}
+
+    def _wait_ready(self, timeout: float = 90.0) -> None:
+        import socket
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"ray start exited with {self.proc.returncode}:\n{self.log()}")
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", self.port)) == 0 and "--block" in self.log():
+                    return
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"the Ray head did not start in {timeout:g} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            # SIGTERM to `ray start --block` stops the node's processes; then the group.
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
