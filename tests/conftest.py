@@ -19,6 +19,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tools.make_random_model import cached_random_model  # noqa: E402
+from tests._ray_cluster import LOOPBACK_ENV  # noqa: E402
+
+# Ray reads these when it is first imported: the test clusters stay on 127.0.0.1.
+for _k, _v in LOOPBACK_ENV.items():
+    os.environ.setdefault(_k, _v)
 
 TINY_SEED = 0
 
@@ -65,9 +70,8 @@ def ray_cluster():
     process and by the subprocesses given ``ray_cluster.env()``; stopped at the end."""
     import ray
 
-    from tests._ray_cluster import LOOPBACK_ENV, LocalRayCluster
+    from tests._ray_cluster import LocalRayCluster
 
-    os.environ.update(LOOPBACK_ENV)
     cluster = LocalRayCluster()
     try:
         ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
