@@ -174,15 +174,12 @@ class ReplicaPool:
 
 
 def _running_replicas() -> int | None:
+    """Running Transcriber replicas of this replica's own application."""
     try:
-        status = serve.status()
-        for app in status.applications.values():
-            for name, dep in app.deployments.items():
-                if name == "Transcriber":
-                    return int(dep.replica_states.get("RUNNING", 0))
-    except Exception:  # noqa: BLE001
+        app = serve.status().applications[serve.get_replica_context().app_name]
+        return int(app.deployments["Transcriber"].replica_states.get("RUNNING", 0))
+    except Exception:  # noqa: BLE001 - /health says None rather than fail
         return None
-    return None
 
 
 @serve.deployment(name="Api", max_ongoing_requests=128, ray_actor_options={"num_cpus": 0})

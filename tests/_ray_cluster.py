@@ -20,8 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 NUM_CPUS = 2
 OBJECT_STORE_BYTES = 300 * 1024 * 1024
 # Every Ray process on the loopback address only (Ray's single-machine mode; otherwise it picks
-# the host's network address even with --node-ip-address=127.0.0.1), and no usage reports.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+# the host's network address even with --node-ip-address=127.0.0.1), no usage reports, and no
+# token authentication (that mode turns it on, with a token the test processes do not share;
+# nothing outside this machine can reach 127.0.0.1).
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                "RAY_AUTH_MODE": "disabled"}
 
 
 def _free_port() -> int:

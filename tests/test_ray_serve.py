@@ -209,7 +209,7 @@ def test_serve_config_and_rayservice_manifest(app_model_dir):
     assert application.import_path == "serving.ray_serve:build_app"
     deployments = {d.name: d for d in application.deployments}
     assert set(deployments) == {"Api", "Transcriber"}
-    assert deployments["Transcriber"].ray_actor_options["num_cpus"] >= 1
+    assert deployments["Transcriber"].ray_actor_options.num_cpus >= 1
     built = ray_serve.build_app({**application.args, "model": app_model_dir})
     assert type(built).__name__ == "Application"
 
