@@ -108,38 +108,45 @@ class InputError(ValueError):
     """An INPUT that names nothing usable (the message says which and why)."""
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    """Files, directories, globs and manifests -> audio paths, in order, without repeats."""
-    out: list[str] = []
+def expand_inputs(inputs: list[str]) -> list[tuple[str, str]]:
+    """Files, directories, globs and manifests -> ``(audio path, output key)`` in order, without
+    repeated paths. The key names the file's subtitle output: its path inside the directory or
+    manifest it came from, without the suffix (``en/a``), else its stem; a key taken twice gets
+    ``-2``, ``-3``, ..."""
+    found: list[tuple[str, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(str(p) for p in path.rglob("*")
+            files = sorted(p for p in path.rglob("*")
                            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
-            if not found:
+            if not files:
                 raise InputError(f"{item}: no audio files in this directory")
-            out += found
+            found += [(str(p), str(p.relative_to(path).with_suffix(""))) for p in files]
         elif path.suffix.lower() in (".tsv", ".jsonl") and path.is_file():
-            out += _read_manifest(path)
-        elif path.exists():
-            out.append(item)
-        elif glob.has_magic(item):
-            found = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
-            if not found:
+            found += [(str(path.parent / e) if not os.path.isabs(e) else e,
+                       str(Path(e).with_suffix("")) if not os.path.isabs(e) else Path(e).stem)
+                      for e in _read_manifest(path)]
+        elif not path.exists() and glob.has_magic(item):
+            files = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not files:
                 raise InputError(f"{item}: the pattern matches no file")
-            out += found
-        else:
-            out.append(item)   # reported per file ("file not found"), like the plain CLI
-    seen, unique = set(), []
-    for p in out:
-        if p not in seen:
-            seen.add(p)
-            unique.append(p)
-    return unique
+            found += [(p, Path(p).stem) for p in files]
+        else:   # a file; a missing one is reported per file ("file not found"), as by the CLI
+            found.append((item, path.stem))
+    seen: set[str] = set()
+    taken: dict[str, int] = {}
+    out = []
+    for p, key in found:
+        if p in seen:
+            continue
+        seen.add(p)
+        n = taken[key] = taken.get(key, 0) + 1
+        out.append((p, key if n == 1 else f"{key}-{n}"))
+    return out
 
 
 def _read_manifest(path: Path) -> list[str]:
-    base = path.parent
+    """The paths a manifest lists, as written (relative ones are to its folder)."""
     entries: list[str] = []
     lines = path.read_text(encoding="utf-8").splitlines()
     if path.suffix.lower() == ".jsonl":
@@ -166,17 +173,7 @@ def _read_manifest(path: Path) -> list[str]:
         else:
             body = rows[1:]
         entries = [r[column].strip() for r in body if len(r) > column and r[column].strip()]
-    return [e if os.path.isabs(e) else str(base / e) for e in entries]
-
-
-def output_keys(files: list[str]) -> list[str]:
-    """Names for the per-file outputs: paths relative to the files' common folder, without the
-    suffix (``a``, ``sub/b``), so files of the same name in different folders do not collide."""
-    if not files:
-        return []
-    parents = [os.path.dirname(os.path.abspath(f)) for f in files]
-    root = os.path.commonpath(parents)
-    return [os.path.splitext(os.path.relpath(os.path.abspath(f), root))[0] for f in files]
+    return entries
 
 
 # --------------------------------------------------------------------------- results file
@@ -267,9 +264,12 @@ def run(args) -> int:
         return 2
     try:
         resolve_language(args.language)
-        files = expand_inputs(args.files)
+        inputs = expand_inputs(args.files)
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not inputs:
+        print("error: the inputs list no audio file", file=sys.stderr)
         return 2
     model_path, note = choose_model(args.model)
     if note and not args.quiet:
@@ -287,7 +287,8 @@ def run(args) -> int:
     if len(keep) != len(previous):      # failed files are tried again: drop their old lines
         rewrite_results(results_path, keep)
     done = {r["file"] for r in keep}
-    keys = dict(zip(files, output_keys(files)))
+    files = [f for f, _ in inputs]
+    keys = dict(inputs)
     todo = [f for f in files if f not in done]
     skipped = len(files) - len(todo)
     print(f"{len(files)} files: {skipped} already in {results_path}, {len(todo)} to transcribe",
