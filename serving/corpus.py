@@ -321,6 +321,7 @@ def _run_on_ray(args, model_path: str, todo: list[str], keys: dict, results_path
     import ray
     from tqdm import tqdm
 
+    started = time.perf_counter()
     root = str(Path(__file__).resolve().parents[1])
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     quiet_logs = logging.WARNING
@@ -352,11 +353,12 @@ def _run_on_ray(args, model_path: str, todo: list[str], keys: dict, results_path
                             fn_constructor_kwargs=dict(model_path=model_path, device=args.device,
                                                        dtype=args.dtype, options=options))
         failed = 0
-        audio_s, t0 = 0.0, time.perf_counter()
+        audio_s, t0, first = 0.0, time.perf_counter(), None
         bar = tqdm(total=len(todo), unit="file", disable=args.quiet, file=sys.stderr,
                    desc=f"{args.replicas} replica(s)")
         with open(results_path, "a", encoding="utf-8") as sink:
             for row in ds.iter_rows():
+                first = first or time.perf_counter()
                 r = json.loads(row["result"])
                 key = r.pop("output_key", None) or Path(r["file"]).stem
                 if r.get("error"):
@@ -373,6 +375,11 @@ def _run_on_ray(args, model_path: str, todo: list[str], keys: dict, results_path
                 bar.set_postfix_str(f"{audio_s / 3600:.2f} h audio, "
                                     f"{audio_s / max(time.perf_counter() - t0, 1e-9):.1f}x real time")
         bar.close()
+        wall = time.perf_counter() - started
+        print(f"ray: {len(todo)} files, {audio_s:.1f} s of audio in {wall:.1f} s "
+              f"({audio_s / max(wall, 1e-9):.1f}x real time); first result after "
+              f"{(first or time.perf_counter()) - started:.1f} s (cluster, replicas, model loads)",
+              file=sys.stderr)
         return failed
     except ray.exceptions.RayError as e:
         raise _SetupError(f"the Ray run failed: {_first_line(e)}") from e
