@@ -353,13 +353,14 @@ def _run_on_ray(args, model_path: str, todo: list[str], keys: dict, results_path
                             fn_constructor_kwargs=dict(model_path=model_path, device=args.device,
                                                        dtype=args.dtype, options=options))
         failed = 0
-        audio_s, t0, first = 0.0, time.perf_counter(), None
+        audio_s, t0 = 0.0, time.perf_counter()
+        arrivals: list[tuple[float, float]] = []      # (time, audio seconds) per result
         bar = tqdm(total=len(todo), unit="file", disable=args.quiet, file=sys.stderr,
                    desc=f"{args.replicas} replica(s)")
         with open(results_path, "a", encoding="utf-8") as sink:
             for row in ds.iter_rows():
-                first = first or time.perf_counter()
                 r = json.loads(row["result"])
+                arrivals.append((time.perf_counter(), float(r.get("duration") or 0.0)))
                 key = r.pop("output_key", None) or Path(r["file"]).stem
                 if r.get("error"):
                     failed += 1
@@ -377,14 +378,28 @@ def _run_on_ray(args, model_path: str, todo: list[str], keys: dict, results_path
         bar.close()
         wall = time.perf_counter() - started
         print(f"ray: {len(todo)} files, {audio_s:.1f} s of audio in {wall:.1f} s "
-              f"({audio_s / max(wall, 1e-9):.1f}x real time); first result after "
-              f"{(first or time.perf_counter()) - started:.1f} s (cluster, replicas, model loads)",
+              f"({audio_s / max(wall, 1e-9):.1f}x real time){_steady(arrivals, started)}",
               file=sys.stderr)
         return failed
     except ray.exceptions.RayError as e:
         raise _SetupError(f"the Ray run failed: {_first_line(e)}") from e
     finally:
         ray.shutdown()
+
+
+def _steady(arrivals: list[tuple[float, float]], started: float) -> str:
+    """Throughput once running: the audio of the results that came after the first batch of
+    results, over the time from that batch to the last result (start-up and loads excluded)."""
+    if not arrivals:
+        return ""
+    first = arrivals[0][0]
+    later = [(t, a) for t, a in arrivals if t - first > 0.2]   # a batch arrives within ms
+    text = f"; first results after {first - started:.1f} s (cluster, replicas, model loads)"
+    if later and later[-1][0] > first:
+        audio = sum(a for _, a in later)
+        text += (f"; after them {len(later)} files, {audio:.1f} s of audio in "
+                 f"{later[-1][0] - first:.1f} s ({audio / (later[-1][0] - first):.1f}x real time)")
+    return text
 
 
 def _first_line(e: BaseException) -> str:
