@@ -92,11 +92,10 @@ def main(argv=None) -> int:
         if not args.quiet:
             print(f"{done}/{total} files", file=sys.stderr)
 
-    outputs = corpus.transcribe_files(asr, args.files, language=args.language, itn=not args.no_itn,
-                               hotwords=hotwords, batch_size=args.batch_size,
-                               max_new_tokens=args.max_new_tokens,
-                               max_segment_s=args.max_segment_seconds, progress=progress,
-                               quiet=args.quiet)
+    outputs = corpus.transcribe_files(
+        asr, args.files, language=args.language, itn=not args.no_itn, hotwords=hotwords,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet)
     results = dict(enumerate(outputs))
 
     failed = 0

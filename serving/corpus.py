@@ -254,6 +254,7 @@ def run(args) -> int:
     """``transcribe.py --ray``: the whole corpus, resumably, into ``args.output_dir``."""
     from engine.checkpoint import missing_files
     from engine.languages import resolve_language
+    from engine.prompt import HotwordsError, check_hotwords
     from serving.model_choice import choose_model
 
     if not args.output_dir:
@@ -261,6 +262,11 @@ def run(args) -> int:
         return 2
     if args.replicas < 1:
         print("error: --replicas must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        check_hotwords([w.strip() for w in args.hotwords.split(",") if w.strip()])
+    except HotwordsError as e:
+        print(f"error: --hotwords: {e}", file=sys.stderr)
         return 2
     try:
         resolve_language(args.language)

@@ -1,13 +1,14 @@
 """The HTTP API on Ray Serve: the routes of ``serving.api`` in front of replicas of the model.
 
     python -m serving.ray_serve --model DIR --replicas 2 --port 8000     # RAY_ADDRESS or local
+
     serve deploy deploy/serve.yaml                                         # an existing cluster
 
 Two deployments, scaled separately (as Ray Serve's own examples and the Whisper-on-KubeRay
 samples do):
 
-* ``Api`` (the ingress): FastAPI with ``serving.api``'s routes, upload limits, auth and error
-  shapes, unchanged. It reads and decodes the upload, probes its length and runs the long-audio
+* ``Api`` (the ingress): FastAPI with ``serving.api``'s routes and ``serving.realtime``'s
+  ``/v1/realtime`` WebSocket, upload limits, auth and error shapes, unchanged. It reads and decodes the upload, probes its length and runs the long-audio
   segmentation (VAD), then sends 16 kHz waveforms to the model deployment through a
   ``DeploymentHandle``. ``ReplicaPool`` is what ``serving.pipeline`` sees as its model holder.
 * ``Transcriber`` (the model): ``num_replicas`` (or an ``autoscaling_config``) replicas, each
@@ -114,9 +115,14 @@ class ReplicaPool:
         self._refreshing = threading.Lock()
         self.retries = 0   # calls sent again after their replica died (for the log and tests)
 
-    # what serving.pipeline calls
+    # what serving.pipeline and serving.realtime call; the replicas load their model at start
+    loaded = True
+
     def get(self):
         return self
+
+    def preload_in_background(self) -> None:
+        return None
 
     def guarded(self):
         return self
@@ -196,11 +202,14 @@ class Api:
     def __serve_build_asgi_app__(self):
         from fastapi import FastAPI
 
-        from . import api
+        from . import api, realtime
+        from .live import LiveSessions
 
         app = FastAPI(title="Fun-ASR-MLT-Nano (Ray Serve)", docs_url="/v1/docs",
                       openapi_url="/v1/openapi.json", redoc_url=None)
-        api.install(app, self.settings, self.pool)
+        live = LiveSessions(self.settings.live_sessions)   # per ingress replica
+        api.install(app, self.settings, self.pool, live=live)
+        app.include_router(realtime.create_router(self.settings, self.pool, live))
         return app
 
 
@@ -265,7 +274,8 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, Settings]:
     full = argparse.ArgumentParser(
         prog="python -m serving.ray_serve", parents=[build_parser(), ray_parser],
         conflict_handler="resolve", allow_abbrev=False,
-        description="The HTTP API (/health, /v1/models, /v1/audio/transcriptions) on Ray Serve: "
+        description="The HTTP API (/health, /v1/models, /v1/audio/transcriptions, /v1/realtime) "
+        "on Ray Serve: "
         "joins the cluster at RAY_ADDRESS if set, else starts a local one. Model and HTTP flags "
         "are app.py's, with its environment variables.")
     full.parse_args(argv)                       # --help, and errors name every flag
@@ -302,7 +312,8 @@ def main(argv=None) -> int:
         return 1
     host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
     prefix = ray_args.route_prefix.rstrip("/")
-    log.info("ready: http://%s:%d%s (/health, /v1/models, /v1/audio/transcriptions), %d model "
+    log.info("ready: http://%s:%d%s (/health, /v1/models, /v1/audio/transcriptions, "
+             "/v1/realtime), %d model "
              "replica(s)", host, settings.port, prefix, ray_args.replicas)
     stop.wait()
     _shutdown(ray_args.name, local=not address)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,3 +92,54 @@ class LocalRayCluster:
                 self.proc.wait(10)
         self._log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+class ServeProcess:
+    """``python -m serving.ray_serve ...`` joined to the test cluster; ``stop()`` (SIGTERM)
+    removes its application from the cluster."""
+
+    def __init__(self, cluster, port: int, log_path: Path, *args: str, prefix: str = "/"):
+        self.url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        env = {k: v for k, v in cluster.env().items() if not k.startswith("FUNASR_NANO_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.ray_serve", "--host", "127.0.0.1", "--port", str(port),
+             "--route-prefix", prefix, *args],
+            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, replicas: int, timeout: float = 240.0) -> "ServeProcess":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serving.ray_serve exited with {self.proc.returncode}:\n"
+                                   f"{self.log()}")
+            try:
+                from tests._app_server import get_json
+                health = get_json(self.url + "/health", timeout=5)
+                if health.get("replicas") == replicas and health["model_loaded"]:
+                    return self
+            except (urllib.error.URLError, ConnectionError, OSError, ValueError):
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"the Ray Serve app was not ready after {timeout:g} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+def serve_port_fixture(ray_cluster):
+    """One Serve HTTP proxy for a test module's applications; Serve leaves the cluster after."""
+    from ray import serve
+    yield _free_port()
+    serve.shutdown()

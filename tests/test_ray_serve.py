@@ -9,12 +9,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.error
 from pathlib import Path
 
 import pytest
@@ -24,8 +21,9 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_app  # noqa: E402
 from _app_server import (MAX_NEW_TOKENS, app_model_dir, audio_files, engine,  # noqa: E402,F401
-                         expected_text, free_port, get_json)
+                         expected_text, get_json)
 from test_app import post  # noqa: E402
+from tests._ray_cluster import ServeProcess, serve_port_fixture  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,62 +31,15 @@ for _name in test_app.API_CONTRACT:   # the contract tests, against this module'
     globals()[_name] = getattr(test_app, _name)
 
 
-class ServeProcess:
-    """``python -m serving.ray_serve ...`` joined to the test cluster; ``stop()`` (SIGTERM)
-    removes its application from the cluster."""
-
-    def __init__(self, cluster, port: int, log_path: Path, *args: str, prefix: str = "/"):
-        self.url = f"http://127.0.0.1:{port}{prefix.rstrip('/')}"
-        self.log_path = log_path
-        self._log = open(log_path, "wb")
-        env = {k: v for k, v in cluster.env().items() if not k.startswith("FUNASR_NANO_")}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.ray_serve", "--host", "127.0.0.1", "--port", str(port),
-             "--route-prefix", prefix, "--max-new-tokens", str(MAX_NEW_TOKENS), *args],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, replicas: int, timeout: float = 240.0) -> "ServeProcess":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serving.ray_serve exited with {self.proc.returncode}:\n"
-                                   f"{self.log()}")
-            try:
-                health = get_json(self.url + "/health", timeout=5)
-                if health.get("replicas") == replicas and health["model_loaded"]:
-                    return self
-            except (urllib.error.URLError, ConnectionError, OSError, ValueError):
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"the Ray Serve app was not ready after {timeout:g} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
-@pytest.fixture(scope="module")
-def serve_port(ray_cluster):
-    """One Serve HTTP proxy for this module's applications; Serve leaves the cluster after."""
-    from ray import serve
-    yield free_port()
-    serve.shutdown()
+serve_port = pytest.fixture(scope="module")(serve_port_fixture)
 
 
 @pytest.fixture(scope="module")
 def app(ray_cluster, serve_port, app_model_dir, tmp_path_factory):
     server = ServeProcess(ray_cluster, serve_port, tmp_path_factory.mktemp("serve") / "serve.log",
                           "--model", app_model_dir, "--replicas", "2", "--num-cpus", "0.5",
-                          "--max-upload-mb", str(test_app.UPLOAD_MB))
+                          "--max-upload-mb", str(test_app.UPLOAD_MB),
+                          "--max-new-tokens", str(MAX_NEW_TOKENS))
     try:
         yield server.wait_ready(replicas=2)
     finally:
@@ -100,6 +51,7 @@ def keyed_app(ray_cluster, serve_port, app_model_dir, tmp_path_factory):
     server = ServeProcess(ray_cluster, serve_port, tmp_path_factory.mktemp("keyed") / "k.log",
                           "--model", app_model_dir, "--replicas", "1", "--num-cpus", "0.5",
                           "--name", "keyed", "--api-key", "s3cret", "--auth", "ann:pw",
+                          "--max-new-tokens", str(MAX_NEW_TOKENS),
                           prefix="/keyed")
     try:
         yield server.wait_ready(replicas=1)
