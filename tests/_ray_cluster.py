@@ -82,16 +82,22 @@ class LocalRayCluster:
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            # SIGTERM to `ray start --block` stops the node's processes; then the group.
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        # SIGTERM to `ray start --block` stops the node's processes; else the whole group.
+        terminate(self.proc, kill=lambda: os.killpg(self.proc.pid, signal.SIGKILL))
         self._log.close()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def terminate(proc: subprocess.Popen, grace_s: float = 60.0, kill=None) -> None:
+    """SIGTERM, then (after ``grace_s``) ``kill()`` or SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        (kill or proc.kill)()
+        proc.wait(10)
 
 
 class ServeProcess:
@@ -128,13 +134,7 @@ class ServeProcess:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc)       # SIGTERM: the application leaves the cluster
         self._log.close()
 
 
