@@ -56,6 +56,7 @@ class Transcriber:
     def __init__(self, spec: str, device: str | None, dtype: str | None, demo: bool,
                  batch_size: int):
         self.holder = ModelHolder(spec, device, dtype, concurrency=1, demo=demo)
+        self.holder.watch_kernels()    # as app.py: compiled in the background if not cached
         self.holder.get()              # load now: the replica counts as ready once its model is
         self.batch_size = batch_size
         self._batched.set_max_batch_size(max(1, batch_size))
