@@ -10,6 +10,7 @@ when missing, and fail them under ``CI=true`` (tests/_fixtures.py).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
