@@ -85,7 +85,8 @@ class Transcriber:
         return out
 
     def info(self) -> dict:
-        return {**self.holder.info(), "pid": os.getpid()}
+        # The ingress decides what /health shows (ReplicaPool.info's ``private``).
+        return {**self.holder.info(private=True), "pid": os.getpid()}
 
 
 def _options_key(opts: dict) -> tuple:
@@ -159,13 +160,17 @@ class ReplicaPool:
                                        ) from e
 
     # what /health and /v1/models show
-    def info(self) -> dict:
-        """A replica's view (at most INFO_REFRESH_S old) and how many replicas are running.
+    def info(self, private: bool = False) -> dict:
+        """A replica's view (at most INFO_REFRESH_S old) and how many replicas are running;
+        ``private`` as ModelHolder.info (paths and error details for the operator only).
         Never blocks the event loop: the refresh runs in a thread."""
         if time.monotonic() - self._info_at > INFO_REFRESH_S and self._refreshing.acquire(False):
             threading.Thread(target=self._refresh, daemon=True).start()
-        info = dict(self._info or {**self._local.info(), "replicas": None})
+        info = dict(self._info or {**self._local.info(private=True), "replicas": None})
         info.pop("pid", None)
+        if not private:
+            for key in ("model_path", "model_dir", "load_error_detail"):
+                info.pop(key, None)
         return {**info, "backend": "ray-serve"}
 
     def _refresh(self) -> None:

@@ -64,7 +64,8 @@ def test_health_says_ray_serve_and_its_replicas(app, app_model_dir):
     assert health["status"] == "ok" and health["backend"] == "ray-serve"
     assert health["replicas"] == 2 and health["model_loaded"] is True
     assert health["device"] == "cpu" and health["dtype"] == "fp32"
-    assert health["model"] == app_model_dir and health["demo"] is False
+    assert health["model"] == Path(app_model_dir).name and health["demo"] is False
+    assert "model_dir" not in health                       # no server path for anyone
 
 
 def test_two_replicas_answer_20_concurrent_requests_with_the_single_process_texts(
