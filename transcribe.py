@@ -118,7 +118,10 @@ def main(argv=None) -> int:
         for i, r in zip(chunk, out):
             r["processing_time"] = per_file
             if r.get("error") is None:
-                r["segments"] = [{"start": 0.0, "end": r["duration"], "text": r["text"].strip()}]
+                seg = {"start": 0.0, "end": r["duration"], "text": r["text"].strip()}
+                if r.get("finish_reason") == "repetition":   # the guard cut a loop here
+                    seg["flag"] = "repetition"
+                r["segments"] = [seg]
             results[i] = r
         if not args.quiet:
             print(f"{min(start + len(chunk), len(short))}/{len(short)} files", file=sys.stderr)
@@ -141,8 +144,8 @@ def main(argv=None) -> int:
 
 def render(r: dict, fmt: str, subtitles) -> str:
     if fmt == "json":
-        keep = ("key", "file", "text", "text_tn", "language", "duration", "processing_time",
-                "segments", "timestamps", "finish_reason", "error")
+        keep = ("key", "file", "text", "text_tn", "language", "language_name", "duration",
+                "processing_time", "segments", "timestamps", "finish_reason", "error")
         return json.dumps({k: r.get(k) for k in keep if k in r or k == "error"},
                           ensure_ascii=False)
     segments = r.get("segments") or []
