@@ -7,8 +7,8 @@ MLP block in one call each, q/k/v and gate/up each taken as one matrix (in parts
 are not copied into one), for up to ``MAX_ROWS[kind]`` batch rows (more rows are compute-bound:
 the layer's own modules take them).
 
-* int8 mode (CPUs with VNNI): built from the layer's DynamicInt8Linears (the same int8 weights
-  fbgemm holds for prefill: a second int8 copy of the decoder, ~0.45 GB at full size).
+* int8 mode (CPUs with VNNI): the layer's DynamicInt8Linears' own int8 tensors (memory-mapped
+  from engine.kernels.prepared's cache; fbgemm packs its own copy for prefill).
 * fp32 / bf16 modes with bf16-stored weights: the layer's PackedLinears' own tensors (for the
   official checkpoint, the memory-mapped ones from model.pt), nothing copied.
 """

@@ -14,9 +14,10 @@ module conversion or fp32 copy of the model is needed.
 Decode steps (a few rows) go another way on CPUs with AVX-512 VNNI: fbgemm's per-call cost
 (~25 us even for a 1024 x 1024 matrix) puts a decode step at twice the time its weight bytes
 need. There each decoder layer gets an int8 ``DecodeStep`` (engine.kernels.decode_step: the attention
-block and the MLP block in one call each) and the lm_head a copy for the same kernel. Same int8
-weights; activations are quantised per row instead of per tensor. The price is a second int8
-copy of the decoder (~0.6 GB at full size), kept for fbgemm's prefill.
+block and the MLP block in one call each) and the lm_head the same kernel. Same int8 weights
+(the plain int8 tensors, memory-mapped from engine.kernels.prepared's cache, next to fbgemm's
+packed copy for prefill); activations are quantised per row instead of per tensor. The lm_head
+is packed for fbgemm only when a batch of more than 16 rows first needs it.
 """
 from __future__ import annotations
 
