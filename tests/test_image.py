@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import sys
 from pathlib import Path
 
 import pytest
 import requests
 import soundfile as sf
+import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _app_server import (MAX_NEW_TOKENS, app_model_dir, engine, expected_text,  # noqa: E402,F401
@@ -49,14 +51,41 @@ def demo(image, tmp_path_factory):
         c.stop()
 
 
+def compose_service(name: str, variables: dict[str, str]) -> dict:
+    """A service of docker-compose.yml with its ${VAR} / ${VAR:-default} filled in (compose's
+    rules: the default when the variable is unset or empty)."""
+    def fill(v):
+        if isinstance(v, str):
+            return re.sub(r"\$\{(\w+)(?::-([^}]*))?\}",
+                          lambda m: variables.get(m[1]) or (m[2] or ""), v)
+        if isinstance(v, list):
+            return [fill(x) for x in v]
+        if isinstance(v, dict):
+            return {k: fill(x) for k, x in v.items()}
+        return v
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return fill(compose["services"][name])
+
+
 @pytest.fixture(scope="module")
 def mounted(image, app_model_dir, tmp_path_factory):
-    """A model directory mounted read-only at /models, an API key, and app.py flags given after
-    the image name (the tiny random model never stops by itself: a short token limit)."""
+    """docker-compose.yml's cpu service, run as compose would run it: the model directory it
+    mounts read-only at /models (the tiny random model here), its API key, environment and
+    command (flags after the image name). Its named cache volume is left to buildah, which
+    gives each container a fresh volume for the image's VOLUME /cache, filled from the image as
+    Docker fills a new named volume (buildah 1.28 also drops a bind mount given next to a
+    second one over an image VOLUME). The tiny random model never stops by itself, so the
+    token limit is lowered through the environment."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    svc = compose_service("asr-cpu", {"FUNASR_NANO_MODEL_DIR": app_model_dir,
+                                      "FUNASR_NANO_API_KEY": KEY})
+    volumes = tuple(v for v in svc["volumes"] if v.split(":")[0] not in compose["volumes"])
     c = Container(image, tmp_path_factory.mktemp("image") / "mounted.log",
-                  env={"FUNASR_NANO_API_KEY": KEY}, volumes=(f"{app_model_dir}:/models:ro",))
+                  env={**svc["environment"], "FUNASR_NANO_MAX_NEW_TOKENS": str(MAX_NEW_TOKENS)},
+                  volumes=volumes)
+    c.compose = svc
     try:
-        yield c.start(["--max-new-tokens", str(MAX_NEW_TOKENS)])
+        yield c.start(svc["command"])
     finally:
         c.stop()
 
@@ -174,3 +203,26 @@ def test_mounted_model_and_api_key(mounted, engine):
     assert r.json()["text"] == expected_text(engine, wav, "en")
     health = get_json(mounted.url + "/health")
     assert health["model_loaded"] is True and health["load_error"] is None, health
+    # /models is a read-only mount; /cache is writable by the app's user
+    mounts = mounted.run("cat", "/proc/self/mountinfo").stdout.splitlines()
+    [models] = [m.split() for m in mounts if m.split()[4] == "/models"]
+    assert "ro" in models[5].split(","), models
+    assert mounted.run("sh", "-c", "test -w /cache").returncode == 0
+
+
+def test_compose_file_matches_the_image(image, mounted):
+    cfg = image_config(image)
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    cpu, gpu = compose["services"]["asr-cpu"], compose["services"]["asr-gpu"]
+    assert cpu["build"]["args"]["TORCH"] == "cpu" and gpu["build"]["args"]["TORCH"] == "cu130"
+    for svc in (cpu, gpu):
+        assert svc["restart"] == "unless-stopped"
+        assert svc["healthcheck"]["test"] == cfg["Healthcheck"]["Test"]
+        assert any(v.endswith(":/models:ro") for v in svc["volumes"])
+        assert any(v.split(":")[0] in compose["volumes"] and v.split(":")[1] == "/cache"
+                   for v in svc["volumes"])
+    [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    # the cpu service's healthcheck, run in its container, passes
+    ok = mounted.run(*mounted.compose["healthcheck"]["test"][1:], timeout=30)
+    assert ok.returncode == 0, ok.stderr

@@ -19,7 +19,8 @@
 # tests/test_image.py reads:   set -a; . "$IMAGE_WORK/image.env"; set +a; pytest tests/test_image.py
 #
 # Environment: IMAGE_WORK (default ${TMPDIR:-/tmp}/funasr-nano-image), IMAGE (default
-# localhost/funasr-nano:TARGET), NEW_BASE=1 remakes the base image.
+# localhost/funasr-nano:TARGET), TORCH_INDEX_URL (default: pip's own index), NEW_BASE=1 remakes
+# the base image.
 set -euo pipefail
 
 TARGET=${1:-cpu}
@@ -100,10 +101,11 @@ for d in $links; do [ -d "$d" ] && mounts+=(-v "$d:$d:ro"); done
 # ---- build ---------------------------------------------------------------------------------------
 say "buildah bud $IMAGE (TORCH=$TORCH; log: $WORK/logs/build-$TARGET.log)"
 # --pull=never: the base is local. --network host: apt and pip reach their registries.
-# TORCH_INDEX_URL empty: pip's configured index (see above) instead of PyTorch's own.
+# TORCH_INDEX_URL (environment) empty, the default here: pip's configured index (see above)
+# instead of PyTorch's own, which only the machines with its host on their network reach.
 set +e
 buildah bud --isolation chroot --pull=never --layers --network host --format docker \
-  "${mounts[@]}" --build-arg TORCH="$TORCH" --build-arg TORCH_INDEX_URL= \
+  "${mounts[@]}" --build-arg TORCH="$TORCH" --build-arg TORCH_INDEX_URL="${TORCH_INDEX_URL-}" \
   -t "$IMAGE" "$SRC" > "$WORK/logs/build-$TARGET.log" 2>&1
 rc=$?
 set -e
