@@ -5,7 +5,8 @@
     python app.py --help        # every flag, with its environment variable
 
 The page is up in seconds; the model loads on the first request (or at once with --preload).
-Routes: / (page), /health, /v1/models, /v1/audio/transcriptions, /gradio_api/... (gradio_client).
+Routes: / (page), /health, /v1/models, /v1/audio/transcriptions, /v1/realtime (WebSocket),
+/gradio_api/... (gradio_client).
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ def create_app(settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from serving import api, ui
+    from serving import api, realtime, ui
+    from serving.live import LiveSessions
     from serving.model_choice import choose_model
     from serving.model_holder import ModelHolder, is_demo_dir
 
@@ -61,14 +63,23 @@ def create_app(settings):
 
     app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                   redoc_url=None)
-    api.install(app, settings, holder)
-    blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example")
+    live = LiveSessions(settings.live_sessions)   # /v1/realtime and the Live tab share the cap
+    api.install(app, settings, holder, live=live)
+    app.include_router(realtime.create_router(settings, holder, live))
+    blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
+                             live=live)
     blocks.queue(default_concurrency_limit=settings.concurrency)
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
                         allowed_paths=[str(ROOT / "example")],
                         max_file_size=settings.max_upload_bytes, css=ui.CSS, ssr_mode=False,
                         show_error=True)
+    # launch() sets has_launched, and only then does Gradio check the path of every input file
+    # (FileData.path) against its upload cache and blocked_paths (gradio.processing_utils.
+    # _check_allowed); mount_gradio_app() does not, so without this line any server path named
+    # in a request to /gradio_api/call/* or the queue would be read. Examples are moved into
+    # the cache when the page is built, so they pass.
+    blocks.has_launched = True
     if settings.preload:
         holder.preload_in_background()
     return app, holder
@@ -84,14 +95,20 @@ def main(argv=None) -> int:
     app, _ = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
                                            log_level=settings.log_level.lower(),
-                                           timeout_graceful_shutdown=5))
+                                           timeout_graceful_shutdown=5,
+                                           # /v1/realtime answers messages up to this size
+                                           # itself (an error event, then 1009); past it the
+                                           # WebSocket layer closes with 1009 on its own.
+                                           ws_max_size=max(16 << 20,
+                                                           2 * settings.live_max_message_bytes)))
 
     def announce():
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
             host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
-            log.info("ready: http://%s:%d (page), /health, /v1/audio/transcriptions",
+            log.info("ready: http://%s:%d (page), /health, /v1/audio/transcriptions, "
+                     "/v1/realtime",
                      host, settings.port)
 
     threading.Thread(target=announce, daemon=True).start()

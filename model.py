@@ -31,7 +31,7 @@ from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
 from engine.languages import model_language_name  # noqa: E402
-from engine.prompt import chatml_pieces  # noqa: E402
+from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
@@ -234,6 +234,11 @@ class FunASRNano(nn.Module):
         out, out_lens = self.audio_adaptor(enc, enc_lens)
         return out, out_lens, enc, enc_lens
 
+    def check_hotwords(self, hotwords) -> None:
+        """``engine.prompt.HotwordsError`` when the list is over the caps of engine/prompt.py
+        (count, characters, tokens): a prompt's tokens cost KV cache in every sequence."""
+        _check_hotwords(hotwords, self.tokenizer.encode)
+
     def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
         prefix, suffix = chatml_pieces(language, itn, hotwords, system_prompt=self.sys_prompt,
                                        do_think=self.do_think)
@@ -275,7 +280,8 @@ class FunASRNano(nn.Module):
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
                    ignore_eos: bool = False) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
-        input in order. A bad input gets ``error`` set and never stops the others."""
+        input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
+        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded."""
         if isinstance(inputs, (str, os.PathLike, bytes)) or (
                 hasattr(inputs, "ndim") and inputs.ndim == 1) or (
                 isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], int)):
@@ -283,6 +289,8 @@ class FunASRNano(nn.Module):
         inputs = list(inputs)
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        hotwords = list(hotwords or ())
+        self.check_hotwords(hotwords)
         lang_name = model_language_name(language)
         keys = list(keys) if keys is not None else [_key_of(x, i) for i, x in enumerate(inputs)]
         results = [{"key": k, "file": str(x) if isinstance(x, (str, os.PathLike)) else None,

@@ -61,6 +61,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()]
+    from engine.prompt import HotwordsError, check_hotwords
+    try:
+        check_hotwords(hotwords)
+    except HotwordsError as e:
+        print(f"error: --hotwords: {e}", file=sys.stderr)
+        return 2
     model_path, note = choose_model(args.model)
     if note:
         logging.warning(note)
@@ -68,6 +74,11 @@ def main(argv=None) -> int:
         asr = FunASRNano.from_pretrained(model_path, device=args.device, dtype=args.dtype)
     except Exception as e:  # noqa: BLE001 - a clear message, not a traceback
         print(f"error: cannot load model {model_path}: {e}", file=sys.stderr)
+        return 2
+    try:
+        asr.check_hotwords(hotwords)
+    except HotwordsError as e:
+        print(f"error: --hotwords: {e}", file=sys.stderr)
         return 2
     info = asr.describe()
     logging.info("model %s on %s (%s)", info["model"], info["device"], info["dtype"])

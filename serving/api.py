@@ -120,7 +120,7 @@ def check_access(request: Request, settings) -> JSONResponse | None:
 
 # --------------------------------------------------------------------------- routes
 
-def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
+def create_api(settings, holder, started_at: float | None = None, live=None) -> APIRouter:
     router = APIRouter()
     started_at = started_at or time.time()
 
@@ -133,7 +133,9 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
         info = holder.info()
         return {"status": "ok", **info, "uptime_s": round(time.time() - started_at, 1),
                 "concurrency": settings.concurrency, "max_upload_mb": settings.max_upload_mb,
-                "max_audio_minutes": settings.max_audio_minutes}
+                "max_audio_minutes": settings.max_audio_minutes,
+                "live_sessions": live.active if live else 0,
+                "max_live_sessions": live.limit if live else settings.live_sessions}
 
     @router.get("/v1/models")
     async def models(request: Request):
@@ -160,6 +162,7 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
                                   f"{', '.join(RESPONSE_FORMATS)}", "response_format")
         try:
             parse_language(language)
+            hotwords = parse_hotwords(prompt)
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
         data = await file.read(settings.max_upload_bytes + 1)
@@ -169,7 +172,7 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
                                   f"{settings.max_upload_mb:g} MB", "file", "file_too_large")
         if not data:
             return error_response(400, f"{name}: the uploaded file is empty", "file")
-        opts = Options(language=language, itn=itn, hotwords=parse_hotwords(prompt),
+        opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         try:
@@ -192,9 +195,9 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
     return router
 
 
-def install(app: FastAPI, settings, holder, started_at: float | None = None) -> None:
+def install(app: FastAPI, settings, holder, started_at: float | None = None, live=None) -> None:
     """Routes, the upload limit and OpenAI-style validation errors on /v1/*."""
-    app.include_router(create_api(settings, holder, started_at))
+    app.include_router(create_api(settings, holder, started_at, live))
     app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
 
     @app.exception_handler(RequestValidationError)

@@ -8,6 +8,10 @@ The page and the HTTP API both call ``transcribe_items``. Per input:
 3. longer audio goes to ``engine.longform.transcribe_long`` (VAD segments, streamed from the
    file), which calls the model a batch of segments at a time.
 
+The header may lie or say nothing, so the limits hold while decoding too: the short path stops
+decoding just past its ceiling (``SHORT_CEILING_S``) and hands such a file to the long path,
+which stops at ``max_audio_seconds`` (HTTP 413). Memory is one short clip or one streamed block.
+
 A bad input gives its own row an error and never stops the others. Every row is a dict:
 ``file, duration, language, processing_time, text, error, error_kind, segments, finish_reason``
 with ``error_kind`` one of None, "audio" (cannot be decoded: HTTP 400), "too_long" (HTTP 413),
@@ -22,12 +26,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engine.audio import SAMPLE_RATE, AudioError, load_audio, probe_duration
+from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
 from engine.languages import Language, resolve_language
+from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
 log = logging.getLogger("funasr_nano.app")
 
 LONGFORM_SECONDS = 30.0  # the model is trained on utterances up to ~30 s
+SHORT_CEILING_S = LONGFORM_SECONDS + 1.0   # decoded whole in memory up to here, else streamed
 
 
 class RequestError(ValueError):
@@ -57,16 +63,29 @@ def parse_language(value) -> Language | None:
 
 
 def parse_hotwords(value) -> list[str]:
-    """Hotwords from a string (comma, Chinese comma or newline separated) or a list."""
+    """Hotwords from a string (comma, Chinese comma or newline separated) or a list;
+    RequestError (400, param ``prompt``) when they are over the caps of engine.prompt (count and
+    characters here; tokens once the model is loaded, in ``transcribe_items``)."""
     if value is None:
         return []
+    if isinstance(value, str) and len(value) > 4 * MAX_HOTWORD_CHARS:
+        _hotwords_error(f"the field is {len(value)} characters long; the hotwords may take "
+                        f"at most {MAX_HOTWORD_CHARS}")   # refused before splitting a huge field
     parts = value if isinstance(value, (list, tuple)) else re.split(r"[,，、;\n]+", str(value))
     out = []
     for p in parts:
         p = str(p).strip()
         if p and p not in out:
             out.append(p)
+    try:
+        check_hotwords(out)
+    except HotwordsError as e:
+        _hotwords_error(str(e))
     return out
+
+
+def _hotwords_error(message: str):
+    raise RequestError(f"prompt (hotwords): {message}", 400, "prompt")
 
 
 def single_segment(text: str, duration: float) -> list[dict]:
@@ -92,10 +111,19 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     for i, (name, src) in enumerate(items):
         row = rows[i]
         try:
-            duration = probe_duration(src, name=name)
+            duration = probe_duration(src, name=name, max_seconds=opts.max_audio_seconds)
             _check_length(duration, opts, name)
-            if duration <= LONGFORM_SECONDS + 1.0:
-                wave = load_audio(src, SAMPLE_RATE, name=name)
+            wave = None
+            if duration <= SHORT_CEILING_S:
+                try:
+                    wave = load_audio(src, SAMPLE_RATE, name=name,
+                                      max_seconds=min(SHORT_CEILING_S,
+                                                      opts.max_audio_seconds or SHORT_CEILING_S))
+                except AudioTooLong:
+                    if opts.max_audio_seconds and opts.max_audio_seconds <= SHORT_CEILING_S:
+                        raise
+                    # longer than its header says: streamed as long audio, within the limit
+            if wave is not None:
                 duration = len(wave) / SAMPLE_RATE
                 if len(wave) == 0:
                     raise AudioError(name, "no audio samples")
@@ -108,7 +136,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             else:
                 row["duration"] = round(duration, 3)
                 long.append((i, src))
-        except RequestError as e:
+        except (RequestError, AudioTooLong) as e:
             row.update(error=str(e), error_kind="too_long")
         except AudioError as e:
             row.update(error=str(e), error_kind="audio")
@@ -125,7 +153,13 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
 
     if short or long:
         report(0.0, "loading the model")
-        holder.get()  # load first (once), so processing times are decoding times
+        model = holder.get()  # load first (once), so processing times are decoding times
+        check = getattr(model, "check_hotwords", None)
+        if check is not None and opts.hotwords:
+            try:
+                check(opts.hotwords)   # the token cap needs the model's tokenizer
+            except HotwordsError as e:
+                _hotwords_error(str(e))
     report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
         chunk = short[start:start + opts.batch_size]
@@ -151,9 +185,13 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     for i, src in long:
         row = rows[i]
         t0 = time.perf_counter()
-        res = transcribe_long(holder, src, row["file"], code, opts,
-                              lambda d, n, _dur=row["duration"], _name=row["file"]: report(
-                                  _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
+        try:
+            res = transcribe_long(holder, src, row["file"], code, opts,
+                                  lambda d, n, _dur=row["duration"], _name=row["file"]: report(
+                                      _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
+        except AudioTooLong as e:
+            row.update(error=str(e), error_kind="too_long", duration=0.0)
+            continue
         row.update(processing_time=round(time.perf_counter() - t0, 3), longform=True,
                    text=res.get("text", ""), segments=list(res.get("segments") or []),
                    duration=round(float(res.get("duration") or row["duration"]), 3))
@@ -170,7 +208,8 @@ def transcribe_long(holder, src, name: str, language: str | None, opts: Options,
     from engine.longform import transcribe_long as _long
     return _long(holder.guarded(), src, language=language, itn=opts.itn,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
-                 name=name, max_new_tokens=opts.max_new_tokens)
+                 name=name, max_new_tokens=opts.max_new_tokens,
+                 max_seconds=opts.max_audio_seconds)
 
 
 def _check_length(duration: float, opts: Options, name: str) -> None:

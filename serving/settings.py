@@ -36,6 +36,12 @@ _FLAGS = [
      "files or segments decoded per model call"),
     ("--max-new-tokens", ("FUNASR_NANO_MAX_NEW_TOKENS",), 512, int,
      "token limit per utterance (small values only for tests)"),
+    ("--live-sessions", ("FUNASR_NANO_LIVE_SESSIONS",), 4, int,
+     "live transcription sessions at a time (/v1/realtime and the page's Live tab together)"),
+    ("--live-idle-seconds", ("FUNASR_NANO_LIVE_IDLE_SECONDS",), 60.0, float,
+     "a live session that sends nothing for this long is closed"),
+    ("--live-max-message-mb", ("FUNASR_NANO_LIVE_MAX_MESSAGE_MB",), 4.0, float,
+     "largest /v1/realtime message in MB (larger: error event, close code 1009)"),
     ("--preload", ("FUNASR_NANO_PRELOAD",), False, bool,
      "start loading the model in the background right after startup instead of on first use"),
     ("--log-level", ("FUNASR_NANO_LOG_LEVEL",), "info", str, "debug, info, warning or error"),
@@ -56,6 +62,9 @@ class Settings:
     api_key: str | None = None
     batch_size: int = 8
     max_new_tokens: int = 512
+    live_sessions: int = 4
+    live_idle_seconds: float = 60.0
+    live_max_message_mb: float = 4.0
     preload: bool = False
     log_level: str = "info"
     extra: dict = field(default_factory=dict)
@@ -69,6 +78,10 @@ class Settings:
         return self.max_audio_minutes * 60.0
 
     @property
+    def live_max_message_bytes(self) -> int:
+        return int(self.live_max_message_mb * 1024 * 1024)
+
+    @property
     def auth_pair(self) -> tuple[str, str] | None:
         if not self.auth:
             return None
@@ -80,11 +93,13 @@ class Settings:
             raise ValueError(f"--dtype must be fp32, bf16 or int8, not {self.dtype!r}")
         if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
             raise ValueError("--auth takes user:pass")
-        for name in ("concurrency", "batch_size", "max_new_tokens", "port"):
+        for name in ("concurrency", "batch_size", "max_new_tokens", "port", "live_sessions"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_upload_mb <= 0 or self.max_audio_minutes <= 0:
             raise ValueError("--max-upload-mb and --max-audio-minutes must be positive")
+        if self.live_idle_seconds <= 0 or self.live_max_message_mb <= 0:
+            raise ValueError("--live-idle-seconds and --live-max-message-mb must be positive")
 
 
 def _truthy(value: str) -> bool:

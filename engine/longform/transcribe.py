@@ -20,7 +20,7 @@ from collections import Counter
 import numpy as np
 
 from ..audio import vad
-from ..audio import SAMPLE_RATE, AudioError, load_audio, stream_audio
+from ..audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, stream_audio
 from .subtitles import join_texts
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
                     max_segment_s=30.0, progress=None, *, name=None, max_new_tokens=512,
-                    vad_options=None) -> dict:
+                    vad_options=None, max_seconds=None) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
     ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
@@ -39,10 +39,14 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     "error"}``; an unreadable input gives ``error`` (naming the input) and no segments.
     ``progress(done_segments, total_segments)`` is called before the first batch and after each.
     ``vad_options``: extra keyword arguments for ``vad.segments_from_probabilities``.
+    ``max_seconds``: the longest audio accepted; longer raises ``AudioTooLong`` (during the VAD
+    pass, before any decoding), whatever the file's header claims.
     """
     try:
         src, name = _replayable(src, name)
-        probs, n = vad.speech_probabilities(stream_audio(src, name=name))
+        probs, n = vad.speech_probabilities(stream_audio(src, name=name, max_seconds=max_seconds))
+    except AudioTooLong:
+        raise
     except AudioError as e:
         return {"text": "", "segments": [], "duration": 0.0, "error": str(e)}
     duration = n / SAMPLE_RATE
@@ -54,7 +58,7 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     segments, done = [], 0
     if progress:
         progress(0, len(spans))
-    for batch in _batched(_cut(src, name, spans), max(1, batch_size)):
+    for batch in _batched(_cut(src, name, spans, max_seconds), max(1, batch_size)):
         segments += [seg for group in _decode_guarded(model, batch, opts, probs) for seg in group]
         done += len(batch)
         if progress:
@@ -92,11 +96,11 @@ def _replayable(src, name):
     return src, name
 
 
-def _cut(src, name, spans):
+def _cut(src, name, spans, max_seconds=None):
     """Yield ``{"start", "end", "audio"}`` per span (sorted, not overlapping), streaming the file
     once more. Audio before the current span is dropped as blocks arrive, so the buffer holds
     at most one span plus one block, however long the silences are."""
-    blocks = stream_audio(src, block_seconds=10.0, name=name)
+    blocks = stream_audio(src, block_seconds=10.0, name=name, max_seconds=max_seconds)
     buf, buf_start = np.zeros(0, np.float32), 0     # buf holds samples [buf_start, buf_start+len)
     for start, end in spans:
         s, e = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
