@@ -61,6 +61,10 @@ def create_app(settings):
     log.info("model: %s (device %s, %s); it loads %s", spec, holder.device, holder.dtype,
              "now, in the background" if settings.preload else "on the first request")
 
+    # the CPU kernels: loaded from the cache, or compiled in the background (the model does not
+    # wait for them: it loads on the plain path and switches over when they are ready)
+    holder.watch_kernels()
+
     app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                   redoc_url=None)
     live = LiveSessions(settings.live_sessions)   # /v1/realtime and the Live tab share the cap

@@ -114,6 +114,7 @@ class FunASRNano(nn.Module):
         self.ctc_tokenizer = None
         self.model_name = str(kwargs.get("_model_name") or llm_dir.parent)
         self.mode = "fp32"
+        self._prepared = False  # kernels set up (load_weights, or the first funasr inference)
         if kwargs.get("_materialize", True):  # funasr's loader copies into real tensors
             self.to_empty(device="cpu")
             self.llm.tie_weights()
@@ -173,16 +174,25 @@ class FunASRNano(nn.Module):
             params[name] = t.to(device=device, dtype=t.dtype if keep else wide)
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
-        if not cuda:
-            from engine.kernels import int8
-            from engine.kernels import kernels
+        self._prepare_for_inference(device, mode)
+
+    def _prepare_for_inference(self, device: str, mode: str) -> None:
+        """After the weights are in place: on CPU, the decoder's kernels (packed Linears, fused
+        decode steps, the screened greedy pick) and the encoder's FSMN kernel."""
+        self.kernels_in_use = False
+        if not str(device).startswith("cuda"):
+            from engine.kernels import int8, kernels
+            # one answer for the whole load: a background build that finishes meanwhile must
+            # not leave the model half on each path (the server reloads it then instead)
+            fast = kernels()
+            self.kernels_in_use = fast is not None
             if mode == "int8" and int8.available():
-                self.llm.pack_for_cpu(mode)
+                self.llm.pack_for_cpu(mode, fast)
                 # the audio side is compute-bound: int8 GEMM there too
                 int8.quantize_linears(self.audio_encoder)
                 int8.quantize_linears(self.audio_adaptor)
-            elif kernels() is not None:
-                self.llm.pack_for_cpu(mode)
+            elif fast is not None:
+                self.llm.pack_for_cpu(mode, fast)
             else:
                 if mode == "int8":
                     log.warning("int8 needs fbgemm or the CPU kernel, neither is available: "
@@ -190,13 +200,26 @@ class FunASRNano(nn.Module):
                     mode = "fp32"
                 self.llm.float()
                 self.llm.compute_dtype = torch.float32
-            fast = kernels()
             if fast is not None:  # the encoder's FSMN memory in one kernel pass
                 from engine.encoder import SANMAttention
                 for m in self.audio_encoder.modules():
                     if isinstance(m, SANMAttention):
                         m.fast = fast
         self.mode = mode
+        self._prepared = True
+
+    def _prepare_after_funasr_load(self) -> None:
+        """funasr's loader copies model.pt into this module's fp32 parameters and never calls
+        ``load_weights``. On CPU the decoder's parameters that hold bf16 values exactly (all of
+        them for a bf16 checkpoint) go back to bf16 storage, which is lossless, and the model
+        gets the same kernels as ``from_pretrained`` gives it, so AutoModel runs as fast."""
+        device = self.device
+        if device.type == "cpu":
+            with torch.no_grad():
+                for p in self.llm.parameters():
+                    if p.dtype == torch.float32 and torch.equal(p, p.to(torch.bfloat16).float()):
+                        p.data = p.data.to(torch.bfloat16)
+        self._prepare_for_inference(str(device), "fp32")
 
     def on_pretrained_model_loaded(self, loaded_keys) -> None:
         """funasr's loader calls this: same rule as the reference, no half-loaded CTC branch."""
@@ -216,6 +239,7 @@ class FunASRNano(nn.Module):
         return {"model": self.model_name, "model_dir": str(getattr(self, "model_dir", "")),
                 "device": str(self.device), "dtype": self.mode,
                 "ctc": self.ctc is not None,
+                "kernels": bool(getattr(self, "kernels_in_use", False)),
                 "demo": bool(getattr(self, "model_dir", None)
                              and (Path(self.model_dir) / "DEMO.md").is_file())}
 
@@ -331,6 +355,8 @@ class FunASRNano(nn.Module):
         """funasr's entry point: ``AutoModel(...).generate(input=[...], language=..., itn=...)``."""
         if key and isinstance(key[0], (list, tuple)):
             key = list(key[0])
+        if not self._prepared:  # built by AutoModel: weights loaded and moved by funasr
+            self._prepare_after_funasr_load()
         items = [x.numpy() if isinstance(x, torch.Tensor) else x for x in data_in]
         results = self.transcribe(items, language=kwargs.get("language"),
                                   itn=kwargs.get("itn", True), hotwords=kwargs.get("hotwords", ()),

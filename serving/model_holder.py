@@ -7,10 +7,15 @@
   decodes run at the same time whoever calls (page, API, long-form segments).
 * ``guarded()`` is a stand-in model whose ``transcribe`` takes a slot per call: long-form
   transcription (many model calls per file) then lets other requests in between its batches.
+* CPU kernels (engine.kernels): while they compile in the background the model loads on the
+  plain PyTorch path; once they are ready (``watch_kernels``) the holder loads a second copy on
+  them and swaps it in between requests (calls already running finish on the old copy, which is
+  then freed).
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import threading
 import time
@@ -60,6 +65,8 @@ class ModelHolder:
         self._description: dict = {}
         self.load_seconds: float | None = None
         self.loads = 0  # how many loads ran (tests check it is 1)
+        self._switching = False
+        self.switches = 0  # reloads onto the CPU kernels
 
     # ------------------------------------------------------------------ state
     @property
@@ -79,7 +86,62 @@ class ModelHolder:
             "demo": bool(d.get("demo", self.demo)),
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
             "load_error": self._error,
+            "kernels": self.kernel_info(),
         }
+
+    def kernel_info(self) -> dict:
+        """engine.kernels' state plus ``in_use``: whether the loaded model runs on them (None
+        before a model is loaded)."""
+        in_use = None
+        if self.loaded:
+            in_use = bool(self._description.get("kernels", False))
+        if not self.device.startswith("cpu"):
+            return {"state": "disabled", "paths": "none", "seconds": None, "in_use": in_use,
+                    "reason": f"the CPU kernels are not used on {self.device}"}
+        from engine.kernels import state
+        return {**state(), "in_use": in_use}
+
+    def watch_kernels(self) -> None:
+        """Start the CPU kernels' background build (when the cache has none) and switch the model
+        onto them when it ends."""
+        if not self.device.startswith("cpu"):
+            return
+        from engine.kernels import loader
+        loader.add_listener(lambda _state: self._maybe_switch())
+        loader.start_background_build()
+
+    def _maybe_switch(self) -> None:
+        """A model loaded on the plain path while the kernels compiled is reloaded on them, in
+        the background; requests keep the old copy until the new one is ready."""
+        d = self._description
+        if self._model is None or d.get("kernels", True) or self._switching:
+            return
+        from engine.kernels import state
+        if state()["state"] != "ready":
+            return
+        self._switching = True
+        threading.Thread(target=self._switch, name="model-switch", daemon=True).start()
+
+    def _switch(self) -> None:
+        t0 = time.perf_counter()
+        log.info("CPU kernels ready: loading the model onto them; requests are served by the "
+                 "current copy meanwhile")
+        try:
+            model = self._loader(self.spec, self.device, self.dtype)
+        except Exception as e:  # noqa: BLE001 - the current model keeps serving
+            log.error("could not reload the model onto the CPU kernels (%s); it stays on the "
+                      "plain PyTorch path", e)
+            return
+        describe = getattr(model, "describe", None)
+        with self._lock:
+            self._model = model
+            self._description = dict(describe()) if callable(describe) else {}
+            self.switches += 1
+        del model
+        gc.collect()  # the old copy goes as soon as the calls still holding it return
+        from engine.checkpoint import release_freed_memory
+        release_freed_memory()
+        log.info("model switched to the CPU kernels in %.1f s", time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ loading
     def get(self):
@@ -111,9 +173,12 @@ class ModelHolder:
             self._error = None
             self._model = model
             d = self._description
-            log.info("model ready: %s on %s (%s) in %.1f s", d.get("model", self.spec),
-                     d.get("device", self.device), d.get("dtype", self.dtype), self.load_seconds)
-            return model
+            log.info("model ready: %s on %s (%s) in %.1f s%s", d.get("model", self.spec),
+                     d.get("device", self.device), d.get("dtype", self.dtype), self.load_seconds,
+                     "" if d.get("kernels", True) else ", plain PyTorch path (no CPU kernels "
+                     "yet)")
+        self._maybe_switch()  # the build may have ended while this load ran
+        return model
 
     def preload_in_background(self) -> threading.Thread:
         def run():

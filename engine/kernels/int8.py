@@ -25,7 +25,7 @@ import warnings
 import torch
 from torch import nn
 
-from .build import avx512_kernels, kernels
+from .loader import avx512_kernels
 from .packed import int8_row_scales
 
 # Decode batches up to this many rows take the step; more rows go through the layer's modules.
@@ -43,9 +43,9 @@ def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]
     return w8, scale.float().contiguous(), w8.sum(1, dtype=torch.int32)
 
 
-def vnni_kernels():
-    """The compiled kernels when this CPU has AVX-512 VNNI, else None."""
-    return avx512_kernels(need_vnni=True)
+def vnni_kernels(module=False):
+    """``module`` (default: the compiled kernels) when this CPU has AVX-512 VNNI, else None."""
+    return avx512_kernels(need_vnni=True, module=module)
 
 
 def available() -> bool:
@@ -67,7 +67,7 @@ class DynamicInt8Linear(nn.Module):
     fp32 in, fp32 out, any leading dimensions."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 one_row_kernel: bool = False, q8=None):
+                 one_row=None, q8=None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         w = weight.detach().float()
@@ -84,14 +84,13 @@ class DynamicInt8Linear(nn.Module):
         # through the weight-only int8 kernel (same int8 weights, unquantised input; costs a
         # second int8 copy of the weight).
         self._one_row = None
-        if one_row_kernel:
-            k = kernels()
-            if k is not None:
-                w8 = qw.int_repr().contiguous()
-                s8 = qw.q_per_channel_scales().float().contiguous()
-                b8 = None if bias is None else bias.detach().float()
-                self._one_row = (lambda x2: k.linear_int8(x2, w8, s8)) if b8 is None else (
-                    lambda x2: k.linear_int8(x2, w8, s8) + b8)
+        if one_row is not None:  # the compiled kernels
+            k = one_row
+            w8 = qw.int_repr().contiguous()
+            s8 = qw.q_per_channel_scales().float().contiguous()
+            b8 = None if bias is None else bias.detach().float()
+            self._one_row = (lambda x2: k.linear_int8(x2, w8, s8)) if b8 is None else (
+                lambda x2: k.linear_int8(x2, w8, s8) + b8)
         # Up to MAX_ROWS["int8"] rows through the VNNI kernel (q8: csrc/avx512.cpp's q8_linear)
         self._few_rows = None
         if q8 is not None:
@@ -136,11 +135,12 @@ class DynamicInt8Linear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, int8 dynamic"
 
 
-def quantize_linears(module: nn.Module, one_row_kernel: bool = False, q8=None) -> None:
+def quantize_linears(module: nn.Module, one_row=None, q8=None) -> None:
     """Replace every nn.Linear under ``module`` by a DynamicInt8Linear (in place). Tied weights
     are quantised per use: the lm_head gets its own int8 copy while the embedding lookup keeps
-    the original table. ``q8`` (the VNNI kernels) gives each Linear a copy for few-row calls."""
+    the original table. ``one_row`` (the kernels) sends one-row calls through the weight-only
+    kernel; ``q8`` (the VNNI kernels) gives each Linear a copy for few-row calls."""
     for parent in list(module.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, DynamicInt8Linear(child.weight, child.bias, one_row_kernel, q8))
+                setattr(parent, name, DynamicInt8Linear(child.weight, child.bias, one_row, q8))
