@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from _app_server import free_port, get_json
-from _fixtures import missing
+from tests._fixtures import missing
 
 IMAGE_ENV = "FUNASR_NANO_TEST_IMAGE"
 
