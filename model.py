@@ -147,6 +147,7 @@ class FunASRNano(nn.Module):
         self = cls(**cfg, _materialize=False, _ctc_vocab_path=str(files["ctc_vocab"]),
                    _model_name=str(model))
         self.model_dir = model_dir
+        self.checkpoint_file = files["weights"]
         self.load_weights(load_state_dict(files["weights"]), device, dtype)
         self.eval()
         release_freed_memory()
@@ -163,6 +164,13 @@ class FunASRNano(nn.Module):
         self._disable_incomplete_ctc(set(expected) - set(absent))
         cuda = device.startswith("cuda")
         wide = torch.bfloat16 if cuda and mode == "bf16" else torch.float32
+        # int8 on CPU replaces every Linear of the audio side: its weights stay as stored (no
+        # fp32 copy that would be dropped at once; from the int8 cache they are never read)
+        replaced = set()
+        if not cuda and mode == "int8":
+            replaced = {f"{n}.weight" for n, m in self.named_modules()
+                        if isinstance(m, nn.Linear) and n.startswith(("audio_encoder.",
+                                                                      "audio_adaptor."))}
         params = {}
         for name in expected:
             if name in absent or (tied and name == "llm.lm_head.weight"):
@@ -170,7 +178,8 @@ class FunASRNano(nn.Module):
             t = state[name]
             # On CPU the decoder keeps bf16 checkpoint tensors as they are (exact, half the
             # bytes to stream per token); the audio side is compute-bound and runs in fp32.
-            keep = not cuda and name.startswith("llm.") and t.dtype == torch.bfloat16
+            keep = not cuda and (name.startswith("llm.") and t.dtype == torch.bfloat16
+                                 or name in replaced)
             params[name] = t.to(device=device, dtype=t.dtype if keep else wide)
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
@@ -187,10 +196,16 @@ class FunASRNano(nn.Module):
             fast = kernels()
             self.kernels_in_use = fast is not None
             if mode == "int8" and int8.available():
-                self.llm.pack_for_cpu(mode, fast)
+                from engine.kernels import prepared as _prepared
+                # quantised once per checkpoint, then memory-mapped from the cache
+                prepared = _prepared.int8_weights(self, getattr(self, "checkpoint_file", None))
+                self.llm.pack_for_cpu(mode, fast, prepared)
                 # the audio side is compute-bound: int8 GEMM there too
-                int8.quantize_linears(self.audio_encoder)
-                int8.quantize_linears(self.audio_adaptor)
+                int8.quantize_linears(self.audio_encoder, prepared=prepared,
+                                      prefix="audio_encoder.")
+                int8.quantize_linears(self.audio_adaptor, prepared=prepared,
+                                      prefix="audio_adaptor.")
+                del prepared
             elif fast is not None:
                 self.llm.pack_for_cpu(mode, fast)
             else:

@@ -30,6 +30,8 @@ from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, prob
 from engine.languages import Language, resolve_language
 from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
+from . import request_id
+
 log = logging.getLogger("funasr_nano.app")
 
 LONGFORM_SECONDS = 30.0  # the model is trained on utterances up to ~30 s
@@ -141,8 +143,10 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         except AudioError as e:
             row.update(error=str(e), error_kind="audio")
         except Exception as e:  # noqa: BLE001 - a broken file must not stop the batch
-            log.warning("cannot read %s: %s", name, e)
-            row.update(error=f"{name}: cannot read the audio: {e}", error_kind="audio")
+            # not one of the decoder's own errors: its text is internal, the log gets it
+            row.update(error=f"{name}: cannot read the audio: "
+                       + request_id.internal_error(log, f"cannot read {name}", e),
+                       error_kind="audio")
 
     total = sum(rows[i]["duration"] for i, _ in short + long) or 1.0
     done = 0.0
@@ -177,7 +181,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             row.update(processing_time=round(share, 3), text=res.get("text", ""),
                        finish_reason=res.get("finish_reason"))
             if res.get("error"):
-                row.update(error=res["error"], error_kind="model")
+                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
             row["segments"] = single_segment(row["text"], row["duration"])
             done += row["duration"]
         report(0.0, f"done {len(names)} file(s)")
@@ -196,7 +200,10 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                    text=res.get("text", ""), segments=list(res.get("segments") or []),
                    duration=round(float(res.get("duration") or row["duration"]), 3))
         if res.get("error"):
-            row.update(error=res["error"], error_kind="model" if row["segments"] else "audio")
+            if row["segments"]:   # segments failed in the model: engine text, kept in the log
+                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
+            else:                 # the decoder's own message (AudioError): meant for the client
+                row.update(error=res["error"], error_kind="audio")
         done += row["duration"]
     if progress:
         progress(1.0, "done")
@@ -210,6 +217,11 @@ def transcribe_long(holder, src, name: str, language: str | None, opts: Options,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
                  max_seconds=opts.max_audio_seconds)
+
+
+def _model_error(name: str, detail: str) -> str:
+    """The engine's error text (torch's messages, say) goes to the log, not to the client."""
+    return f"{name}: decoding failed: " + request_id.internal_error(log, detail)
 
 
 def _check_length(duration: float, opts: Options, name: str) -> None:

@@ -57,3 +57,12 @@ def tiny_reference(tiny_model_dir):
 def full_model_dir() -> Path:
     """Full-size random-weight model (2 GB, official shapes), built once per machine (~40 s)."""
     return cached_random_model("full", 1, ctc=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels():
+    """Build the CPU kernels once before any test (as the install step would): otherwise every
+    app process that the tests start would begin its own background build on a fresh machine.
+    tests/test_kernel_build.py builds into empty caches of its own where it means to."""
+    from engine.kernels import kernels
+    return kernels()
