@@ -75,6 +75,10 @@ def main(argv=None) -> int:
     model_path, note = choose_model(args.model)
     if note:
         logging.warning(note)
+    if args.quiet and (args.device or "cpu") == "cpu":
+        from engine.kernels import state
+        if state()["state"] == "not_built":  # a minute of silence otherwise
+            print("compiling CPU kernels (once) ...", file=sys.stderr, flush=True)
     try:
         asr = FunASRNano.from_pretrained(model_path, device=args.device, dtype=args.dtype)
     except Exception as e:  # noqa: BLE001 - a clear message, not a traceback

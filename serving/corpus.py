@@ -30,8 +30,8 @@ log = logging.getLogger("funasr_nano.corpus")
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm",
                   ".mka", ".mkv", ".wma", ".aiff", ".aif"}
-JSON_FIELDS = ("key", "file", "text", "text_tn", "language", "duration", "processing_time",
-               "segments", "timestamps", "finish_reason", "error")
+JSON_FIELDS = ("key", "file", "text", "text_tn", "language", "language_name", "duration",
+               "processing_time", "segments", "timestamps", "finish_reason", "error")
 RESULTS = "results.jsonl"
 MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 
@@ -81,7 +81,10 @@ def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords
         for i, r in zip(chunk, out):
             r["processing_time"] = per_file
             if r.get("error") is None:
-                r["segments"] = [{"start": 0.0, "end": r["duration"], "text": r["text"].strip()}]
+                seg = {"start": 0.0, "end": r["duration"], "text": r["text"].strip()}
+                if r.get("finish_reason") == "repetition":   # the guard cut a loop here
+                    seg["flag"] = "repetition"
+                r["segments"] = [seg]
             results[i] = r
         if progress:
             progress(min(start + len(chunk), len(short)), len(short))

@@ -65,6 +65,15 @@ def full_model_dir() -> Path:
     return cached_random_model("full", 1, ctc=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels():
+    """Build the CPU kernels once before any test (as the install step would): otherwise every
+    app process that the tests start would begin its own background build on a fresh machine.
+    tests/test_kernel_build.py builds into empty caches of its own where it means to."""
+    from engine.kernels import kernels
+    return kernels()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray cluster (2 CPUs, 300 MB object store) for the whole session, joined by this
