@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .qwen3 import KVCache, Qwen3ForCausalLM
+from .repetition import loop_at
 
 CAPACITY_STEP = 256  # cache columns are added in these steps (pages commit only when written)
 
@@ -30,7 +31,7 @@ CAPACITY_STEP = 256  # cache columns are added in these steps (pages commit only
 @dataclass
 class Generation:
     tokens: list[int]
-    finish_reason: str  # "stop" (end token) or "length" (token limit)
+    finish_reason: str  # "stop" (end token), "length" (token limit) or "repetition" (a loop)
 
 
 @dataclass(eq=False)
@@ -41,6 +42,7 @@ class Sequence:
     max_new_tokens: int
     ignore_eos: bool = False
     tag: object = None
+    stop_loops: bool = True  # the repetition guard (engine.repetition); never with ignore_eos
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     length: int = 0  # cache columns written: the prompt, then every token fed back
@@ -56,7 +58,10 @@ class Sequence:
 class BatchDecoder:
     """Greedy decoding of up to ``rows`` sequences at once, any of which may join or leave
     between steps. ``end_ids`` are banned with ``eos_id`` for sequences added with
-    ``ignore_eos`` (benchmarks: exactly ``max_new_tokens`` tokens, as HF ``min_new_tokens``)."""
+    ``ignore_eos`` (benchmarks: exactly ``max_new_tokens`` tokens, as HF ``min_new_tokens``).
+    A sequence added with ``stop_loops`` (the default; off with ``ignore_eos``) ends as soon
+    as its tokens loop (engine.repetition.loop_at), ``finish_reason="repetition"``, keeping one
+    copy of what repeated."""
 
     def __init__(self, llm: Qwen3ForCausalLM, eos_id: int, end_ids: tuple[int, ...] = (),
                  rows: int = 8):
@@ -75,7 +80,8 @@ class BatchDecoder:
 
     # ------------------------------------------------------------------ joining
     def add(self, prompts: list[torch.Tensor], max_new_tokens: int | list[int] = 512,
-            ignore_eos: bool | list[bool] = False, tags: list | None = None) -> list[Sequence]:
+            ignore_eos: bool | list[bool] = False, tags: list | None = None,
+            stop_loops: bool | list[bool] = True) -> list[Sequence]:
         """Prefill ``prompts`` ((L_i, C) input embeddings) together into free rows and pick each
         one's first token. Returns their Sequences in order; a sequence that is already done
         (end token first, or a limit of one token) has left the batch again. On an exception
@@ -87,10 +93,11 @@ class BatchDecoder:
             raise ValueError(f"{n} prompts for {len(self._free)} free rows")
         limits = _per_item(max_new_tokens, n)
         forced = _per_item(ignore_eos, n)
+        loops = _per_item(stop_loops, n)
         tags = list(tags) if tags is not None else [None] * n
         lengths = [int(p.shape[0]) for p in prompts]
-        seqs = [Sequence(-1, length, int(limit), bool(f), tag)
-                for length, limit, f, tag in zip(lengths, limits, forced, tags)]
+        seqs = [Sequence(-1, length, int(limit), bool(f), tag, stop_loops=bool(g) and not f)
+                for length, limit, f, tag, g in zip(lengths, limits, forced, tags, loops)]
         live = [i for i, s in enumerate(seqs) if s.max_new_tokens > 0]
         for s in seqs:
             if s.max_new_tokens <= 0:
@@ -174,6 +181,11 @@ class BatchDecoder:
             self._finish(s, "stop")
             return True
         s.tokens.append(tok)
+        cut = loop_at(s.tokens) if s.stop_loops else None
+        if cut is not None:
+            del s.tokens[cut:]
+            self._finish(s, "repetition")
+            return True
         if len(s.tokens) >= s.max_new_tokens:
             self._finish(s, "length")
             return True
@@ -210,16 +222,16 @@ def _per_item(value, n: int) -> list:
 @torch.inference_mode()
 def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: int,
                     max_new_tokens: int = 512, ignore_eos: bool = False,
-                    end_ids: tuple[int, ...] = ()) -> list[Generation]:
+                    end_ids: tuple[int, ...] = (), stop_loops: bool = True) -> list[Generation]:
     """Decode each prompt (L_i, C) of input embeddings until ``eos_id`` or the token limit, all
     in one batch from one prefill; sequences leave the batch as they finish, so the rest decode
     at the smaller batch's cost. ``ignore_eos`` (benchmarks only) forces exactly
     ``max_new_tokens`` tokens the way HF ``min_new_tokens`` does in the reference: ``eos_id``
-    and ``end_ids`` can never be picked."""
+    and ``end_ids`` can never be picked. ``stop_loops``: the repetition guard (BatchDecoder)."""
     if not prompts:
         return []
     dec = BatchDecoder(llm, eos_id, end_ids, rows=len(prompts))
-    seqs = dec.add(prompts, max_new_tokens, ignore_eos)
+    seqs = dec.add(prompts, max_new_tokens, ignore_eos, stop_loops=stop_loops)
     while dec.active:
         dec.step()
     return [s.generation() for s in seqs]

@@ -95,6 +95,7 @@ class _Work:
     prompt: tuple
     max_new_tokens: int
     ignore_eos: bool
+    repetition_guard: bool
     rank: int
     order: int
     queued_at: float = field(default_factory=time.perf_counter)
@@ -131,8 +132,8 @@ class Scheduler:
     # ------------------------------------------------------------------ callers
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int | None = None, max_new_tokens: int = 512, keys=None,
-                   ignore_eos: bool = False, priority: str = "interactive",
-                   caller: str | None = None) -> list[dict]:
+                   ignore_eos: bool = False, repetition_guard: bool = True,
+                   priority: str = "interactive", caller: str | None = None) -> list[dict]:
         """``FunASRNano.transcribe`` through the shared batch: one dict per input, in order;
         blocks until all of them are done. ``priority``: "live", "interactive" or "bulk";
         ``caller``: who is asking, for fairness (default: this call alone). ``batch_size`` is
@@ -149,8 +150,8 @@ class Scheduler:
             if self._closed:
                 raise RuntimeError("the scheduler is closed")
             for i, wave in waves.items():
-                work = _Work(req, i, wave, prompt, int(max_new_tokens), bool(ignore_eos), rank,
-                             next(self._order))
+                work = _Work(req, i, wave, prompt, int(max_new_tokens), bool(ignore_eos),
+                             bool(repetition_guard), rank, next(self._order))
                 self._waiting[rank].setdefault(req.caller, deque()).append(work)
             self._ensure_thread()
             self._cv.notify_all()
@@ -301,7 +302,8 @@ class Scheduler:
             prepared = self.model.prepare([w.wave for w in group], [w.prompt for w in group])
             seqs = self._decoder_or_new().add([p.embeds for p in prepared],
                                               [w.max_new_tokens for w in group],
-                                              [w.ignore_eos for w in group], tags=group)
+                                              [w.ignore_eos for w in group], tags=group,
+                                              stop_loops=[w.repetition_guard for w in group])
         except Exception as e:  # noqa: BLE001 - isolate the input that fails
             if len(group) > 1:
                 for w in group:
@@ -349,7 +351,8 @@ class Scheduler:
     def _complete(self, w: _Work) -> None:
         self._leave(w)
         try:
-            result = self.model.finish(w.prepared, w.seq.generation())
+            result = self.model.finish(w.prepared, w.seq.generation(), w.repetition_guard,
+                                       w.ignore_eos)
         except Exception as e:  # noqa: BLE001
             log.exception("decoding %s failed", w.key, extra={"request_id": w.request.request_id})
             self._fail(w, e)
@@ -400,14 +403,16 @@ class SerialScheduler:
         self._running = [0] * len(PRIORITIES)
 
     def transcribe(self, inputs, language=None, itn=True, hotwords=(), batch_size=None,
-                   max_new_tokens=512, keys=None, ignore_eos=False, priority="interactive",
-                   caller=None) -> list[dict]:
+                   max_new_tokens=512, keys=None, ignore_eos=False, repetition_guard=True,
+                   priority="interactive", caller=None) -> list[dict]:
         rank = priority_rank(priority)
         t0 = time.perf_counter()
         kwargs = dict(language=language, itn=itn, hotwords=hotwords, keys=keys,
                       batch_size=batch_size or self.batch_size, max_new_tokens=max_new_tokens)
         if ignore_eos:
             kwargs["ignore_eos"] = True
+        if not repetition_guard:
+            kwargs["repetition_guard"] = False
         with self._counts:
             self._waiting[rank] += 1
         with self._lock:

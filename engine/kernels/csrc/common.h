@@ -4,7 +4,13 @@
 // in avx512.cpp carry their own target attributes.
 #pragma once
 
-#include <torch/types.h>
+// ATen's Tensor and the three factory functions used, not torch/types.h (all of ATen's
+// operators): the kernel files compile in about a third of the time.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <algorithm>
@@ -55,8 +61,8 @@ static inline void rms_row(const float* x, const float* w, float* y, int64_t C, 
   for (; c < C; ++c) y[c] = x[c] * r * w[c];
 }
 
-static void check_f32(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dtype() == torch::kFloat32 && t.is_contiguous() && t.device().is_cpu(),
+static void check_f32(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dtype() == at::kFloat && t.is_contiguous() && t.device().is_cpu(),
               name, " must be a contiguous fp32 CPU tensor");
 }
 
@@ -120,9 +126,9 @@ static void attend_group(const float* q, const float* k, const float* v, float* 
 // The cache rows and columns of a decode step: batch row b writes column pos[b] of cache row
 // rows[b] (continuous batching: sequences of any length share a step, each in its own row of
 // a pool of rows). Checked against the cache's shape; both are int64 CPU tensors (B,).
-static void check_rows(const torch::Tensor& rows, const torch::Tensor& pos, int64_t B,
+static void check_rows(const at::Tensor& rows, const at::Tensor& pos, int64_t B,
                        int64_t cache_rows, int64_t cap, const char* who) {
-  TORCH_CHECK(rows.dtype() == torch::kInt64 && pos.dtype() == torch::kInt64 &&
+  TORCH_CHECK(rows.dtype() == at::kLong && pos.dtype() == at::kLong &&
               rows.is_contiguous() && pos.is_contiguous() && rows.device().is_cpu() &&
               pos.device().is_cpu() && rows.numel() == B && pos.numel() == B,
               who, ": rows and pos must be contiguous int64 CPU tensors of one entry per batch row");
