@@ -56,6 +56,7 @@ ENV GRADIO_SERVER_NAME=0.0.0.0 \
     HF_HOME=/cache/huggingface \
     MODELSCOPE_CACHE=/cache/modelscope \
     FUNASR_NANO_CACHE=/cache/funasr-nano \
+    FUNASR_NANO_PREPARED_CACHE=/cache/funasr-nano/prepared \
     NVIDIA_VISIBLE_DEVICES=all \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 

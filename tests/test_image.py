@@ -183,6 +183,14 @@ def test_kernels_load_from_the_read_only_cache(demo, tmp_path):
     assert listing == ["funasr_nano_kernels.so"], listing
 
 
+def test_int8_cache_is_writable(demo):
+    # /opt/kernels is read-only for uid 1000; the prepared int8 weights go under the /cache volume
+    code = ("import os; from engine.kernels.prepared import cache_dir; d = cache_dir(); "
+            "os.makedirs(d, exist_ok=True); print(d, os.access(d, os.W_OK))")
+    out = demo.run("python", "-c", code)
+    assert out.returncode == 0 and out.stdout.split() == ["/cache/funasr-nano/prepared", "True"], out
+
+
 def test_healthcheck_command(demo):
     ok = demo.healthcheck()
     assert ok.returncode == 0, ok.stderr
@@ -194,7 +202,9 @@ def test_healthcheck_command(demo):
 
 def test_mounted_model_and_api_key(mounted, engine):
     health = requests.get(mounted.url + "/health", timeout=10).json()   # open without the key
-    assert health["model"] == "/models" and health["demo"] is False, health
+    # without the key /health names the model directory, never its path on the server
+    assert health["model"] == "models" and health["demo"] is False, health
+    assert "model_dir" not in health and "model_path" not in health, health
     wav = ROOT / "example" / "en.wav"
     assert transcribe(mounted, wav).status_code == 401
     assert transcribe(mounted, wav, {"Authorization": "Bearer wrong"}).status_code == 401
@@ -203,8 +213,10 @@ def test_mounted_model_and_api_key(mounted, engine):
     assert r.status_code == 200, r.text
     # the mounted random-weight model, not the demo: the same text as the engine here gives
     assert r.json()["text"] == expected_text(engine, wav, "en")
-    health = get_json(mounted.url + "/health")
+    health = requests.get(mounted.url + "/health", timeout=10,
+                          headers={"Authorization": f"Bearer {KEY}"}).json()
     assert health["model_loaded"] is True and health["load_error"] is None, health
+    assert health["model_path"] == "/models", health   # the operator sees the path
     # /models is a read-only mount; /cache is writable by the app's user
     mounts = mounted.run("cat", "/proc/self/mountinfo").stdout.splitlines()
     [models] = [m.split() for m in mounts if m.split()[4] == "/models"]
