@@ -29,7 +29,7 @@ from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  
                                read_config, resolve_model_dir)
 from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
-from engine.frontend import Frontend  # noqa: E402
+from engine.frontend import MIN_SECONDS, Frontend, too_short  # noqa: E402
 from engine.languages import model_language_name  # noqa: E402
 from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
@@ -327,6 +327,8 @@ class FunASRNano(nn.Module):
                 results[i]["duration"] = round(len(waves[i]) / SAMPLE_RATE, 3)
                 if len(waves[i]) == 0:
                     raise AudioError(f"{keys[i]}: no audio samples")
+                if len(waves[i]) < MIN_SECONDS * SAMPLE_RATE:
+                    raise AudioError(keys[i], too_short(len(waves[i])))
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
                 results[i]["error"] = str(e) if isinstance(e, AudioError) else f"{keys[i]}: {e}"
                 waves.pop(i, None)

@@ -303,11 +303,12 @@ def _native_blocks(source, name: str, strict: bool = True) -> Iterator[tuple[np.
             if not 0 < expected < 2**62:
                 expected = None   # libsndfile's "unknown" (a FLAC may leave its length unset)
             _check_rate(rate, name)
-            if f.seekable():
-                # As sf.read() does. Without this seek libsndfile 1.2.2 keeps the Opus pre-skip
-                # of some Ogg Opus files (FFmpeg-written, 48 kHz): audio 6.5 ms late.
-                f.seek(0)
             try:
+                if f.seekable():
+                    # As sf.read() does. Without this seek libsndfile 1.2.2 keeps the Opus
+                    # pre-skip of some Ogg Opus files (FFmpeg-written, 48 kHz): audio 6.5 ms
+                    # late. On a damaged file it may fail: then PyAV decodes it.
+                    f.seek(0)
                 # Not f.blocks(): after a short read (a damaged mp3) it yields stale buffer data.
                 n = _block_samples(rate, f.channels)
                 while len(block := f.read(n, dtype="float32", always_2d=True)):
