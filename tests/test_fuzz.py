@@ -144,6 +144,7 @@ def test_loader_never_crashes_hangs_or_overruns(seeds):
         for kind, *_ in mutations:
             COUNTS["loader_mutation"][kind] += 1
         faulthandler.dump_traceback_later(HANG_S, exit=True)   # a hang ends the run, loudly
+        t0 = time.monotonic()
         try:
             try:
                 wave = load_audio(data, name=name, max_seconds=MAX_AUDIO_S)
@@ -166,6 +167,7 @@ def test_loader_never_crashes_hangs_or_overruns(seeds):
                 pass
         finally:
             faulthandler.cancel_dump_traceback_later()
+            _progress("loader", time.monotonic() - t0, name, mutations)
 
     run()
     COUNTS["loader"]["cases"] = sum(COUNTS["loader_outcome"].values())
@@ -209,8 +211,10 @@ def test_http_api_never_fails_the_error_shape(fuzz_app, seeds):
         name, fmt, data = _pick(seeds, index)
         data = mutate(fmt, data, mutations)
         COUNTS["http_format"][fmt] += 1
+        t0 = time.monotonic()
         r = requests.post(url, files={"file": (name, data)},
                           data={"response_format": response_format}, timeout=HANG_S)
+        _progress("http", time.monotonic() - t0, name, mutations)
         assert r.status_code < 500, (r.status_code, r.text[:500])
         assert r.headers.get("x-request-id")
         if r.status_code == 200:
@@ -235,6 +239,18 @@ def test_http_api_never_fails_the_error_shape(fuzz_app, seeds):
     assert COUNTS["http"]["cases"] >= min(CASES, 100)
     _report()
     assert peak - idle <= RSS_MARGIN_MB, f"peak RSS {peak:.0f} MB, idle {idle:.0f} MB"
+
+
+def _progress(test: str, seconds: float, name: str, mutations) -> None:
+    """The slowest case so far (in the report), and a line every 500 cases in long runs."""
+    c = COUNTS[test + "_progress"]
+    c["done"] += 1
+    if seconds > c.get("slowest_ms", 0) / 1000:
+        c["slowest_ms"] = round(seconds * 1000)
+        COUNTS[test + "_slowest"] = collections.Counter({f"{name} {mutations}"[:300]: 1})
+    if LONG and c["done"] % 500 == 0:
+        print(f"{test}: {c['done']} cases, slowest {c['slowest_ms']} ms", file=sys.stderr,
+              flush=True)
 
 
 def _report():

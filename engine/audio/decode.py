@@ -551,9 +551,10 @@ def probe_duration(src, sr: int = SAMPLE_RATE, name: str | None = None,
             if not c.streams.audio:
                 raise AudioError(name, "contains no audio stream")
             st = c.streams.audio[0]
-            if st.duration and st.time_base:
+            # a damaged header may give a negative or absurd length: then decode to measure
+            if st.duration and st.time_base and 0 < st.duration * st.time_base < 1e9:
                 return float(st.duration * st.time_base)
-            if c.duration:
+            if c.duration and 0 < c.duration / av.time_base < 1e9:
                 return c.duration / av.time_base
     except av.error.FFmpegError as e:
         raise AudioError(name, _undecodable_reason(source)) from e
