@@ -195,7 +195,7 @@ class Qwen3ForCausalLM(nn.Module):
 
     compute_dtype = None  # None: the embedding's dtype; CPU packing sets fp32
 
-    def pack_for_cpu(self, mode: str, fast=False) -> None:
+    def pack_for_cpu(self, mode: str, fast=False, prepared=None) -> None:
         """Replace the Linears by CPU ones and keep norms in fp32. "fp32" packs only weights
         stored as bf16 into PackedLinears (bf16 storage, fp32 arithmetic: exact, the official
         checkpoint's case) and leaves fp32 ones as they are; "bf16" rounds every weight to bf16;
@@ -203,7 +203,7 @@ class Qwen3ForCausalLM(nn.Module):
         fbgemm, to int8 storage with fp32 arithmetic in the PackedLinear kernel. ``fast``: the
         compiled CPU kernels (default: engine.kernels.kernels()) or None for plain PyTorch; one
         value for the whole model, so that a build finishing meanwhile cannot leave it half on
-        each path."""
+        each path. ``prepared``: int8 tensors by parameter name (engine.kernels.prepared)."""
         from .kernels import int8, kernels
         from .kernels.loader import avx512_kernels
         from .kernels.packed import PackedLinear
@@ -216,8 +216,10 @@ class Qwen3ForCausalLM(nn.Module):
             # VNNI copy; elsewhere one-row calls may go through the weight-only kernel
             q8 = int8.vnni_kernels(fast)
             one_row = fast if q8 is None and int8.one_row_kernel_helps() else None
-            int8.quantize_linears(self.model, one_row=one_row)
-            int8.quantize_linears(self, one_row=one_row, q8=q8)  # what is left: lm_head
+            int8.quantize_linears(self.model, one_row=one_row, prepared=prepared,
+                                  prefix="llm.model.")
+            # what is left: lm_head
+            int8.quantize_linears(self, one_row=one_row, q8=q8, prepared=prepared, prefix="llm.")
         else:
             for module in list(self.modules()):
                 for name, child in list(module.named_children()):

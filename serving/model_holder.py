@@ -95,6 +95,9 @@ class ModelHolder:
         if private:
             out.update(model_path=self.spec, model_dir=d.get("model_dir"),
                        load_error_detail=self._error)
+            if self.device.startswith("cpu"):
+                from engine.kernels import loader
+                out["kernels"]["detail"] = loader.detail()  # the compiler's own words
         return out
 
     def kernel_info(self) -> dict:

@@ -63,6 +63,21 @@ def test_build_step_failure_says_why(tmp_path, failing_cxx):
     assert not any(cache.glob("*/*.so")) and not any(cache.glob("*.tmp*"))  # nothing half-built
 
 
+@pytest.mark.parametrize("quiet", [False, True])
+def test_cli_says_it_compiles_and_runs_without(app_model_dir, audio_files, tmp_path, failing_cxx,
+                                               quiet):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNASR_NANO_")}
+    env.update(CXX=failing_cxx, FUNASR_NANO_KERNEL_CACHE=str(tmp_path / "kernels"))
+    p = subprocess.run([PYTHON, str(ROOT / "transcribe.py"), "--model", app_model_dir,
+                        "--max-new-tokens", "4", *(["--quiet"] if quiet else []),
+                        str(audio_files["tone.wav"])],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "compiling CPU kernels (once)" in p.stderr
+    assert FAKE_MESSAGE in p.stderr and "plain PyTorch" in p.stderr   # and why not
+    assert json.loads(p.stdout.splitlines()[0])["text"]
+
+
 def _wait_health(app, pred, timeout: float, what: str) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
