@@ -4,8 +4,9 @@ and the decode function each ``engine.live.LiveSession`` calls.
 * ``LiveSessions`` counts open sessions of both paths against ``--live-sessions``; a session over
   the cap is refused with a clear message, and ``/health`` reports the count.
 * ``decode_function(holder, settings)`` is the session's ``decode``: it goes through the shared
-  model path (``holder.transcribe``, the same call and options as the offline API), so live work
-  queues with everyone else's.
+  model path (``holder.transcribe``, the same call and options as the offline API) at the
+  scheduler's "live" priority (ahead of files and long-audio segments), with the session as its
+  caller (fairness between sessions).
 * Benchmarks only: ``FUNASR_NANO_BENCH_TOKENS_PER_SECOND=4`` makes every live decode produce
   exactly ``ceil(4 x seconds of audio)`` tokens (end-of-text is ignored, as
   ``bench/benchmark.py`` forces its token count), so a random-weight checkpoint, which never
@@ -19,6 +20,8 @@ import threading
 
 from engine.audio import SAMPLE_RATE
 from engine.live import tokens_for
+
+from .request_id import new_id
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -72,11 +75,13 @@ def decode_function(holder, settings):
         log.warning("%s=%s: live decodes are forced to that many tokens per second of audio "
                     "(benchmarks only)", BENCH_TOKENS_ENV, raw)
 
+    caller = "live-" + new_id()  # one per session: decode_function runs per session
+
     def decode(inputs, kind, **options):
         options.setdefault("max_new_tokens", settings.max_new_tokens)
         if per_second:
             options.update(ignore_eos=True,
                            max_new_tokens=tokens_for(_seconds(inputs), per_second))
-        return holder.transcribe(list(inputs), **options)
+        return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
 
     return decode
