@@ -32,7 +32,7 @@ from engine.batching import BatchDecoder, Generation, greedy_generate  # noqa: E
 from engine.decoding import clean_text, normalized_text  # noqa: E402
 from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
-from engine.frontend import Frontend  # noqa: E402
+from engine.frontend import MIN_SECONDS, Frontend, too_short  # noqa: E402
 from engine.languages import describe_language, model_language_name  # noqa: E402
 from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
@@ -386,6 +386,8 @@ class FunASRNano(nn.Module):
                 results[i]["duration"] = round(len(waves[i]) / SAMPLE_RATE, 3)
                 if len(waves[i]) == 0:
                     raise AudioError(f"{keys[i]}: no audio samples")
+                if len(waves[i]) < MIN_SECONDS * SAMPLE_RATE:
+                    raise AudioError(keys[i], too_short(len(waves[i])))
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
                 results[i]["error"] = str(e) if isinstance(e, AudioError) else f"{keys[i]}: {e}"
                 waves.pop(i, None)

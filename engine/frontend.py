@@ -10,6 +10,17 @@ import numpy as np
 import torch
 
 
+# The shortest clip the frontend can analyse: under 25 ms the window shrinks to the clip (as
+# the reference does), and below 257 samples at 16 kHz its FFT has too few bins for 80 mel
+# filters (kaldi-native-fbank refuses). Shorter input is refused with a clear error instead.
+MIN_SECONDS = 0.02
+
+
+def too_short(samples: int, rate: int = 16000) -> str:
+    return (f"too short to transcribe ({1000 * samples / rate:.1f} ms of audio; at least "
+            f"{1000 * MIN_SECONDS:g} ms)")
+
+
 class Frontend:
     def __init__(self, fs: int = 16000, window: str = "hamming", n_mels: int = 80,
                  frame_length: float = 25, frame_shift: float = 10, lfr_m: int = 7,

@@ -106,7 +106,8 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
             return error_response(413, f"{name} is over this server's limit of "
                                   f"{settings.max_upload_mb:g} MB", "file", "file_too_large")
         if not data:
-            return error_response(400, f"{name}: the uploaded file is empty", "file")
+            return error_response(400, f"{name}: the uploaded file is empty", "file",
+                                  "invalid_audio")
         opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
+from engine.frontend import MIN_SECONDS, too_short
 from engine.languages import Language, describe_language, resolve_language
 from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
@@ -141,6 +142,8 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                 duration = len(wave) / SAMPLE_RATE
                 if len(wave) == 0:
                     raise AudioError(name, "no audio samples")
+                if len(wave) < MIN_SECONDS * SAMPLE_RATE:
+                    raise AudioError(name, too_short(len(wave)))
                 _check_length(duration, opts, name)
                 row["duration"] = round(duration, 3)
                 if duration <= LONGFORM_SECONDS:

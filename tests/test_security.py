@@ -568,3 +568,26 @@ def test_stop_lets_requests_finish_and_answers_the_rest_503(app_model_dir, tmp_p
     stopping.join(30)
     assert srv.stop.returncode == 0 and "SIGKILL" not in srv.stop.stdout, srv.stop.stdout
     assert time.monotonic() - t0 < 6 + 2
+
+
+def test_what_the_fuzzer_found_is_a_400(app, audio_files):
+    """Regressions from tests/test_fuzz.py: a clip of a few milliseconds (the frontend cannot
+    analyse it: was a 500), and a FLAC cut after its header (libsndfile's seek failed: was an
+    internal error)."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+    from _audio_variants import encode
+
+    buf = io.BytesIO()
+    sf.write(buf, np.full(160, 0.1, np.float32), 16000, format="WAV")
+    r = _post_bytes(app, "click.wav", buf.getvalue())
+    err = _assert_openai_error(r, 400)
+    assert err["code"] == "invalid_audio" and "too short" in err["message"]
+    audio, rate = sf.read(audio_files["tone.wav"], dtype="float32")
+    flac = encode("flac", audio, rate)
+    r = _post_bytes(app, "cut.flac", flac[:len(flac) // 32])
+    err = _assert_openai_error(r, 400)
+    assert err["code"] == "invalid_audio" and "internal error" not in err["message"]
+    assert err["message"].startswith("cut.flac: ")

@@ -303,11 +303,12 @@ def _native_blocks(source, name: str, strict: bool = True) -> Iterator[tuple[np.
             if not 0 < expected < 2**62:
                 expected = None   # libsndfile's "unknown" (a FLAC may leave its length unset)
             _check_rate(rate, name)
-            if f.seekable():
-                # As sf.read() does. Without this seek libsndfile 1.2.2 keeps the Opus pre-skip
-                # of some Ogg Opus files (FFmpeg-written, 48 kHz): audio 6.5 ms late.
-                f.seek(0)
             try:
+                if f.seekable():
+                    # As sf.read() does. Without this seek libsndfile 1.2.2 keeps the Opus
+                    # pre-skip of some Ogg Opus files (FFmpeg-written, 48 kHz): audio 6.5 ms
+                    # late. On a damaged file it may fail: then PyAV decodes it.
+                    f.seek(0)
                 # Not f.blocks(): after a short read (a damaged mp3) it yields stale buffer data.
                 n = _block_samples(rate, f.channels)
                 while len(block := f.read(n, dtype="float32", always_2d=True)):
@@ -550,9 +551,10 @@ def probe_duration(src, sr: int = SAMPLE_RATE, name: str | None = None,
             if not c.streams.audio:
                 raise AudioError(name, "contains no audio stream")
             st = c.streams.audio[0]
-            if st.duration and st.time_base:
+            # a damaged header may give a negative or absurd length: then decode to measure
+            if st.duration and st.time_base and 0 < st.duration * st.time_base < 1e9:
                 return float(st.duration * st.time_base)
-            if c.duration:
+            if c.duration and 0 < c.duration / av.time_base < 1e9:
                 return c.duration / av.time_base
     except av.error.FFmpegError as e:
         raise AudioError(name, _undecodable_reason(source)) from e
