@@ -118,3 +118,34 @@ def test_floor_counts_every_decode_weight_once(tiny_model_dir, mode):
     norms = [m.weight for m in llm.model.modules() if type(m).__name__ == "RMSNorm"]
     want += sum(w.numel() * w.element_size() for w in norms)
     assert decode_weight_bytes(llm) == want
+
+
+def test_load_benchmark_smoke(tiny_model_dir, speech_dir, tmp_path):
+    """bench/load.py end to end on the tiny model (--quick): both apps started and stopped, the
+    engine child beside them and a baseline revision's (HEAD's files), every case of the table
+    there with numbers, the scheduler's concurrent texts equal to those of the one-at-a-time
+    path, results written. Numbers are not checked."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "load.py"), "--model-dir", str(tiny_model_dir),
+         "--quick", "--dtype", "fp32", "--results-dir", str(tmp_path / "results"),
+         "--baseline-rev", "HEAD", "--trees-dir", str(tmp_path / "trees")],
+        capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    table = _table(proc.stdout)
+    assert table[0][:8] == ["case", "path", "wall s", "p50 s", "p95 s", "max s", "req/s",
+                            "audio s per s"]
+    cases = {(r[0], r[1]): r for r in table[2:]}
+    for path in ("one at a time (--scheduler serial)", "scheduler (--scheduler batch)"):
+        for case in ("lone 1 x 2 s", "2 x 2 s concurrent", "1 x 2 s during a 3 min file"):
+            float(cases[(case, path)][3])  # p50: a number
+        assert float(cases[("2 x 2 s concurrent", path)][2]) > 0  # wall: first send to last answer
+    engine = cases[("engine: one 2-file batch (no HTTP), all repeats", "FunASRNano.transcribe")]
+    assert float(engine[2]) > 0
+    assert any(case.startswith("engine: lone") and path.startswith("HEAD (")
+               for case, path in cases)
+    assert "scheduler vs each decoded alone (one at a time): **same**" in proc.stdout
+    result = json.loads(next((tmp_path / "results").glob("*.json")).read_text())
+    assert [m["mode"] for m in result["modes"]] == ["serial", "batch"]
+    assert result["baseline"]["same_texts"]  # HEAD's files: the same engine
+    # --bench-tokens: every sequence ran to its forced token count
+    assert all(f == "length" for m in result["modes"] for f in m["concurrent"]["finish"])

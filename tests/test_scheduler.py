@@ -103,6 +103,30 @@ def test_a_short_request_is_not_held_back_by_another_callers_many(asr, waves, sc
         assert b_done < done_a[0]
 
 
+def test_callers_that_send_together_share_one_prefill(asr, waves):
+    """An idle scheduler lets the first newcomer wait ``gather_seconds`` for the others: four
+    callers released together are prefilled in one call (here with a wide window, so thread
+    start-up on a loaded machine cannot split them), and their texts are their texts alone."""
+    metrics = Metrics()
+    s = Scheduler(asr, batch_size=4, metrics=metrics, gather_seconds=0.5)
+    try:
+        barrier = threading.Barrier(4)
+
+        def run(i):
+            barrier.wait()
+            return s.transcribe([waves[i]], max_new_tokens=12, language="en")
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            got = list(pool.map(run, range(4)))
+        r = metrics.registry
+        assert r.get_sample_value("funasr_nano_prefill_batch_size_count") == 1
+        assert r.get_sample_value("funasr_nano_prefill_batch_size_sum") == 4
+        assert [g[0]["text"] for g in got] == \
+            [_alone(asr, waves[i], dict(language="en"), 12) for i in range(4)]
+    finally:
+        s.close()
+
+
 def test_bulk_steps_aside_for_latency_work(asr, waves, scheduler, monkeypatch):
     """While an interactive sequence decodes, bulk sequences fill at most a quarter of each step
     (at least one), and no new bulk sequence is admitted; alone they fill the batch."""
