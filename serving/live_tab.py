@@ -64,7 +64,7 @@ class PageLive:
                               max_new_tokens=settings.max_new_tokens,
                               batch_size=settings.batch_size)
         self._options = options
-        self._decode = decode_function(holder, settings)
+        self._decode = decode_function(holder, settings, sessions)
         self.session = None                # made on the first chunk, at its sample rate
 
     def feed(self, rate: int, samples: np.ndarray) -> None:

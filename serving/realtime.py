@@ -228,7 +228,7 @@ class Connection:
         options = LiveOptions(max_new_tokens=self.settings.max_new_tokens,
                               batch_size=self.settings.batch_size,
                               **self.config.live_changes())
-        decode = decode_function(self.holder, self.settings)
+        decode = decode_function(self.holder, self.settings, self.sessions)
 
         def guarded(inputs, kind, **kw):
             try:
