@@ -35,10 +35,12 @@ class TooManySessions(RuntimeError):
 
 
 class LiveSessions:
-    """A counter of open live sessions with a cap (thread-safe)."""
+    """A counter of open live sessions with a cap (thread-safe); ``gauge`` (a Prometheus gauge,
+    anything with ``inc`` / ``dec``) follows it."""
 
-    def __init__(self, limit: int):
+    def __init__(self, limit: int, gauge=None):
         self.limit = max(1, int(limit))
+        self._gauge = gauge
         self._open = 0
         self._finals = 0          # finals waiting for the model or running, all sessions
         self._lock = threading.Lock()
@@ -54,6 +56,8 @@ class LiveSessions:
                                       f"{'s' if self.limit != 1 else ''} at a time; try again "
                                       "later")
             self._open += 1
+            if self._gauge is not None:
+                self._gauge.inc()
             log.info("live session opened (%d of %d)", self._open, self.limit)
 
     @property
@@ -72,6 +76,8 @@ class LiveSessions:
 
     def release(self) -> None:
         with self._lock:
+            if self._open and self._gauge is not None:
+                self._gauge.dec()
             self._open = max(0, self._open - 1)
             log.info("live session closed (%d of %d open)", self._open, self.limit)
 
