@@ -476,7 +476,8 @@ def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
                            code)
             return
         try:
-            holder.preload_in_background() if not holder.loaded else None
+            if not holder.loaded:
+                holder.preload_in_background()   # loads while the client starts talking
             conn = Connection(ws, settings, holder, sessions)
             log.info("realtime %s: connected", conn.id)
             await conn.run()
