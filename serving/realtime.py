@@ -165,8 +165,7 @@ class Config:
                 "itn": self.itn}
 
     def ga(self, session_id: str) -> dict:
-        return {"id": session_id, "object": "realtime.transcription_session",
-                "type": "transcription",
+        return {"id": session_id, "object": "realtime.session", "type": "transcription",
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.rate},
                                     "transcription": self._transcription_out(),
                                     "turn_detection": self._turn_detection_out(),
