@@ -46,7 +46,7 @@ def create_app(settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from serving import api, realtime, ui
+    from serving import api, errors, realtime, ui
     from serving.live import LiveSessions
     from serving.model_choice import choose_model
     from serving.model_holder import ModelHolder, is_demo_dir
@@ -61,14 +61,20 @@ def create_app(settings):
     log.info("model: %s (device %s, %s); it loads %s", spec, holder.device, holder.dtype,
              "now, in the background" if settings.preload else "on the first request")
 
+    # the CPU kernels: loaded from the cache, or compiled in the background (the model does not
+    # wait for them: it loads on the plain path and switches over when they are ready)
+    holder.watch_kernels()
+
     app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                   redoc_url=None)
     live = LiveSessions(settings.live_sessions)   # /v1/realtime and the Live tab share the cap
-    api.install(app, settings, holder, live=live)
+    lifecycle = api.install(app, settings, holder, live=live)
+    app.state.lifecycle = lifecycle   # main() marks it draining when a stop signal arrives
     app.include_router(realtime.create_router(settings, holder, live))
     blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
                              live=live)
     blocks.queue(default_concurrency_limit=settings.concurrency)
+    errors.install_fallback(app)   # after every /v1 route, before the page takes every path
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
                         allowed_paths=[str(ROOT / "example")],
@@ -93,14 +99,21 @@ def main(argv=None) -> int:
     import uvicorn
 
     app, _ = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level=settings.log_level.lower(),
-                                           timeout_graceful_shutdown=5,
-                                           # /v1/realtime answers messages up to this size
-                                           # itself (an error event, then 1009); past it the
-                                           # WebSocket layer closes with 1009 on its own.
-                                           ws_max_size=max(16 << 20,
-                                                           2 * settings.live_max_message_bytes)))
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # From here /v1/* answers new requests 503; those in flight get --stop-timeout
+            # seconds, then uvicorn cancels them and the guard answers them 503 too.
+            app.state.lifecycle.draining = True
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                   log_level=settings.log_level.lower(),
+                                   timeout_graceful_shutdown=settings.stop_timeout,
+                                   # /v1/realtime answers messages up to this size itself (an
+                                   # error event, then 1009); past it the WebSocket layer
+                                   # closes with 1009 on its own.
+                                   ws_max_size=max(16 << 20, 2 * settings.live_max_message_bytes)))
 
     def announce():
         while not server.started and not server.should_exit:

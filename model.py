@@ -31,7 +31,7 @@ from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
 from engine.languages import model_language_name  # noqa: E402
-from engine.prompt import chatml_pieces  # noqa: E402
+from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
@@ -114,6 +114,7 @@ class FunASRNano(nn.Module):
         self.ctc_tokenizer = None
         self.model_name = str(kwargs.get("_model_name") or llm_dir.parent)
         self.mode = "fp32"
+        self._prepared = False  # kernels set up (load_weights, or the first funasr inference)
         if kwargs.get("_materialize", True):  # funasr's loader copies into real tensors
             self.to_empty(device="cpu")
             self.llm.tie_weights()
@@ -146,6 +147,7 @@ class FunASRNano(nn.Module):
         self = cls(**cfg, _materialize=False, _ctc_vocab_path=str(files["ctc_vocab"]),
                    _model_name=str(model))
         self.model_dir = model_dir
+        self.checkpoint_file = files["weights"]
         self.load_weights(load_state_dict(files["weights"]), device, dtype)
         self.eval()
         release_freed_memory()
@@ -162,6 +164,13 @@ class FunASRNano(nn.Module):
         self._disable_incomplete_ctc(set(expected) - set(absent))
         cuda = device.startswith("cuda")
         wide = torch.bfloat16 if cuda and mode == "bf16" else torch.float32
+        # int8 on CPU replaces every Linear of the audio side: its weights stay as stored (no
+        # fp32 copy that would be dropped at once; from the int8 cache they are never read)
+        replaced = set()
+        if not cuda and mode == "int8":
+            replaced = {f"{n}.weight" for n, m in self.named_modules()
+                        if isinstance(m, nn.Linear) and n.startswith(("audio_encoder.",
+                                                                      "audio_adaptor."))}
         params = {}
         for name in expected:
             if name in absent or (tied and name == "llm.lm_head.weight"):
@@ -169,20 +178,36 @@ class FunASRNano(nn.Module):
             t = state[name]
             # On CPU the decoder keeps bf16 checkpoint tensors as they are (exact, half the
             # bytes to stream per token); the audio side is compute-bound and runs in fp32.
-            keep = not cuda and name.startswith("llm.") and t.dtype == torch.bfloat16
+            keep = not cuda and (name.startswith("llm.") and t.dtype == torch.bfloat16
+                                 or name in replaced)
             params[name] = t.to(device=device, dtype=t.dtype if keep else wide)
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
-        if not cuda:
-            from engine.kernels import int8
-            from engine.kernels import kernels
+        self._prepare_for_inference(device, mode)
+
+    def _prepare_for_inference(self, device: str, mode: str) -> None:
+        """After the weights are in place: on CPU, the decoder's kernels (packed Linears, fused
+        decode steps, the screened greedy pick) and the encoder's FSMN kernel."""
+        self.kernels_in_use = False
+        if not str(device).startswith("cuda"):
+            from engine.kernels import int8, kernels
+            # one answer for the whole load: a background build that finishes meanwhile must
+            # not leave the model half on each path (the server reloads it then instead)
+            fast = kernels()
+            self.kernels_in_use = fast is not None
             if mode == "int8" and int8.available():
-                self.llm.pack_for_cpu(mode)
+                from engine.kernels import prepared as _prepared
+                # quantised once per checkpoint, then memory-mapped from the cache
+                prepared = _prepared.int8_weights(self, getattr(self, "checkpoint_file", None))
+                self.llm.pack_for_cpu(mode, fast, prepared)
                 # the audio side is compute-bound: int8 GEMM there too
-                int8.quantize_linears(self.audio_encoder)
-                int8.quantize_linears(self.audio_adaptor)
-            elif kernels() is not None:
-                self.llm.pack_for_cpu(mode)
+                int8.quantize_linears(self.audio_encoder, prepared=prepared,
+                                      prefix="audio_encoder.")
+                int8.quantize_linears(self.audio_adaptor, prepared=prepared,
+                                      prefix="audio_adaptor.")
+                del prepared
+            elif fast is not None:
+                self.llm.pack_for_cpu(mode, fast)
             else:
                 if mode == "int8":
                     log.warning("int8 needs fbgemm or the CPU kernel, neither is available: "
@@ -190,13 +215,26 @@ class FunASRNano(nn.Module):
                     mode = "fp32"
                 self.llm.float()
                 self.llm.compute_dtype = torch.float32
-            fast = kernels()
             if fast is not None:  # the encoder's FSMN memory in one kernel pass
                 from engine.encoder import SANMAttention
                 for m in self.audio_encoder.modules():
                     if isinstance(m, SANMAttention):
                         m.fast = fast
         self.mode = mode
+        self._prepared = True
+
+    def _prepare_after_funasr_load(self) -> None:
+        """funasr's loader copies model.pt into this module's fp32 parameters and never calls
+        ``load_weights``. On CPU the decoder's parameters that hold bf16 values exactly (all of
+        them for a bf16 checkpoint) go back to bf16 storage, which is lossless, and the model
+        gets the same kernels as ``from_pretrained`` gives it, so AutoModel runs as fast."""
+        device = self.device
+        if device.type == "cpu":
+            with torch.no_grad():
+                for p in self.llm.parameters():
+                    if p.dtype == torch.float32 and torch.equal(p, p.to(torch.bfloat16).float()):
+                        p.data = p.data.to(torch.bfloat16)
+        self._prepare_for_inference(str(device), "fp32")
 
     def on_pretrained_model_loaded(self, loaded_keys) -> None:
         """funasr's loader calls this: same rule as the reference, no half-loaded CTC branch."""
@@ -216,6 +254,7 @@ class FunASRNano(nn.Module):
         return {"model": self.model_name, "model_dir": str(getattr(self, "model_dir", "")),
                 "device": str(self.device), "dtype": self.mode,
                 "ctc": self.ctc is not None,
+                "kernels": bool(getattr(self, "kernels_in_use", False)),
                 "demo": bool(getattr(self, "model_dir", None)
                              and (Path(self.model_dir) / "DEMO.md").is_file())}
 
@@ -233,6 +272,11 @@ class FunASRNano(nn.Module):
         enc, enc_lens = self.audio_encoder(feats, lengths)
         out, out_lens = self.audio_adaptor(enc, enc_lens)
         return out, out_lens, enc, enc_lens
+
+    def check_hotwords(self, hotwords) -> None:
+        """``engine.prompt.HotwordsError`` when the list is over the caps of engine/prompt.py
+        (count, characters, tokens): a prompt's tokens cost KV cache in every sequence."""
+        _check_hotwords(hotwords, self.tokenizer.encode)
 
     def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
         prefix, suffix = chatml_pieces(language, itn, hotwords, system_prompt=self.sys_prompt,
@@ -275,7 +319,8 @@ class FunASRNano(nn.Module):
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
                    ignore_eos: bool = False) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
-        input in order. A bad input gets ``error`` set and never stops the others."""
+        input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
+        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded."""
         if isinstance(inputs, (str, os.PathLike, bytes)) or (
                 hasattr(inputs, "ndim") and inputs.ndim == 1) or (
                 isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], int)):
@@ -283,6 +328,8 @@ class FunASRNano(nn.Module):
         inputs = list(inputs)
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        hotwords = list(hotwords or ())
+        self.check_hotwords(hotwords)
         lang_name = model_language_name(language)
         keys = list(keys) if keys is not None else [_key_of(x, i) for i, x in enumerate(inputs)]
         results = [{"key": k, "file": str(x) if isinstance(x, (str, os.PathLike)) else None,
@@ -323,6 +370,8 @@ class FunASRNano(nn.Module):
         """funasr's entry point: ``AutoModel(...).generate(input=[...], language=..., itn=...)``."""
         if key and isinstance(key[0], (list, tuple)):
             key = list(key[0])
+        if not self._prepared:  # built by AutoModel: weights loaded and moved by funasr
+            self._prepare_after_funasr_load()
         items = [x.numpy() if isinstance(x, torch.Tensor) else x for x in data_in]
         results = self.transcribe(items, language=kwargs.get("language"),
                                   itn=kwargs.get("itn", True), hotwords=kwargs.get("hotwords", ()),

@@ -61,13 +61,28 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()]
+    from engine.prompt import HotwordsError, check_hotwords
+    try:
+        check_hotwords(hotwords)
+    except HotwordsError as e:
+        print(f"error: --hotwords: {e}", file=sys.stderr)
+        return 2
     model_path, note = choose_model(args.model)
     if note:
         logging.warning(note)
+    if args.quiet and (args.device or "cpu") == "cpu":
+        from engine.kernels import state
+        if state()["state"] == "not_built":  # a minute of silence otherwise
+            print("compiling CPU kernels (once) ...", file=sys.stderr, flush=True)
     try:
         asr = FunASRNano.from_pretrained(model_path, device=args.device, dtype=args.dtype)
     except Exception as e:  # noqa: BLE001 - a clear message, not a traceback
         print(f"error: cannot load model {model_path}: {e}", file=sys.stderr)
+        return 2
+    try:
+        asr.check_hotwords(hotwords)
+    except HotwordsError as e:
+        print(f"error: --hotwords: {e}", file=sys.stderr)
         return 2
     info = asr.describe()
     logging.info("model %s on %s (%s)", info["model"], info["device"], info["dtype"])

@@ -195,23 +195,31 @@ class Qwen3ForCausalLM(nn.Module):
 
     compute_dtype = None  # None: the embedding's dtype; CPU packing sets fp32
 
-    def pack_for_cpu(self, mode: str) -> None:
+    def pack_for_cpu(self, mode: str, fast=False, prepared=None) -> None:
         """Replace the Linears by CPU ones and keep norms in fp32. "fp32" packs only weights
         stored as bf16 into PackedLinears (bf16 storage, fp32 arithmetic: exact, the official
         checkpoint's case) and leaves fp32 ones as they are; "bf16" rounds every weight to bf16;
         "int8" quantises every weight for fbgemm's int8 GEMM (engine.kernels.int8), or, without
-        fbgemm, to int8 storage with fp32 arithmetic in the PackedLinear kernel."""
-        from .kernels import int8
+        fbgemm, to int8 storage with fp32 arithmetic in the PackedLinear kernel. ``fast``: the
+        compiled CPU kernels (default: engine.kernels.kernels()) or None for plain PyTorch; one
+        value for the whole model, so that a build finishing meanwhile cannot leave it half on
+        each path. ``prepared``: int8 tensors by parameter name (engine.kernels.prepared)."""
+        from .kernels import int8, kernels
+        from .kernels.loader import avx512_kernels
         from .kernels.packed import PackedLinear
 
+        if fast is False:
+            fast = kernels()
         q8 = None
         if mode == "int8" and int8.available():
             # on VNNI CPUs decode steps go through fused layer steps (below) and the lm_head's
             # VNNI copy; elsewhere one-row calls may go through the weight-only kernel
-            q8 = int8.vnni_kernels()
-            one_row = q8 is None and int8.one_row_kernel_helps()
-            int8.quantize_linears(self.model, one_row_kernel=one_row)
-            int8.quantize_linears(self, one_row_kernel=one_row, q8=q8)  # what is left: lm_head
+            q8 = int8.vnni_kernels(fast)
+            one_row = fast if q8 is None and int8.one_row_kernel_helps() else None
+            int8.quantize_linears(self.model, one_row=one_row, prepared=prepared,
+                                  prefix="llm.model.")
+            # what is left: lm_head
+            int8.quantize_linears(self, one_row=one_row, q8=q8, prepared=prepared, prefix="llm.")
         else:
             for module in list(self.modules()):
                 for name, child in list(module.named_children()):
@@ -220,9 +228,8 @@ class Qwen3ForCausalLM(nn.Module):
                         if mode == "fp32" and w.dtype != torch.bfloat16:
                             child.float()
                             continue
-                        setattr(module, name, PackedLinear(w, "bf16" if mode == "fp32" else mode))
-        from .kernels import kernels
-        fast = kernels()
+                        setattr(module, name,
+                                PackedLinear(w, "bf16" if mode == "fp32" else mode, fast))
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()
@@ -231,14 +238,14 @@ class Qwen3ForCausalLM(nn.Module):
                 module.fast = fast
         # one-token steps in two kernel calls per layer, after the norms went fp32 (the steps
         # hold these very modules)
-        from .kernels import avx512_kernels
         from .kernels.decode_step import fuse_decode_steps
+        avx512 = avx512_kernels(module=fast)
         if q8 is not None:
             fuse_decode_steps(self, q8, "int8")
-        elif mode in ("fp32", "bf16") and avx512_kernels() is not None:
-            fuse_decode_steps(self, avx512_kernels(), "bf16")
+        elif mode in ("fp32", "bf16") and avx512 is not None:
+            fuse_decode_steps(self, avx512, "bf16")
         head = self.lm_head
-        vnni = avx512_kernels(need_vnni=True)
+        vnni = avx512_kernels(need_vnni=True, module=fast)
         if mode in ("fp32", "bf16") and vnni is not None and isinstance(head, PackedLinear) \
                 and head.mode == "bf16":
             from .kernels.exact_argmax import ExactArgmax

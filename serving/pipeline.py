@@ -28,6 +28,9 @@ from typing import Callable
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
 from engine.languages import Language, resolve_language
+from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
+
+from . import request_id
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -62,16 +65,29 @@ def parse_language(value) -> Language | None:
 
 
 def parse_hotwords(value) -> list[str]:
-    """Hotwords from a string (comma, Chinese comma or newline separated) or a list."""
+    """Hotwords from a string (comma, Chinese comma or newline separated) or a list;
+    RequestError (400, param ``prompt``) when they are over the caps of engine.prompt (count and
+    characters here; tokens once the model is loaded, in ``transcribe_items``)."""
     if value is None:
         return []
+    if isinstance(value, str) and len(value) > 4 * MAX_HOTWORD_CHARS:
+        _hotwords_error(f"the field is {len(value)} characters long; the hotwords may take "
+                        f"at most {MAX_HOTWORD_CHARS}")   # refused before splitting a huge field
     parts = value if isinstance(value, (list, tuple)) else re.split(r"[,，、;\n]+", str(value))
     out = []
     for p in parts:
         p = str(p).strip()
         if p and p not in out:
             out.append(p)
+    try:
+        check_hotwords(out)
+    except HotwordsError as e:
+        _hotwords_error(str(e))
     return out
+
+
+def _hotwords_error(message: str):
+    raise RequestError(f"prompt (hotwords): {message}", 400, "prompt")
 
 
 def single_segment(text: str, duration: float) -> list[dict]:
@@ -127,8 +143,10 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         except AudioError as e:
             row.update(error=str(e), error_kind="audio")
         except Exception as e:  # noqa: BLE001 - a broken file must not stop the batch
-            log.warning("cannot read %s: %s", name, e)
-            row.update(error=f"{name}: cannot read the audio: {e}", error_kind="audio")
+            # not one of the decoder's own errors: its text is internal, the log gets it
+            row.update(error=f"{name}: cannot read the audio: "
+                       + request_id.internal_error(log, f"cannot read {name}", e),
+                       error_kind="audio")
 
     total = sum(rows[i]["duration"] for i, _ in short + long) or 1.0
     done = 0.0
@@ -139,7 +157,13 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
 
     if short or long:
         report(0.0, "loading the model")
-        holder.get()  # load first (once), so processing times are decoding times
+        model = holder.get()  # load first (once), so processing times are decoding times
+        check = getattr(model, "check_hotwords", None)
+        if check is not None and opts.hotwords:
+            try:
+                check(opts.hotwords)   # the token cap needs the model's tokenizer
+            except HotwordsError as e:
+                _hotwords_error(str(e))
     report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
         chunk = short[start:start + opts.batch_size]
@@ -157,7 +181,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             row.update(processing_time=round(share, 3), text=res.get("text", ""),
                        finish_reason=res.get("finish_reason"))
             if res.get("error"):
-                row.update(error=res["error"], error_kind="model")
+                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
             row["segments"] = single_segment(row["text"], row["duration"])
             done += row["duration"]
         report(0.0, f"done {len(names)} file(s)")
@@ -176,7 +200,10 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                    text=res.get("text", ""), segments=list(res.get("segments") or []),
                    duration=round(float(res.get("duration") or row["duration"]), 3))
         if res.get("error"):
-            row.update(error=res["error"], error_kind="model" if row["segments"] else "audio")
+            if row["segments"]:   # segments failed in the model: engine text, kept in the log
+                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
+            else:                 # the decoder's own message (AudioError): meant for the client
+                row.update(error=res["error"], error_kind="audio")
         done += row["duration"]
     if progress:
         progress(1.0, "done")
@@ -190,6 +217,11 @@ def transcribe_long(holder, src, name: str, language: str | None, opts: Options,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
                  max_seconds=opts.max_audio_seconds)
+
+
+def _model_error(name: str, detail: str) -> str:
+    """The engine's error text (torch's messages, say) goes to the log, not to the client."""
+    return f"{name}: decoding failed: " + request_id.internal_error(log, detail)
 
 
 def _check_length(duration: float, opts: Options, name: str) -> None:

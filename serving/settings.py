@@ -42,6 +42,14 @@ _FLAGS = [
      "a live session that sends nothing for this long is closed"),
     ("--live-max-message-mb", ("FUNASR_NANO_LIVE_MAX_MESSAGE_MB",), 4.0, float,
      "largest /v1/realtime message in MB (larger: error event, close code 1009)"),
+    ("--max-uploads", ("FUNASR_NANO_MAX_UPLOADS",), 16, int,
+     "request bodies received at once on /v1/* and the page's upload route (more: HTTP 503)"),
+    ("--body-timeout", ("FUNASR_NANO_BODY_TIMEOUT",), 30.0, float,
+     "longest pause in seconds while a request body arrives; after that long the body must "
+     "also average 16 KB/s (slower: HTTP 408)"),
+    ("--stop-timeout", ("FUNASR_NANO_STOP_TIMEOUT",), 15.0, float,
+     "on SIGTERM, seconds that requests in flight get to finish; the rest get HTTP 503 "
+     "(scripts/service.sh sets it from its STOP_TIMEOUT)"),
     ("--preload", ("FUNASR_NANO_PRELOAD",), False, bool,
      "start loading the model in the background right after startup instead of on first use"),
     ("--log-level", ("FUNASR_NANO_LOG_LEVEL",), "info", str, "debug, info, warning or error"),
@@ -65,6 +73,9 @@ class Settings:
     live_sessions: int = 4
     live_idle_seconds: float = 60.0
     live_max_message_mb: float = 4.0
+    max_uploads: int = 16
+    body_timeout: float = 30.0
+    stop_timeout: float = 15.0
     preload: bool = False
     log_level: str = "info"
     extra: dict = field(default_factory=dict)
@@ -93,13 +104,16 @@ class Settings:
             raise ValueError(f"--dtype must be fp32, bf16 or int8, not {self.dtype!r}")
         if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
             raise ValueError("--auth takes user:pass")
-        for name in ("concurrency", "batch_size", "max_new_tokens", "port", "live_sessions"):
+        for name in ("concurrency", "batch_size", "max_new_tokens", "port", "live_sessions",
+                     "max_uploads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
         if self.max_upload_mb <= 0 or self.max_audio_minutes <= 0:
             raise ValueError("--max-upload-mb and --max-audio-minutes must be positive")
         if self.live_idle_seconds <= 0 or self.live_max_message_mb <= 0:
             raise ValueError("--live-idle-seconds and --live-max-message-mb must be positive")
+        if self.body_timeout <= 0 or self.stop_timeout < 0:
+            raise ValueError("--body-timeout must be positive and --stop-timeout not negative")
 
 
 def _truthy(value: str) -> bool:

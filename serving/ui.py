@@ -88,7 +88,29 @@ def status_markdown(holder) -> str:
     else:
         state = (f"**not loaded yet** (loads on the first request) - device "
                  f"**{info['device']}**, {info['dtype']}")
-    return f"Model: `{name}`{demo} - {state}"
+    return f"Model: `{name}`{demo} - {state}{kernel_note(info.get('kernels'))}"
+
+
+def kernel_note(k: dict | None) -> str:
+    """The CPU kernels' part of the status line (empty where they are simply in use)."""
+    if not k:
+        return ""
+    if k["state"] == "compiling":
+        return (f"  \nCPU kernels: **compiling CPU kernels (once)**, {k['seconds']:.0f} s so far; "
+                "until they are ready the model runs the plain PyTorch path (slower)")
+    if k["state"] == "failed":
+        return (f"  \nCPU kernels: **none** ({k['reason']}); the model runs the plain PyTorch "
+                "path (slower)")
+    if k["state"] == "ready" and k.get("in_use") is False:
+        return "  \nCPU kernels: ready; switching the model onto them"
+    if k["state"] == "ready":
+        return f"  \nCPU kernels: {k['paths']}"
+    return ""
+
+
+def _kernels_pending(holder) -> bool:
+    k = holder.info().get("kernels") or {}
+    return k.get("state") == "compiling" or (k.get("state") == "ready" and k.get("in_use") is False)
 
 
 def readable_input(path, examples_dir: Path | None) -> str:
@@ -120,7 +142,11 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                           readable_input(microphone, examples_dir)))
         if not items:
             raise gr.Error("Upload one or more audio files or record from the microphone first.")
-        opts = Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
+        try:
+            words = parse_hotwords(hotwords)
+        except RequestError as e:
+            raise gr.Error(str(e)) from e
+        opts = Options(language=language, itn=bool(itn), hotwords=words,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         progress(0.0, desc="loading the model" if not holder.loaded else "starting")
@@ -155,6 +181,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         with gr.Row():
             status = gr.Markdown(status_markdown(holder), elem_id="model-status")
             load_btn = gr.Button("Load model now", size="sm", scale=0, min_width=140)
+        # while the CPU kernels compile, the status line counts the seconds (and stops after)
+        timer = gr.Timer(2.0, active=_kernels_pending(holder))
         with gr.Tab("Files", id="files", elem_id="tab-files"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=2):
@@ -209,4 +237,12 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         load_btn.click(load_model, None, status, api_name="load_model")
         blocks.load(lambda: status_markdown(holder), None, status, api_name="model_status",
                     queue=False)
+
+        def tick():
+            return status_markdown(holder), gr.Timer(active=_kernels_pending(holder))
+
+        timer.tick(tick, None, [status, timer], api_visibility="private", queue=False,
+                   show_progress="hidden")
+        blocks.load(lambda: gr.Timer(active=_kernels_pending(holder)), None, timer,
+                    api_visibility="private", queue=False)
     return blocks

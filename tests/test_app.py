@@ -227,9 +227,10 @@ def test_model_loads_once_under_concurrent_first_requests():
     assert h3.loaded and h3.loads == 1
 
     h2 = ModelHolder("x", "cpu", "fp32", loader=flaky)
-    with pytest.raises(ModelUnavailable, match="no model.pt"):
+    with pytest.raises(ModelUnavailable, match="no model is available"):
         h2.get()
     assert h2.info()["load_error"] and not h2.info()["model_loaded"]
+    assert "no model.pt" in h2.info(private=True)["load_error_detail"]   # the operator's view
     h2._error_at -= 60  # as if the retry pause had passed
     assert isinstance(h2.get(), Fake) and h2.info()["load_error"] is None
 
@@ -383,7 +384,7 @@ def test_demo_model_gets_a_banner_and_a_log_line(monkeypatch, app_model_dir, tmp
                and "huggingface-cli download" in r.message for r in caplog.records)
     with TestClient(fastapi_app) as client:
         health = client.get("/health").json()
-        assert health["demo"] is True and health["model"] == str(demo)
+        assert health["demo"] is True and health["model"] == demo.name   # a name, not a path
         assert health["model_loaded"] is False
         page_config = client.get("/config").text
         assert "Demo model" in page_config and "huggingface-cli download" in page_config

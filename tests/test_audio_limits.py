@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import sys
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tests._fixtures import missing  # noqa: E402
 from _app_server import (app_model_dir, audio_files, engine, expected_text,  # noqa: E402,F401
                          start_app)
 
@@ -36,7 +37,7 @@ def _ensure_chromium() -> bool:
 def playwright():
     """One Playwright driver for the module (its sync API allows one at a time)."""
     if not _ensure_chromium():
-        pytest.skip(f"{CHROMIUM} is absent and could not be installed with apt-get")
+        missing(f"{CHROMIUM} is absent and could not be installed with apt-get")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
         yield p

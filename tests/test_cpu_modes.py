@@ -15,7 +15,10 @@ from model import FunASRNano
 
 ROOT = Path(__file__).resolve().parent.parent
 
-needs_kernel = pytest.mark.skipif(kernels() is None, reason="CPU kernel not built (no AVX2 or g++)")
+from tests._fixtures import kernels_or_missing  # noqa: E402
+
+needs_kernel = pytest.mark.skipif(kernels_or_missing() is None,
+                                  reason="CPU without AVX2, or FUNASR_NANO_NO_KERNELS=1")
 
 
 def _weights(n=300, k=200, seed=0):
@@ -148,7 +151,7 @@ def test_dynamic_int8_linear_is_close(rows):
     leading dimensions, bias included."""
     w = _weights(seed=3)
     bias = torch.randn(300, generator=torch.Generator().manual_seed(4)) * 0.1
-    lin = int8.DynamicInt8Linear(w, bias)
+    lin = int8.DynamicInt8Linear.from_float(w, bias)
     step = w.abs().amax(dim=1, keepdim=True) / 127 / 2
     assert ((lin.dequantized() - w).abs() <= step * 1.001).all()
     x = torch.randn(2, rows, 200, generator=torch.Generator().manual_seed(rows))
@@ -166,7 +169,7 @@ def test_dynamic_int8_one_row_goes_through_the_weight_only_kernel():
     result is the dequantised weight's exact product; two rows go through fbgemm (rounded)."""
     w = _weights(seed=5)
     bias = torch.randn(300, generator=torch.Generator().manual_seed(6)) * 0.1
-    lin = int8.DynamicInt8Linear(w, bias, one_row_kernel=True)
+    lin = int8.DynamicInt8Linear.from_float(w, bias, one_row=kernels())
     x = torch.randn(2, 200, generator=torch.Generator().manual_seed(7))
     exact = x.double() @ lin.dequantized().double().T + bias.double()
     one = torch.cat([lin(x[i:i + 1]) for i in range(2)])

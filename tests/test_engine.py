@@ -137,6 +137,24 @@ def test_missing_and_misshaped_tensors_are_named(tiny_model_dir, tmp_path):
     assert "audio_adaptor.linear1.bias" in str(e.value)
 
 
+def test_model_pt_in_the_old_non_zip_format_loads(asr, tiny_model_dir, speech_dir, tmp_path):
+    """torch.save's pre-1.6 format (not a zip, cannot be memory-mapped; funasr reads it) loads
+    and gives the text of the zip file it was converted from."""
+    import shutil
+    import zipfile
+
+    import torch
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, old)
+    ckpt = torch.load(old / "model.pt", weights_only=True)
+    torch.save(ckpt, old / "model.pt", _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(old / "model.pt")
+    clip = str(speech_dir / GOOD[0])
+    want = asr.transcribe(clip, max_new_tokens=8)[0]
+    got = FunASRNano.from_pretrained(str(old), device="cpu").transcribe(clip, max_new_tokens=8)[0]
+    assert got["error"] is None and got["text"] == want["text"]
+
+
 def test_missing_model_files_are_listed(tiny_model_dir, tmp_path):
     import shutil
     part = tmp_path / "partial"

@@ -24,17 +24,11 @@ from engine.longform.subtitles import (join_texts, shape_cues, to_json, to_srt, 
                               to_txt, to_vtt)
 
 SR = 16000
-SPEECH = Path("/work/shared/data/speech")
-for cand in (Path(os.environ.get("SPEECH_DATA", "")),
-             Path(__file__).resolve().parents[2] / "shared/data/speech"):
-    if (cand / "manifest.tsv").is_file():
-        SPEECH = cand
-pytestmark = pytest.mark.skipif(not (SPEECH / "manifest.tsv").exists(), reason="no speech clips")
 
 
-def clip_paths():
-    with open(SPEECH / "manifest.tsv", encoding="utf-8") as f:
-        return [SPEECH / row["path"] for row in csv.DictReader(f, delimiter="\t")]
+def clip_paths(speech):
+    with open(speech / "manifest.tsv", encoding="utf-8") as f:
+        return [speech / row["path"] for row in csv.DictReader(f, delimiter="\t")]
 
 
 def build_recording(clips, seconds, gap_range, seed=0, noise=3e-4):
@@ -59,8 +53,8 @@ def frame_rms(x):
 
 
 @pytest.fixture(scope="module")
-def clips():
-    return [load_audio(p) for p in clip_paths()]
+def clips(speech_dir):
+    return [load_audio(p) for p in clip_paths(speech_dir)]
 
 
 @pytest.fixture(scope="module")

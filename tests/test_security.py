@@ -263,3 +263,307 @@ def test_nan_samples_are_a_400(app, tmp_path):
     err = r.json()["error"]
     assert err["code"] == "invalid_audio" and "nan.wav" in err["message"]
     assert "NaN" in err["message"]
+
+
+# --------------------------------------------------------------------------- prompt / hotwords
+
+def test_prompt_and_hotwords_are_capped(app, engine, audio_files):
+    """Hole 3: a 100 KB prompt made the decoder allocate 42 GB and answered 500 after 43 s, with
+    torch's message in the body. Now every cap (count, characters, tokens) is a quick 400 that
+    names it, on the API, the page and the engine."""
+    from engine.prompt import MAX_HOTWORD_CHARS, MAX_HOTWORD_TOKENS, MAX_HOTWORDS, HotwordsError
+    wav = audio_files["tone.wav"].read_bytes()
+    rare = "".join(chr(0x4E00 + (i * 7919) % 20000) for i in range(600))   # many tokens
+    assert len(rare) <= MAX_HOTWORD_CHARS
+    assert len(engine.tokenizer.encode(rare)) > MAX_HOTWORD_TOKENS
+    cases = {"x" * 100_000: "characters",
+             ", ".join(f"w{i}" for i in range(MAX_HOTWORDS + 1)): "hotwords",
+             "abc, " + "y" * MAX_HOTWORD_CHARS: "characters",
+             rare: "tokens"}
+    for prompt, cap in cases.items():
+        r = _post_bytes(app, "tone.wav", wav, prompt=prompt)
+        assert r.status_code == 400, (cap, r.status_code, r.text[:300])
+        err = r.json()["error"]
+        assert err["param"] == "prompt" and cap in err["message"], err
+    ok = _post_bytes(app, "tone.wav", wav, prompt=", ".join(f"name{i}" for i in range(30)))
+    assert ok.status_code == 200, ok.text
+
+    from gradio_client import Client, handle_file
+    client = Client(app.url, verbose=False)
+    with pytest.raises(Exception, match="tokens"):
+        client.predict([handle_file(str(audio_files["tone.wav"]))], None, "auto", True, rare,
+                       api_name="/transcribe")
+    with pytest.raises(HotwordsError, match="tokens"):
+        engine.transcribe([str(audio_files["tone.wav"])], hotwords=[rare])
+    with pytest.raises(HotwordsError, match="hotwords"):
+        engine.transcribe([str(audio_files["tone.wav"])], hotwords=[str(i) for i in range(101)])
+
+
+# --------------------------------------------------------------------------- one error shape
+
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+def _assert_openai_error(r, status=None):
+    assert status is None or r.status_code == status, (r.status_code, r.text[:300])
+    assert r.headers["content-type"].startswith("application/json"), r.headers
+    body = r.json()
+    assert set(body) == {"error"} and set(body["error"]) == ERROR_KEYS, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    assert r.headers.get("x-request-id"), "every response carries X-Request-ID"
+    return body["error"]
+
+
+def test_every_v1_error_has_the_openai_shape(app):
+    """Fault: errors of the multipart parser and FastAPI (8,000-character filename, 1.5 MB field,
+    1,200 fields), unknown paths and methods came back as {"detail": ...}."""
+    url = app.url + "/v1/audio/transcriptions"
+    cases = {
+        "long filename": lambda: requests.post(url, files={"file": ("x" * 8000 + ".wav", b"RIFF")}),
+        "1.5 MB field": lambda: requests.post(url, files={"file": ("a.wav", b"RIFF")},
+                                              data={"prompt": "p" * 1_500_000}),
+        "1200 fields": lambda: requests.post(url, files=[("file", ("a.wav", b"RIFF"))] + [
+            (f"f{i}", (None, "1")) for i in range(1200)]),
+        "broken multipart": lambda: requests.post(url, data=b"--zz\r\nnonsense", headers={
+            "Content-Type": "multipart/form-data; boundary=zz"}),
+        "json body": lambda: requests.post(url, json={"file": "a.wav"}),
+        "bad itn": lambda: requests.post(url, files={"file": ("a.wav", b"RIFF")},
+                                         data={"itn": "maybe"}),
+        "unknown path": lambda: requests.get(app.url + "/v1/nothing/here"),
+        "wrong method": lambda: requests.get(url),
+        "wrong method on models": lambda: requests.delete(app.url + "/v1/models"),
+    }
+    for what, call in cases.items():
+        r = call()
+        assert 400 <= r.status_code < 500, (what, r.status_code, r.text[:200])
+        err = _assert_openai_error(r)
+        assert "Traceback" not in err["message"], what
+    assert requests.get(app.url + "/v1/nothing", timeout=10).status_code == 404
+    r = requests.put(url, timeout=10)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    for path in ("/health", "/", "/v1/models"):           # the id on every response
+        assert requests.get(app.url + path, timeout=10).headers.get("x-request-id")
+    mine = requests.get(app.url + "/health", headers={"X-Request-ID": "trace-42"}, timeout=10)
+    assert mine.headers["x-request-id"] == "trace-42"
+    assert requests.get(app.url + "/health", headers={"X-Request-ID": "bad id\u00e9"},
+                        timeout=10).headers["x-request-id"] != "bad id"
+
+
+def test_internal_errors_leave_only_a_request_id(app_model_dir, audio_files, caplog,
+                                                 monkeypatch):
+    """Hole 3's other half: torch's message reached the 500 body. Now an engine error and an
+    error no handler expected are logged with the request id, and the body holds only that id.
+    (The real app in process, with the real tiny model; its decoder made to fail.)"""
+    from fastapi.testclient import TestClient
+
+    import app as app_module
+    from model import FunASRNano
+    from serving.settings import parse_settings
+
+    secret = "CUDA out of memory: tried to allocate 42.00 GiB at /secret/path/x.py:12"
+
+    def failing_decode(self, *a, **k):
+        raise RuntimeError(secret)
+
+    monkeypatch.setattr(FunASRNano, "_decode_batch", failing_decode)
+    caplog.set_level("INFO")
+    fastapi_app, _ = app_module.create_app(parse_settings(["--model", app_model_dir],
+                                                          environ={}))
+    with TestClient(fastapi_app, raise_server_exceptions=False) as client:
+        wav = audio_files["tone.wav"].read_bytes()
+        r = client.post("/v1/audio/transcriptions", files={"file": ("tone.wav", wav)})
+        err = _assert_openai_error(r, 500)
+        rid = r.headers["x-request-id"]
+        assert rid in err["message"] and "secret" not in r.text and "CUDA" not in r.text
+        assert any(rid in rec.getMessage() and secret in rec.getMessage()
+                   for rec in caplog.records), "the log has the details under the id"
+
+        from serving import api
+        monkeypatch.setattr(api, "transcribe_items", lambda *a, **k: 1 / 0)
+        r = client.post("/v1/audio/transcriptions", files={"file": ("tone.wav", wav)})
+        err = _assert_openai_error(r, 500)
+        assert r.headers["x-request-id"] in err["message"] and "division" not in r.text
+
+
+# --------------------------------------------------------------------------- slow clients, keys
+
+def _connect(app, head: bytes, body: bytes = b""):
+    import socket
+    s = socket.create_connection(("127.0.0.1", app.port), timeout=30)
+    s.sendall(head + body)
+    return s
+
+
+def _response(sock, timeout: float) -> tuple[int, dict, bytes]:
+    """Read one HTTP/1.1 response (status, headers, body) or raise socket.timeout."""
+    sock.settimeout(timeout)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed without a response: {data!r}")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":")
+                                                              for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", 0)):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+def _upload_head(length: int, auth: str | None = None) -> bytes:
+    return (b"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: test\r\n"
+            + (f"Authorization: {auth}\r\n".encode() if auth else b"")
+            + b"Content-Type: multipart/form-data; boundary=zz\r\n"
+            + f"Content-Length: {length}\r\n\r\n".encode())
+
+
+_PART = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+
+
+@pytest.fixture(scope="module")
+def strict_app(app_model_dir, tmp_path_factory):
+    server = start_app(app_model_dir, tmp_path_factory.mktemp("sec_strict"),
+                       "--body-timeout", "2", "--max-uploads", "3")
+    yield server
+    server.stop()
+
+
+def test_slow_or_silent_clients_are_cut_off(strict_app, audio_files):
+    """Fault: a client that announced 2.5 MB and sent 120 KB was held forever (50 such
+    connections stayed open). Now: silence or a trickle is a 408 and a closed connection, and at
+    most --max-uploads bodies are received at once (503 beyond, at once)."""
+    import socket
+    import time
+    silent = _connect(strict_app, _upload_head(2_500_000), _PART + b"a" * 120_000)
+    status, headers, body = _response(silent, 15)
+    assert status == 408 and headers.get("connection") == "close"
+    assert json.loads(body)["error"]["code"] == "request_timeout"
+    assert silent.recv(10) == b""                          # and the server closed it
+    trickle = _connect(strict_app, _upload_head(2_500_000), _PART)
+    for _ in range(40):                                   # 200 bytes/s: far under 16 KB/s
+        try:
+            trickle.sendall(b"a" * 100)
+        except OSError:
+            break
+        time.sleep(0.5)
+        trickle.settimeout(0.01)
+        try:
+            if trickle.recv(1, socket.MSG_PEEK):          # an answer is there
+                break
+        except (BlockingIOError, TimeoutError, OSError):
+            pass
+    status, _, body = _response(trickle, 15)
+    assert status == 408 and b"KB/s" in body
+
+    held = [_connect(strict_app, _upload_head(2_500_000), _PART) for _ in range(3)]
+    time.sleep(0.5)
+    r = _post_bytes(strict_app, "tone.wav", audio_files["tone.wav"].read_bytes(), timeout=10)
+    err = _assert_openai_error(r, 503)
+    assert err["code"] == "too_many_uploads" and r.headers.get("retry-after")
+    for s in held:
+        s.close()
+    time.sleep(0.5)
+    assert _post_bytes(strict_app, "tone.wav", audio_files["tone.wav"].read_bytes()
+                       ).status_code == 200
+
+
+def test_key_is_checked_before_the_body_is_read(keyed_app):
+    """Fault: a request without a key was read in full before its 401. Now the 401 comes from
+    the headers alone: here the body is never sent at all."""
+    for auth in (None, "Bearer wrong", "Basic " + __import__("base64").b64encode(
+            b"ann:nope").decode()):
+        sock = _connect(keyed_app, _upload_head(50 << 20, auth))
+        status, headers, body = _response(sock, 10)
+        assert status == 401 and headers.get("connection") == "close"
+        assert json.loads(body)["error"]["type"] == "authentication_error"
+        sock.close()
+
+
+def test_docs_and_schema_need_the_key(keyed_app, app):
+    """Fault: /v1/docs and /v1/openapi.json were open although /v1/* needs the key."""
+    import base64
+    for path in ("/v1/docs", "/v1/openapi.json"):
+        _assert_openai_error(requests.get(keyed_app.url + path, timeout=10), 401)
+        ok = requests.get(keyed_app.url + path, headers={"Authorization": f"Bearer {KEY}"},
+                          timeout=10)
+        assert ok.status_code == 200
+        basic = "Basic " + base64.b64encode(b"ann:pw").decode()
+        assert requests.get(keyed_app.url + path, headers={"Authorization": basic},
+                            timeout=10).status_code == 200
+        assert requests.get(app.url + path, timeout=10).status_code == 200   # no key set
+    assert "/v1/audio/transcriptions" in requests.get(
+        keyed_app.url + "/v1/openapi.json", headers={"Authorization": f"Bearer {KEY}"},
+        timeout=10).json()["paths"]
+
+
+def test_health_shows_no_server_paths(app, keyed_app, app_model_dir):
+    """Fault: /health showed the model's path on this machine to anyone."""
+    for server in (app, keyed_app):
+        text = requests.get(server.url + "/health", timeout=10).text
+        health = json.loads(text)
+        assert app_model_dir not in text and os.path.dirname(app_model_dir) not in text
+        assert health["model"] == os.path.basename(app_model_dir)
+        assert "model_path" not in health and "model_dir" not in health
+    models = requests.get(app.url + "/v1/models", timeout=10).json()
+    assert models["data"][0]["id"] == os.path.basename(app_model_dir)
+    own = requests.get(keyed_app.url + "/health", headers={"Authorization": f"Bearer {KEY}"},
+                       timeout=10).json()
+    assert own["model_path"] == app_model_dir            # the operator, with the key, sees it
+
+
+# --------------------------------------------------------------------------- graceful stop
+
+def test_stop_lets_requests_finish_and_answers_the_rest_503(app_model_dir, tmp_path, engine,
+                                                            audio_files):
+    """Fault: requests in flight at `service.sh stop` got a plain-text 500. Now a request that
+    can finish within the grace period (STOP_TIMEOUT less 2 s) gets its transcript, one that
+    cannot gets a JSON 503, and the app exits before the SIGKILL."""
+    import threading
+    import time
+    import types
+
+    from _app_server import MAX_NEW_TOKENS, free_port
+    from test_service import service
+
+    port = free_port()
+    env = {"STOP_TIMEOUT": "6"}
+    r = service(tmp_path, "start", "--model", app_model_dir, "--port", str(port),
+                "--max-new-tokens", str(MAX_NEW_TOKENS), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    srv = types.SimpleNamespace(port=port, url=f"http://127.0.0.1:{port}")
+    wav = audio_files["chirp.wav"].read_bytes()
+    assert _post_bytes(srv, "chirp.wav", wav).status_code == 200      # model loaded
+    tail = b"\r\n--zz--\r\n"
+    finishing = _connect(srv, _upload_head(len(_PART) + len(wav) + len(tail)),
+                         _PART + wav[:len(wav) // 2])
+    unfinished = _connect(srv, _upload_head(2_000_000), _PART)
+    stopping = threading.Thread(target=lambda: setattr(srv, "stop", service(tmp_path, "stop",
+                                                                            env=env)))
+    t0 = time.monotonic()
+    stopping.start()
+    time.sleep(1.0)
+    finishing.sendall(wav[len(wav) // 2:] + tail)         # completes during the grace period
+    status, _, body = _response(finishing, 30)
+    assert status == 200, body
+    assert json.loads(body)["text"] == expected_text(engine, audio_files["chirp.wav"])
+    sent = 0
+    while stopping.is_alive() and sent < 1_500_000:        # 40 KB/s: alive, never complete
+        try:
+            unfinished.sendall(b"a" * 20_000)
+        except OSError:
+            break
+        sent += 20_000
+        time.sleep(0.5)
+    status, headers, body = _response(unfinished, 30)
+    assert status == 503 and headers["content-type"].startswith("application/json"), body
+    err = json.loads(body)["error"]
+    assert set(err) == ERROR_KEYS and err["code"] == "shutting_down"
+    stopping.join(30)
+    assert srv.stop.returncode == 0 and "SIGKILL" not in srv.stop.stdout, srv.stop.stdout
+    assert time.monotonic() - t0 < 6 + 2

@@ -7,8 +7,8 @@ MLP block in one call each, q/k/v and gate/up each taken as one matrix (in parts
 are not copied into one), for up to ``MAX_ROWS[kind]`` batch rows (more rows are compute-bound:
 the layer's own modules take them).
 
-* int8 mode (CPUs with VNNI): built from the layer's DynamicInt8Linears (the same int8 weights
-  fbgemm holds for prefill: a second int8 copy of the decoder, ~0.45 GB at full size).
+* int8 mode (CPUs with VNNI): the layer's DynamicInt8Linears' own int8 tensors (memory-mapped
+  from engine.kernels.prepared's cache; fbgemm packs its own copy for prefill).
 * fp32 / bf16 modes with bf16-stored weights: the layer's PackedLinears' own tensors (for the
   official checkpoint, the memory-mapped ones from model.pt), nothing copied.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .int8 import MAX_ROWS, DynamicInt8Linear, q8_weight
+from .int8 import MAX_ROWS, DynamicInt8Linear
 from .packed import PackedLinear
 
 _NO_MASK = torch.empty(0, dtype=torch.bool)
@@ -28,12 +28,12 @@ _MLP = ("gate_proj", "up_proj")
 def _int8_parts(linears) -> tuple[list[torch.Tensor], ...]:
     """(weights, scales, sums): one list each, a matrix per Linear (the kernel treats them as
     one stacked matrix without copying them into one)."""
-    parts = [q8_weight(*lin.int8_weight()) for lin in linears]
+    parts = [lin.q8_tensors() for lin in linears]
     return tuple(list(t) for t in zip(*parts))
 
 
 def _int8_one(lin) -> tuple[torch.Tensor, ...]:
-    return q8_weight(*lin.int8_weight())
+    return lin.q8_tensors()
 
 
 def _bf16_parts(linears) -> tuple[list[torch.Tensor]]:

@@ -2,11 +2,11 @@
 // definition checks dtypes and shapes and says which argument is wrong.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 #include <vector>
 
-using Tensor = torch::Tensor;
-using Tensors = std::vector<torch::Tensor>;
+using Tensor = at::Tensor;
+using Tensors = std::vector<at::Tensor>;
 
 // avx2.cpp: AVX2/FMA, any x86-64 CPU with AVX2
 Tensor linear_bf16(Tensor x, Tensor w);
