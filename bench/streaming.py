@@ -269,10 +269,12 @@ def machine() -> dict:
             "python": platform.python_version()}
 
 
-def _cpu_total() -> float:
-    """CPU seconds used by the whole machine (user + nice + system), all cores."""
+def _cpu_total() -> tuple[float, float]:
+    """CPU seconds used by the whole machine, all cores: (user + system, nice). Niced programs
+    only get the cores when nothing else wants them."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    return (int(fields[0]) + int(fields[1]) + int(fields[2])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[0]) + int(fields[2])) / tick, int(fields[1]) / tick
 
 
 def _cpu_of(pid: int) -> float:
@@ -335,12 +337,15 @@ def main(argv=None) -> int:
             wall = time.perf_counter() - t0
             app_cpu = _cpu_of(app.proc.pid) - app0
             # What other programs on the machine used meanwhile (these machines are shared).
-            others = (_cpu_total() - cpu0) - app_cpu - (_cpu_of(os.getpid()) - me0)
+            cpu1 = _cpu_total()
+            others = (cpu1[0] - cpu0[0]) - app_cpu - (_cpu_of(os.getpid()) - me0)
+            niced = cpu1[1] - cpu0[1]
             rows = [row for out, r in zip(outs, refs) for row in analyse(out, r)]
             summary = summarise(rows, args.seconds)
             summary.update(streams=n, seconds=args.seconds, wall_s=round(wall, 1),
                            server_cores=round(app_cpu / wall, 2),
                            other_cores=round(max(0.0, others) / wall, 2),
+                           niced_cores=round(niced / wall, 2),
                            errors=sum(len(o["errors"]) for o in outs),
                            partials_per_utterance=round(sum(
                                sum(e["type"].endswith(".delta") and bool(e.get("partial"))
@@ -363,7 +368,7 @@ def main(argv=None) -> int:
              "times in seconds (p50 / p90 over all utterances of all streams).", "",
              "| model | streams | utterances | first partial after onset | final after speech "
              "end | final max | partials / utt. | missed | lag first -> last third | server "
-             "cores used | other programs' cores |",
+             "cores used | other programs' cores (niced) |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in results:
         s = r["summary"]
@@ -372,7 +377,7 @@ def main(argv=None) -> int:
                      f"{fmt(s['final_p50'])} / {fmt(s['final_p90'])} | {fmt(s['final_max'])} | "
                      f"{s['partials_per_utterance']} | {s['missed']} | "
                      f"{fmt(s['lag_first_third'])} -> {fmt(s['lag_last_third'])} | "
-                     f"{s['server_cores']} | {s['other_cores']} |")
+                     f"{s['server_cores']} | {s['other_cores']} ({s.get('niced_cores', '-')}) |")
     table = "\n".join(lines) + "\n"
     print(table)
     (out_dir / f"{name}.md").write_text(table, encoding="utf-8")

@@ -45,7 +45,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
-from .api import check_access
+from .access import check_access
 from .live import LiveSessions, TooManySessions, decode_function
 from .model_holder import ModelUnavailable
 from .pipeline import RequestError, parse_hotwords, parse_language
