@@ -28,9 +28,10 @@ from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  
                                release_freed_memory,
                                read_config, resolve_model_dir)
 from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa: E402
+from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
-from engine.languages import model_language_name  # noqa: E402
+from engine.languages import describe_language, model_language_name  # noqa: E402
 from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
@@ -291,7 +292,8 @@ class FunASRNano(nn.Module):
                           embed(torch.tensor(suffix, device=dev))])
 
     @torch.inference_mode()
-    def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False):
+    def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False,
+                      repetition_guard=True):
         adaptor_out, lens, enc, enc_lens = self.encode(waves)
         prefix, suffix = self.prompt_ids(language, itn, hotwords)
         prompts = []
@@ -299,12 +301,18 @@ class FunASRNano(nn.Module):
             n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
             prompts.append(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]))
         gens = greedy_generate(self.llm, prompts, self.tokenizer.im_end, max_new_tokens,
-                               ignore_eos=ignore_eos, end_ids=(self.tokenizer.endoftext,))
+                               ignore_eos=ignore_eos, end_ids=(self.tokenizer.endoftext,),
+                               stop_loops=repetition_guard)
         results = []
         for i, gen in enumerate(gens):
             response = self.tokenizer.decode(gen.tokens)
+            reason = gen.finish_reason
+            if repetition_guard and not ignore_eos and (
+                    reason == "repetition" or (reason == "length" and looks_looping(response))):
+                # the loop the decoder was stopped in (or ran to the limit with), one copy kept
+                response, reason = collapse_repeats(response), "repetition"
             r = {"text": clean_text(response), "text_tn": normalized_text(response),
-                 "finish_reason": gen.finish_reason, "num_tokens": len(gen.tokens)}
+                 "finish_reason": reason, "num_tokens": len(gen.tokens)}
             if self.ctc is not None:
                 logp = self.ctc.log_softmax(
                     self.ctc_decoder(enc[i:i + 1, :enc_lens[i]], enc_lens[i:i + 1])[0])[0]
@@ -317,10 +325,16 @@ class FunASRNano(nn.Module):
 
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
-                   ignore_eos: bool = False) -> list[dict]:
+                   ignore_eos: bool = False, repetition_guard: bool = True) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
         input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
-        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded."""
+        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
+
+        Each dict: ``key, file, text, text_tn, language`` (the ISO code given, or ``"auto"``),
+        ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
+        (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
+        engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
+        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``."""
         if isinstance(inputs, (str, os.PathLike, bytes)) or (
                 hasattr(inputs, "ndim") and inputs.ndim == 1) or (
                 isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], int)):
@@ -331,9 +345,10 @@ class FunASRNano(nn.Module):
         hotwords = list(hotwords or ())
         self.check_hotwords(hotwords)
         lang_name = model_language_name(language)
+        spelled = describe_language(language)
         keys = list(keys) if keys is not None else [_key_of(x, i) for i, x in enumerate(inputs)]
         results = [{"key": k, "file": str(x) if isinstance(x, (str, os.PathLike)) else None,
-                    "text": "", "text_tn": "", "language": lang_name, "duration": 0.0,
+                    "text": "", "text_tn": "", **spelled, "duration": 0.0,
                     "error": None} for k, x in zip(keys, inputs)]
         waves = {}
         for i, x in enumerate(inputs):
@@ -350,7 +365,8 @@ class FunASRNano(nn.Module):
         for start in range(0, len(order), max(1, batch_size)):
             chunk = order[start:start + batch_size]
             for i, r in zip(chunk, self._decode_safely(chunk, waves, keys, lang_name, itn,
-                                                       hotwords, max_new_tokens, ignore_eos)):
+                                                       hotwords, max_new_tokens, ignore_eos,
+                                                       repetition_guard)):
                 results[i].update(r)
         return results
 
@@ -376,7 +392,8 @@ class FunASRNano(nn.Module):
         results = self.transcribe(items, language=kwargs.get("language"),
                                   itn=kwargs.get("itn", True), hotwords=kwargs.get("hotwords", ()),
                                   batch_size=max(len(items), 1),
-                                  max_new_tokens=kwargs.get("max_length", 512), keys=key)
+                                  max_new_tokens=kwargs.get("max_length", 512), keys=key,
+                                  repetition_guard=kwargs.get("repetition_guard", True))
         return results, {"batch_data_time": sum(r["duration"] for r in results) or -1}
 
 

@@ -7,18 +7,19 @@ from dataclasses import dataclass
 import torch
 
 from .qwen3 import KVCache, Qwen3ForCausalLM
+from .repetition import loop_at
 
 
 @dataclass
 class Generation:
     tokens: list[int]
-    finish_reason: str  # "stop" (end token) or "length" (token limit)
+    finish_reason: str  # "stop" (end token), "length" (token limit) or "repetition" (a loop)
 
 
 @torch.inference_mode()
 def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: int,
                     max_new_tokens: int = 512, ignore_eos: bool = False,
-                    end_ids: tuple[int, ...] = ()) -> list[Generation]:
+                    end_ids: tuple[int, ...] = (), stop_loops: bool = True) -> list[Generation]:
     """Decode each prompt (L_i, C) of input embeddings until ``eos_id`` or the token limit.
 
     Prompts are left-padded into one batch; padded key columns are masked out and every row gets
@@ -26,7 +27,12 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
     from the batch so the rest decode at the smaller batch's cost. ``ignore_eos`` (benchmarks
     only) forces exactly ``max_new_tokens`` tokens the way HF ``min_new_tokens`` does in the
     reference: ``eos_id`` and ``end_ids`` can never be picked.
+
+    ``stop_loops`` (the repetition guard, engine.repetition): a row whose tokens start to loop
+    ends there with ``finish_reason="repetition"``, keeping one copy of what repeated. Off with
+    ``ignore_eos``, which asks for exactly ``max_new_tokens``.
     """
+    stop_loops = stop_loops and not ignore_eos
     device = prompts[0].device
     banned = torch.tensor(sorted({eos_id, *end_ids}), device=device) if ignore_eos else None
     dtype = llm.dtype
@@ -62,8 +68,13 @@ def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: 
             i = rows[r]
             if tok == eos_id and not ignore_eos:
                 reasons[i] = "stop"
+                continue
+            out[i].append(tok)
+            cut = loop_at(out[i]) if stop_loops else None
+            if cut is not None:
+                del out[i][cut:]
+                reasons[i] = "repetition"
             else:
-                out[i].append(tok)
                 keep.append(r)
         if not keep or step == max_new_tokens - 1:
             break

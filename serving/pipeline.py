@@ -13,7 +13,8 @@ decoding just past its ceiling (``SHORT_CEILING_S``) and hands such a file to th
 which stops at ``max_audio_seconds`` (HTTP 413). Memory is one short clip or one streamed block.
 
 A bad input gives its own row an error and never stops the others. Every row is a dict:
-``file, duration, language, processing_time, text, error, error_kind, segments, finish_reason``
+``file, duration, language, language_name, processing_time, text, error, error_kind, segments,
+finish_reason`` (language: the ISO code given or ``"auto"``, engine.languages.describe_language)
 with ``error_kind`` one of None, "audio" (cannot be decoded: HTTP 400), "too_long" (HTTP 413),
 "model" (decoding failed: HTTP 500). ``segments`` is ``[{start, end, text}]``: the long-form
 segments, or one segment 0..duration for a single utterance.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
-from engine.languages import Language, resolve_language
+from engine.languages import Language, describe_language, resolve_language
 from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
 from . import request_id
@@ -90,13 +91,19 @@ def _hotwords_error(message: str):
     raise RequestError(f"prompt (hotwords): {message}", 400, "prompt")
 
 
-def single_segment(text: str, duration: float) -> list[dict]:
-    return [{"start": 0.0, "end": round(float(duration), 3), "text": text}] if text else []
+def single_segment(text: str, duration: float, finish_reason: str | None = None) -> list[dict]:
+    """The one segment of a short file; flagged where the repetition guard cut a loop."""
+    if not text:
+        return []
+    seg = {"start": 0.0, "end": round(float(duration), 3), "text": text}
+    if finish_reason == "repetition":
+        seg["flag"] = "repetition"
+    return [seg]
 
 
 def _row(name: str, lang: Language | None) -> dict:
-    return {"file": name, "duration": 0.0, "language": lang.english if lang else "auto",
-            "language_code": lang.code if lang else None, "processing_time": 0.0, "text": "",
+    return {"file": name, "duration": 0.0, **describe_language(lang.code if lang else None),
+            "processing_time": 0.0, "text": "",
             "error": None, "error_kind": None, "segments": [], "finish_reason": None,
             "longform": False}
 
@@ -182,7 +189,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                        finish_reason=res.get("finish_reason"))
             if res.get("error"):
                 row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
-            row["segments"] = single_segment(row["text"], row["duration"])
+            row["segments"] = single_segment(row["text"], row["duration"], row["finish_reason"])
             done += row["duration"]
         report(0.0, f"done {len(names)} file(s)")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from engine.languages import LANGUAGES, resolve_language
+from engine.languages import LANGUAGES, language_label, resolve_language
 
 from .formats import combined_transcript, write_downloads
 from .live_tab import build_live_tab
@@ -157,11 +157,12 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
             raise gr.Error(str(e), duration=None) from e
         except RequestError as e:
             raise gr.Error(str(e)) from e
-        table = [[r["file"], r["duration"], r["language"], r["processing_time"],
+        table = [[r["file"], r["duration"], language_label(r["language"]), r["processing_time"],
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])
-        public = [{k: r[k] for k in ("file", "duration", "language", "processing_time", "text",
-                                     "error", "segments")} for r in rows]
+        public = [{k: r[k] for k in ("file", "duration", "language", "language_name",
+                                     "processing_time", "text", "error", "segments")}
+                  for r in rows]
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return table, combined_transcript(rows), downloads, public, status_markdown(holder)
 

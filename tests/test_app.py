@@ -45,6 +45,13 @@ def post(app, path, headers=None, timeout=60, **data):
 
 
 # --------------------------------------------------------------------------- the real app
+# The HTTP API's contract: tests/test_ray_serve.py runs these same functions against the Ray
+# Serve application (its own ``app`` and ``keyed_app`` fixtures).
+API_CONTRACT = ("test_api_formats_and_options",
+                "test_bad_requests_get_clear_errors_and_the_server_keeps_serving",
+                "test_ten_concurrent_requests_all_answered", "test_models_lists_the_model",
+                "test_api_key_and_auth")
+
 
 def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_files):
     health = get_json(app.url + "/health")
@@ -56,7 +63,8 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     wav = audio_files["tone.wav"]
     r = post(app, wav, language="en")
     assert r.status_code == 200, r.text
-    assert r.json() == {"text": expected_text(engine, wav, "en")}
+    assert r.json() == {"text": expected_text(engine, wav, "en"), "language": "en",
+                        "language_name": "English"}
 
     after = get_json(app.url + "/health")
     assert after["model_loaded"] is True
@@ -72,9 +80,10 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     assert transcript == want
     assert table["headers"][:4] == ["File", "Duration (s)", "Language", "Processing time (s)"]
     [row] = table["data"]
-    assert row[0] == "chirp.wav" and row[1] == pytest.approx(1.5) and row[2] == "Japanese"
+    assert row[0] == "chirp.wav" and row[1] == pytest.approx(1.5) and row[2] == "ja (Japanese)"
     assert row[4] == want
     assert rows[0]["text"] == want and rows[0]["error"] is None
+    assert (rows[0]["language"], rows[0]["language_name"]) == ("ja", "Japanese")
     names = sorted(os.path.basename(p) for p in downloads)
     assert names == ["chirp.srt", "chirp.vtt", "transcript.json", "transcript.txt"]
     srt = open(next(p for p in downloads if p.endswith(".srt")), encoding="utf-8").read()
@@ -91,7 +100,11 @@ def test_api_formats_and_options(app, engine, audio_files):
     assert post(app, flac, response_format="text", **common).text == want + "\n"
     verbose = post(app, flac, response_format="verbose_json", **common).json()
     assert verbose["text"] == want and verbose["duration"] == pytest.approx(2.0)
-    assert verbose["language"] == "portuguese"
+    assert (verbose["language"], verbose["language_name"]) == ("pt", "Portuguese")
+    plain = post(app, flac, response_format="json", **common).json()
+    assert plain == {"text": want, "language": "pt", "language_name": "Portuguese"}
+    auto = post(app, flac, response_format="verbose_json").json()   # not told: no guess
+    assert (auto["language"], auto["language_name"]) == ("auto", "automatic")
     assert verbose["segments"][0]["start"] == 0 and verbose["segments"][0]["text"] == want
     srt = post(app, flac, response_format="srt", **common)
     assert srt.status_code == 200 and "00:00:00,000 --> 00:00:02,000" in srt.text
@@ -155,8 +168,12 @@ def test_ten_concurrent_requests_all_answered(app, engine, audio_files):
 def test_page_is_served(app):
     r = requests.get(app.url + "/", timeout=10)
     assert r.status_code == 200 and "<html" in r.text.lower()
+
+
+def test_models_lists_the_model(app):
     models = requests.get(app.url + "/v1/models", timeout=10).json()
-    assert models["data"][0]["id"]
+    assert models["object"] == "list"
+    assert models["data"][0]["id"] == get_json(app.url + "/health")["model"]
 
 
 def test_api_key_and_auth(keyed_app, engine, audio_files):
@@ -172,7 +189,11 @@ def test_api_key_and_auth(keyed_app, engine, audio_files):
     assert post(keyed_app, wav, headers={"Authorization": basic}).status_code == 200
     bad = "Basic " + base64.b64encode(b"ann:nope").decode()
     assert post(keyed_app, wav, headers={"Authorization": bad}).status_code == 401
-    # the page and its Gradio API need the --auth login
+
+
+def test_page_needs_the_login(keyed_app, engine, audio_files):
+    """The page and its Gradio API need the --auth login."""
+    wav = audio_files["noise.wav"]
     from gradio_client import Client, handle_file
     assert requests.get(keyed_app.url + "/config", timeout=10).status_code == 401
     client = Client(keyed_app.url, auth=("ann", "pw"), verbose=False)
@@ -305,15 +326,17 @@ def test_long_audio_goes_to_longform(monkeypatch, audio_files, tmp_path):
 def test_formats():
     from serving.formats import combined_transcript, render, write_downloads
 
-    row = {"file": "a.wav", "duration": 3.25, "language": "English", "processing_time": 0.1,
+    row = {"file": "a.wav", "duration": 3.25, "language": "en", "processing_time": 0.1,
            "text": "hello world", "error": None, "finish_reason": "stop",
            "segments": [{"start": 0.0, "end": 3.25, "text": "hello world"}]}
-    assert render(row, "json")[0] == '{"text": "hello world"}'
+    assert json.loads(render(row, "json")[0]) == {"text": "hello world", "language": "en",
+                                                  "language_name": "English"}
     assert render(row, "text") == ("hello world\n", "text/plain; charset=utf-8")
     assert "00:00:03,250" in render(row, "srt")[0]
     assert render(row, "vtt")[0].startswith("WEBVTT")
     verbose = json.loads(render(row, "verbose_json")[0])
-    assert verbose["language"] == "english" and verbose["segments"][0]["end"] == 3.25
+    assert verbose["language"] == "en" and verbose["language_name"] == "English"
+    assert verbose["segments"][0]["end"] == 3.25
     bad = {**row, "file": "b.wav", "text": "", "error": "b.wav: broken", "segments": []}
     assert combined_transcript([row]) == "hello world"
     assert combined_transcript([row, bad]) == (

@@ -19,6 +19,7 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.audio import (AudioError, load_audio, probe_duration, resample,  # noqa: E402
                           stream_audio)
+from tests._app_server import pyav_encode  # noqa: E402
 
 from tests._fixtures import require_speech  # noqa: E402
 
@@ -40,21 +41,6 @@ def reference_load(path):
     if data.ndim > 1:
         data = data.mean(-1)
     return librosa.resample(data, orig_sr=rate, target_sr=16000) if rate != 16000 else data
-
-
-def pyav_encode(path, audio, rate, fmt, codec, codec_rate=None):
-    """Encode (channels, samples) float audio with PyAV's bundled FFmpeg (no ffmpeg CLI)."""
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
-    with av.open(str(path), "w", format=fmt) as out:
-        st = out.add_stream(codec, rate=codec_rate or rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32),
-                                           format="fltp", layout=layout)
-        frame.sample_rate = rate
-        for pkt in st.encode(frame):
-            out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -76,10 +76,16 @@ def test_input_kinds_agree(asr, speech_dir):
 def test_result_fields_and_no_fake_timestamps(asr, speech_dir):
     r = asr.transcribe(str(speech_dir / GOOD[0]), language="English", itn=False,
                        max_new_tokens=5)[0]
-    assert r["language"] == "英文" and r["finish_reason"] in ("stop", "length")
+    assert (r["language"], r["language_name"]) == ("en", "English")
+    assert r["finish_reason"] in ("stop", "length", "repetition")
     assert r["num_tokens"] <= 5
     assert "timestamps" not in r  # this checkpoint has no CTC weights
     assert asr.describe()["ctc"] is False
+    auto = asr.transcribe(str(speech_dir / GOOD[0]), max_new_tokens=2)[0]
+    assert (auto["language"], auto["language_name"]) == ("auto", "automatic")   # never a guess
+    for spelling in ("yue", "Cantonese", "粵語", "粤语", "zh-HK"):
+        r = asr.transcribe(str(speech_dir / GOOD[0]), language=spelling, max_new_tokens=2)[0]
+        assert (r["language"], r["language_name"]) == ("yue", "Cantonese"), spelling
     with pytest.raises(ValueError, match="unknown language"):
         asr.transcribe(str(speech_dir / GOOD[0]), language="Klingon")
 
@@ -189,6 +195,7 @@ def test_cli_json_lines_and_exit_status(tiny_model_dir, speech_dir, bad_files):
     assert [x["key"] for x in lines] == ["funasr_sample", "notes", "whisper_jfk"]
     assert lines[0]["error"] is None and lines[0]["text"] and lines[0]["file"] == good[0]
     assert lines[1]["error"] and "notes" in proc.stderr
+    assert all((x["language"], x["language_name"]) == ("en", "English") for x in lines)
     ok = _cli("--model", str(tiny_model_dir), "--max-new-tokens", "4", "--format", "srt", good[0])
     assert ok.returncode == 0 and "00:00:00,000 -->" in ok.stdout
 

@@ -1,10 +1,14 @@
 """Build the CPU kernels (csrc/*.cpp) once per environment, and find a finished build.
 
 The extension is compiled with torch's cpp_extension into a directory whose name is a key over
-everything the binary depends on: the sources, the compiler flags, the torch version, the Python
-interpreter (and its environment, symlinks resolved) and the CPU's instruction sets. Two virtual
-environments, two torch versions or two machines sharing a home directory therefore never
-rebuild each other's copy, and a second process finds the first one's build ready.
+everything the binary depends on: the sources, the compiler flags, the torch version and the
+Python interpreter (and its environment, symlinks resolved). Two virtual environments or two
+torch versions therefore never rebuild each other's copy, and a second process finds the first
+one's build ready. The build machine's CPU is deliberately not in the key: the flags are fixed
+(-mavx2 -mfma) and the AVX-512 functions carry their own target attributes behind a run-time
+check, so the binary is the same on every CPU that can run it. A container image built on one
+CPU thus finds its read-only cache on another, and machines sharing a home directory share one
+build.
 
 Where it lives: ``$FUNASR_NANO_KERNEL_CACHE``, else ``$FUNASR_NANO_CACHE/kernels``, else
 ``~/.cache/funasr-nano/kernels``. Which process builds, and when, is engine.kernels.loader's
@@ -46,26 +50,14 @@ def cache_root() -> Path:
     return Path(base) / "kernels"
 
 
-def _cpu_flags() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return " ".join(sorted(f for f in line.split(":", 1)[1].split()
-                                       if f.startswith(("avx", "fma", "f16c", "amx"))))
-    except OSError:
-        pass
-    return torch.backends.cpu.get_cpu_capability()
-
-
 def build_key() -> str:
-    """A short hash of the sources, flags, torch, the Python environment and the CPU. The
-    environment is sys.prefix with symlinks resolved: worktrees that link one virtualenv share
-    one build."""
+    """A short hash of the sources, flags, torch and the Python environment. The environment is
+    sys.prefix with symlinks resolved: worktrees that link one virtualenv share one build."""
     h = hashlib.sha256()
     for name in (*SOURCES, *HEADERS):
         h.update(name.encode() + b"\0" + (CSRC / name).read_bytes())
     prefix = os.path.realpath(sys.prefix)
-    for part in (CFLAGS, LDFLAGS, torch.__version__, sys.version, prefix, _cpu_flags()):
+    for part in (CFLAGS, LDFLAGS, torch.__version__, sys.version, prefix):
         h.update(repr(part).encode() + b"\0")
     return h.hexdigest()[:16]
 
