@@ -5,8 +5,9 @@
     python app.py --help        # every flag, with its environment variable
 
 The page is up in seconds; the model loads on the first request (or at once with --preload).
-Routes: / (page), /health, /v1/models, /v1/audio/transcriptions, /v1/realtime (WebSocket),
-/gradio_api/... (gradio_client).
+Routes: / (page), /health, /metrics (Prometheus), /v1/models, /v1/audio/transcriptions,
+/v1/realtime (WebSocket), /gradio_api/... (gradio_client). One scheduler (serving/scheduler.py)
+batches the work of every caller: the page, the API, long-audio segments, live sessions.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def create_app(settings):
 
     from serving import api, errors, realtime, ui
     from serving.live import LiveSessions
+    from serving.metrics import Metrics
     from serving.model_choice import choose_model
     from serving.model_holder import ModelHolder, is_demo_dir
 
@@ -57,9 +59,18 @@ def create_app(settings):
     if banner:
         plain = banner.replace("**", "").replace("```", "")
         log.warning("%s", re.sub(r"\n{2,}", "\n", plain).strip())
-    holder = ModelHolder(spec, settings.device, settings.dtype, settings.concurrency, demo=demo)
-    log.info("model: %s (device %s, %s); it loads %s", spec, holder.device, holder.dtype,
-             "now, in the background" if settings.preload else "on the first request")
+    metrics = Metrics()
+    holder = ModelHolder(spec, settings.device, settings.dtype, demo=demo,
+                         batch_size=settings.batch_size, scheduler=settings.scheduler,
+                         metrics=metrics, bench_tokens=settings.bench_tokens)
+    log.info("model: %s (device %s, %s); it loads %s; scheduler: %s, batch size %d", spec,
+             holder.device, holder.dtype,
+             "now, in the background" if settings.preload else "on the first request",
+             settings.scheduler, settings.batch_size)
+    if settings.bench_tokens:
+        log.warning("--bench-tokens %d: every sequence decodes exactly %d tokens (benchmarks "
+                    "only; the texts are not transcripts)", settings.bench_tokens,
+                    settings.bench_tokens)
 
     # the CPU kernels: loaded from the cache, or compiled in the background (the model does not
     # wait for them: it loads on the plain path and switches over when they are ready)
@@ -68,12 +79,13 @@ def create_app(settings):
     app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                   redoc_url=None)
     live = LiveSessions(settings.live_sessions)   # /v1/realtime and the Live tab share the cap
-    lifecycle = api.install(app, settings, holder, live=live)
+    metrics.watch(holder, live)
+    lifecycle = api.install(app, settings, holder, live=live, metrics=metrics)
     app.state.lifecycle = lifecycle   # main() marks it draining when a stop signal arrives
     app.include_router(realtime.create_router(settings, holder, live))
     blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
-                             live=live)
-    blocks.queue(default_concurrency_limit=settings.concurrency)
+                             live=live, metrics=metrics)
+    blocks.queue(default_concurrency_limit=ui.page_concurrency(settings))
     errors.install_fallback(app)   # after every /v1 route, before the page takes every path
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
@@ -93,12 +105,12 @@ def create_app(settings):
 
 def main(argv=None) -> int:
     settings = parse_settings(argv)
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from serving.logs import setup_logging, uvicorn_log_config
+    setup_logging(settings.log_level, settings.log_format)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import uvicorn
 
-    app, _ = create_app(settings)
+    app, holder = create_app(settings)
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig, frame):
@@ -109,6 +121,7 @@ def main(argv=None) -> int:
 
     server = Server(uvicorn.Config(app, host=settings.host, port=settings.port,
                                    log_level=settings.log_level.lower(),
+                                   log_config=uvicorn_log_config(settings.log_format),
                                    timeout_graceful_shutdown=settings.stop_timeout,
                                    # /v1/realtime answers messages up to this size itself (an
                                    # error event, then 1009); past it the WebSocket layer
@@ -125,7 +138,10 @@ def main(argv=None) -> int:
                      host, settings.port)
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    finally:
+        holder.close()
     return 0 if server.started else 1
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,7 +28,8 @@ from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
                                release_freed_memory,
                                read_config, resolve_model_dir)
-from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa: E402
+from engine.batching import BatchDecoder, Generation, greedy_generate  # noqa: E402
+from engine.decoding import clean_text, normalized_text  # noqa: E402
 from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
@@ -45,6 +47,14 @@ log = logging.getLogger("funasr_nano")
 # (fbgemm's dynamic quantisation; lossy, fastest).
 MODES = ("fp32", "bf16", "int8")
 SAMPLE_RATE = 16000
+
+
+@dataclass(eq=False)
+class Prepared:
+    """One input made ready for the decoder: its prompt as input embeddings (L, C), and for a
+    checkpoint with CTC its encoder output (1, T, D) for the CTC text and timestamps."""
+    embeds: torch.Tensor
+    encoder_out: torch.Tensor | None = None
 
 
 def _default_device() -> str:
@@ -280,8 +290,14 @@ class FunASRNano(nn.Module):
         _check_hotwords(hotwords, self.tokenizer.encode)
 
     def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
-        prefix, suffix = chatml_pieces(language, itn, hotwords, system_prompt=self.sys_prompt,
-                                       do_think=self.do_think)
+        """The (prefix, suffix) token ids around the audio. ``language``: a code, a name or the
+        model's own name (ValueError for an unknown one); ``hotwords``: a list, or a string
+        split at commas (HotwordsError over the caps)."""
+        if isinstance(hotwords, str):  # the reference would join a string char by char
+            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        self.check_hotwords(hotwords)
+        prefix, suffix = chatml_pieces(model_language_name(language), itn, hotwords,
+                                       system_prompt=self.sys_prompt, do_think=self.do_think)
         return self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
 
     def _embed_prompt(self, prefix, suffix, audio: torch.Tensor) -> torch.Tensor:
@@ -292,60 +308,73 @@ class FunASRNano(nn.Module):
                           embed(torch.tensor(suffix, device=dev))])
 
     @torch.inference_mode()
+    def prepare(self, waves, prompt_ids) -> list[Prepared]:
+        """Encoder and adaptor for a batch of 16 kHz waveforms, and each one's prompt embedded
+        around its audio. ``prompt_ids``: one (prefix, suffix) pair of ``prompt_ids()`` for
+        all, or a list with one per wave (callers with different options share a batch)."""
+        if isinstance(prompt_ids, tuple):
+            prompt_ids = [prompt_ids] * len(waves)
+        adaptor_out, lens, enc, enc_lens = self.encode(waves)
+        out = []
+        for i, (prefix, suffix) in enumerate(prompt_ids):
+            n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
+            ctc_in = enc[i:i + 1, :int(enc_lens[i])].clone() if self.ctc is not None else None
+            out.append(Prepared(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]), ctc_in))
+        return out
+
+    @staticmethod
+    def decode_error(key: str, error: BaseException) -> str:
+        """The ``error`` of an input whose decoding failed (here and in serving.scheduler)."""
+        return f"{key}: decoding failed: {error}"
+
+    def new_decoder(self, rows: int) -> BatchDecoder:
+        """A continuous-batching decoder (engine.batching) for up to ``rows`` sequences."""
+        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=(self.tokenizer.endoftext,),
+                            rows=rows)
+
+    @torch.inference_mode()
+    def finish(self, prepared: Prepared, gen: Generation, repetition_guard: bool = True,
+               ignore_eos: bool = False) -> dict:
+        """The result fields of one decoded input: text, text_tn, finish_reason, num_tokens and,
+        with CTC, ctc_text and timestamps. With ``repetition_guard`` a run the decoder stopped
+        in a loop, or that hit the token limit looking like one, keeps one copy of the loop."""
+        response = self.tokenizer.decode(gen.tokens)
+        reason = gen.finish_reason
+        if repetition_guard and not ignore_eos and (
+                reason == "repetition" or (reason == "length" and looks_looping(response))):
+            response, reason = collapse_repeats(response), "repetition"
+        r = {"text": clean_text(response), "text_tn": normalized_text(response),
+             "finish_reason": reason, "num_tokens": len(gen.tokens)}
+        if self.ctc is not None and prepared.encoder_out is not None:
+            enc = prepared.encoder_out
+            lens = torch.tensor([enc.shape[1]], device=enc.device)
+            logp = self.ctc.log_softmax(self.ctc_decoder(enc, lens)[0])[0]
+            blank = self.ctc.blank_id
+            r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
+                "<|nospeech|>", "")
+            r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
+        return r
+
+    @torch.inference_mode()
     def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False,
                       repetition_guard=True):
-        adaptor_out, lens, enc, enc_lens = self.encode(waves)
-        prefix, suffix = self.prompt_ids(language, itn, hotwords)
-        prompts = []
-        for i in range(len(waves)):
-            n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
-            prompts.append(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]))
-        gens = greedy_generate(self.llm, prompts, self.tokenizer.im_end, max_new_tokens,
-                               ignore_eos=ignore_eos, end_ids=(self.tokenizer.endoftext,),
-                               stop_loops=repetition_guard)
-        results = []
-        for i, gen in enumerate(gens):
-            response = self.tokenizer.decode(gen.tokens)
-            reason = gen.finish_reason
-            if repetition_guard and not ignore_eos and (
-                    reason == "repetition" or (reason == "length" and looks_looping(response))):
-                # the loop the decoder was stopped in (or ran to the limit with), one copy kept
-                response, reason = collapse_repeats(response), "repetition"
-            r = {"text": clean_text(response), "text_tn": normalized_text(response),
-                 "finish_reason": reason, "num_tokens": len(gen.tokens)}
-            if self.ctc is not None:
-                logp = self.ctc.log_softmax(
-                    self.ctc_decoder(enc[i:i + 1, :enc_lens[i]], enc_lens[i:i + 1])[0])[0]
-                blank = self.ctc.blank_id
-                r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
-                    "<|nospeech|>", "")
-                r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
-            results.append(r)
-        return results
+        prepared = self.prepare(waves, self.prompt_ids(language, itn, hotwords))
+        gens = greedy_generate(self.llm, [p.embeds for p in prepared], self.tokenizer.im_end,
+                               max_new_tokens, ignore_eos=ignore_eos,
+                               end_ids=(self.tokenizer.endoftext,), stop_loops=repetition_guard)
+        return [self.finish(p, g, repetition_guard, ignore_eos) for p, g in zip(prepared, gens)]
 
-    def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
-                   batch_size: int = 8, max_new_tokens: int = 512, keys=None,
-                   ignore_eos: bool = False, repetition_guard: bool = True) -> list[dict]:
-        """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
-        input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
-        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
-
-        Each dict: ``key, file, text, text_tn, language`` (the ISO code given, or ``"auto"``),
-        ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
-        (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
-        engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
-        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``."""
+    def load_inputs(self, inputs, language: str | None = None, keys=None):
+        """Decode every input to 16 kHz: (results, waves). ``results`` has one dict per input
+        (key, file, text, text_tn, language, language_name, duration, error) with ``error`` set where the
+        audio cannot be read; ``waves`` maps the index of each readable input to its samples.
+        Raises ValueError for an unknown language."""
         if isinstance(inputs, (str, os.PathLike, bytes)) or (
                 hasattr(inputs, "ndim") and inputs.ndim == 1) or (
                 isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], int)):
             inputs = [inputs]
         inputs = list(inputs)
-        if isinstance(hotwords, str):  # the reference would join a string char by char
-            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
-        hotwords = list(hotwords or ())
-        self.check_hotwords(hotwords)
-        lang_name = model_language_name(language)
-        spelled = describe_language(language)
+        spelled = describe_language(language)  # ValueError for an unknown language
         keys = list(keys) if keys is not None else [_key_of(x, i) for i, x in enumerate(inputs)]
         results = [{"key": k, "file": str(x) if isinstance(x, (str, os.PathLike)) else None,
                     "text": "", "text_tn": "", **spelled, "duration": 0.0,
@@ -360,6 +389,27 @@ class FunASRNano(nn.Module):
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
                 results[i]["error"] = str(e) if isinstance(e, AudioError) else f"{keys[i]}: {e}"
                 waves.pop(i, None)
+        return results, waves
+
+    def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
+                   batch_size: int = 8, max_new_tokens: int = 512, keys=None,
+                   ignore_eos: bool = False, repetition_guard: bool = True) -> list[dict]:
+        """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
+        input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
+        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
+
+        Each dict: ``key, file, text, text_tn, language`` (the ISO code given, or ``"auto"``),
+        ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
+        (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
+        engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
+        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``."""
+        if isinstance(hotwords, str):  # the reference would join a string char by char
+            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        hotwords = list(hotwords or ())
+        self.check_hotwords(hotwords)
+        results, waves = self.load_inputs(inputs, language, keys)
+        keys = [r["key"] for r in results]
+        lang_name = model_language_name(language)
         # Similar lengths together: less padding, and results do not depend on batch neighbours.
         order = sorted(waves, key=lambda i: len(waves[i]))
         for start in range(0, len(order), max(1, batch_size)):
@@ -376,7 +426,7 @@ class FunASRNano(nn.Module):
         except Exception as e:  # noqa: BLE001
             if len(chunk) == 1:
                 log.exception("decoding %s failed", keys[chunk[0]])
-                return [{"error": f"{keys[chunk[0]]}: decoding failed: {e}"}]
+                return [{"error": self.decode_error(keys[chunk[0]], e)}]
             # Retry one by one so a single bad input (or an OOM) does not fail its neighbours.
             return [r for i in chunk for r in self._decode_safely([i], waves, keys, *args)]
 

@@ -1,9 +1,11 @@
-"""HTTP API on the app's port: GET /health, GET /v1/models and the OpenAI-compatible
-POST /v1/audio/transcriptions.
+"""HTTP API on the app's port: GET /health, GET /metrics (Prometheus), GET /v1/models and the
+OpenAI-compatible POST /v1/audio/transcriptions.
 
-The model runs in a worker thread (never on the event loop); the model holder limits how many
-decodes run at once. Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
-400 bad audio or parameters, 401 missing/wrong key, 413 upload or audio too large, 503 no model.
+Each request waits for its results in a worker thread (never on the event loop) while the
+scheduler batches it with everyone else's work (serving.scheduler); the request id (the
+``X-Request-ID`` response header) is its caller identity there. Errors use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``: 400 bad audio or parameters, 401
+missing/wrong key, 413 upload or audio too large, 503 no model.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from .access import access_required, check_access, credentials_ok  # noqa: F401 
 from .errors import error_response  # noqa: F401 (one error shape; re-exported)
 from .formats import RESPONSE_FORMATS, render
 from .guard import Lifecycle, RequestGuard
+from .metrics import HttpMetricsMiddleware
 from .model_holder import RETRY_AFTER_FAILURE_S, ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, parse_language, transcribe_items
 
@@ -38,7 +41,8 @@ def display_name(filename: str | None) -> str:
     return (name[:100] + "..." + name[-97:] if len(name) > 200 else name) or "audio"
 
 
-def create_api(settings, holder, started_at: float | None = None, live=None) -> APIRouter:
+def create_api(settings, holder, started_at: float | None = None, live=None,
+               metrics=None) -> APIRouter:
     router = APIRouter()
     started_at = started_at or time.time()
 
@@ -53,10 +57,20 @@ def create_api(settings, holder, started_at: float | None = None, live=None) -> 
             request.headers.get("authorization"), settings)
         info = holder.info(private=private)
         return {"status": "ok", **info, "uptime_s": round(time.time() - started_at, 1),
-                "concurrency": settings.concurrency, "max_upload_mb": settings.max_upload_mb,
+                "scheduler": holder.scheduler_stats(), "max_upload_mb": settings.max_upload_mb,
                 "max_audio_minutes": settings.max_audio_minutes,
                 "live_sessions": live.active if live else 0,
                 "max_live_sessions": live.limit if live else settings.live_sessions}
+
+    @router.get("/metrics")
+    async def prometheus_metrics(request: Request):
+        denied = check_access(request, settings)  # the same key or login as /v1/*
+        if denied:
+            return denied
+        if metrics is None:
+            return error_response(404, "metrics are off")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @router.get("/v1/models")
     async def models(request: Request):
@@ -117,13 +131,16 @@ def create_api(settings, holder, started_at: float | None = None, live=None) -> 
     return router
 
 
-def install(app: FastAPI, settings, holder, started_at: float | None = None, live=None
-            ) -> Lifecycle:
+def install(app: FastAPI, settings, holder, started_at: float | None = None, live=None,
+            metrics=None) -> Lifecycle:
     """Routes, the request guard (serving.guard: ids, credentials before the body, upload
-    limits, body timeouts, the stop) and OpenAI-shaped errors on /v1/*. Returns the guard's
-    Lifecycle (app.py marks it draining when a stop begins)."""
-    app.include_router(create_api(settings, holder, started_at, live))
+    limits, body timeouts, the stop) and OpenAI-shaped errors on /v1/*; with ``metrics``,
+    request counts on every route (outside the guard, so its own answers count too). Returns
+    the guard's Lifecycle (app.py marks it draining when a stop begins)."""
+    app.include_router(create_api(settings, holder, started_at, live, metrics))
     lifecycle = Lifecycle()
     app.add_middleware(RequestGuard, settings=settings, lifecycle=lifecycle)
+    if metrics is not None:
+        app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
     errors.install_handlers(app)
     return lifecycle

@@ -4,11 +4,12 @@ and the decode function each ``engine.live.LiveSession`` calls.
 * ``LiveSessions`` counts open sessions of both paths against ``--live-sessions``; a session over
   the cap is refused with a clear message, and ``/health`` reports the count.
 * ``decode_function(holder, settings, sessions)`` is the session's ``decode``: it goes through
-  the shared model path (``holder.transcribe``, the same call and options as the offline API),
-  so live work queues with everyone else's. Finals of all sessions come before partials: while
-  any session's final is waiting for the model or running, partials are declined
-  (``SkipPartial``; the session asks again later), so a busy server drops partial updates
-  rather than letting finals fall behind.
+  the shared model path (``holder.transcribe``, the same call and options as the offline API) at
+  the scheduler's "live" priority (ahead of files and long-audio segments), with the session as
+  its caller (fairness between sessions). Finals of all sessions come before partials: while any
+  session's final is waiting for the model or running, partials are declined (``SkipPartial``;
+  the session asks again later), so a busy server drops partial updates rather than letting
+  finals fall behind.
 * Benchmarks only: ``FUNASR_NANO_BENCH_TOKENS_PER_SECOND=4`` makes every live decode produce
   exactly ``ceil(4 x seconds of audio)`` tokens (end-of-text is ignored, as
   ``bench/benchmark.py`` forces its token count), so a random-weight checkpoint, which never
@@ -18,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import os
+import contextlib
 import threading
 
 from engine.audio import SAMPLE_RATE
-import contextlib
-
 from engine.live import SkipPartial, tokens_for
+
+from .request_id import new_id
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -35,12 +37,11 @@ class TooManySessions(RuntimeError):
 
 
 class LiveSessions:
-    """A counter of open live sessions with a cap (thread-safe); ``gauge`` (a Prometheus gauge,
-    anything with ``inc`` / ``dec``) follows it."""
+    """A counter of open live sessions with a cap, and of the finals waiting for the model
+    (thread-safe). /metrics' ``live_sessions`` reads ``active``."""
 
-    def __init__(self, limit: int, gauge=None):
+    def __init__(self, limit: int):
         self.limit = max(1, int(limit))
-        self._gauge = gauge
         self._open = 0
         self._finals = 0          # finals waiting for the model or running, all sessions
         self._lock = threading.Lock()
@@ -56,8 +57,6 @@ class LiveSessions:
                                       f"{'s' if self.limit != 1 else ''} at a time; try again "
                                       "later")
             self._open += 1
-            if self._gauge is not None:
-                self._gauge.inc()
             log.info("live session opened (%d of %d)", self._open, self.limit)
 
     @property
@@ -76,8 +75,6 @@ class LiveSessions:
 
     def release(self) -> None:
         with self._lock:
-            if self._open and self._gauge is not None:
-                self._gauge.dec()
             self._open = max(0, self._open - 1)
             log.info("live session closed (%d of %d open)", self._open, self.limit)
 
@@ -98,18 +95,20 @@ def decode_function(holder, settings, sessions: LiveSessions | None = None):
         log.warning("%s=%s: live decodes are forced to that many tokens per second of audio "
                     "(benchmarks only)", BENCH_TOKENS_ENV, raw)
 
+    caller = "live-" + new_id()  # one per session: decode_function runs per session
+
     def decode(inputs, kind, **options):
         options.setdefault("max_new_tokens", settings.max_new_tokens)
         if per_second:
             options.update(ignore_eos=True,
                            max_new_tokens=tokens_for(_seconds(inputs), per_second))
         if sessions is None:
-            return holder.transcribe(list(inputs), **options)
+            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
         if kind == "partial":
             if sessions.finals_waiting:
                 raise SkipPartial()
-            return holder.transcribe(list(inputs), **options)
+            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
         with sessions.final():
-            return holder.transcribe(list(inputs), **options)
+            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
 
     return decode

@@ -216,7 +216,7 @@ def build_live_tab(settings, holder, sessions: LiveSessions, language_choices) -
         return live, live.status(False), "", live.transcript(), files
 
     limit = max(1, settings.live_sessions)
-    # Gradio's own queue runs these (so --auth covers them); the Files tab's --concurrency limit
+    # Gradio's own queue runs these (so --auth covers them); the Files tab's queue limit
     # does not apply: each call is short (stop waits for the last final).
     common = dict(api_visibility="private", concurrency_limit=limit, concurrency_id="live",
                   show_progress="hidden")

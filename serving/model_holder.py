@@ -1,12 +1,16 @@
-"""One model per process, loaded on first use, shared by the page and the API.
+"""One model per process, loaded on first use, shared by the page, the API, long audio and live
+sessions through one scheduler (serving.scheduler).
 
 * ``get()`` loads the model once: concurrent first requests wait for the one load instead of
   starting their own. A failed load is remembered for a few seconds (callers arriving meanwhile
   get the same error instead of retrying at once), then the next request tries again.
-* ``use()`` holds one of ``concurrency`` slots while the model runs, so at most that many
-  decodes run at the same time whoever calls (page, API, long-form segments).
-* ``guarded()`` is a stand-in model whose ``transcribe`` takes a slot per call: long-form
-  transcription (many model calls per file) then lets other requests in between its batches.
+* ``transcribe(inputs, language=..., itn=..., hotwords=..., max_new_tokens=..., keys=...,
+  priority="interactive", caller=None)`` is the one entry point: callable from any thread, it
+  blocks until that caller's results are ready (the arguments and result dicts of
+  ``FunASRNano.transcribe``). ``priority``: "live", "interactive" or "bulk"; ``caller``: an
+  identity for fairness (a request id, a session id).
+* ``client(priority, caller)`` is that entry point bound to one priority and caller, with the
+  ``transcribe`` of a model: what ``engine.longform.transcribe_long`` takes.
 * CPU kernels (engine.kernels): while they compile in the background the model loads on the
   plain PyTorch path; once they are ready (``watch_kernels``) the holder loads a second copy on
   them and swaps it in between requests (calls already running finish on the old copy, which is
@@ -14,7 +18,6 @@
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import re
@@ -46,9 +49,14 @@ def default_device() -> str:
 
 
 class ModelHolder:
+    """``scheduler``: "batch" (one scheduler batching every caller's work) or "serial" (one
+    call at a time, the old path, for comparisons). ``bench_tokens`` (benchmarks only): every
+    sequence decodes exactly that many tokens, end tokens ignored."""
+
     def __init__(self, spec: str, device: str | None = None, dtype: str | None = None,
-                 concurrency: int = 1, demo: bool = False,
-                 loader: Callable[[str, str, str], object] | None = None):
+                 demo: bool = False, loader: Callable[[str, str, str], object] | None = None,
+                 batch_size: int = 8, scheduler: str = "batch", metrics=None,
+                 bench_tokens: int | None = None):
         self.spec = str(spec)
         self.device = device or default_device()
         # None: the device's fast path (bf16 on CUDA, fp32 on CPU), decided here so that /health
@@ -59,7 +67,9 @@ class ModelHolder:
         self._loader = loader or _default_loader
         self._model = None
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(max(1, concurrency))
+        self.batch_size, self.scheduler_mode = batch_size, scheduler
+        self.metrics, self.bench_tokens = metrics, bench_tokens
+        self._scheduler = None
         self._loading = False
         self._error: str | None = None          # for the log: paths and exception text
         self._public_error: str | None = None   # for clients
@@ -148,6 +158,8 @@ class ModelHolder:
             self._model = model
             self._description = dict(describe()) if callable(describe) else {}
             self.switches += 1
+            if self._scheduler is not None:  # it swaps once the sequences in flight are done
+                self._scheduler.replace_model(model)
         del model
         gc.collect()  # the old copy goes as soon as the calls still holding it return
         from engine.checkpoint import release_freed_memory
@@ -179,6 +191,9 @@ class ModelHolder:
                 self._loading = False
             self.loads += 1
             self.load_seconds = time.perf_counter() - t0
+            from .scheduler import make_scheduler
+            self._scheduler = make_scheduler(model, self.scheduler_mode, self.batch_size,
+                                             self.metrics)
             describe = getattr(model, "describe", None)
             self._description = dict(describe()) if callable(describe) else {}
             self.demo = bool(self._description.get("demo", self.demo))
@@ -203,31 +218,40 @@ class ModelHolder:
         return t
 
     # ------------------------------------------------------------------ running
-    @contextlib.contextmanager
-    def use(self):
-        model = self.get()
-        with self._slots:
-            yield model
+    def transcribe(self, inputs, *, priority: str = "interactive", caller: str | None = None,
+                   **kwargs) -> list[dict]:
+        """Transcribe through the scheduler (loading the model first if need be)."""
+        self.get()
+        if self.bench_tokens:
+            kwargs.update(max_new_tokens=self.bench_tokens, ignore_eos=True)
+        return self._scheduler.transcribe(inputs, priority=priority, caller=caller, **kwargs)
 
-    def transcribe(self, *args, **kwargs) -> list[dict]:
-        with self.use() as model:
-            return model.transcribe(*args, **kwargs)
+    def client(self, priority: str = "interactive", caller: str | None = None) -> "Client":
+        return Client(self, priority, caller)
 
-    def guarded(self):
-        return _GuardedModel(self)
+    def scheduler_stats(self) -> dict:
+        """Sequences waiting and decoding by priority (zeros before the model is loaded)."""
+        if self._scheduler is not None:
+            return self._scheduler.stats()
+        from .scheduler import PRIORITIES
+        return {"mode": self.scheduler_mode, "batch_size": self.batch_size,
+                "waiting": dict.fromkeys(PRIORITIES, 0), "running": dict.fromkeys(PRIORITIES, 0)}
+
+    def close(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.close()
 
 
-class _GuardedModel:
-    """Looks like the engine model to engine.longform; each call takes a slot."""
+class Client:
+    """The holder's entry point for one caller at one priority, shaped like the engine model's
+    ``transcribe`` (engine.longform calls it once per batch of segments)."""
 
-    def __init__(self, holder: ModelHolder):
-        self._holder = holder
+    def __init__(self, holder: ModelHolder, priority: str, caller: str | None):
+        self._holder, self.priority, self.caller = holder, priority, caller
 
-    def transcribe(self, *args, **kwargs):
-        return self._holder.transcribe(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(self._holder.get(), name)
+    def transcribe(self, inputs, **kwargs) -> list[dict]:
+        return self._holder.transcribe(inputs, priority=self.priority, caller=self.caller,
+                                       **kwargs)
 
 
 def public_model_name(spec) -> str:

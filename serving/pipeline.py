@@ -1,12 +1,14 @@
 """From uploaded files to result rows: checks, decoding, batching, long-form dispatch, timing.
 
-The page and the HTTP API both call ``transcribe_items``. Per input:
+The page and the HTTP API both call ``transcribe_items``, once per request (the request is the
+``caller`` the scheduler is fair between). Per input:
 
 1. the duration is probed (cheap, from the header) and checked against ``max_audio_seconds``;
-2. up to ``LONGFORM_SECONDS`` the audio is decoded here and goes to ``model.transcribe`` in
-   batches of ``batch_size`` inputs (one model call per batch);
+2. up to ``LONGFORM_SECONDS`` the audio is decoded here and goes to the scheduler
+   (``holder.transcribe``, priority "interactive") ``batch_size`` inputs at a time;
 3. longer audio goes to ``engine.longform.transcribe_long`` (VAD segments, streamed from the
-   file), which calls the model a batch of segments at a time.
+   file), which sends the scheduler a batch of segments at a time at priority "bulk", so a
+   short request sent meanwhile is not held up behind them.
 
 The header may lie or say nothing, so the limits hold while decoding too: the short path stops
 decoding just past its ceiling (``SHORT_CEILING_S``) and hands such a file to the long path,
@@ -109,9 +111,12 @@ def _row(name: str, lang: Language | None) -> dict:
 
 
 def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
-                     progress: Callable[[float, str], None] | None = None) -> list[dict]:
+                     progress: Callable[[float, str], None] | None = None,
+                     caller: str | None = None) -> list[dict]:
     """``items``: (display name, path or bytes). Rows in input order. ``progress(fraction,
-    message)`` is called as the batch advances (by seconds of audio done)."""
+    message)`` is called as the batch advances (by seconds of audio done). ``caller``: who is
+    asking, for the scheduler's fairness (default: the current request id)."""
+    caller = caller or request_id.peek() or request_id.new_id()
     lang = parse_language(opts.language)
     code = lang.code if lang else None
     rows = [_row(name, lang) for name, _ in items]
@@ -179,7 +184,8 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         t0 = time.perf_counter()
         results = holder.transcribe([w for _, w in chunk], language=code, itn=opts.itn,
                                     hotwords=list(opts.hotwords), batch_size=len(chunk),
-                                    max_new_tokens=opts.max_new_tokens, keys=names)
+                                    max_new_tokens=opts.max_new_tokens, keys=names,
+                                    priority="interactive", caller=caller)
         elapsed = time.perf_counter() - t0
         chunk_seconds = sum(rows[i]["duration"] for i, _ in chunk) or 1.0
         for (i, _), res in zip(chunk, results, strict=True):
@@ -197,7 +203,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         row = rows[i]
         t0 = time.perf_counter()
         try:
-            res = transcribe_long(holder, src, row["file"], code, opts,
+            res = transcribe_long(holder.client("bulk", caller), src, row["file"], code, opts,
                                   lambda d, n, _dur=row["duration"], _name=row["file"]: report(
                                       _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
         except AudioTooLong as e:
@@ -217,10 +223,11 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     return rows
 
 
-def transcribe_long(holder, src, name: str, language: str | None, opts: Options, progress) -> dict:
-    """The one call into engine.longform (VAD segmentation, batched decoding, joining)."""
+def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress) -> dict:
+    """The one call into engine.longform (VAD segmentation, batched decoding, joining);
+    ``model``: anything with the engine's ``transcribe`` (here the holder's bulk client)."""
     from engine.longform import transcribe_long as _long
-    return _long(holder.guarded(), src, language=language, itn=opts.itn,
+    return _long(model, src, language=language, itn=opts.itn,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
                  max_seconds=opts.max_audio_seconds)

@@ -13,8 +13,9 @@ samples do):
   ``DeploymentHandle``. ``ReplicaPool`` is what ``serving.pipeline`` sees as its model holder.
 * ``Transcriber`` (the model): ``num_replicas`` (or an ``autoscaling_config``) replicas, each
   with ``ray_actor_options`` (``num_cpus``, ``num_gpus``) and one model loaded at start, so a
-  replica is ready when its model is. Inside a replica, concurrent calls that share options are
-  decoded together by ``@serve.batch`` (one ``model.transcribe`` call for all of them).
+  replica is ready when its model is. Inside a replica, one ``serving.scheduler`` (the model
+  holder's, as in app.py) decodes the concurrent calls together: continuous batching across
+  calls whatever their options, priorities and per-caller fairness.
 
 A replica that dies mid-request (killed, out of memory, node lost) costs no request: the call
 is sent again to another replica, and when none answers the client gets 503 with Retry-After.
@@ -33,7 +34,7 @@ from pathlib import Path
 
 from ray import serve
 
-from .model_holder import ModelHolder, ModelUnavailable, is_demo_dir
+from .model_holder import Client, ModelHolder, ModelUnavailable, is_demo_dir
 from .settings import Settings, build_parser, parse_settings
 
 log = logging.getLogger("funasr_nano.ray_serve")
@@ -55,49 +56,19 @@ class Transcriber:
 
     def __init__(self, spec: str, device: str | None, dtype: str | None, demo: bool,
                  batch_size: int):
-        self.holder = ModelHolder(spec, device, dtype, concurrency=1, demo=demo)
+        self.holder = ModelHolder(spec, device, dtype, demo=demo, batch_size=batch_size)
         self.holder.watch_kernels()    # as app.py: compiled in the background if not cached
         self.holder.get()              # load now: the replica counts as ready once its model is
-        self.batch_size = batch_size
-        self._batched.set_max_batch_size(max(1, batch_size))
 
     async def transcribe(self, inputs: list, options: dict) -> list[dict]:
-        return await self._batched((list(inputs), dict(options)))
-
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005)
-    async def _batched(self, calls: list[tuple[list, dict]]) -> list[list[dict]]:
-        # Calls with the same language / ITN / hotwords / token limit share one decode; the
-        # engine sorts by length, so a text does not depend on its batch neighbours.
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, opts) in enumerate(calls):
-            groups.setdefault(_options_key(opts), []).append(i)
-        out: list[list[dict] | None] = [None] * len(calls)
-        for members in groups.values():
-            opts = {k: v for k, v in calls[members[0]][1].items() if k not in ("keys", "batch_size")}
-            inputs = [x for i in members for x in calls[i][0]]
-            keys = [k for i in members for k in _keys_of(calls[i])]
-            results = await asyncio.to_thread(self.holder.transcribe, inputs, keys=keys,
-                                              batch_size=self.batch_size, **opts)
-            start = 0
-            for i in members:
-                n = len(calls[i][0])
-                out[i], start = results[start:start + n], start + n
-        return out
+        # Each call waits in its own thread; the replica's scheduler batches them (options,
+        # priority and caller travel with each call).
+        return await asyncio.to_thread(self.holder.transcribe, list(inputs), **dict(options))
 
     def info(self) -> dict:
         # The ingress decides what /health shows (ReplicaPool.info's ``private``).
-        return {**self.holder.info(private=True), "pid": os.getpid()}
-
-
-def _options_key(opts: dict) -> tuple:
-    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
-                        for k, v in opts.items() if k not in ("keys", "batch_size")))
-
-
-def _keys_of(call: tuple[list, dict]) -> list[str]:
-    inputs, opts = call
-    keys = opts.get("keys")
-    return list(keys) if keys is not None else [f"audio_{i}" for i in range(len(inputs))]
+        return {**self.holder.info(private=True), "scheduler": self.holder.scheduler_stats(),
+                "pid": os.getpid()}
 
 
 # --------------------------------------------------------------------------- the ingress side
@@ -126,8 +97,13 @@ class ReplicaPool:
     def preload_in_background(self) -> None:
         return None
 
-    def guarded(self):
-        return self
+    def client(self, priority: str = "interactive", caller: str | None = None):
+        return Client(self, priority, caller)
+
+    def scheduler_stats(self) -> dict:
+        """A replica's scheduler (as of the last refresh), for /health."""
+        info = self._info or {}
+        return info.get("scheduler") or self._local.scheduler_stats()
 
     def transcribe(self, inputs, **options) -> list[dict]:
         from ray.exceptions import GetTimeoutError, RayActorError
@@ -168,6 +144,7 @@ class ReplicaPool:
             threading.Thread(target=self._refresh, daemon=True).start()
         info = dict(self._info or {**self._local.info(private=True), "replicas": None})
         info.pop("pid", None)
+        info.pop("scheduler", None)   # /health has its own field for it
         if not private:
             for key in ("model_path", "model_dir", "load_error_detail"):
                 info.pop(key, None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 
 import gradio as gr
@@ -21,6 +22,7 @@ from .formats import combined_transcript, write_downloads
 from .live_tab import build_live_tab
 from .model_holder import ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, transcribe_items
+from .request_id import request_id_scope
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -130,9 +132,39 @@ def readable_input(path, examples_dir: Path | None) -> str:
                    "upload the file and try again")
 
 
+PAGE_ROUTE = "page_transcribe"  # the page's transcriptions in funasr_nano_requests_total
+
+
+def page_concurrency(settings) -> int:
+    """Page transcriptions running at once (Gradio's queue): as many as the scheduler has rows,
+    so several page users reach the scheduler together and are batched with the API's work."""
+    return 2 * settings.batch_size
+
+
 def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
-                 title: str = "Fun-ASR-MLT-Nano speech recognition", live=None) -> gr.Blocks:
+                 title: str = "Fun-ASR-MLT-Nano speech recognition", live=None,
+                 metrics=None) -> gr.Blocks:
     def transcribe(files, microphone, language, itn, hotwords, progress=gr.Progress()):
+        t0, status = time.perf_counter(), 500
+        with request_id_scope() as rid:  # one id per transcription: its logs and its caller
+            try:
+                out = _transcribe(files, microphone, language, itn, hotwords, progress, rid)
+                status = 200
+                return out
+            except ModelUnavailable as e:
+                status = 503
+                raise gr.Error(str(e), duration=None) from e
+            except RequestError as e:
+                status = 400
+                raise gr.Error(str(e)) from e
+            except gr.Error:
+                status = 400
+                raise
+            finally:
+                if metrics is not None:
+                    metrics.observe_request(PAGE_ROUTE, status, time.perf_counter() - t0)
+
+    def _transcribe(files, microphone, language, itn, hotwords, progress, rid):
         items = []
         for f in files or []:
             path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
@@ -150,13 +182,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         progress(0.0, desc="loading the model" if not holder.loaded else "starting")
-        try:
-            rows = transcribe_items(holder, items, opts,
-                                    progress=lambda frac, msg: progress(frac, desc=msg))
-        except ModelUnavailable as e:
-            raise gr.Error(str(e), duration=None) from e
-        except RequestError as e:
-            raise gr.Error(str(e)) from e
+        rows = transcribe_items(holder, items, opts,
+                                progress=lambda frac, msg: progress(frac, desc=msg), caller=rid)
         table = [[r["file"], r["duration"], language_label(r["language"]), r["processing_time"],
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])

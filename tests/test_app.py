@@ -25,7 +25,7 @@ UPLOAD_MB = 1
 @pytest.fixture(scope="module")
 def app(app_model_dir, tmp_path_factory):
     server = start_app(app_model_dir, tmp_path_factory.mktemp("app"),
-                       "--max-upload-mb", str(UPLOAD_MB), "--concurrency", "1")
+                       "--max-upload-mb", str(UPLOAD_MB))
     yield server
     server.stop()
 
@@ -220,7 +220,7 @@ def test_model_loads_once_under_concurrent_first_requests():
         time.sleep(0.3)
         return Fake()
 
-    holder = ModelHolder("fake", "cpu", "fp32", concurrency=2, loader=loader)
+    holder = ModelHolder("fake", "cpu", "fp32", loader=loader)
     assert holder.info()["model_loaded"] is False
     barrier = threading.Barrier(8)
 
@@ -256,29 +256,6 @@ def test_model_loads_once_under_concurrent_first_requests():
     assert isinstance(h2.get(), Fake) and h2.info()["load_error"] is None
 
 
-def test_concurrency_limit_serializes_model_calls():
-    from serving.model_holder import ModelHolder
-
-    active, peak = [0], [0]
-    lock = threading.Lock()
-
-    class Slow:
-        def transcribe(self, inputs, **kw):
-            with lock:
-                active[0] += 1
-                peak[0] = max(peak[0], active[0])
-            time.sleep(0.05)
-            with lock:
-                active[0] -= 1
-            return [{"text": ""}]
-
-    holder = ModelHolder("slow", "cpu", "fp32", concurrency=1, loader=lambda *a: Slow())
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        list(pool.map(lambda _: holder.transcribe([b""]), range(6)))
-        list(pool.map(lambda _: holder.guarded().transcribe([b""]), range(6)))
-    assert peak[0] == 1
-
-
 def test_long_audio_goes_to_longform(monkeypatch, audio_files, tmp_path):
     import numpy as np
     import soundfile as sf
@@ -299,6 +276,9 @@ def test_long_audio_goes_to_longform(monkeypatch, audio_files, tmp_path):
 
     class Holder:
         def get(self):
+            return self
+
+        def client(self, priority, caller):
             return self
 
         def transcribe(self, waves, **kw):
@@ -350,7 +330,8 @@ def test_formats():
 
 def test_settings_flags_and_environment():
     s = parse_settings([], environ={})
-    assert (s.host, s.port, s.concurrency, s.model, s.api_key) == ("127.0.0.1", 7860, 1, None, None)
+    assert (s.host, s.port, s.scheduler, s.model, s.api_key) == ("127.0.0.1", 7860, "batch", None,
+                                                                 None)
     env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "9000",
            "FUNASR_NANO_MODEL": "/m", "FUNASR_NANO_API_KEY": "k", "FUNASR_NANO_PRELOAD": "1",
            "FUNASR_NANO_MAX_UPLOAD_MB": "5"}
@@ -423,8 +404,8 @@ def test_docs_flags_table_is_current():
 
 
 def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):
-    """A 35+ s recording goes through the real engine.longform with the model holder's guarded
-    model: several VAD segments, and the row's text is their joined text."""
+    """A 35+ s recording goes through the real engine.longform and the scheduler (bulk
+    priority): several VAD segments, and the row's text is their joined text."""
     import numpy as np
     import soundfile as sf
 
@@ -441,10 +422,18 @@ def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):
             total += len(wave) / 16000 + 1
     long_wav = tmp_path / "long.wav"
     sf.write(long_wav, np.concatenate(parts), 16000)
-    holder = ModelHolder("in-process", "cpu", "fp32", loader=lambda *a: engine)
-    [row] = transcribe_items(holder, [("long.wav", str(long_wav))],
-                             Options(language="en", max_new_tokens=4, batch_size=8))
+    from serving.metrics import Metrics
+    metrics = Metrics()
+    holder = ModelHolder("in-process", "cpu", "fp32", loader=lambda *a: engine, metrics=metrics)
+    try:
+        [row] = transcribe_items(holder, [("long.wav", str(long_wav))],
+                                 Options(language="en", max_new_tokens=4, batch_size=8))
+    finally:
+        holder.close()
     assert row["longform"] and row["error"] is None
+    done = sum(metrics.registry.get_sample_value(
+        "funasr_nano_sequences_total", {"priority": "bulk", "outcome": o}) or 0 for o in ("length", "stop"))
+    assert done >= len(row["segments"])  # every segment went to the scheduler as bulk work
     assert row["duration"] == pytest.approx(total, abs=0.1)
     assert len(row["segments"]) >= 2
     assert all(0 <= s["start"] < s["end"] <= row["duration"] + 0.01 for s in row["segments"])

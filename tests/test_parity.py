@@ -20,7 +20,6 @@ from tests._fixtures import require_funasr
 require_funasr(module_level=True)
 
 from engine.audio import load_audio  # noqa: E402
-from engine.qwen3 import KVCache  # noqa: E402
 from model import FunASRNano  # noqa: E402
 from tests import reference as ref  # noqa: E402
 
@@ -91,10 +90,7 @@ def _first_logits(asr: FunASRNano, path: str, language, itn, hotwords) -> torch.
         from engine.adaptor import low_frame_rate_length
         prefix, suffix = asr.prompt_ids(language, itn, hotwords)
         x = asr._embed_prompt(prefix, suffix, ad[0, :low_frame_rate_length(int(lens[0]))])
-        n = x.shape[0]
-        cache = KVCache(asr.llm.config, 1, n, x.dtype, x.device)
-        mask = torch.ones(n, n, dtype=torch.bool).tril()
-        return asr.llm(x[None], torch.arange(n)[None], cache, 0, mask)[0]
+        return asr.llm(x[None])[0]
 
 
 @pytest.mark.parametrize("prompt", PROMPTS, ids=["plain", "en-noitn", "hotwords"])

@@ -365,7 +365,8 @@ def test_internal_errors_leave_only_a_request_id(app_model_dir, audio_files, cap
     def failing_decode(self, *a, **k):
         raise RuntimeError(secret)
 
-    monkeypatch.setattr(FunASRNano, "_decode_batch", failing_decode)
+    # the encoder/prefill step both the scheduler and FunASRNano.transcribe go through
+    monkeypatch.setattr(FunASRNano, "prepare", failing_decode)
     caplog.set_level("INFO")
     fastapi_app, _ = app_module.create_app(parse_settings(["--model", app_model_dir],
                                                           environ={}))

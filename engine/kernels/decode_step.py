@@ -20,7 +20,6 @@ from torch import nn
 from .int8 import MAX_ROWS, DynamicInt8Linear
 from .packed import PackedLinear
 
-_NO_MASK = torch.empty(0, dtype=torch.bool)
 _ATTN = ("q_proj", "k_proj", "v_proj")
 _MLP = ("gate_proj", "up_proj")
 
@@ -62,11 +61,12 @@ class DecodeStep:
         self.norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
         self._attention, self._mlp = attention, mlp_fn
 
-    def __call__(self, x, cos, sin, cache, start: int, mask):
+    def __call__(self, x, cos, sin, cache, rows: torch.Tensor, pos: torch.Tensor):
+        """One token per batch row: row b's k and v go into column pos[b] of cache row rows[b]
+        (int64 tensors), attending over that row's columns 0..pos[b]."""
         n1, n2, qn, kn = self.norms
         x = self._attention(x.contiguous(), n1.weight, n1.eps, *self.qkv, qn.weight, kn.weight,
-                            cos.contiguous(), sin.contiguous(), *cache, start,
-                            _NO_MASK if mask is None else mask, *self.o)
+                            cos.contiguous(), sin.contiguous(), *cache, rows, pos, *self.o)
         return self._mlp(x, n2.weight, n2.eps, *self.gate_up, *self.down)
 
 

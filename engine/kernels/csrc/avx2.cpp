@@ -112,24 +112,22 @@ void qk_norm_rope_(at::Tensor q, at::Tensor k, at::Tensor qw, at::Tensor kw,
   });
 }
 
-// One decode step of attention: q (B, H*D), k, v (B, KV*D); caches (B, KV, capacity, D);
-// `valid` (B, >= pos+1, any strides, bool) masks left padding, or is empty.
+// One decode step of attention: q (B, H*D), k, v (B, KV*D); caches (rows, KV, capacity, D);
+// batch row b writes column pos[b] of cache row rows[b] and attends over its columns 0..pos[b].
 at::Tensor decode_attention(at::Tensor q, at::Tensor k, at::Tensor v,
-                               at::Tensor kc, at::Tensor vc, int64_t pos,
-                               at::Tensor valid) {
+                               at::Tensor kc, at::Tensor vc, at::Tensor rows,
+                               at::Tensor pos) {
   for (auto* t : {&q, &k, &v, &kc, &vc}) check_f32(*t, "decode_attention argument");
   TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "decode_attention: bad cache");
-  const int64_t B = kc.size(0), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
-  TORCH_CHECK(pos < cap && k.numel() == B * KV * D && v.numel() == B * KV * D &&
+  const int64_t B = rows.numel(), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
+  TORCH_CHECK(B > 0 && k.numel() == B * KV * D && v.numel() == B * KV * D &&
               q.numel() % (B * KV * D) == 0, "decode_attention: shapes disagree");
+  check_rows(rows, pos, B, kc.size(0), cap, "decode_attention");
   const int64_t H = q.numel() / (B * D);
-  const bool masked = valid.numel() > 0;
-  if (masked) TORCH_CHECK(valid.dtype() == at::kBool && valid.size(0) == B && valid.size(-1) >= pos + 1);
   auto out = at::empty({B, H * D}, q.options());
   attend_batch(q.data_ptr<float>(), H * D, k.data_ptr<float>(), KV * D, v.data_ptr<float>(),
-               KV * D, kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D, pos,
-               masked ? valid.data_ptr<bool>() : nullptr, masked ? valid.stride(0) : 0,
-               masked ? valid.stride(-1) : 0, out.data_ptr<float>());
+               KV * D, kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D,
+               rows.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), out.data_ptr<float>());
   return out;
 }
 

@@ -349,23 +349,22 @@ static at::Tensor mlp_t(const at::Tensor& x, const at::Tensor& nw, double eps,
 
 // x + o(attention(n)), n = rms_norm(x) * nw, for one new token per batch row: x (B, 1, C).
 // QKV: the q, k and v projections as one matrix (H*D + 2*KV*D rows); q and k get their per-head
-// RMSNorm (qn, kn) and RoPE (cos, sin (B, D)); k and v go into cache column `pos` of kc, vc
-// (B, KV, capacity, D); `valid` as decode_attention's.
+// RMSNorm (qn, kn) and RoPE (cos, sin (B, D)); batch row b's k and v go into column pos[b] of
+// cache row rows[b] of kc, vc (rows, KV, capacity, D), as decode_attention's.
 template <class W>
 static at::Tensor attention_t(const at::Tensor& x, const at::Tensor& nw, double eps,
                                  const Parts<W>& QKV, const at::Tensor& qn, const at::Tensor& kn,
                                  const at::Tensor& cos, const at::Tensor& sin,
-                                 const at::Tensor& kc, const at::Tensor& vc, int64_t pos,
-                                 const at::Tensor& valid, const W& O) {
+                                 const at::Tensor& kc, const at::Tensor& vc,
+                                 const at::Tensor& rows, const at::Tensor& pos, const W& O) {
   for (auto* t : {&x, &nw, &qn, &kn, &cos, &sin, &kc, &vc}) check_f32(*t, "attention step argument");
   TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "attention step: bad cache");
-  const int64_t C = nw.numel(), B = kc.size(0), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
+  const int64_t C = nw.numel(), B = rows.numel(), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
   const int64_t H = QKV.N / D - 2 * KV, QD = H * D, KD = KV * D, R = QKV.N;
   TORCH_CHECK(x.numel() == B * C && QKV.K == C && O.K == QD && O.N == C && qn.numel() == D &&
-              kn.numel() == D && cos.numel() == B * D && sin.numel() == B * D && pos < cap &&
+              kn.numel() == D && cos.numel() == B * D && sin.numel() == B * D && B > 0 &&
               D <= 1024 && H > 0 && H % KV == 0, "attention step: shapes disagree");
-  const bool masked = valid.numel() > 0;
-  if (masked) TORCH_CHECK(valid.dtype() == at::kBool && valid.size(0) == B && valid.size(-1) >= pos + 1);
+  check_rows(rows, pos, B, kc.size(0), cap, "attention step");
   const float* xp = x.data_ptr<float>();
   const float e = static_cast<float>(eps);
   std::vector<float> xn(B * C), proj(B * R), att(B * QD);
@@ -383,9 +382,8 @@ static at::Tensor attention_t(const at::Tensor& x, const at::Tensor& nw, double 
     for (int64_t h = 0; h < KV; ++h) norm_rope_head(row + QD + h * D, kw, cs, sn, D, e);
   }
   attend_batch(proj.data(), R, proj.data() + QD, R, proj.data() + QD + KD, R,
-               kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D, pos,
-               masked ? valid.data_ptr<bool>() : nullptr, masked ? valid.stride(0) : 0,
-               masked ? valid.stride(-1) : 0, att.data());
+               kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D,
+               rows.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), att.data());
   aa.set(att.data(), QD, B, QD);
   at::Tensor out = at::empty_like(x);
   float* op = out.data_ptr<float>();
@@ -425,10 +423,10 @@ at::Tensor q8_attention(at::Tensor x, at::Tensor nw, double eps,
                            std::vector<at::Tensor> qkv, std::vector<at::Tensor> qkvs,
                            std::vector<at::Tensor> qkvsum, at::Tensor qn, at::Tensor kn,
                            at::Tensor cos, at::Tensor sin, at::Tensor kc,
-                           at::Tensor vc, int64_t pos, at::Tensor valid, at::Tensor o,
-                           at::Tensor os, at::Tensor osum) {
-  return attention_t(x, nw, eps, q8parts(qkv, qkvs, qkvsum), qn, kn, cos, sin, kc, vc, pos,
-                     valid, q8w(o, os, osum));
+                           at::Tensor vc, at::Tensor rows, at::Tensor pos,
+                           at::Tensor o, at::Tensor os, at::Tensor osum) {
+  return attention_t(x, nw, eps, q8parts(qkv, qkvs, qkvsum), qn, kn, cos, sin, kc, vc, rows,
+                     pos, q8w(o, os, osum));
 }
 
 at::Tensor b16_linear(at::Tensor x, at::Tensor w, at::Tensor bias) {
@@ -443,8 +441,9 @@ at::Tensor b16_mlp(at::Tensor x, at::Tensor nw, double eps, std::vector<at::Tens
 at::Tensor b16_attention(at::Tensor x, at::Tensor nw, double eps,
                             std::vector<at::Tensor> qkv, at::Tensor qn, at::Tensor kn,
                             at::Tensor cos, at::Tensor sin, at::Tensor kc,
-                            at::Tensor vc, int64_t pos, at::Tensor valid, at::Tensor o) {
-  return attention_t(x, nw, eps, b16parts(qkv), qn, kn, cos, sin, kc, vc, pos, valid, b16w(o));
+                            at::Tensor vc, at::Tensor rows, at::Tensor pos,
+                            at::Tensor o) {
+  return attention_t(x, nw, eps, b16parts(qkv), qn, kn, cos, sin, kc, vc, rows, pos, b16w(o));
 }
 
 // ---- greedy pick over a bf16 output matrix (the lm_head), exact, screened by an int8 copy.
