@@ -3,10 +3,13 @@ and the decode function each ``engine.live.LiveSession`` calls.
 
 * ``LiveSessions`` counts open sessions of both paths against ``--live-sessions``; a session over
   the cap is refused with a clear message, and ``/health`` reports the count.
-* ``decode_function(holder, settings)`` is the session's ``decode``: it goes through the shared
-  model path (``holder.transcribe``, the same call and options as the offline API) at the
-  scheduler's "live" priority (ahead of files and long-audio segments), with the session as its
-  caller (fairness between sessions).
+* ``decode_function(holder, settings, sessions)`` is the session's ``decode``: it goes through
+  the shared model path (``holder.transcribe``, the same call and options as the offline API) at
+  the scheduler's "live" priority (ahead of files and long-audio segments), with the session as
+  its caller (fairness between sessions). Finals of all sessions come before partials: while any
+  session's final is waiting for the model or running, partials are declined (``SkipPartial``;
+  the session asks again later), so a busy server drops partial updates rather than letting
+  finals fall behind.
 * Benchmarks only: ``FUNASR_NANO_BENCH_TOKENS_PER_SECOND=4`` makes every live decode produce
   exactly ``ceil(4 x seconds of audio)`` tokens (end-of-text is ignored, as
   ``bench/benchmark.py`` forces its token count), so a random-weight checkpoint, which never
@@ -16,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import contextlib
 import threading
 
 from engine.audio import SAMPLE_RATE
-from engine.live import tokens_for
+from engine.live import SkipPartial, tokens_for
 
 from .request_id import new_id
 
@@ -33,11 +37,13 @@ class TooManySessions(RuntimeError):
 
 
 class LiveSessions:
-    """A counter of open live sessions with a cap (thread-safe)."""
+    """A counter of open live sessions with a cap, and of the finals waiting for the model
+    (thread-safe). /metrics' ``live_sessions`` reads ``active``."""
 
     def __init__(self, limit: int):
         self.limit = max(1, int(limit))
         self._open = 0
+        self._finals = 0          # finals waiting for the model or running, all sessions
         self._lock = threading.Lock()
 
     @property
@@ -53,6 +59,20 @@ class LiveSessions:
             self._open += 1
             log.info("live session opened (%d of %d)", self._open, self.limit)
 
+    @property
+    def finals_waiting(self) -> int:
+        return self._finals
+
+    @contextlib.contextmanager
+    def final(self):
+        with self._lock:
+            self._finals += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._finals -= 1
+
     def release(self) -> None:
         with self._lock:
             self._open = max(0, self._open - 1)
@@ -67,7 +87,7 @@ def _seconds(inputs) -> float:
     return longest
 
 
-def decode_function(holder, settings):
+def decode_function(holder, settings, sessions: LiveSessions | None = None):
     """``decode(inputs, kind, **options)`` for ``engine.live.LiveSession`` through ``holder``."""
     raw = os.environ.get(BENCH_TOKENS_ENV, "").strip()
     per_second = float(raw) if raw else None
@@ -82,6 +102,13 @@ def decode_function(holder, settings):
         if per_second:
             options.update(ignore_eos=True,
                            max_new_tokens=tokens_for(_seconds(inputs), per_second))
-        return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
+        if sessions is None:
+            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
+        if kind == "partial":
+            if sessions.finals_waiting:
+                raise SkipPartial()
+            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
+        with sessions.final():
+            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
 
     return decode

@@ -45,12 +45,19 @@ class PageLive:
         self.partial = ""
         self.error: str | None = None
         self.seconds = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()      # the transcript, written by the session's thread
+        # start / feed / finish / stop: Gradio may run a tab's stop while its last piece of
+        # audio is still being fed
+        self._life = threading.RLock()
         self._sessions: LiveSessions | None = None
         self._language = "auto"
 
     # -- session life
     def start(self, holder, settings, sessions: LiveSessions, language, itn, hotwords) -> None:
+        with self._life:
+            self._start(holder, settings, sessions, language, itn, hotwords)
+
+    def _start(self, holder, settings, sessions, language, itn, hotwords) -> None:
         self.stop()
         self.finals, self.partial, self.error, self.seconds = [], "", None, 0.0
         lang = parse_language(language)
@@ -64,12 +71,15 @@ class PageLive:
                               max_new_tokens=settings.max_new_tokens,
                               batch_size=settings.batch_size)
         self._options = options
-        self._decode = decode_function(holder, settings)
+        self._decode = decode_function(holder, settings, sessions)
         self.session = None                # made on the first chunk, at its sample rate
 
     def feed(self, rate: int, samples: np.ndarray) -> None:
-        if self._sessions is None:
-            return
+        with self._life:
+            if self._sessions is not None:
+                self._feed(rate, samples)
+
+    def _feed(self, rate: int, samples: np.ndarray) -> None:
         if self.session is None:
             self._options.sample_rate = int(rate)
             self.session = LiveSession(self._decode, self._options, on_event=self._event,
@@ -80,18 +90,20 @@ class PageLive:
         self.seconds = self.session.seconds
 
     def finish(self) -> None:
-        if self.session is not None:
-            self.session.finish(FINISH_TIMEOUT_S)
-        self.stop()
+        with self._life:
+            if self.session is not None:
+                self.session.finish(FINISH_TIMEOUT_S)
+            self.stop()
 
     def stop(self) -> None:
-        if self.session is not None:
-            self.session.close()
-            self.session = None
-        if self._sessions is not None:
-            self._sessions.release()
-            self._sessions = None
-        self.partial = ""
+        with self._life:
+            if self.session is not None:
+                self.session.close()
+                self.session = None
+            if self._sessions is not None:
+                self._sessions.release()
+                self._sessions = None
+            self.partial = ""
 
     def _event(self, e) -> None:
         with self._lock:

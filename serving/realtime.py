@@ -45,7 +45,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
-from .api import check_access
+from .access import check_access
 from .live import LiveSessions, TooManySessions, decode_function
 from .model_holder import ModelUnavailable
 from .pipeline import RequestError, parse_hotwords, parse_language
@@ -165,8 +165,7 @@ class Config:
                 "itn": self.itn}
 
     def ga(self, session_id: str) -> dict:
-        return {"id": session_id, "object": "realtime.transcription_session",
-                "type": "transcription",
+        return {"id": session_id, "object": "realtime.session", "type": "transcription",
                 "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.rate},
                                     "transcription": self._transcription_out(),
                                     "turn_detection": self._turn_detection_out(),
@@ -228,7 +227,7 @@ class Connection:
         options = LiveOptions(max_new_tokens=self.settings.max_new_tokens,
                               batch_size=self.settings.batch_size,
                               **self.config.live_changes())
-        decode = decode_function(self.holder, self.settings)
+        decode = decode_function(self.holder, self.settings, self.sessions)
 
         def guarded(inputs, kind, **kw):
             try:
@@ -476,7 +475,8 @@ def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
                            code)
             return
         try:
-            holder.preload_in_background() if not holder.loaded else None
+            if not holder.loaded:
+                holder.preload_in_background()   # loads while the client starts talking
             conn = Connection(ws, settings, holder, sessions)
             log.info("realtime %s: connected", conn.id)
             await conn.run()

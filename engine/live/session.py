@@ -10,7 +10,8 @@
 sample_rate)`` pairs, ``kind`` is ``"partial"`` or ``"final"``, ``options`` are
 ``FunASRNano.transcribe``'s (``language``, ``itn``, ``hotwords``, ``max_new_tokens``, and
 ``batch_size`` for long buffers); it returns one result dict per input, as
-``FunASRNano.transcribe`` does. The serving layer passes its shared model path here.
+``FunASRNano.transcribe`` does, or, for a partial only, raises ``SkipPartial`` to decline it
+(the model is busy with finals). The serving layer passes its shared model path here.
 
 How it works:
 
@@ -56,6 +57,11 @@ from .stable import StablePrefix
 log = logging.getLogger(__name__)
 
 LONG_UTTERANCE_S = 30.0   # longer committed buffers go through engine.longform, as offline
+
+
+class SkipPartial(Exception):
+    """Raised by ``decode`` for a partial it will not run now (the model is needed for finals);
+    the session tries again after ``partial_interval_s``."""
 
 
 class LiveError(ValueError):
@@ -526,11 +532,16 @@ class LiveSession:
                     self._cond.wait(wait)
                 self._busy = job
             t0 = time.monotonic()
-            result, error = self._run(job)
+            try:
+                result, error = self._run(job)
+            except SkipPartial:
+                result = error = None
             took = time.monotonic() - t0
             with self._cond:
                 self._busy = None
-                if not self._closed:
+                if result is None and error is None:     # skipped: try later
+                    self._rest_until = time.monotonic() + self.options.partial_interval_s
+                elif not self._closed:
                     self._handle(job, result, error, took)
                     if job.kind == "partial":
                         self._rest_until = time.monotonic() + self.options.partial_rest * took
@@ -549,6 +560,10 @@ class LiveSession:
                 return res, res.get("error")
             [res] = self._decode(inputs, kind, **job.options)
             return res, res.get("error")
+        except SkipPartial:
+            if job.kind != "partial":
+                return None, "the decode function declined a final"
+            raise
         except Exception as e:  # noqa: BLE001 - reported as this item's failure
             log.warning("live %s decode failed: %s", job.kind, e)
             return None, str(e) or type(e).__name__
