@@ -52,6 +52,10 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     assert health["model_loaded"] is False            # nothing loaded until the first request
     assert health["device"] == "cpu" and health["dtype"] == "fp32"
     assert health["model"]
+    planned = health["placement"]                     # what will run where, before the load
+    assert planned["device"] == "cpu" and planned["device_name"] and planned["mode"] == "fp32"
+    assert planned["compute"] == {"audio_encoder": "fp32", "audio_adaptor": "fp32",
+                                  "llm": "fp32"}
 
     wav = audio_files["tone.wav"]
     r = post(app, wav, language="en")
@@ -63,6 +67,8 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     assert after["model_loaded"] is True
     assert after["device"] == "cpu" and after["dtype"] == "fp32"
     assert after["load_seconds"] > 0
+    assert after["placement"]["compute"] == planned["compute"]  # the loaded model's own
+    assert after["placement"]["decoder"] == "dynamic" and after["placement"]["capability"] is None
 
     from gradio_client import Client, handle_file
     client = Client(app.url, verbose=False)
