@@ -177,6 +177,23 @@ class StaticBatchDecoder:
                 self._leave(s)
         return seqs
 
+    @torch.inference_mode()
+    def first_logits(self, prompts: list[torch.Tensor]) -> torch.Tensor:
+        """fp32 logits (n, vocab) after each prompt, from the prefill ``add`` runs (through free
+        rows, which stay free): for comparing devices (bench/gpu_check.py)."""
+        if len(prompts) > len(self._free):
+            raise ValueError(f"{len(prompts)} prompts for {len(self._free)} free rows")
+        lengths = [int(p.shape[0]) for p in prompts]
+        self._reserve(max(lengths))
+        x = torch.zeros(len(prompts), max(lengths), prompts[0].shape[-1], dtype=self.llm.dtype,
+                        device=self.device)
+        for j, p in enumerate(prompts):
+            x[j, :lengths[j]] = p.to(device=self.device, dtype=self.llm.dtype)
+        with self._sdpa():
+            h = self._prefill(x, torch.tensor(lengths, device=self.device),
+                              torch.tensor(self._free[:len(prompts)], device=self.device))
+        return self.llm.lm_head(h).float()
+
     def _reserve(self, columns: int) -> None:
         """A cache of at least ``columns`` columns per row (grown by half at least, keeping
         what is there; graphs captured on the old one are dropped)."""
