@@ -19,7 +19,7 @@ from .access import access_required, check_access, credentials_ok  # noqa: F401 
 from .errors import error_response  # noqa: F401 (one error shape; re-exported)
 from .formats import RESPONSE_FORMATS, render
 from .guard import Lifecycle, RequestGuard
-from .model_holder import ModelUnavailable
+from .model_holder import RETRY_AFTER_FAILURE_S, ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, parse_language, transcribe_items
 
 log = logging.getLogger("funasr_nano.app")
@@ -100,7 +100,8 @@ def create_api(settings, holder, started_at: float | None = None, live=None) -> 
             rows = await anyio.to_thread.run_sync(
                 transcribe_items, holder, [(name, data)], opts, limiter=limiter)
         except ModelUnavailable as e:
-            return error_response(503, str(e), None, "model_unavailable")
+            return error_response(503, str(e), None, "model_unavailable",
+                                  headers={"Retry-After": str(round(RETRY_AFTER_FAILURE_S))})
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
         row = rows[0]

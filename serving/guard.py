@@ -65,7 +65,9 @@ class _Exchange:
     def __init__(self, guard: RequestGuard, scope, receive, send, headers, rid):
         self.guard, self.scope, self._receive, self._send = guard, scope, receive, send
         self.headers, self.rid = headers, rid
-        self.path = scope["path"]
+        # Under a mount or a Ray Serve route prefix the path starts with root_path.
+        path, root = scope["path"], scope.get("root_path") or ""
+        self.path = path[len(root):] if root and path.startswith(root) else path
         self.api = is_api(self.path)
         self.started = self.rejected = False
         self.body_done = not self._has_body()

@@ -10,6 +10,7 @@ when missing, and fail them under ``CI=true`` (tests/_fixtures.py).
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,6 +23,11 @@ if str(REPO) not in sys.path:
 
 from tests._fixtures import require_funasr, require_speech  # noqa: E402
 from tools.make_random_model import cached_random_model  # noqa: E402
+from tests._ray_cluster import LOOPBACK_ENV  # noqa: E402
+
+# Ray reads these when it is first imported: the test clusters stay on 127.0.0.1.
+for _k, _v in LOOPBACK_ENV.items():
+    os.environ.setdefault(_k, _v)
 
 TINY_SEED = 0
 
@@ -66,3 +72,21 @@ def cpu_kernels():
     tests/test_kernel_build.py builds into empty caches of its own where it means to."""
     from engine.kernels import kernels
     return kernels()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (2 CPUs, 300 MB object store) for the whole session, joined by this
+    process and by the subprocesses given ``ray_cluster.env()``; stopped at the end."""
+    import ray
+
+    from tests._ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster()
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+                 log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.stop()

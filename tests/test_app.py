@@ -45,6 +45,13 @@ def post(app, path, headers=None, timeout=60, **data):
 
 
 # --------------------------------------------------------------------------- the real app
+# The HTTP API's contract: tests/test_ray_serve.py runs these same functions against the Ray
+# Serve application (its own ``app`` and ``keyed_app`` fixtures).
+API_CONTRACT = ("test_api_formats_and_options",
+                "test_bad_requests_get_clear_errors_and_the_server_keeps_serving",
+                "test_ten_concurrent_requests_all_answered", "test_models_lists_the_model",
+                "test_api_key_and_auth")
+
 
 def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_files):
     health = get_json(app.url + "/health")
@@ -167,8 +174,12 @@ def test_ten_concurrent_requests_all_answered(app, engine, audio_files):
 def test_page_is_served(app):
     r = requests.get(app.url + "/", timeout=10)
     assert r.status_code == 200 and "<html" in r.text.lower()
+
+
+def test_models_lists_the_model(app):
     models = requests.get(app.url + "/v1/models", timeout=10).json()
-    assert models["data"][0]["id"]
+    assert models["object"] == "list"
+    assert models["data"][0]["id"] == get_json(app.url + "/health")["model"]
 
 
 def test_api_key_and_auth(keyed_app, engine, audio_files):
@@ -184,7 +195,11 @@ def test_api_key_and_auth(keyed_app, engine, audio_files):
     assert post(keyed_app, wav, headers={"Authorization": basic}).status_code == 200
     bad = "Basic " + base64.b64encode(b"ann:nope").decode()
     assert post(keyed_app, wav, headers={"Authorization": bad}).status_code == 401
-    # the page and its Gradio API need the --auth login
+
+
+def test_page_needs_the_login(keyed_app, engine, audio_files):
+    """The page and its Gradio API need the --auth login."""
+    wav = audio_files["noise.wav"]
     from gradio_client import Client, handle_file
     assert requests.get(keyed_app.url + "/config", timeout=10).status_code == 401
     client = Client(keyed_app.url, auth=("ann", "pw"), verbose=False)
