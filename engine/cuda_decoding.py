@@ -203,6 +203,8 @@ class StaticBatchDecoder:
         if self.kv is not None:
             columns = max(columns, -(-self.capacity * 3 // 2 // CAPACITY_STEP) * CAPACITY_STEP)
         layers, two, rows, kv, d = self._shape
+        # zeros, not empty: masked columns get weight 0, and 0 * a NaN left in uninitialised
+        # memory would still be NaN in the attention's sum over values
         new = torch.zeros((layers, two, rows, kv, columns, d), dtype=self.llm.dtype,
                           device=self.device)
         if self.kv is not None:

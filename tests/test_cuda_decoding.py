@@ -3,7 +3,8 @@ as the dynamic loop (engine.decoding.greedy_generate) on real audio through the 
 whatever the batch, the padding, the token limit, the host-sync interval or the repetition guard;
 sequences that join and leave a running batch decode as they would alone; a step is free of
 host syncs and data-dependent shapes (it runs on meta tensors, where any sync raises) and only
-ever sees bucketed shapes; SDPA gets float masks or is_causal, never a boolean mask."""
+ever sees bucketed shapes; SDPA gets float masks or is_causal, never a boolean mask. The audio
+side's padding masks, additive off the CPU (for the same reason), give the boolean ones' numbers."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -240,3 +241,27 @@ def test_steps_see_only_bucketed_shapes_and_fast_kernel_masks(asr, clips, monkey
         assert q[0] in BATCH_BUCKETS and k[2] % LENGTH_BUCKET == 0
         assert queries == groups                           # the query heads of one KV head
     assert len({(q[0], k[2]) for q, k, *_ in steps}) < len(steps) / 10   # few distinct shapes
+
+
+def test_additive_padding_masks_give_the_boolean_ones_numbers(asr, clips, monkeypatch):
+    """Off the CPU the encoder and adaptor pass SDPA 0 / -inf float masks (its memory-efficient
+    kernel takes them); forced here on CPU, a padded batch encodes to the same numbers."""
+    from engine import adaptor as adaptor_mod
+    from engine import encoder as encoder_mod
+    waves = [load_audio(c, 16000) for c in clips[:4]]       # different lengths: padding
+    want = asr.encode(waves)
+    real = encoder_mod.key_padding_mask
+
+    def forced(mask, dtype):
+        return real(mask, dtype, additive=True)
+
+    monkeypatch.setattr(encoder_mod, "key_padding_mask", forced)
+    monkeypatch.setattr(adaptor_mod, "key_padding_mask", forced)
+    got = asr.encode(waves)
+    for a, b in zip(want, got):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4), (a - b).abs().max()
+    mask = torch.tensor([[True, True, False]])
+    assert real(mask, torch.float32).dtype == torch.bool                    # CPU: as before
+    add = real(mask, torch.bfloat16, additive=True)
+    assert add.dtype == torch.bfloat16 and add.shape == (1, 1, 1, 3)
+    assert add[0, 0, 0].tolist() == [0.0, 0.0, float("-inf")]
