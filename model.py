@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,9 @@ from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
                                release_freed_memory,
                                read_config, resolve_model_dir)
+from engine import placement  # noqa: E402
 from engine.batching import BatchDecoder, Generation, greedy_generate  # noqa: E402
+from engine.cuda_decoding import StaticBatchDecoder, static_greedy_generate  # noqa: E402
 from engine.decoding import clean_text, normalized_text  # noqa: E402
 from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
@@ -40,13 +43,16 @@ from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
 log = logging.getLogger("funasr_nano")
 
-# fp32: faithful to the reference. bf16: bfloat16 arithmetic on CUDA; on CPU decoder weights
-# stored as bf16 with fp32 arithmetic (faster than bf16 arithmetic on AVX2), which for the
-# official checkpoint (bf16 weights) is exactly fp32.
-# int8: CPU only, every Linear of encoder, adaptor and decoder in int8 with int8 activations
-# (fbgemm's dynamic quantisation; lossy, fastest).
+# fp32: faithful to the reference. bf16: on CUDA the decoder in bfloat16, the audio side in fp32
+# (as the reference's bf16=True); on CPU decoder weights stored as bf16 with fp32 arithmetic
+# (faster than bf16 arithmetic on AVX2), which for the official checkpoint (bf16 weights) is
+# exactly fp32. int8: CPU only, every Linear of encoder, adaptor and decoder in int8 with int8
+# activations (fbgemm's dynamic quantisation; lossy, fastest). engine/placement.py decides.
 MODES = ("fp32", "bf16", "int8")
 SAMPLE_RATE = 16000
+# "static": engine.cuda_decoding (fixed-shape steps, CUDA graphs on CUDA); "dynamic":
+# engine.batching.greedy_generate. Default: static on CUDA, dynamic on CPU (its kernels).
+DECODERS = ("static", "dynamic")
 
 
 @dataclass(eq=False)
@@ -62,9 +68,10 @@ def _default_device() -> str:
 
 
 def default_mode(device: str) -> str:
-    """The fast path of each device: bf16 on CUDA; fp32 on CPU, which already streams the
-    decoder's weights as bf16 (exact) through the CPU kernel."""
-    return "bf16" if str(device).startswith("cuda") else "fp32"
+    """The device's default (engine.placement): bf16 on GPUs with native bf16 (compute
+    capability 8.0+), fp32 on older GPUs; fp32 on CPU, which already streams the decoder's
+    weights as bf16 (exact) through the CPU kernel."""
+    return placement.default_mode(device)
 
 
 def _use_available_cores() -> None:
@@ -125,6 +132,9 @@ class FunASRNano(nn.Module):
         self.ctc_tokenizer = None
         self.model_name = str(kwargs.get("_model_name") or llm_dir.parent)
         self.mode = "fp32"
+        self.decoder = None  # DECODERS, or None for the device's (see decoder_kind)
+        self._static_decoder = None
+        self._static_lock = threading.Lock()
         self._prepared = False  # kernels set up (load_weights, or the first funasr inference)
         if kwargs.get("_materialize", True):  # funasr's loader copies into real tensors
             self.to_empty(device="cpu")
@@ -140,14 +150,8 @@ class FunASRNano(nn.Module):
         int8 matmuls in encoder, adaptor and decoder); None picks the device's fast path (``default_mode``)."""
         t0 = time.perf_counter()
         device = device or _default_device()
-        dtype = {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype) or default_mode(device)
-        if dtype not in MODES:
-            raise ValueError(f"dtype must be one of {', '.join(MODES)}, not {dtype!r} (fp16 "
-                             "overflows: the adaptor output alone reaches ~1200)")
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError("device cuda requested but torch sees no CUDA GPU")
-        if device.startswith("cuda") and dtype == "int8":
-            raise ValueError("int8 is a CPU mode; use bf16 on CUDA")
+        where = placement.choose(placement.probe(device), dtype)  # ValueError: fp16, int8 on CUDA
+        device, dtype = where.device.device, where.mode
         if device == "cpu":
             _use_available_cores()
         model_dir = resolve_model_dir(model)
@@ -165,6 +169,7 @@ class FunASRNano(nn.Module):
         self.load_seconds = time.perf_counter() - t0
         log.info("loaded %s from %s on %s (%s) in %.1f s", model, model_dir, device, dtype,
                  self.load_seconds)
+        log.info("placement: %s; decoder %s", self.placement.summary(), self.decoder_kind())
         return self
 
     def load_weights(self, state: dict, device: str, mode: str) -> None:
@@ -174,7 +179,10 @@ class FunASRNano(nn.Module):
                                   optional_keys=("llm.lm_head.weight",) if tied else ())
         self._disable_incomplete_ctc(set(expected) - set(absent))
         cuda = device.startswith("cuda")
-        wide = torch.bfloat16 if cuda and mode == "bf16" else torch.float32
+        where = placement.choose(placement.probe(device), mode)
+        if cuda:  # fp32 means fp32: TF32 would round the audio side's (and fp32 mode's) matmuls
+            torch.backends.cuda.matmul.allow_tf32 = where.tf32
+            torch.backends.cudnn.allow_tf32 = where.tf32
         # int8 on CPU replaces every Linear of the audio side: its weights stay as stored (no
         # fp32 copy that would be dropped at once; from the int8 cache they are never read)
         replaced = set()
@@ -191,6 +199,8 @@ class FunASRNano(nn.Module):
             # bytes to stream per token); the audio side is compute-bound and runs in fp32.
             keep = not cuda and (name.startswith("llm.") and t.dtype == torch.bfloat16
                                  or name in replaced)
+            # CUDA: each part in its placement's dtype (bf16: the decoder only)
+            wide = where.tensor_dtype(name) if cuda else torch.float32
             params[name] = t.to(device=device, dtype=t.dtype if keep else wide)
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
@@ -232,6 +242,7 @@ class FunASRNano(nn.Module):
                     if isinstance(m, SANMAttention):
                         m.fast = fast
         self.mode = mode
+        self.placement = placement.choose(placement.probe(str(device)), mode)
         self._prepared = True
 
     def _prepare_after_funasr_load(self) -> None:
@@ -262,8 +273,11 @@ class FunASRNano(nn.Module):
         self.ctc_decoder = self.ctc = None
 
     def describe(self) -> dict:
+        where = getattr(self, "placement", None)
         return {"model": self.model_name, "model_dir": str(getattr(self, "model_dir", "")),
                 "device": str(self.device), "dtype": self.mode,
+                "placement": {**where.as_dict(), "decoder": self.decoder_kind()}
+                if where is not None else None,
                 "ctc": self.ctc is not None,
                 "kernels": bool(getattr(self, "kernels_in_use", False)),
                 "demo": bool(getattr(self, "model_dir", None)
@@ -327,10 +341,14 @@ class FunASRNano(nn.Module):
         """The ``error`` of an input whose decoding failed (here and in serving.scheduler)."""
         return f"{key}: decoding failed: {error}"
 
-    def new_decoder(self, rows: int) -> BatchDecoder:
-        """A continuous-batching decoder (engine.batching) for up to ``rows`` sequences."""
-        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=(self.tokenizer.endoftext,),
-                            rows=rows)
+    def new_decoder(self, rows: int) -> BatchDecoder | StaticBatchDecoder:
+        """A continuous-batching decoder for up to ``rows`` sequences (serving.scheduler's):
+        engine.batching's, or with the static loop (CUDA) engine.cuda_decoding's, which has the
+        same interface."""
+        end_ids = (self.tokenizer.endoftext,)
+        if self.decoder_kind() == "static":
+            return StaticBatchDecoder(self.llm, self.tokenizer.im_end, end_ids, rows=rows)
+        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=end_ids, rows=rows)
 
     @torch.inference_mode()
     def finish(self, prepared: Prepared, gen: Generation, repetition_guard: bool = True,
@@ -359,9 +377,8 @@ class FunASRNano(nn.Module):
     def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False,
                       repetition_guard=True):
         prepared = self.prepare(waves, self.prompt_ids(language, itn, hotwords))
-        gens = greedy_generate(self.llm, [p.embeds for p in prepared], self.tokenizer.im_end,
-                               max_new_tokens, ignore_eos=ignore_eos,
-                               end_ids=(self.tokenizer.endoftext,), stop_loops=repetition_guard)
+        gens = self._generate([p.embeds for p in prepared], max_new_tokens, ignore_eos,
+                              repetition_guard)
         return [self.finish(p, g, repetition_guard, ignore_eos) for p, g in zip(prepared, gens)]
 
     def load_inputs(self, inputs, language: str | None = None, keys=None):
@@ -392,6 +409,29 @@ class FunASRNano(nn.Module):
                 results[i]["error"] = str(e) if isinstance(e, AudioError) else f"{keys[i]}: {e}"
                 waves.pop(i, None)
         return results, waves
+
+    def decoder_kind(self) -> str:
+        """The greedy loop in use (DECODERS): ``self.decoder`` when set, else
+        $FUNASR_NANO_DECODER, else static on CUDA and dynamic on CPU."""
+        kind = self.decoder or os.environ.get("FUNASR_NANO_DECODER", "").strip().lower()
+        if kind and kind not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {kind!r}")
+        return kind or ("static" if self.device.type == "cuda" else "dynamic")
+
+    def _generate(self, prompts, max_new_tokens, ignore_eos, stop_loops):
+        eos, end_ids = self.tokenizer.im_end, (self.tokenizer.endoftext,)
+        if self.decoder_kind() == "dynamic":
+            return greedy_generate(self.llm, prompts, eos, max_new_tokens, ignore_eos=ignore_eos,
+                                   end_ids=end_ids, stop_loops=stop_loops)
+        with self._static_lock:  # one static decoder per model: its cache and graphs are kept
+            dec = self._static_decoder
+            if dec is None or dec.rows < len(prompts):
+                self._static_decoder = dec = None  # the old cache goes before the new one
+                dec = StaticBatchDecoder(self.llm, eos, end_ids,
+                                         rows=max(8, 1 << (len(prompts) - 1).bit_length()))
+                self._static_decoder = dec
+            return static_greedy_generate(self.llm, prompts, eos, max_new_tokens, ignore_eos,
+                                          end_ids, stop_loops, decoder=dec)
 
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,

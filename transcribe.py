@@ -34,7 +34,8 @@ def parse_args(argv=None):
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "int8"],
                    help="fp32 = faithful to the reference; bf16 = GPU arithmetic; int8 = CPU, "
-                   "fastest, lossy (default: bf16 on GPU, fp32 on CPU)")
+                   "fastest, lossy (default: bf16 on GPUs of compute capability 8.0+, fp32 on "
+                   "older GPUs and CPU)")
     p.add_argument("--language", default=None, help="ISO code, English or native name, or auto")
     p.add_argument("--no-itn", action="store_true", help="spoken form: no digits or symbols")
     p.add_argument("--hotwords", default="", help="comma-separated words to favour")

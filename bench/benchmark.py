@@ -278,14 +278,17 @@ class OursRunner:
         _sync(args.device)
         self.load_s = time.perf_counter() - t0
         self.llm_calls = []
-        if hasattr(ours_mod, "greedy_generate"):  # time the decoder inside transcribe()
-            orig = ours_mod.greedy_generate
+        # time the decoder inside transcribe(): the dynamic loop (CPU) or the static one (CUDA)
+        for name in ("greedy_generate", "static_greedy_generate"):
+            if hasattr(ours_mod, name):
+                setattr(ours_mod, name, self._timed(getattr(ours_mod, name)))
 
-            def timed(*a, **k):
-                dt, r = self.timer(orig, *a, **k)
-                self.llm_calls.append(dt)
-                return r
-            ours_mod.greedy_generate = timed
+    def _timed(self, orig):
+        def timed(*a, **k):
+            dt, r = self.timer(orig, *a, **k)
+            self.llm_calls.append(dt)
+            return r
+        return timed
 
     def weight_bytes(self):
         return decode_weight_bytes(self.asr.llm)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import FeedForward
+from .encoder import FeedForward, key_padding_mask
 
 
 class MultiHeadAttention(nn.Module):
@@ -28,10 +28,9 @@ class MultiHeadAttention(nn.Module):
         def heads(z):
             return z.view(b, t, self.heads, self.d_k).transpose(1, 2)
 
-        attn_mask = None if mask is None else mask[:, None, None, :]
         att = F.scaled_dot_product_attention(
             heads(self.linear_q(x)), heads(self.linear_k(x)), heads(self.linear_v(x)),
-            attn_mask=attn_mask)
+            attn_mask=key_padding_mask(mask, x.dtype))
         return self.linear_out(att.transpose(1, 2).reshape(b, t, -1))
 
 

@@ -13,6 +13,21 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def key_padding_mask(mask: torch.Tensor | None, dtype, additive: bool | None = None):
+    """SDPA's mask for padded keys from ``mask`` (B, T), True on real frames. On CPU the boolean
+    mask (the CPU engine's numbers stay as they are); elsewhere (``additive``) 0 / -inf in the
+    activations' dtype, which CUDA's memory-efficient kernel takes, where a boolean mask sends
+    SDPA to its math kernel. Every row has a real frame, so no softmax sees only -inf."""
+    if mask is None:
+        return None
+    m = mask[:, None, None, :]
+    if additive is None:
+        additive = m.device.type != "cpu"
+    if not additive:
+        return m
+    return torch.zeros(m.shape, dtype=dtype, device=m.device).masked_fill_(~m, float("-inf"))
+
+
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in fp32 whatever the weights' dtype, as the reference does."""
 
@@ -75,8 +90,8 @@ class SANMAttention(nn.Module):
         def heads(z):
             return z.view(b, t, self.heads, self.d_k).transpose(1, 2)
 
-        attn_mask = None if mask is None else mask[:, None, None, :]
-        att = F.scaled_dot_product_attention(heads(q), heads(k), heads(v), attn_mask=attn_mask)
+        att = F.scaled_dot_product_attention(heads(q), heads(k), heads(v),
+                                             attn_mask=key_padding_mask(mask, q.dtype))
         att = att.transpose(1, 2).reshape(b, t, -1)
         return self.linear_out(att) + mem
 

@@ -59,10 +59,13 @@ class ModelHolder:
                  bench_tokens: int | None = None):
         self.spec = str(spec)
         self.device = device or default_device()
-        # None: the device's fast path (bf16 on CUDA, fp32 on CPU), decided here so that /health
-        # can say which mode will run before the model is loaded.
-        self.dtype = ({"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
-                      or ("bf16" if self.device.startswith("cuda") else "fp32"))
+        # None: the device's default (engine.placement: bf16 on GPUs with native bf16, fp32 on
+        # older GPUs and on CPU), decided here so that /health can say what will run before
+        # the model is loaded.
+        self._planned = planned_placement(self.device, dtype)
+        self.dtype = (self._planned or {}).get("mode") or (
+            {"float32": "fp32", "bfloat16": "bf16"}.get(dtype, dtype)
+            or ("bf16" if self.device.startswith("cuda") else "fp32"))
         self.demo = demo
         self._loader = loader or _default_loader
         self._model = None
@@ -100,6 +103,8 @@ class ModelHolder:
             "demo": bool(d.get("demo", self.demo)),
             "load_seconds": None if self.load_seconds is None else round(self.load_seconds, 2),
             "load_error": self._public_error,
+            # what runs where: device name, compute capability, each part's arithmetic
+            "placement": d.get("placement") or self._planned,
             "kernels": self.kernel_info(),
         }
         if private:
@@ -252,6 +257,16 @@ class Client:
     def transcribe(self, inputs, **kwargs) -> list[dict]:
         return self._holder.transcribe(inputs, priority=self.priority, caller=self.caller,
                                        **kwargs)
+
+
+def planned_placement(device: str, dtype: str | None) -> dict | None:
+    """engine.placement's decision for ``device`` before anything loads (None when it cannot be
+    made here, e.g. cuda on a machine without a GPU: the load then says why)."""
+    try:
+        from engine import placement
+        return placement.choose(placement.probe(device), dtype).as_dict()
+    except Exception:  # noqa: BLE001 - the load reports the real error
+        return None
 
 
 def public_model_name(spec) -> str:

@@ -16,8 +16,8 @@ _FLAGS = [
     ("--device", ("FUNASR_NANO_DEVICE",), None, str,
      "cpu, cuda or cuda:N (default: cuda if available)"),
     ("--dtype", ("FUNASR_NANO_DTYPE",), None, str,
-     "fp32 (faithful), bf16 (GPU) or int8 (CPU only: fastest, lossy); default: bf16 on GPU, "
-     "fp32 on CPU (exact, bf16-stored weights)"),
+     "fp32 (faithful), bf16 (GPU) or int8 (CPU only: fastest, lossy); default: bf16 on GPUs "
+     "of compute capability 8.0+, fp32 on older GPUs and on CPU (exact, bf16-stored weights)"),
     ("--host", ("GRADIO_SERVER_NAME", "FUNASR_NANO_HOST"), "127.0.0.1", str,
      "address to listen on (0.0.0.0 for all interfaces)"),
     ("--port", ("GRADIO_SERVER_PORT", "FUNASR_NANO_PORT"), 7860, int,

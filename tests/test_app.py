@@ -59,6 +59,10 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     assert health["model_loaded"] is False            # nothing loaded until the first request
     assert health["device"] == "cpu" and health["dtype"] == "fp32"
     assert health["model"]
+    planned = health["placement"]                     # what will run where, before the load
+    assert planned["device"] == "cpu" and planned["device_name"] and planned["mode"] == "fp32"
+    assert planned["compute"] == {"audio_encoder": "fp32", "audio_adaptor": "fp32",
+                                  "llm": "fp32"}
 
     wav = audio_files["tone.wav"]
     r = post(app, wav, language="en")
@@ -70,6 +74,8 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     assert after["model_loaded"] is True
     assert after["device"] == "cpu" and after["dtype"] == "fp32"
     assert after["load_seconds"] > 0
+    assert after["placement"]["compute"] == planned["compute"]  # the loaded model's own
+    assert after["placement"]["decoder"] == "dynamic" and after["placement"]["capability"] is None
 
     from gradio_client import Client, handle_file
     client = Client(app.url, verbose=False)
@@ -459,3 +465,23 @@ def test_examples_from_the_example_folder(tmp_path, audio_files):
     config = _json.dumps(blocks.get_config_file(), default=str)
     assert "hello.wav" in config and "README.txt" not in config
     assert not holder.loaded                               # building the page loads nothing
+
+
+def test_healthcheck_script_reports_what_runs_where(app, engine, audio_files):
+    """scripts/healthcheck.py (the image's HEALTHCHECK) against the real app: exit 0 and one
+    line naming the device and each part's dtype; against a port nobody serves: exit 1."""
+    import subprocess
+    from pathlib import Path
+
+    from _app_server import free_port
+    script = Path(__file__).resolve().parents[1] / "scripts" / "healthcheck.py"
+    assert post(app, audio_files["tone.wav"], language="en").status_code == 200  # loaded
+    ok = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                        timeout=30, env={**os.environ, "GRADIO_SERVER_PORT": str(app.port)})
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    line = ok.stdout.strip()
+    assert line.startswith("ok: model loaded; cpu (") and "\n" not in line, line
+    assert "audio_encoder fp32, audio_adaptor fp32, llm fp32; decoder dynamic" in line, line
+    down = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "GRADIO_SERVER_PORT": str(free_port())})
+    assert down.returncode == 1 and down.stdout.startswith("unhealthy:"), down.stdout

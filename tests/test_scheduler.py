@@ -264,3 +264,23 @@ def test_replace_model_waits_for_the_sequences_in_flight(asr, waves, tiny_model_
         assert [r["text"] for r in late] == [_alone(asr, w, {}, 12) for w in waves[4:6]]
     finally:
         s.close()
+
+
+def test_the_scheduler_drives_the_static_decoder_with_the_same_texts(asr, waves, monkeypatch):
+    """The CUDA path's decoder (engine.cuda_decoding, run eagerly here) behind the scheduler:
+    concurrent callers with different options and repetition guards get the dynamic loop's
+    texts, so the scheduler needs nothing else on a GPU."""
+    jobs = [([waves[i % len(waves)], waves[(i + 3) % len(waves)]], OPTIONS[i % 3], 8 + 5 * i,
+             i % 2 == 0) for i in range(6)]
+    want = [[asr.transcribe([w], max_new_tokens=t, repetition_guard=g, **o)[0]["text"]
+             for w in clips] for clips, o, t, g in jobs]
+    monkeypatch.setattr(asr, "decoder", "static")
+    s = Scheduler(asr, batch_size=4, metrics=Metrics())
+    try:
+        assert type(s.model.new_decoder(4)).__name__ == "StaticBatchDecoder"
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            got = list(pool.map(lambda j: s.transcribe(j[0], max_new_tokens=j[2],
+                                                       repetition_guard=j[3], **j[1]), jobs))
+    finally:
+        s.close()
+    assert [[r["text"] for r in g] for g in got] == want

