@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Batch transcription from the command line.
 
-    python transcribe.py --model DIR [--device cpu|cuda] [--dtype fp32|bf16|int8] [--language L]
-        [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
-        [--format json|txt|srt|vtt|tsv] [--output-dir DIR] FILE...
+    python transcribe.py [--model DIR_OR_HUB_ID] [--device cpu|cuda] [--dtype fp32|bf16|int8]
+        [--language L] [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
+        [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv] [--output-dir DIR] [--quiet]
+        FILE...
 
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
 file failed, 0 otherwise. Files longer than --max-segment-seconds are cut at pauses by the voice
@@ -24,37 +25,58 @@ from pathlib import Path
 from serving import corpus
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    # allow_abbrev=False: "--lang en" is an error, not silently "--language en"
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("files", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, "
                    "opus, m4a, webm, ...)")
-    p.add_argument("--model", default=None, help="model directory or hub id (default: the "
-                   "official model if present locally, else the bundled demo)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--model", default=None, help="model directory or hub id (default: "
+                   "$FUNASR_NANO_MODEL, else the official model if present locally, else the "
+                   "bundled demo)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when "
+                   "available, else cpu)")
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "int8"],
                    help="fp32 = faithful to the reference; bf16 = GPU arithmetic; int8 = CPU, "
                    "fastest, lossy (default: bf16 on GPUs of compute capability 8.0+, fp32 on "
                    "older GPUs and CPU)")
-    p.add_argument("--language", default=None, help="ISO code, English or native name, or auto")
-    p.add_argument("--no-itn", action="store_true", help="spoken form: no digits or symbols")
-    p.add_argument("--hotwords", default="", help="comma-separated words to favour")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=512)
+    p.add_argument("--language", default="auto", help="ISO code, English or native name, or "
+                   "auto: the model is not told one (default: auto)")
+    p.add_argument("--no-itn", action="store_true", help="spoken form: numbers as words, no "
+                   "symbols (default: ITN on: digits, punctuation, casing)")
+    p.add_argument("--hotwords", default="", help="comma-separated names or terms to favour "
+                   "(default: none)")
+    p.add_argument("--batch-size", type=int, default=8, help="files, or segments of a long "
+                   "file, decoded per model call (default: 8)")
+    p.add_argument("--max-new-tokens", type=int, default=512, help="token limit per utterance "
+                   "or segment (default: 512)")
     p.add_argument("--max-segment-seconds", type=float, default=30.0,
-                   help="longer files are split at pauses into segments of at most this")
-    p.add_argument("--format", default="json", choices=["json", "txt", "srt", "vtt", "tsv"])
-    p.add_argument("--output-dir", default=None,
-                   help="write one FILE.<format> per input here instead of printing")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+                   help="files longer than this are cut at pauses into segments of at most "
+                   "this many seconds (default: 30)")
+    p.add_argument("--format", default="json", choices=["json", "txt", "srt", "vtt", "tsv"],
+                   help="json: one line per file with text, language, segments, error; txt: "
+                   "the text; srt, vtt: subtitles; tsv: start, end, text (default: json)")
+    p.add_argument("--output-dir", default=None, help="write one FILE.<format> per input "
+                   "here instead of printing to stdout (default: print)")
+    p.add_argument("--quiet", action="store_true", help="no progress, no log lines, no "
+                   "demo-model notice: only warnings and errors on stderr (and one line while "
+                   "the CPU kernels compile, once per machine)")
     corpus.add_arguments(p)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None):
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(message)s", stream=sys.stderr)
+    if args.quiet:
+        import warnings
+        warnings.simplefilter("ignore")   # library warnings are noise to a script's user
     if args.ray:
         return corpus.run(args)
     from engine.languages import resolve_language
@@ -74,9 +96,9 @@ def main(argv=None) -> int:
         print(f"error: --hotwords: {e}", file=sys.stderr)
         return 2
     model_path, note = choose_model(args.model)
-    if note:
+    if note and not args.quiet:   # the demo-model notice: a fact, not a warning
         logging.warning(note)
-    if args.quiet and (args.device or "cpu") == "cpu":
+    if args.quiet and (args.device or "cpu") == "cpu":   # without --quiet the log says it
         from engine.kernels import state
         if state()["state"] == "not_built":  # a minute of silence otherwise
             print("compiling CPU kernels (once) ...", file=sys.stderr, flush=True)

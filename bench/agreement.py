@@ -49,7 +49,7 @@ def clips_from_args(args) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", default=str(REPO / "models" / "demo"))
     p.add_argument("--device", default="cpu")
     p.add_argument("--modes", help="comma-separated; default: fp32 + the device's other modes")

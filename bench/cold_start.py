@@ -52,7 +52,7 @@ def run_cli(model_dir: Path, files: list[str], dtype: str, tokens: int, env: dic
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", default=None)
     ap.add_argument("--cases", default="1x10s,8x10s")
     ap.add_argument("--tokens", type=int, default=64)

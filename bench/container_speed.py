@@ -151,7 +151,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--image", default=os.environ.get("FUNASR_NANO_TEST_IMAGE"))
     p.add_argument("--model-dir", type=Path, default=None,
                    help="default: the cached full-size random-weight model")

@@ -52,7 +52,7 @@ def transcribe(url, audio: Path) -> tuple[int, str]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkout", default=str(REPO))
     ap.add_argument("--audio", default=None)
     ap.add_argument("--timeout", type=float, default=600)

@@ -366,7 +366,7 @@ def markdown(meta, report) -> str:
 
 # ----------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--device", default=None, help="cuda (default when available) or cpu (dry run)")
     p.add_argument("--quick", action="store_true", help="tiny model, small cases, 1 repeat")
     p.add_argument("--model-dir", default=None, help="reuse (or build into) this directory")

@@ -129,7 +129,7 @@ def run_child(*args: str) -> dict:
 # --------------------------------------------------------------------------- main
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, nargs="+", default=[60, 1])
     ap.add_argument("--formats", default="flac,m4a", help="comma list of flac, wav, m4a, mp3, ogg")

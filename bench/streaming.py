@@ -291,7 +291,7 @@ def fmt(v, digits=2):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--model", default="full", help="full, demo or a model directory")
     p.add_argument("--dtype", default=None, help="fp32, bf16 or int8 (default: the app's)")
     p.add_argument("--streams", default="1,2,4")

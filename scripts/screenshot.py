@@ -23,7 +23,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="passed to app.py (default: its own choice)")
     p.add_argument("--audio", nargs="*", default=None, help="files to upload (default: example/)")
     p.add_argument("--language", default=None, help="value of the language menu, e.g. en")

@@ -135,13 +135,17 @@ def _truthy(value: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Flags default to None so that the environment can fill them in (parse_settings); --help
+    # therefore prints the built-in default itself, not argparse's "(default: None)".
+    # allow_abbrev=False: "--port" is never taken for "--po", nor "--lang" for "--language".
     p = argparse.ArgumentParser(
         prog="app.py", description="Fun-ASR-MLT-Nano speech recognition: web page and HTTP API "
-        "on one port. Every flag has an environment variable (shown in brackets).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for flag, envs, _default, typ, text in _FLAGS:
+        "on one port. Every flag has an environment variable (shown in brackets); a flag on the "
+        "command line overrides it.", allow_abbrev=False)
+    for flag, envs, default, typ, text in _FLAGS:
         dest = flag[2:].replace("-", "_")
-        help_text = f"{text} [{' or '.join(envs)}]"
+        shown = "" if default is None or typ is bool else f" (default: {default})"
+        help_text = f"{text}{shown} [{' or '.join(envs)}]".replace("%", "%%")
         if typ is bool:
             p.add_argument(flag, dest=dest, action="store_true", default=None, help=help_text)
         else:

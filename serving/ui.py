@@ -27,6 +27,7 @@ from .request_id import request_id_scope
 log = logging.getLogger("funasr_nano.app")
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg", ".webm", ".opus", ".aac", ".mp4")
+NO_INPUT = "Upload one or more audio files or record from the microphone first."
 TABLE_HEADERS = ["File", "Duration (s)", "Language", "Processing time (s)", "Text or error"]
 
 CSS = """
@@ -34,13 +35,18 @@ CSS = """
                border-radius: 8px; padding: 10px 14px; }
 #demo-banner * { color: #78350f !important; }
 #model-status { font-size: 0.95em; }
+/* Results table: break lines between words only ("Durati on" was Gradio's break-all), and a
+   word too long for its column anywhere (a long file name, a URL in a transcript). */
+#results th *, #results td * { word-break: normal !important; overflow-wrap: anywhere;
+                               hyphens: manual; }
+#results th * { overflow-wrap: normal !important; }
 """
 
 
 def language_choices() -> list[tuple[str, str]]:
     """("Automatic", "auto") then each language by its own name and its English name; the value
     is the ISO code, which the engine maps to the exact name the model was trained with."""
-    out = [("Automatic (detect)", "auto")]
+    out = [("Automatic", "auto")]
     for lang in LANGUAGES:
         label = lang.english if lang.native == lang.english else f"{lang.native} — {lang.english}"
         out.append((label, lang.code))
@@ -76,15 +82,40 @@ def example_files(directory: Path) -> list[tuple[str, str, str]]:
     return out
 
 
-def status_markdown(holder) -> str:
+def header_markdown(title: str, demo: bool, clips) -> str:
+    """The page's first lines. With the demo model, which of the 31 languages it knows: the
+    ones it was trained on, which are the languages of its example clips (one per language)."""
+    api = ("The same port serves an OpenAI-compatible API: `POST /v1/audio/transcriptions` "
+           "(see `/health`).")
+    if not demo:
+        return f"# {title}\n31 languages, running on this server. {api}"
+    known = []
+    for _, code, _ in clips:
+        lang = resolve_language(code)
+        if lang is not None and lang.english not in known:
+            known.append(lang.english)
+    if known:
+        which = (f"was trained on **{len(known)} of the 31 languages**: {', '.join(known)} "
+                 "(one example each below)")
+    else:
+        which = "was trained on a few of the 31 languages (see models/demo/DEMO.md)"
+    return (f"# {title}\nThe **demo model** running here {which}; the official model knows all "
+            f"31. {api}")
+
+
+def status_markdown(holder, loading: bool = False) -> str:
+    """The model's state; ``loading``: the page has just asked for the first load."""
     info = holder.info()
     name = info["model"]
     demo = " (demo model)" if info["demo"] else ""
+    if loading and not info["model_loaded"]:
+        info = {**info, "loading": True}
     if info["model_loaded"]:
         state = (f"**loaded** on **{info['device']}** ({info['dtype']}) "
                  f"in {info['load_seconds']} s")
     elif info["loading"]:
-        state = f"**loading** on {info['device']} ({info['dtype']}) ..."
+        state = (f"**loading** on {info['device']} ({info['dtype']}), once, on the first "
+                 "request ...")
     elif info["load_error"]:
         state = f"**failed to load**: {info['load_error'].splitlines()[0]}"
     else:
@@ -149,14 +180,20 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         with request_id_scope() as rid:  # one id per transcription: its logs and its caller
             try:
                 out = _transcribe(files, microphone, language, itn, hotwords, progress, rid)
-                status = 200
+                status = 200 if out is not None else 400
+                if out is None:
+                    # nothing to transcribe: the user's slip, not a failure: a notice, no red
+                    # badges, no traceback in the log; every output stays as it was
+                    gr.Warning(NO_INPUT)
+                    return (gr.skip(),) * 5
                 return out
             except ModelUnavailable as e:
                 status = 503
                 raise gr.Error(str(e), duration=None) from e
             except RequestError as e:
+                # the caller's mistake (gradio_client raises it): no traceback in the log
                 status = 400
-                raise gr.Error(str(e)) from e
+                raise gr.Error(str(e), print_exception=False) from e
             except gr.Error:
                 status = 400
                 raise
@@ -165,6 +202,7 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                     metrics.observe_request(PAGE_ROUTE, status, time.perf_counter() - t0)
 
     def _transcribe(files, microphone, language, itn, hotwords, progress, rid):
+        """The outputs, or None when there is nothing to transcribe."""
         items = []
         for f in files or []:
             path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
@@ -173,17 +211,16 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
             items.append(("microphone" + (Path(microphone).suffix or ".wav"),
                           readable_input(microphone, examples_dir)))
         if not items:
-            raise gr.Error("Upload one or more audio files or record from the microphone first.")
-        try:
-            words = parse_hotwords(hotwords)
-        except RequestError as e:
-            raise gr.Error(str(e)) from e
+            return None
+        words = parse_hotwords(hotwords)
         opts = Options(language=language, itn=bool(itn), hotwords=words,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
-        progress(0.0, desc="loading the model" if not holder.loaded else "starting")
-        rows = transcribe_items(holder, items, opts,
-                                progress=lambda frac, msg: progress(frac, desc=msg), caller=rid)
+
+        def report(frac, msg):   # no "0.0%" while nothing can be counted yet (the first load)
+            progress(frac if frac > 0 else None, desc=msg)
+
+        rows = transcribe_items(holder, items, opts, progress=report, caller=rid)
         table = [[r["file"], r["duration"], language_label(r["language"]), r["processing_time"],
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])
@@ -202,8 +239,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
 
     # delete_cache: uploads and results older than 2 h leave Gradio's cache, checked hourly.
     with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 7200)) as blocks:
-        gr.Markdown(f"# {title}\n31 languages, running on this server. The same port serves an "
-                    "OpenAI-compatible API: `POST /v1/audio/transcriptions` (see `/health`).")
+        clips = example_files(examples_dir) if examples_dir else []
+        gr.Markdown(header_markdown(title, holder.info()["demo"], clips), elem_id="header")
         if banner:
             gr.Markdown(banner, elem_id="demo-banner")
         with gr.Row():
@@ -232,20 +269,26 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                     with gr.Row():
                         run = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
                         clear = gr.Button("Clear", elem_id="clear")
-                    clips = example_files(examples_dir) if examples_dir else []
+                    # The files an example click put in the list, while the language shown is
+                    # still the example's ([] otherwise)
+                    from_example = gr.State([])
                     if clips:
-                        gr.Examples([[[path], code] for path, code, _ in clips],
-                                    inputs=[files, language],
-                                    example_labels=[label for _, _, label in clips],
-                                    examples_per_page=40,
-                                    label="Examples (click one, then Transcribe)")
+                        examples = gr.Examples([[[path], code] for path, code, _ in clips],
+                                               inputs=[files, language],
+                                               example_labels=[label for _, _, label in clips],
+                                               examples_per_page=40,
+                                               label="Examples (click one, then Transcribe)")
+                        examples.load_input_event.then(lambda f: list(f or []), files,
+                                                       from_example, api_visibility="private",
+                                                       queue=False)
                 with gr.Column(scale=3):
                     transcript = gr.Textbox(label="Transcript", lines=8, max_lines=30,
                                             buttons=["copy"], elem_id="transcript")
                     table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "number", "str",
                                                                           "number", "str"],
                                          label="Results", interactive=False, wrap=True,
-                                         column_widths=["18%", "10%", "12%", "12%", "48%"],
+                                         # wide enough for "Processing" and "(Portuguese)"
+                                         column_widths=["15%", "13%", "17%", "16%", "39%"],
                                          elem_id="results")
                     downloads = gr.File(label="Downloads (TXT, JSON, SRT, VTT)",
                                         file_count="multiple", interactive=False,
@@ -256,9 +299,36 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
             with gr.Tab("Live", id="live", elem_id="tab-live"):
                 build_live_tab(settings, holder, live, language_choices)
 
-        run.click(transcribe, [files, microphone, language, itn, hotwords],
-                  [table, transcript, downloads, raw, status], api_name="transcribe",
-                  api_description="Transcribe uploaded files and/or a microphone recording.")
+        def first_load_status(files, microphone):
+            """Before a transcription that will load the model: the status line says so (the
+            load takes tens of seconds on the first request)."""
+            if (files or microphone) and not holder.loaded:
+                return status_markdown(holder, loading=True)
+            return gr.skip()
+
+        run.click(first_load_status, [files, microphone], status, queue=False,
+                  show_progress="hidden", api_visibility="private").then(
+            transcribe, [files, microphone, language, itn, hotwords],
+            [table, transcript, downloads, raw, status], api_name="transcribe",
+            api_description="Transcribe uploaded files and/or a microphone recording.",
+            show_progress_on=[transcript, table])   # never drawn over the status line
+
+        # An example sets its file and its language. The user's own audio afterwards must not
+        # inherit the language (a Finnish example, then an English recording labelled Finnish):
+        # the menu goes back to Automatic, visibly, and the example's file leaves the list.
+        def own_audio(example_paths, current):
+            if not example_paths:
+                return gr.skip(), gr.skip(), []
+            gr.Info("Language set back to Automatic for your own audio: choose one if you "
+                    "know it.")
+            kept = [f for f in current or [] if f not in example_paths]
+            return "auto", kept or None, []
+
+        for event in (microphone.stop_recording, microphone.upload, files.upload):
+            # queued (a notice needs the queue), but never behind a running transcription
+            event(own_audio, [from_example, files], [language, files, from_example],
+                  api_visibility="private", concurrency_limit=None, show_progress="hidden")
+        language.input(lambda: [], None, from_example, api_visibility="private", queue=False)
         clear.click(lambda: (None, None, None, "", None, None), None,
                     [files, microphone, table, transcript, downloads, raw],
                     api_visibility="private", queue=False)

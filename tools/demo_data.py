@@ -201,7 +201,7 @@ def write_examples(manifest: Path, dest: Path, langs: list[str]) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     ap.add_argument("--langs", default=",".join(LANGS))
     ap.add_argument("--train-per-lang", type=int, default=2400)

@@ -123,7 +123,7 @@ def format_table(res: dict) -> str:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "demo")
     ap.add_argument("--data", type=Path, default=ROOT / ".cache" / "demo_data")
     ap.add_argument("--batch-size", type=int, default=16)

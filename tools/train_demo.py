@@ -358,7 +358,7 @@ def export(model, work_model_dir: Path, out: Path, dtype: str) -> None:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / ".cache" / "demo_data")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "demo_train")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")

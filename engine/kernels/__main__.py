@@ -8,7 +8,7 @@ import sys
 
 from . import loader
 
-p = argparse.ArgumentParser(prog="python -m engine.kernels", description=__doc__.split("\n")[0])
+p = argparse.ArgumentParser(allow_abbrev=False, prog="python -m engine.kernels", description=__doc__.split("\n")[0])
 p.add_argument("--json", action="store_true", help="print the state as one JSON line")
 args = p.parse_args()
 logging.basicConfig(level=logging.INFO, format="%(message)s")
