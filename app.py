@@ -5,7 +5,9 @@
     python app.py --help        # every flag, with its environment variable
 
 The page is up in seconds; the model loads on the first request (or at once with --preload).
-Routes: / (page), /health, /v1/models, /v1/audio/transcriptions, /gradio_api/... (gradio_client).
+Routes: / (page), /health, /metrics (Prometheus), /v1/models, /v1/audio/transcriptions,
+/v1/realtime (WebSocket), /gradio_api/... (gradio_client). One scheduler (serving/scheduler.py)
+batches the work of every caller: the page, the API, long-audio segments, live sessions.
 """
 from __future__ import annotations
 
@@ -45,7 +47,9 @@ def create_app(settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from serving import api, ui
+    from serving import api, errors, realtime, ui
+    from serving.live import LiveSessions
+    from serving.metrics import Metrics
     from serving.model_choice import choose_model
     from serving.model_holder import ModelHolder, is_demo_dir
 
@@ -55,20 +59,45 @@ def create_app(settings):
     if banner:
         plain = banner.replace("**", "").replace("```", "")
         log.warning("%s", re.sub(r"\n{2,}", "\n", plain).strip())
-    holder = ModelHolder(spec, settings.device, settings.dtype, settings.concurrency, demo=demo)
-    log.info("model: %s (device %s, %s); it loads %s", spec, holder.device, holder.dtype,
-             "now, in the background" if settings.preload else "on the first request")
+    metrics = Metrics()
+    holder = ModelHolder(spec, settings.device, settings.dtype, demo=demo,
+                         batch_size=settings.batch_size, scheduler=settings.scheduler,
+                         metrics=metrics, bench_tokens=settings.bench_tokens)
+    log.info("model: %s (device %s, %s); it loads %s; scheduler: %s, batch size %d", spec,
+             holder.device, holder.dtype,
+             "now, in the background" if settings.preload else "on the first request",
+             settings.scheduler, settings.batch_size)
+    if settings.bench_tokens:
+        log.warning("--bench-tokens %d: every sequence decodes exactly %d tokens (benchmarks "
+                    "only; the texts are not transcripts)", settings.bench_tokens,
+                    settings.bench_tokens)
+
+    # the CPU kernels: loaded from the cache, or compiled in the background (the model does not
+    # wait for them: it loads on the plain path and switches over when they are ready)
+    holder.watch_kernels()
 
     app = FastAPI(title="Fun-ASR-MLT-Nano", docs_url="/v1/docs", openapi_url="/v1/openapi.json",
                   redoc_url=None)
-    api.install(app, settings, holder)
-    blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example")
-    blocks.queue(default_concurrency_limit=settings.concurrency)
+    live = LiveSessions(settings.live_sessions)   # /v1/realtime and the Live tab share the cap
+    metrics.watch(holder, live)
+    lifecycle = api.install(app, settings, holder, live=live, metrics=metrics)
+    app.state.lifecycle = lifecycle   # main() marks it draining when a stop signal arrives
+    app.include_router(realtime.create_router(settings, holder, live))
+    blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
+                             live=live, metrics=metrics)
+    blocks.queue(default_concurrency_limit=ui.page_concurrency(settings))
+    errors.install_fallback(app)   # after every /v1 route, before the page takes every path
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
                         allowed_paths=[str(ROOT / "example")],
                         max_file_size=settings.max_upload_bytes, css=ui.CSS, ssr_mode=False,
                         show_error=True)
+    # launch() sets has_launched, and only then does Gradio check the path of every input file
+    # (FileData.path) against its upload cache and blocked_paths (gradio.processing_utils.
+    # _check_allowed); mount_gradio_app() does not, so without this line any server path named
+    # in a request to /gradio_api/call/* or the queue would be read. Examples are moved into
+    # the cache when the page is built, so they pass.
+    blocks.has_launched = True
     if settings.preload:
         holder.preload_in_background()
     return app, holder
@@ -76,26 +105,43 @@ def create_app(settings):
 
 def main(argv=None) -> int:
     settings = parse_settings(argv)
-    logging.basicConfig(level=settings.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from serving.logs import setup_logging, uvicorn_log_config
+    setup_logging(settings.log_level, settings.log_format)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import uvicorn
 
-    app, _ = create_app(settings)
-    server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port,
-                                           log_level=settings.log_level.lower(),
-                                           timeout_graceful_shutdown=5))
+    app, holder = create_app(settings)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig, frame):
+            # From here /v1/* answers new requests 503; those in flight get --stop-timeout
+            # seconds, then uvicorn cancels them and the guard answers them 503 too.
+            app.state.lifecycle.draining = True
+            super().handle_exit(sig, frame)
+
+    server = Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                   log_level=settings.log_level.lower(),
+                                   log_config=uvicorn_log_config(settings.log_format),
+                                   timeout_graceful_shutdown=settings.stop_timeout,
+                                   # /v1/realtime answers messages up to this size itself (an
+                                   # error event, then 1009); past it the WebSocket layer
+                                   # closes with 1009 on its own.
+                                   ws_max_size=max(16 << 20, 2 * settings.live_max_message_bytes)))
 
     def announce():
         while not server.started and not server.should_exit:
             time.sleep(0.05)
         if server.started:
             host = "localhost" if settings.host in ("0.0.0.0", "::") else settings.host
-            log.info("ready: http://%s:%d (page), /health, /v1/audio/transcriptions",
+            log.info("ready: http://%s:%d (page), /health, /v1/audio/transcriptions, "
+                     "/v1/realtime",
                      host, settings.port)
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run()
+    try:
+        server.run()
+    finally:
+        holder.close()
     return 0 if server.started else 1
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -27,11 +28,13 @@ from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
                                release_freed_memory,
                                read_config, resolve_model_dir)
-from engine.decoding import clean_text, greedy_generate, normalized_text  # noqa: E402
+from engine.batching import BatchDecoder, Generation, greedy_generate  # noqa: E402
+from engine.decoding import clean_text, normalized_text  # noqa: E402
+from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
-from engine.languages import model_language_name  # noqa: E402
-from engine.prompt import chatml_pieces  # noqa: E402
+from engine.languages import describe_language, model_language_name  # noqa: E402
+from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
@@ -44,6 +47,14 @@ log = logging.getLogger("funasr_nano")
 # (fbgemm's dynamic quantisation; lossy, fastest).
 MODES = ("fp32", "bf16", "int8")
 SAMPLE_RATE = 16000
+
+
+@dataclass(eq=False)
+class Prepared:
+    """One input made ready for the decoder: its prompt as input embeddings (L, C), and for a
+    checkpoint with CTC its encoder output (1, T, D) for the CTC text and timestamps."""
+    embeds: torch.Tensor
+    encoder_out: torch.Tensor | None = None
 
 
 def _default_device() -> str:
@@ -114,6 +125,7 @@ class FunASRNano(nn.Module):
         self.ctc_tokenizer = None
         self.model_name = str(kwargs.get("_model_name") or llm_dir.parent)
         self.mode = "fp32"
+        self._prepared = False  # kernels set up (load_weights, or the first funasr inference)
         if kwargs.get("_materialize", True):  # funasr's loader copies into real tensors
             self.to_empty(device="cpu")
             self.llm.tie_weights()
@@ -146,6 +158,7 @@ class FunASRNano(nn.Module):
         self = cls(**cfg, _materialize=False, _ctc_vocab_path=str(files["ctc_vocab"]),
                    _model_name=str(model))
         self.model_dir = model_dir
+        self.checkpoint_file = files["weights"]
         self.load_weights(load_state_dict(files["weights"]), device, dtype)
         self.eval()
         release_freed_memory()
@@ -162,6 +175,13 @@ class FunASRNano(nn.Module):
         self._disable_incomplete_ctc(set(expected) - set(absent))
         cuda = device.startswith("cuda")
         wide = torch.bfloat16 if cuda and mode == "bf16" else torch.float32
+        # int8 on CPU replaces every Linear of the audio side: its weights stay as stored (no
+        # fp32 copy that would be dropped at once; from the int8 cache they are never read)
+        replaced = set()
+        if not cuda and mode == "int8":
+            replaced = {f"{n}.weight" for n, m in self.named_modules()
+                        if isinstance(m, nn.Linear) and n.startswith(("audio_encoder.",
+                                                                      "audio_adaptor."))}
         params = {}
         for name in expected:
             if name in absent or (tied and name == "llm.lm_head.weight"):
@@ -169,20 +189,36 @@ class FunASRNano(nn.Module):
             t = state[name]
             # On CPU the decoder keeps bf16 checkpoint tensors as they are (exact, half the
             # bytes to stream per token); the audio side is compute-bound and runs in fp32.
-            keep = not cuda and name.startswith("llm.") and t.dtype == torch.bfloat16
+            keep = not cuda and (name.startswith("llm.") and t.dtype == torch.bfloat16
+                                 or name in replaced)
             params[name] = t.to(device=device, dtype=t.dtype if keep else wide)
         self.load_state_dict(params, strict=False, assign=True)
         self.llm.tie_weights()
-        if not cuda:
-            from engine.kernels import int8
-            from engine.kernels import kernels
+        self._prepare_for_inference(device, mode)
+
+    def _prepare_for_inference(self, device: str, mode: str) -> None:
+        """After the weights are in place: on CPU, the decoder's kernels (packed Linears, fused
+        decode steps, the screened greedy pick) and the encoder's FSMN kernel."""
+        self.kernels_in_use = False
+        if not str(device).startswith("cuda"):
+            from engine.kernels import int8, kernels
+            # one answer for the whole load: a background build that finishes meanwhile must
+            # not leave the model half on each path (the server reloads it then instead)
+            fast = kernels()
+            self.kernels_in_use = fast is not None
             if mode == "int8" and int8.available():
-                self.llm.pack_for_cpu(mode)
+                from engine.kernels import prepared as _prepared
+                # quantised once per checkpoint, then memory-mapped from the cache
+                prepared = _prepared.int8_weights(self, getattr(self, "checkpoint_file", None))
+                self.llm.pack_for_cpu(mode, fast, prepared)
                 # the audio side is compute-bound: int8 GEMM there too
-                int8.quantize_linears(self.audio_encoder)
-                int8.quantize_linears(self.audio_adaptor)
-            elif kernels() is not None:
-                self.llm.pack_for_cpu(mode)
+                int8.quantize_linears(self.audio_encoder, prepared=prepared,
+                                      prefix="audio_encoder.")
+                int8.quantize_linears(self.audio_adaptor, prepared=prepared,
+                                      prefix="audio_adaptor.")
+                del prepared
+            elif fast is not None:
+                self.llm.pack_for_cpu(mode, fast)
             else:
                 if mode == "int8":
                     log.warning("int8 needs fbgemm or the CPU kernel, neither is available: "
@@ -190,13 +226,26 @@ class FunASRNano(nn.Module):
                     mode = "fp32"
                 self.llm.float()
                 self.llm.compute_dtype = torch.float32
-            fast = kernels()
             if fast is not None:  # the encoder's FSMN memory in one kernel pass
                 from engine.encoder import SANMAttention
                 for m in self.audio_encoder.modules():
                     if isinstance(m, SANMAttention):
                         m.fast = fast
         self.mode = mode
+        self._prepared = True
+
+    def _prepare_after_funasr_load(self) -> None:
+        """funasr's loader copies model.pt into this module's fp32 parameters and never calls
+        ``load_weights``. On CPU the decoder's parameters that hold bf16 values exactly (all of
+        them for a bf16 checkpoint) go back to bf16 storage, which is lossless, and the model
+        gets the same kernels as ``from_pretrained`` gives it, so AutoModel runs as fast."""
+        device = self.device
+        if device.type == "cpu":
+            with torch.no_grad():
+                for p in self.llm.parameters():
+                    if p.dtype == torch.float32 and torch.equal(p, p.to(torch.bfloat16).float()):
+                        p.data = p.data.to(torch.bfloat16)
+        self._prepare_for_inference(str(device), "fp32")
 
     def on_pretrained_model_loaded(self, loaded_keys) -> None:
         """funasr's loader calls this: same rule as the reference, no half-loaded CTC branch."""
@@ -216,6 +265,7 @@ class FunASRNano(nn.Module):
         return {"model": self.model_name, "model_dir": str(getattr(self, "model_dir", "")),
                 "device": str(self.device), "dtype": self.mode,
                 "ctc": self.ctc is not None,
+                "kernels": bool(getattr(self, "kernels_in_use", False)),
                 "demo": bool(getattr(self, "model_dir", None)
                              and (Path(self.model_dir) / "DEMO.md").is_file())}
 
@@ -234,9 +284,20 @@ class FunASRNano(nn.Module):
         out, out_lens = self.audio_adaptor(enc, enc_lens)
         return out, out_lens, enc, enc_lens
 
+    def check_hotwords(self, hotwords) -> None:
+        """``engine.prompt.HotwordsError`` when the list is over the caps of engine/prompt.py
+        (count, characters, tokens): a prompt's tokens cost KV cache in every sequence."""
+        _check_hotwords(hotwords, self.tokenizer.encode)
+
     def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
-        prefix, suffix = chatml_pieces(language, itn, hotwords, system_prompt=self.sys_prompt,
-                                       do_think=self.do_think)
+        """The (prefix, suffix) token ids around the audio. ``language``: a code, a name or the
+        model's own name (ValueError for an unknown one); ``hotwords``: a list, or a string
+        split at commas (HotwordsError over the caps)."""
+        if isinstance(hotwords, str):  # the reference would join a string char by char
+            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        self.check_hotwords(hotwords)
+        prefix, suffix = chatml_pieces(model_language_name(language), itn, hotwords,
+                                       system_prompt=self.sys_prompt, do_think=self.do_think)
         return self.tokenizer.encode(prefix), self.tokenizer.encode(suffix)
 
     def _embed_prompt(self, prefix, suffix, audio: torch.Tensor) -> torch.Tensor:
@@ -247,46 +308,76 @@ class FunASRNano(nn.Module):
                           embed(torch.tensor(suffix, device=dev))])
 
     @torch.inference_mode()
-    def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False):
+    def prepare(self, waves, prompt_ids) -> list[Prepared]:
+        """Encoder and adaptor for a batch of 16 kHz waveforms, and each one's prompt embedded
+        around its audio. ``prompt_ids``: one (prefix, suffix) pair of ``prompt_ids()`` for
+        all, or a list with one per wave (callers with different options share a batch)."""
+        if isinstance(prompt_ids, tuple):
+            prompt_ids = [prompt_ids] * len(waves)
         adaptor_out, lens, enc, enc_lens = self.encode(waves)
-        prefix, suffix = self.prompt_ids(language, itn, hotwords)
-        prompts = []
-        for i in range(len(waves)):
+        out = []
+        for i, (prefix, suffix) in enumerate(prompt_ids):
             n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
-            prompts.append(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]))
-        gens = greedy_generate(self.llm, prompts, self.tokenizer.im_end, max_new_tokens,
-                               ignore_eos=ignore_eos, end_ids=(self.tokenizer.endoftext,))
-        results = []
-        for i, gen in enumerate(gens):
-            response = self.tokenizer.decode(gen.tokens)
-            r = {"text": clean_text(response), "text_tn": normalized_text(response),
-                 "finish_reason": gen.finish_reason, "num_tokens": len(gen.tokens)}
-            if self.ctc is not None:
-                logp = self.ctc.log_softmax(
-                    self.ctc_decoder(enc[i:i + 1, :enc_lens[i]], enc_lens[i:i + 1])[0])[0]
-                blank = self.ctc.blank_id
-                r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
-                    "<|nospeech|>", "")
-                r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
-            results.append(r)
-        return results
+            ctc_in = enc[i:i + 1, :int(enc_lens[i])].clone() if self.ctc is not None else None
+            out.append(Prepared(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]), ctc_in))
+        return out
 
-    def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
-                   batch_size: int = 8, max_new_tokens: int = 512, keys=None,
-                   ignore_eos: bool = False) -> list[dict]:
-        """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
-        input in order. A bad input gets ``error`` set and never stops the others."""
+    @staticmethod
+    def decode_error(key: str, error: BaseException) -> str:
+        """The ``error`` of an input whose decoding failed (here and in serving.scheduler)."""
+        return f"{key}: decoding failed: {error}"
+
+    def new_decoder(self, rows: int) -> BatchDecoder:
+        """A continuous-batching decoder (engine.batching) for up to ``rows`` sequences."""
+        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=(self.tokenizer.endoftext,),
+                            rows=rows)
+
+    @torch.inference_mode()
+    def finish(self, prepared: Prepared, gen: Generation, repetition_guard: bool = True,
+               ignore_eos: bool = False) -> dict:
+        """The result fields of one decoded input: text, text_tn, finish_reason, num_tokens and,
+        with CTC, ctc_text and timestamps. With ``repetition_guard`` a run the decoder stopped
+        in a loop, or that hit the token limit looking like one, keeps one copy of the loop."""
+        response = self.tokenizer.decode(gen.tokens)
+        reason = gen.finish_reason
+        if repetition_guard and not ignore_eos and (
+                reason == "repetition" or (reason == "length" and looks_looping(response))):
+            response, reason = collapse_repeats(response), "repetition"
+        r = {"text": clean_text(response), "text_tn": normalized_text(response),
+             "finish_reason": reason, "num_tokens": len(gen.tokens)}
+        if self.ctc is not None and prepared.encoder_out is not None:
+            enc = prepared.encoder_out
+            lens = torch.tensor([enc.shape[1]], device=enc.device)
+            logp = self.ctc.log_softmax(self.ctc_decoder(enc, lens)[0])[0]
+            blank = self.ctc.blank_id
+            r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
+                "<|nospeech|>", "")
+            r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
+        return r
+
+    @torch.inference_mode()
+    def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False,
+                      repetition_guard=True):
+        prepared = self.prepare(waves, self.prompt_ids(language, itn, hotwords))
+        gens = greedy_generate(self.llm, [p.embeds for p in prepared], self.tokenizer.im_end,
+                               max_new_tokens, ignore_eos=ignore_eos,
+                               end_ids=(self.tokenizer.endoftext,), stop_loops=repetition_guard)
+        return [self.finish(p, g, repetition_guard, ignore_eos) for p, g in zip(prepared, gens)]
+
+    def load_inputs(self, inputs, language: str | None = None, keys=None):
+        """Decode every input to 16 kHz: (results, waves). ``results`` has one dict per input
+        (key, file, text, text_tn, language, language_name, duration, error) with ``error`` set where the
+        audio cannot be read; ``waves`` maps the index of each readable input to its samples.
+        Raises ValueError for an unknown language."""
         if isinstance(inputs, (str, os.PathLike, bytes)) or (
                 hasattr(inputs, "ndim") and inputs.ndim == 1) or (
                 isinstance(inputs, tuple) and len(inputs) == 2 and isinstance(inputs[1], int)):
             inputs = [inputs]
         inputs = list(inputs)
-        if isinstance(hotwords, str):  # the reference would join a string char by char
-            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
-        lang_name = model_language_name(language)
+        spelled = describe_language(language)  # ValueError for an unknown language
         keys = list(keys) if keys is not None else [_key_of(x, i) for i, x in enumerate(inputs)]
         results = [{"key": k, "file": str(x) if isinstance(x, (str, os.PathLike)) else None,
-                    "text": "", "text_tn": "", "language": lang_name, "duration": 0.0,
+                    "text": "", "text_tn": "", **spelled, "duration": 0.0,
                     "error": None} for k, x in zip(keys, inputs)]
         waves = {}
         for i, x in enumerate(inputs):
@@ -298,12 +389,34 @@ class FunASRNano(nn.Module):
             except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
                 results[i]["error"] = str(e) if isinstance(e, AudioError) else f"{keys[i]}: {e}"
                 waves.pop(i, None)
+        return results, waves
+
+    def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
+                   batch_size: int = 8, max_new_tokens: int = 512, keys=None,
+                   ignore_eos: bool = False, repetition_guard: bool = True) -> list[dict]:
+        """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
+        input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
+        the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
+
+        Each dict: ``key, file, text, text_tn, language`` (the ISO code given, or ``"auto"``),
+        ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
+        (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
+        engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
+        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``."""
+        if isinstance(hotwords, str):  # the reference would join a string char by char
+            hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
+        hotwords = list(hotwords or ())
+        self.check_hotwords(hotwords)
+        results, waves = self.load_inputs(inputs, language, keys)
+        keys = [r["key"] for r in results]
+        lang_name = model_language_name(language)
         # Similar lengths together: less padding, and results do not depend on batch neighbours.
         order = sorted(waves, key=lambda i: len(waves[i]))
         for start in range(0, len(order), max(1, batch_size)):
             chunk = order[start:start + batch_size]
             for i, r in zip(chunk, self._decode_safely(chunk, waves, keys, lang_name, itn,
-                                                       hotwords, max_new_tokens, ignore_eos)):
+                                                       hotwords, max_new_tokens, ignore_eos,
+                                                       repetition_guard)):
                 results[i].update(r)
         return results
 
@@ -313,7 +426,7 @@ class FunASRNano(nn.Module):
         except Exception as e:  # noqa: BLE001
             if len(chunk) == 1:
                 log.exception("decoding %s failed", keys[chunk[0]])
-                return [{"error": f"{keys[chunk[0]]}: decoding failed: {e}"}]
+                return [{"error": self.decode_error(keys[chunk[0]], e)}]
             # Retry one by one so a single bad input (or an OOM) does not fail its neighbours.
             return [r for i in chunk for r in self._decode_safely([i], waves, keys, *args)]
 
@@ -323,11 +436,14 @@ class FunASRNano(nn.Module):
         """funasr's entry point: ``AutoModel(...).generate(input=[...], language=..., itn=...)``."""
         if key and isinstance(key[0], (list, tuple)):
             key = list(key[0])
+        if not self._prepared:  # built by AutoModel: weights loaded and moved by funasr
+            self._prepare_after_funasr_load()
         items = [x.numpy() if isinstance(x, torch.Tensor) else x for x in data_in]
         results = self.transcribe(items, language=kwargs.get("language"),
                                   itn=kwargs.get("itn", True), hotwords=kwargs.get("hotwords", ()),
                                   batch_size=max(len(items), 1),
-                                  max_new_tokens=kwargs.get("max_length", 512), keys=key)
+                                  max_new_tokens=kwargs.get("max_length", 512), keys=key,
+                                  repetition_guard=kwargs.get("repetition_guard", True))
         return results, {"batch_data_time": sum(r["duration"] for r in results) or -1}
 
 

@@ -8,15 +8,20 @@
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
 file failed, 0 otherwise. Files longer than --max-segment-seconds are cut at pauses by the voice
 activity detector and decoded segment by segment.
+
+    python transcribe.py --ray --output-dir OUT [--replicas N] INPUT...   # a corpus on Ray Data
+
+With --ray, INPUT may also be directories, globs and .tsv/.jsonl manifests; results go to
+OUT/results.jsonl, and a rerun skips the files already there (see serving/corpus.py).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import time
 from pathlib import Path
+
+from serving import corpus
 
 
 def parse_args(argv=None):
@@ -41,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--output-dir", default=None,
                    help="write one FILE.<format> per input here instead of printing")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    corpus.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -48,10 +54,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(message)s", stream=sys.stderr)
-    from engine.longform import subtitles
-    from engine.audio import probe_duration
+    if args.ray:
+        return corpus.run(args)
     from engine.languages import resolve_language
-    from engine.longform import transcribe_long
     from model import FunASRNano
     from serving.model_choice import choose_model
 
@@ -61,56 +66,41 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     hotwords = [w.strip() for w in args.hotwords.split(",") if w.strip()]
+    from engine.prompt import HotwordsError, check_hotwords
+    try:
+        check_hotwords(hotwords)
+    except HotwordsError as e:
+        print(f"error: --hotwords: {e}", file=sys.stderr)
+        return 2
     model_path, note = choose_model(args.model)
     if note:
         logging.warning(note)
+    if args.quiet and (args.device or "cpu") == "cpu":
+        from engine.kernels import state
+        if state()["state"] == "not_built":  # a minute of silence otherwise
+            print("compiling CPU kernels (once) ...", file=sys.stderr, flush=True)
     try:
         asr = FunASRNano.from_pretrained(model_path, device=args.device, dtype=args.dtype)
     except Exception as e:  # noqa: BLE001 - a clear message, not a traceback
         print(f"error: cannot load model {model_path}: {e}", file=sys.stderr)
         return 2
+    try:
+        asr.check_hotwords(hotwords)
+    except HotwordsError as e:
+        print(f"error: --hotwords: {e}", file=sys.stderr)
+        return 2
     info = asr.describe()
     logging.info("model %s on %s (%s)", info["model"], info["device"], info["dtype"])
 
-    opts = dict(language=args.language, itn=not args.no_itn, hotwords=hotwords)
-    results: dict[int, dict] = {}
-    short = []
-    for i, f in enumerate(args.files):
-        try:
-            duration = probe_duration(f)
-        except Exception:  # noqa: BLE001 - the decoder reports the real reason below
-            duration = 0.0
-        if duration > args.max_segment_seconds:
-            t0 = time.perf_counter()
-
-            def progress(done, total, name=f):
-                if not args.quiet:
-                    print(f"\r{name}: {done}/{total} segments", end="", file=sys.stderr)
-
-            res = transcribe_long(asr, f, batch_size=args.batch_size,
-                                  max_segment_s=args.max_segment_seconds, progress=progress,
-                                  max_new_tokens=args.max_new_tokens, **opts)
-            if not args.quiet:
-                print(file=sys.stderr)
-            res.setdefault("key", Path(f).stem)
-            res["file"] = f
-            res["processing_time"] = round(time.perf_counter() - t0, 3)
-            results[i] = res
-        else:
-            short.append(i)
-    for start in range(0, len(short), args.batch_size):
-        chunk = short[start:start + args.batch_size]
-        t0 = time.perf_counter()
-        out = asr.transcribe([args.files[i] for i in chunk], batch_size=args.batch_size,
-                             max_new_tokens=args.max_new_tokens, **opts)
-        per_file = round((time.perf_counter() - t0) / len(chunk), 3)
-        for i, r in zip(chunk, out):
-            r["processing_time"] = per_file
-            if r.get("error") is None:
-                r["segments"] = [{"start": 0.0, "end": r["duration"], "text": r["text"].strip()}]
-            results[i] = r
+    def progress(done, total):
         if not args.quiet:
-            print(f"{min(start + len(chunk), len(short))}/{len(short)} files", file=sys.stderr)
+            print(f"{done}/{total} files", file=sys.stderr)
+
+    outputs = corpus.transcribe_files(
+        asr, args.files, language=args.language, itn=not args.no_itn, hotwords=hotwords,
+        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
+        max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet)
+    results = dict(enumerate(outputs))
 
     failed = 0
     for i, f in enumerate(args.files):
@@ -118,7 +108,7 @@ def main(argv=None) -> int:
         if r.get("error"):
             failed += 1
             print(f"error: {r['error']}", file=sys.stderr)
-        text = render(r, args.format, subtitles)
+        text = corpus.render(r, args.format)
         if args.output_dir and not r.get("error"):
             out = Path(args.output_dir)
             out.mkdir(parents=True, exist_ok=True)
@@ -126,17 +116,6 @@ def main(argv=None) -> int:
         elif args.format == "json" or not r.get("error"):
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return 1 if failed else 0
-
-
-def render(r: dict, fmt: str, subtitles) -> str:
-    if fmt == "json":
-        keep = ("key", "file", "text", "text_tn", "language", "duration", "processing_time",
-                "segments", "timestamps", "finish_reason", "error")
-        return json.dumps({k: r.get(k) for k in keep if k in r or k == "error"},
-                          ensure_ascii=False)
-    segments = r.get("segments") or []
-    return {"txt": lambda: r.get("text", "").strip() + "\n", "srt": lambda: subtitles.to_srt(segments),
-            "vtt": lambda: subtitles.to_vtt(segments), "tsv": lambda: subtitles.to_tsv(segments)}[fmt]()
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -132,9 +133,15 @@ def resolve_model_dir(name_or_path: str | os.PathLike, local_only: bool = False)
 
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """model.pt as a flat dict, memory-mapped (no copy until a tensor is converted)."""
+    """model.pt as a flat dict, memory-mapped (no copy until a tensor is converted).
+
+    Only torch's zip format (the default since torch 1.6, and the official checkpoint's) can be
+    memory-mapped; a file in the older format, which funasr reads too, is read into memory."""
+    mmap = zipfile.is_zipfile(path)
+    if not mmap and Path(path).is_file():
+        log.info("%s is not in torch's zip format: reading it into memory (no mmap)", path)
     try:
-        state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        state = torch.load(path, map_location="cpu", mmap=mmap, weights_only=True)
     except Exception as e:  # noqa: BLE001
         raise CheckpointError(f"cannot read {path}: {e}") from e
     for key in ("state_dict", "model_state_dict", "model"):

@@ -95,3 +95,23 @@ def model_language_name(value: str | None) -> str | None:
     """The exact prompt string for a user's choice, or None for automatic."""
     lang = resolve_language(value)
     return None if lang is None else lang.model_name
+
+
+AUTO = "auto"
+
+
+def describe_language(value: str | None) -> dict:
+    """How every result spells the language: ``{"language": ISO code, "language_name": English
+    name}``, or ``{"language": "auto", "language_name": "automatic"}`` when the model was not
+    told one. On automatic the model writes the text in whatever language it hears and does not
+    say which, so "auto" is all there is to report, never a guess."""
+    lang = resolve_language(value)
+    if lang is None:
+        return {"language": AUTO, "language_name": "automatic"}
+    return {"language": lang.code, "language_name": lang.english}
+
+
+def language_label(value: str | None) -> str:
+    """The short form for tables and logs: ``en (English)``, or ``auto``."""
+    d = describe_language(value)
+    return AUTO if d["language"] == AUTO else f"{d['language']} ({d['language_name']})"

@@ -6,6 +6,34 @@ text before and after the speech span separately, so we do the same and never to
 from __future__ import annotations
 
 SYSTEM_PROMPT = "You are a helpful assistant."
+
+# Hotwords go into the prompt, so each token of them costs KV cache in every sequence of a batch
+# (the full model: 28 layers x 8 KV heads x 128 x 2 x 4 bytes = 229 KB per token in fp32). An
+# unbounded list lets one request allocate gigabytes; these caps keep a long list of names.
+MAX_HOTWORDS = 100
+MAX_HOTWORD_CHARS = 1000      # the list as the prompt holds it, joined with ", "
+MAX_HOTWORD_TOKENS = 256      # ... and tokenized
+
+
+class HotwordsError(ValueError):
+    """The hotword list is over one of the caps; the message says which and by how much."""
+
+
+def check_hotwords(hotwords, tokenize=None) -> None:
+    """``HotwordsError`` when ``hotwords`` exceeds MAX_HOTWORDS, MAX_HOTWORD_CHARS or (with a
+    ``tokenize`` callable: text -> ids) MAX_HOTWORD_TOKENS."""
+    words = list(hotwords or ())
+    if len(words) > MAX_HOTWORDS:
+        raise HotwordsError(f"{len(words)} hotwords; at most {MAX_HOTWORDS} are accepted")
+    text = ", ".join(str(w) for w in words)
+    if len(text) > MAX_HOTWORD_CHARS:
+        raise HotwordsError(f"the hotwords are {len(text)} characters long; at most "
+                            f"{MAX_HOTWORD_CHARS} are accepted")
+    if tokenize is not None and text:
+        n = len(tokenize(text))
+        if n > MAX_HOTWORD_TOKENS:
+            raise HotwordsError(f"the hotwords are {n} tokens long; at most "
+                                f"{MAX_HOTWORD_TOKENS} are accepted")
 HOTWORD_PREAMBLE = (
     "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
 )

@@ -2,8 +2,11 @@
 
 Names match the official checkpoint's ``llm.*`` tensors (a standard HF Qwen3ForCausalLM).
 Grouped-query attention, RMSNorm on q and k per head before RoPE (NeoX rotate-half over the
-full head_dim), SwiGLU MLP, tied embeddings. Batches are left-padded: every sequence writes
-cache column ``t`` at step ``t`` and carries its own RoPE position.
+full head_dim), SwiGLU MLP, tied embeddings. Every sequence owns one row of the KV cache and fills
+it from column 0 at its own RoPE positions: a prefill writes a batch's prompts (right-padded; the
+causal mask keeps the padding out of real positions), a decode step one column per sequence at
+that sequence's own length. So a sequence's numbers never depend on its batch neighbours, and
+sequences can join and leave a running batch (engine.batching).
 """
 from __future__ import annotations
 
@@ -46,9 +49,6 @@ class Qwen3Config:
         return cls(**fields)
 
 
-_NO_MASK = torch.empty(0, dtype=torch.bool)
-
-
 class RMSNorm(nn.Module):
     fast = None  # the CPU kernels (engine.kernels), set by pack_for_cpu
 
@@ -86,9 +86,14 @@ class Attention(nn.Module):
         self.q_norm = RMSNorm(self.d, cfg.rms_norm_eps)
         self.k_norm = RMSNorm(self.d, cfg.rms_norm_eps)
 
-    def forward(self, x, cos, sin, cache, start: int, mask):
-        """x: (B, T, C); cos/sin: (B, T, D); cache: (k, v) each (B, KV, capacity, D);
-        writes columns start..start+T and attends over 0..start+T under ``mask``."""
+    def forward(self, x, cos, sin, cache=None, rows=None, pos=None):
+        """x: (B, T, C); cos/sin: (B, T, D); cache: (k, v), each (cache rows, KV, capacity, D);
+        rows: (B,) int64 cache row of each batch row (None: rows 0..B-1).
+
+        ``pos`` None (prefill): the B sequences start here; their T positions (right-padded) go
+        into columns 0..T-1 of their cache rows (no cache: training) and attend causally among
+        themselves. ``pos`` (B,) int64 (decode, T == 1): batch row b's token goes into column
+        pos[b] of its cache row and attends over that row's columns 0..pos[b]."""
         b, t, _ = x.shape
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         if self.fast is not None and not torch.is_grad_enabled():
@@ -98,9 +103,8 @@ class Attention(nn.Module):
             # computing them
             self.fast.qk_norm_rope_(q, k, self.q_norm.weight, self.k_norm.weight,
                                     cos.contiguous(), sin.contiguous(), self.q_norm.eps)
-            if t == 1:
-                out = self.fast.decode_attention(q, k, v, *cache, start,
-                                                 _NO_MASK if mask is None else mask)
+            if pos is not None:
+                out = self.fast.decode_attention(q, k, v, *cache, _rows(rows, b), pos)
                 return self.o_proj(out.view(b, 1, self.h * self.d))
             q = q.view(b, t, self.h, self.d).transpose(1, 2)
             k = k.view(b, t, self.kv, self.d).transpose(1, 2)
@@ -111,13 +115,40 @@ class Attention(nn.Module):
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
         v = v.view(b, t, self.kv, self.d).transpose(1, 2)
-        k_cache, v_cache = cache
-        k_cache[:, :, start:start + t] = k
-        v_cache[:, :, start:start + t] = v
-        end = start + t
-        out = F.scaled_dot_product_attention(
-            q, k_cache[:, :, :end], v_cache[:, :, :end], attn_mask=mask, enable_gqa=True)
+        if pos is not None:
+            out = self._attend_rows(q, k, v, cache, _rows(rows, b), pos)
+        else:
+            if cache is not None:
+                k_cache, v_cache = cache
+                index = slice(0, b) if rows is None else rows
+                k_cache[index, :, :t] = k
+                v_cache[index, :, :t] = v
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, x.device),
+                                                 enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d))
+
+    @staticmethod
+    def _attend_rows(q, k, v, cache, rows, pos):
+        """One new token per row without the kernels (CUDA, or no compiler): each row attends
+        over its own cache columns, one SDPA call per row (no padding, no gathered copy)."""
+        k_cache, v_cache = cache
+        outs = []
+        for i, (r, p) in enumerate(zip(rows.tolist(), pos.tolist())):
+            k_cache[r, :, p] = k[i, :, 0]
+            v_cache[r, :, p] = v[i, :, 0]
+            outs.append(F.scaled_dot_product_attention(
+                q[i:i + 1], k_cache[r:r + 1, :, :p + 1], v_cache[r:r + 1, :, :p + 1],
+                enable_gqa=True))
+        return torch.cat(outs)
+
+
+def _rows(rows, b: int) -> torch.Tensor:
+    return torch.arange(b) if rows is None else rows
+
+
+def causal_mask(t: int, device) -> torch.Tensor | None:
+    """Lower-triangular boolean mask for ``t`` positions (None for one position)."""
+    return None if t == 1 else torch.ones(t, t, dtype=torch.bool, device=device).tril()
 
 
 class MLP(nn.Module):
@@ -141,12 +172,13 @@ class DecoderLayer(nn.Module):
 
     step = None  # AVX-512 CPUs: the whole one-token step in two kernel calls (engine.kernels.decode_step)
 
-    def forward(self, x, cos, sin, cache, start, mask):
+    def forward(self, x, cos, sin, cache=None, rows=None, pos=None):
+        """As Attention.forward: prefill when ``pos`` is None, else one token per row."""
         step = self.step
-        if step is not None and x.shape[1] == 1 and x.shape[0] <= step.max_rows \
+        if step is not None and pos is not None and x.shape[0] <= step.max_rows \
                 and not torch.is_grad_enabled():
-            return step(x, cos, sin, cache, start, mask)
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, start, mask)
+            return step(x, cos, sin, cache, _rows(rows, x.shape[0]), pos)
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, rows, pos)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -159,27 +191,31 @@ class Qwen3Model(nn.Module):
 
 
 class KVCache:
-    """One (k, v) pair per layer, allocated once per batch with torch.empty: pages are only
-    committed as columns are written, so a generous capacity costs no memory until used."""
+    """Keys and values of every decoder layer for up to ``rows`` sequences: per layer (k, v),
+    each (rows, KV heads, capacity, head_dim). A sequence owns one row and fills it from column
+    0, so sequences join and leave without moving anyone else's cache. Allocated with
+    torch.empty: pages are only committed as columns are written, so a generous capacity costs
+    no memory until used."""
 
-    def __init__(self, cfg: Qwen3Config, batch: int, capacity: int, dtype, device):
-        shape = (batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
+    def __init__(self, cfg: Qwen3Config, rows: int, capacity: int, dtype, device):
+        shape = (rows, cfg.num_key_value_heads, capacity, cfg.head_dim)
         self.layers = [(torch.empty(shape, dtype=dtype, device=device),
                         torch.empty(shape, dtype=dtype, device=device))
                        for _ in range(cfg.num_hidden_layers)]
-        self.capacity = capacity
+        self.rows, self.capacity = rows, capacity
 
-    def select(self, index: torch.Tensor, used: int) -> None:
-        """Keep only the batch rows in ``index`` (drops finished sequences). Copies just the
-        ``used`` columns into fresh empty tensors, so untouched capacity stays uncommitted."""
+    def grow(self, capacity: int, used: int) -> None:
+        """More columns per row, keeping columns 0..used-1 of every row (only those are copied,
+        so the new tensors' untouched pages stay uncommitted)."""
         layers = []
         for k, v in self.layers:
-            nk = torch.empty((len(index),) + k.shape[1:], dtype=k.dtype, device=k.device)
+            nk = torch.empty(k.shape[:2] + (capacity,) + k.shape[3:], dtype=k.dtype,
+                             device=k.device)
             nv = torch.empty_like(nk)
-            nk[:, :, :used] = k[index, :, :used]
-            nv[:, :, :used] = v[index, :, :used]
+            nk[:, :, :used] = k[:, :, :used]
+            nv[:, :, :used] = v[:, :, :used]
             layers.append((nk, nv))
-        self.layers = layers
+        self.layers, self.capacity = layers, capacity
 
 
 class Qwen3ForCausalLM(nn.Module):
@@ -195,23 +231,31 @@ class Qwen3ForCausalLM(nn.Module):
 
     compute_dtype = None  # None: the embedding's dtype; CPU packing sets fp32
 
-    def pack_for_cpu(self, mode: str) -> None:
+    def pack_for_cpu(self, mode: str, fast=False, prepared=None) -> None:
         """Replace the Linears by CPU ones and keep norms in fp32. "fp32" packs only weights
         stored as bf16 into PackedLinears (bf16 storage, fp32 arithmetic: exact, the official
         checkpoint's case) and leaves fp32 ones as they are; "bf16" rounds every weight to bf16;
         "int8" quantises every weight for fbgemm's int8 GEMM (engine.kernels.int8), or, without
-        fbgemm, to int8 storage with fp32 arithmetic in the PackedLinear kernel."""
-        from .kernels import int8
+        fbgemm, to int8 storage with fp32 arithmetic in the PackedLinear kernel. ``fast``: the
+        compiled CPU kernels (default: engine.kernels.kernels()) or None for plain PyTorch; one
+        value for the whole model, so that a build finishing meanwhile cannot leave it half on
+        each path. ``prepared``: int8 tensors by parameter name (engine.kernels.prepared)."""
+        from .kernels import int8, kernels
+        from .kernels.loader import avx512_kernels
         from .kernels.packed import PackedLinear
 
+        if fast is False:
+            fast = kernels()
         q8 = None
         if mode == "int8" and int8.available():
             # on VNNI CPUs decode steps go through fused layer steps (below) and the lm_head's
             # VNNI copy; elsewhere one-row calls may go through the weight-only kernel
-            q8 = int8.vnni_kernels()
-            one_row = q8 is None and int8.one_row_kernel_helps()
-            int8.quantize_linears(self.model, one_row_kernel=one_row)
-            int8.quantize_linears(self, one_row_kernel=one_row, q8=q8)  # what is left: lm_head
+            q8 = int8.vnni_kernels(fast)
+            one_row = fast if q8 is None and int8.one_row_kernel_helps() else None
+            int8.quantize_linears(self.model, one_row=one_row, prepared=prepared,
+                                  prefix="llm.model.")
+            # what is left: lm_head
+            int8.quantize_linears(self, one_row=one_row, q8=q8, prepared=prepared, prefix="llm.")
         else:
             for module in list(self.modules()):
                 for name, child in list(module.named_children()):
@@ -220,9 +264,8 @@ class Qwen3ForCausalLM(nn.Module):
                         if mode == "fp32" and w.dtype != torch.bfloat16:
                             child.float()
                             continue
-                        setattr(module, name, PackedLinear(w, "bf16" if mode == "fp32" else mode))
-        from .kernels import kernels
-        fast = kernels()
+                        setattr(module, name,
+                                PackedLinear(w, "bf16" if mode == "fp32" else mode, fast))
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()
@@ -231,14 +274,14 @@ class Qwen3ForCausalLM(nn.Module):
                 module.fast = fast
         # one-token steps in two kernel calls per layer, after the norms went fp32 (the steps
         # hold these very modules)
-        from .kernels import avx512_kernels
         from .kernels.decode_step import fuse_decode_steps
+        avx512 = avx512_kernels(module=fast)
         if q8 is not None:
             fuse_decode_steps(self, q8, "int8")
-        elif mode in ("fp32", "bf16") and avx512_kernels() is not None:
-            fuse_decode_steps(self, avx512_kernels(), "bf16")
+        elif mode in ("fp32", "bf16") and avx512 is not None:
+            fuse_decode_steps(self, avx512, "bf16")
         head = self.lm_head
-        vnni = avx512_kernels(need_vnni=True)
+        vnni = avx512_kernels(need_vnni=True, module=fast)
         if mode in ("fp32", "bf16") and vnni is not None and isinstance(head, PackedLinear) \
                 and head.mode == "bf16":
             from .kernels.exact_argmax import ExactArgmax
@@ -277,28 +320,42 @@ class Qwen3ForCausalLM(nn.Module):
 
     exact_argmax = None  # engine.kernels.exact_argmax.ExactArgmax where pack_for_cpu made one
 
-    def hidden(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
-               mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:
-        """The final-normed hidden states the lm_head takes: (B, C) for the last position, or
-        (B, T, C) with ``last_only=False``."""
+    def _layers(self, x, positions, cache, rows, pos):
         cos, sin = self.rope(positions, x.dtype)
-        for layer, layer_cache in zip(self.model.layers, cache.layers):
-            x = layer(x, cos, sin, layer_cache, start, mask)
+        caches = cache.layers if cache is not None else [None] * len(self.model.layers)
+        for layer, layer_cache in zip(self.model.layers, caches):
+            x = layer(x, cos, sin, layer_cache, rows, pos)
+        return x
+
+    def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                cache: KVCache | None = None, rows: torch.Tensor | None = None,
+                last_only: bool = True) -> torch.Tensor:
+        """Prompts x (B, T, C) of input embeddings, right-padded, real lengths ``lengths`` (None:
+        all T), into cache rows ``rows`` (None: 0..B-1; no cache: nothing kept). Returns the
+        final-normed hidden state the lm_head takes at each prompt's last position (B, C), or at
+        every position (B, T, C) with ``last_only=False``."""
+        b, t, _ = x.shape
+        positions = torch.arange(t, device=x.device)[None].expand(b, t)
+        h = self._layers(x, positions, cache, rows, None)
         if last_only:
-            x = x[:, -1]
-        return self.model.norm(x)
+            h = h[:, -1] if lengths is None else h[torch.arange(b, device=x.device), lengths - 1]
+        return self.model.norm(h)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
-                mask: torch.Tensor, last_only: bool = True) -> torch.Tensor:
-        """x: input embeddings (B, T, C). Returns fp32 logits for the last position (B, V),
-        or for every position (B, T, V) with ``last_only=False``."""
-        return self.lm_head(self.hidden(x, positions, cache, start, mask, last_only)).float()
+    def decode(self, x: torch.Tensor, cache: KVCache, rows: torch.Tensor,
+               pos: torch.Tensor) -> torch.Tensor:
+        """One token per sequence: x (B, 1, C) embeddings, batch row b at column (and RoPE
+        position) pos[b] of cache row rows[b]. Returns the final-normed hidden states (B, C)."""
+        return self.model.norm(self._layers(x, pos[:, None], cache, rows, pos)[:, 0])
 
-    def next_tokens(self, x: torch.Tensor, positions: torch.Tensor, cache: KVCache, start: int,
-                    mask: torch.Tensor, banned: torch.Tensor | None = None) -> torch.Tensor:
-        """Greedy pick after the last position: argmax of the logits (first index on ties),
-        ``banned`` token ids never picked. (B,) int64."""
-        h = self.hidden(x, positions, cache, start, mask)
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
+                cache: KVCache | None = None, rows: torch.Tensor | None = None,
+                last_only: bool = True) -> torch.Tensor:
+        """Prefill logits (fp32): (B, V) at each prompt's last position, or (B, T, V)."""
+        return self.lm_head(self.prefill(x, lengths, cache, rows, last_only)).float()
+
+    def pick(self, h: torch.Tensor, banned: torch.Tensor | None = None) -> torch.Tensor:
+        """Greedy pick from final-normed hidden states (B, C): argmax of the logits (first index
+        on ties), ``banned`` token ids never picked. (B,) int64."""
         if self.exact_argmax is not None and h.device.type == "cpu":
             tok = self.exact_argmax(h, banned)
             if tok is not None:

@@ -2,7 +2,8 @@
 # Run app.py in the background with nohup, a pid file and a log file.
 #
 #   scripts/service.sh start [app.py flags...]   start (refused if already running), wait until ready
-#   scripts/service.sh stop                      SIGTERM, then SIGKILL after STOP_TIMEOUT seconds
+#   scripts/service.sh stop                      SIGTERM (requests in flight finish, the rest get a
+#                                                JSON 503), then SIGKILL after STOP_TIMEOUT seconds
 #   scripts/service.sh restart [app.py flags...]
 #   scripts/service.sh status                    exit 0 running, 1 dead with a pid file, 3 not running (LSB)
 #   scripts/service.sh logs [-f]                 last LOG_LINES lines of the log (-f: follow)
@@ -65,7 +66,10 @@ do_start() {
     echo "=== $(date '+%Y-%m-%d %H:%M:%S') starting: $PYTHON app.py $*" >> "$LOG_FILE"
     offset=$(($(wc -c < "$LOG_FILE") + 1))
     cd "$ROOT" || return 1
-    nohup "$PYTHON" -u "$ROOT/app.py" "$@" >> "$LOG_FILE" 2>&1 < /dev/null &
+    # The app lets requests in flight finish for its --stop-timeout after SIGTERM, then answers
+    # the rest 503 and exits; give it a little less than our STOP_TIMEOUT before SIGKILL.
+    FUNASR_NANO_STOP_TIMEOUT="${FUNASR_NANO_STOP_TIMEOUT:-$(( STOP_TIMEOUT > 3 ? STOP_TIMEOUT - 2 : 1 ))}" \
+        nohup "$PYTHON" -u "$ROOT/app.py" "$@" >> "$LOG_FILE" 2>&1 < /dev/null &
     pid=$!
     echo "$pid" > "$PID_FILE"
     echo -n "starting $NAME (pid $pid, log $LOG_FILE) "

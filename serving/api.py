@@ -1,126 +1,48 @@
-"""HTTP API on the app's port: GET /health, GET /v1/models and the OpenAI-compatible
-POST /v1/audio/transcriptions.
+"""HTTP API on the app's port: GET /health, GET /metrics (Prometheus), GET /v1/models and the
+OpenAI-compatible POST /v1/audio/transcriptions.
 
-The model runs in a worker thread (never on the event loop); the model holder limits how many
-decodes run at once. Errors use OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``:
-400 bad audio or parameters, 401 missing/wrong key, 413 upload or audio too large, 503 no model.
+Each request waits for its results in a worker thread (never on the event loop) while the
+scheduler batches it with everyone else's work (serving.scheduler); the request id (the
+``X-Request-ID`` response header) is its caller identity there. Errors use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}``: 400 bad audio or parameters, 401
+missing/wrong key, 413 upload or audio too large, 503 no model.
 """
 from __future__ import annotations
 
-import base64
-import hmac
 import logging
 import time
 
 import anyio
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
+from . import errors
+from .access import access_required, check_access, credentials_ok  # noqa: F401 (realtime)
+from .errors import error_response  # noqa: F401 (one error shape; re-exported)
 from .formats import RESPONSE_FORMATS, render
-from .model_holder import ModelUnavailable
+from .guard import Lifecycle, RequestGuard
+from .metrics import HttpMetricsMiddleware
+from .model_holder import RETRY_AFTER_FAILURE_S, ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, parse_language, transcribe_items
 
 log = logging.getLogger("funasr_nano.app")
 
-API_PREFIX = "/v1/"
-FORM_SLACK_BYTES = 1 << 20  # multipart headers and the small form fields around the file
+API_PREFIX = errors.API_PREFIX
 API_THREADS = 64            # API requests in progress (decoding or waiting for the model) at once
-
-
-def error_response(status: int, message: str, param: str | None = None,
-                   code: str | None = None, headers: dict | None = None) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    if status == 401:
-        kind = "authentication_error"
-    return JSONResponse({"error": {"message": message, "type": kind, "param": param,
-                                   "code": code}}, status_code=status, headers=headers)
-
-
-# --------------------------------------------------------------------------- upload size
-
-class UploadLimitMiddleware:
-    """413 for request bodies over the limit on /v1/*: at once from Content-Length, or as soon
-    as a chunked body passes the limit (before FastAPI spools it to disk)."""
-
-    def __init__(self, app, max_bytes: int, prefix: str = API_PREFIX):
-        self.app, self.max_bytes, self.prefix = app, max_bytes, prefix
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(self.prefix):
-            return await self.app(scope, receive, send)
-        limit = self.max_bytes + FORM_SLACK_BYTES
-        headers = dict(scope.get("headers") or [])
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            return await self._reject(scope, receive, send, int(length))
-        seen = 0
-        started = rejected = False
-
-        async def counting_receive():
-            nonlocal seen, rejected
-            if rejected:
-                return {"type": "http.disconnect"}
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit and not started:
-                    # Answer now and make the app stop reading; what it sends later is dropped.
-                    rejected = True
-                    await self._reject(scope, receive, send, seen)
-                    return {"type": "http.disconnect"}
-            return message
-
-        async def tracking_send(message):
-            nonlocal started
-            if rejected:
-                return
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except Exception:
-            if not rejected:
-                raise
-
-    async def _reject(self, scope, receive, send, size):
-        mb = self.max_bytes / (1 << 20)
-        response = error_response(413, f"upload of {size / (1 << 20):.1f} MB is over this "
-                                  f"server's limit of {mb:g} MB", "file", "file_too_large",
-                                  headers={"Connection": "close"})
-        await response(scope, receive, send)
-
-
-# --------------------------------------------------------------------------- auth
-
-def check_access(request: Request, settings) -> JSONResponse | None:
-    """None when the request may use /v1/*: no --api-key and no --auth, or a matching
-    'Authorization: Bearer KEY', or (with --auth) matching HTTP Basic credentials."""
-    if not settings.api_key and not settings.auth:
-        return None
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    value = value.strip()
-    if settings.api_key and scheme.lower() == "bearer" and hmac.compare_digest(
-            value.encode(), settings.api_key.encode()):
-        return None
-    if settings.auth and scheme.lower() == "basic":
-        try:
-            given = base64.b64decode(value).decode("utf-8")
-        except Exception:  # noqa: BLE001
-            given = ""
-        if hmac.compare_digest(given.encode(), settings.auth.encode()):
-            return None
-    what = "an API key: 'Authorization: Bearer KEY'" if settings.api_key else "HTTP Basic auth"
-    return error_response(401, f"this server requires {what}", None, "invalid_api_key",
-                          headers={"WWW-Authenticate": "Bearer" if settings.api_key else "Basic"})
 
 
 # --------------------------------------------------------------------------- routes
 
-def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
+def display_name(filename: str | None) -> str:
+    """The client's file name as messages and results show it: its last path component, no
+    control characters, at most 200 characters."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable())
+    return (name[:100] + "..." + name[-97:] if len(name) > 200 else name) or "audio"
+
+
+def create_api(settings, holder, started_at: float | None = None, live=None,
+               metrics=None) -> APIRouter:
     router = APIRouter()
     started_at = started_at or time.time()
 
@@ -129,11 +51,26 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
     limiter = anyio.CapacityLimiter(API_THREADS)
 
     @router.get("/health")
-    async def health():
-        info = holder.info()
+    async def health(request: Request):
+        # Paths on this machine only for a caller who proved to be the operator.
+        private = access_required(settings) and credentials_ok(
+            request.headers.get("authorization"), settings)
+        info = holder.info(private=private)
         return {"status": "ok", **info, "uptime_s": round(time.time() - started_at, 1),
-                "concurrency": settings.concurrency, "max_upload_mb": settings.max_upload_mb,
-                "max_audio_minutes": settings.max_audio_minutes}
+                "scheduler": holder.scheduler_stats(), "max_upload_mb": settings.max_upload_mb,
+                "max_audio_minutes": settings.max_audio_minutes,
+                "live_sessions": live.active if live else 0,
+                "max_live_sessions": live.limit if live else settings.live_sessions}
+
+    @router.get("/metrics")
+    async def prometheus_metrics(request: Request):
+        denied = check_access(request, settings)  # the same key or login as /v1/*
+        if denied:
+            return denied
+        if metrics is None:
+            return error_response(404, "metrics are off")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
 
     @router.get("/v1/models")
     async def models(request: Request):
@@ -160,23 +97,25 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
                                   f"{', '.join(RESPONSE_FORMATS)}", "response_format")
         try:
             parse_language(language)
+            hotwords = parse_hotwords(prompt)
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
         data = await file.read(settings.max_upload_bytes + 1)
-        name = file.filename or "audio"
+        name = display_name(file.filename)
         if len(data) > settings.max_upload_bytes:
             return error_response(413, f"{name} is over this server's limit of "
                                   f"{settings.max_upload_mb:g} MB", "file", "file_too_large")
         if not data:
             return error_response(400, f"{name}: the uploaded file is empty", "file")
-        opts = Options(language=language, itn=itn, hotwords=parse_hotwords(prompt),
+        opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         try:
             rows = await anyio.to_thread.run_sync(
                 transcribe_items, holder, [(name, data)], opts, limiter=limiter)
         except ModelUnavailable as e:
-            return error_response(503, str(e), None, "model_unavailable")
+            return error_response(503, str(e), None, "model_unavailable",
+                                  headers={"Retry-After": str(round(RETRY_AFTER_FAILURE_S))})
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
         row = rows[0]
@@ -192,14 +131,16 @@ def create_api(settings, holder, started_at: float | None = None) -> APIRouter:
     return router
 
 
-def install(app: FastAPI, settings, holder, started_at: float | None = None) -> None:
-    """Routes, the upload limit and OpenAI-style validation errors on /v1/*."""
-    app.include_router(create_api(settings, holder, started_at))
-    app.add_middleware(UploadLimitMiddleware, max_bytes=settings.max_upload_bytes)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(request: Request, exc: RequestValidationError):
-        first = (exc.errors() or [{}])[0]
-        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query")]
-        return error_response(400, f"{'.'.join(loc) or 'request'}: {first.get('msg', 'invalid')}",
-                              loc[-1] if loc else None)
+def install(app: FastAPI, settings, holder, started_at: float | None = None, live=None,
+            metrics=None) -> Lifecycle:
+    """Routes, the request guard (serving.guard: ids, credentials before the body, upload
+    limits, body timeouts, the stop) and OpenAI-shaped errors on /v1/*; with ``metrics``,
+    request counts on every route (outside the guard, so its own answers count too). Returns
+    the guard's Lifecycle (app.py marks it draining when a stop begins)."""
+    app.include_router(create_api(settings, holder, started_at, live, metrics))
+    lifecycle = Lifecycle()
+    app.add_middleware(RequestGuard, settings=settings, lifecycle=lifecycle)
+    if metrics is not None:
+        app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    errors.install_handlers(app)
+    return lifecycle

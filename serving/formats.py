@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine.languages import describe_language
 from engine.longform.subtitles import to_srt, to_txt, to_vtt
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
@@ -29,7 +30,7 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
                          "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0,
                          **({"flag": s["flag"]} if s.get("flag") else {})})
     return {"task": "transcribe",
-            "language": (row["language"] or "auto").lower(),
+            **describe_language(row.get("language")),
             "duration": row["duration"], "text": row["text"], "segments": segments,
             "model": model, "processing_time": row["processing_time"],
             "finish_reason": row.get("finish_reason")}
@@ -38,7 +39,9 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
 def render(row: dict, response_format: str, model: str | None = None) -> tuple[str, str]:
     """(body, media type) for one transcribed file."""
     if response_format == "json":
-        body = json.dumps({"text": row["text"]}, ensure_ascii=False)
+        # OpenAI's json is {"text"}; the language, spelled as everywhere here, comes along
+        body = json.dumps({"text": row["text"], **describe_language(row.get("language"))},
+                          ensure_ascii=False)
     elif response_format == "verbose_json":
         body = json.dumps(verbose_json(row, model), ensure_ascii=False)
     elif response_format == "text":
@@ -100,7 +103,7 @@ def write_downloads(rows: list[dict], model: str | None = None,
         txt = "".join(f"[{r['file']}]\n{to_txt(r['segments'])}\n" for r in ok)
     (out / "transcript.txt").write_text(txt, encoding="utf-8")
     paths.append(str(out / "transcript.txt"))
-    doc = [{"file": r["file"], "duration": r["duration"], "language": r["language"],
+    doc = [{"file": r["file"], "duration": r["duration"], **describe_language(r.get("language")),
             "processing_time": r["processing_time"], "text": r["text"], "error": r["error"],
             "segments": r["segments"]} for r in rows]
     (out / "transcript.json").write_text(

@@ -1,15 +1,22 @@
 """From uploaded files to result rows: checks, decoding, batching, long-form dispatch, timing.
 
-The page and the HTTP API both call ``transcribe_items``. Per input:
+The page and the HTTP API both call ``transcribe_items``, once per request (the request is the
+``caller`` the scheduler is fair between). Per input:
 
 1. the duration is probed (cheap, from the header) and checked against ``max_audio_seconds``;
-2. up to ``LONGFORM_SECONDS`` the audio is decoded here and goes to ``model.transcribe`` in
-   batches of ``batch_size`` inputs (one model call per batch);
+2. up to ``LONGFORM_SECONDS`` the audio is decoded here and goes to the scheduler
+   (``holder.transcribe``, priority "interactive") ``batch_size`` inputs at a time;
 3. longer audio goes to ``engine.longform.transcribe_long`` (VAD segments, streamed from the
-   file), which calls the model a batch of segments at a time.
+   file), which sends the scheduler a batch of segments at a time at priority "bulk", so a
+   short request sent meanwhile is not held up behind them.
+
+The header may lie or say nothing, so the limits hold while decoding too: the short path stops
+decoding just past its ceiling (``SHORT_CEILING_S``) and hands such a file to the long path,
+which stops at ``max_audio_seconds`` (HTTP 413). Memory is one short clip or one streamed block.
 
 A bad input gives its own row an error and never stops the others. Every row is a dict:
-``file, duration, language, processing_time, text, error, error_kind, segments, finish_reason``
+``file, duration, language, language_name, processing_time, text, error, error_kind, segments,
+finish_reason`` (language: the ISO code given or ``"auto"``, engine.languages.describe_language)
 with ``error_kind`` one of None, "audio" (cannot be decoded: HTTP 400), "too_long" (HTTP 413),
 "model" (decoding failed: HTTP 500). ``segments`` is ``[{start, end, text}]``: the long-form
 segments, or one segment 0..duration for a single utterance.
@@ -22,12 +29,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from engine.audio import SAMPLE_RATE, AudioError, load_audio, probe_duration
-from engine.languages import Language, resolve_language
+from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
+from engine.languages import Language, describe_language, resolve_language
+from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
+
+from . import request_id
 
 log = logging.getLogger("funasr_nano.app")
 
 LONGFORM_SECONDS = 30.0  # the model is trained on utterances up to ~30 s
+SHORT_CEILING_S = LONGFORM_SECONDS + 1.0   # decoded whole in memory up to here, else streamed
 
 
 class RequestError(ValueError):
@@ -57,33 +68,55 @@ def parse_language(value) -> Language | None:
 
 
 def parse_hotwords(value) -> list[str]:
-    """Hotwords from a string (comma, Chinese comma or newline separated) or a list."""
+    """Hotwords from a string (comma, Chinese comma or newline separated) or a list;
+    RequestError (400, param ``prompt``) when they are over the caps of engine.prompt (count and
+    characters here; tokens once the model is loaded, in ``transcribe_items``)."""
     if value is None:
         return []
+    if isinstance(value, str) and len(value) > 4 * MAX_HOTWORD_CHARS:
+        _hotwords_error(f"the field is {len(value)} characters long; the hotwords may take "
+                        f"at most {MAX_HOTWORD_CHARS}")   # refused before splitting a huge field
     parts = value if isinstance(value, (list, tuple)) else re.split(r"[,，、;\n]+", str(value))
     out = []
     for p in parts:
         p = str(p).strip()
         if p and p not in out:
             out.append(p)
+    try:
+        check_hotwords(out)
+    except HotwordsError as e:
+        _hotwords_error(str(e))
     return out
 
 
-def single_segment(text: str, duration: float) -> list[dict]:
-    return [{"start": 0.0, "end": round(float(duration), 3), "text": text}] if text else []
+def _hotwords_error(message: str):
+    raise RequestError(f"prompt (hotwords): {message}", 400, "prompt")
+
+
+def single_segment(text: str, duration: float, finish_reason: str | None = None) -> list[dict]:
+    """The one segment of a short file; flagged where the repetition guard cut a loop."""
+    if not text:
+        return []
+    seg = {"start": 0.0, "end": round(float(duration), 3), "text": text}
+    if finish_reason == "repetition":
+        seg["flag"] = "repetition"
+    return [seg]
 
 
 def _row(name: str, lang: Language | None) -> dict:
-    return {"file": name, "duration": 0.0, "language": lang.english if lang else "auto",
-            "language_code": lang.code if lang else None, "processing_time": 0.0, "text": "",
+    return {"file": name, "duration": 0.0, **describe_language(lang.code if lang else None),
+            "processing_time": 0.0, "text": "",
             "error": None, "error_kind": None, "segments": [], "finish_reason": None,
             "longform": False}
 
 
 def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
-                     progress: Callable[[float, str], None] | None = None) -> list[dict]:
+                     progress: Callable[[float, str], None] | None = None,
+                     caller: str | None = None) -> list[dict]:
     """``items``: (display name, path or bytes). Rows in input order. ``progress(fraction,
-    message)`` is called as the batch advances (by seconds of audio done)."""
+    message)`` is called as the batch advances (by seconds of audio done). ``caller``: who is
+    asking, for the scheduler's fairness (default: the current request id)."""
+    caller = caller or request_id.peek() or request_id.new_id()
     lang = parse_language(opts.language)
     code = lang.code if lang else None
     rows = [_row(name, lang) for name, _ in items]
@@ -92,10 +125,19 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     for i, (name, src) in enumerate(items):
         row = rows[i]
         try:
-            duration = probe_duration(src, name=name)
+            duration = probe_duration(src, name=name, max_seconds=opts.max_audio_seconds)
             _check_length(duration, opts, name)
-            if duration <= LONGFORM_SECONDS + 1.0:
-                wave = load_audio(src, SAMPLE_RATE, name=name)
+            wave = None
+            if duration <= SHORT_CEILING_S:
+                try:
+                    wave = load_audio(src, SAMPLE_RATE, name=name,
+                                      max_seconds=min(SHORT_CEILING_S,
+                                                      opts.max_audio_seconds or SHORT_CEILING_S))
+                except AudioTooLong:
+                    if opts.max_audio_seconds and opts.max_audio_seconds <= SHORT_CEILING_S:
+                        raise
+                    # longer than its header says: streamed as long audio, within the limit
+            if wave is not None:
                 duration = len(wave) / SAMPLE_RATE
                 if len(wave) == 0:
                     raise AudioError(name, "no audio samples")
@@ -108,13 +150,15 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             else:
                 row["duration"] = round(duration, 3)
                 long.append((i, src))
-        except RequestError as e:
+        except (RequestError, AudioTooLong) as e:
             row.update(error=str(e), error_kind="too_long")
         except AudioError as e:
             row.update(error=str(e), error_kind="audio")
         except Exception as e:  # noqa: BLE001 - a broken file must not stop the batch
-            log.warning("cannot read %s: %s", name, e)
-            row.update(error=f"{name}: cannot read the audio: {e}", error_kind="audio")
+            # not one of the decoder's own errors: its text is internal, the log gets it
+            row.update(error=f"{name}: cannot read the audio: "
+                       + request_id.internal_error(log, f"cannot read {name}", e),
+                       error_kind="audio")
 
     total = sum(rows[i]["duration"] for i, _ in short + long) or 1.0
     done = 0.0
@@ -125,7 +169,13 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
 
     if short or long:
         report(0.0, "loading the model")
-        holder.get()  # load first (once), so processing times are decoding times
+        model = holder.get()  # load first (once), so processing times are decoding times
+        check = getattr(model, "check_hotwords", None)
+        if check is not None and opts.hotwords:
+            try:
+                check(opts.hotwords)   # the token cap needs the model's tokenizer
+            except HotwordsError as e:
+                _hotwords_error(str(e))
     report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
         chunk = short[start:start + opts.batch_size]
@@ -134,7 +184,8 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         t0 = time.perf_counter()
         results = holder.transcribe([w for _, w in chunk], language=code, itn=opts.itn,
                                     hotwords=list(opts.hotwords), batch_size=len(chunk),
-                                    max_new_tokens=opts.max_new_tokens, keys=names)
+                                    max_new_tokens=opts.max_new_tokens, keys=names,
+                                    priority="interactive", caller=caller)
         elapsed = time.perf_counter() - t0
         chunk_seconds = sum(rows[i]["duration"] for i, _ in chunk) or 1.0
         for (i, _), res in zip(chunk, results, strict=True):
@@ -143,34 +194,48 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             row.update(processing_time=round(share, 3), text=res.get("text", ""),
                        finish_reason=res.get("finish_reason"))
             if res.get("error"):
-                row.update(error=res["error"], error_kind="model")
-            row["segments"] = single_segment(row["text"], row["duration"])
+                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
+            row["segments"] = single_segment(row["text"], row["duration"], row["finish_reason"])
             done += row["duration"]
         report(0.0, f"done {len(names)} file(s)")
 
     for i, src in long:
         row = rows[i]
         t0 = time.perf_counter()
-        res = transcribe_long(holder, src, row["file"], code, opts,
-                              lambda d, n, _dur=row["duration"], _name=row["file"]: report(
-                                  _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
+        try:
+            res = transcribe_long(holder.client("bulk", caller), src, row["file"], code, opts,
+                                  lambda d, n, _dur=row["duration"], _name=row["file"]: report(
+                                      _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
+        except AudioTooLong as e:
+            row.update(error=str(e), error_kind="too_long", duration=0.0)
+            continue
         row.update(processing_time=round(time.perf_counter() - t0, 3), longform=True,
                    text=res.get("text", ""), segments=list(res.get("segments") or []),
                    duration=round(float(res.get("duration") or row["duration"]), 3))
         if res.get("error"):
-            row.update(error=res["error"], error_kind="model" if row["segments"] else "audio")
+            if row["segments"]:   # segments failed in the model: engine text, kept in the log
+                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
+            else:                 # the decoder's own message (AudioError): meant for the client
+                row.update(error=res["error"], error_kind="audio")
         done += row["duration"]
     if progress:
         progress(1.0, "done")
     return rows
 
 
-def transcribe_long(holder, src, name: str, language: str | None, opts: Options, progress) -> dict:
-    """The one call into engine.longform (VAD segmentation, batched decoding, joining)."""
+def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress) -> dict:
+    """The one call into engine.longform (VAD segmentation, batched decoding, joining);
+    ``model``: anything with the engine's ``transcribe`` (here the holder's bulk client)."""
     from engine.longform import transcribe_long as _long
-    return _long(holder.guarded(), src, language=language, itn=opts.itn,
+    return _long(model, src, language=language, itn=opts.itn,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
-                 name=name, max_new_tokens=opts.max_new_tokens)
+                 name=name, max_new_tokens=opts.max_new_tokens,
+                 max_seconds=opts.max_audio_seconds)
+
+
+def _model_error(name: str, detail: str) -> str:
+    """The engine's error text (torch's messages, say) goes to the log, not to the client."""
+    return f"{name}: decoding failed: " + request_id.internal_error(log, detail)
 
 
 def _check_length(duration: float, opts: Options, name: str) -> None:

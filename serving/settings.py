@@ -26,19 +26,39 @@ _FLAGS = [
      "largest accepted upload in MB (larger: HTTP 413)"),
     ("--max-audio-minutes", ("FUNASR_NANO_MAX_AUDIO_MINUTES",), 60.0, float,
      "longest accepted audio in minutes (longer: HTTP 413)"),
-    ("--concurrency", ("FUNASR_NANO_CONCURRENCY",), 1, int,
-     "requests that run the model at the same time; the rest wait in the queue"),
     ("--auth", ("FUNASR_NANO_AUTH",), None, str,
      "user:pass to log in to the page (the API then also accepts these as HTTP Basic auth)"),
     ("--api-key", ("FUNASR_NANO_API_KEY",), None, str,
-     "require 'Authorization: Bearer KEY' on /v1/* (/health stays open)"),
+     "require 'Authorization: Bearer KEY' on /v1/* and /metrics (/health stays open)"),
     ("--batch-size", ("FUNASR_NANO_BATCH_SIZE",), 8, int,
-     "files or segments decoded per model call"),
+     "sequences (files, segments, live utterances) decoded together in one step, from every "
+     "caller"),
+    ("--scheduler", ("FUNASR_NANO_SCHEDULER",), "batch", str,
+     "batch: one scheduler batches every caller's work (continuous batching, priorities, "
+     "fairness); serial: one request's model call at a time (the old path, for comparisons)"),
     ("--max-new-tokens", ("FUNASR_NANO_MAX_NEW_TOKENS",), 512, int,
      "token limit per utterance (small values only for tests)"),
+    ("--live-sessions", ("FUNASR_NANO_LIVE_SESSIONS",), 4, int,
+     "live transcription sessions at a time (/v1/realtime and the page's Live tab together)"),
+    ("--live-idle-seconds", ("FUNASR_NANO_LIVE_IDLE_SECONDS",), 60.0, float,
+     "a live session that sends nothing for this long is closed"),
+    ("--live-max-message-mb", ("FUNASR_NANO_LIVE_MAX_MESSAGE_MB",), 4.0, float,
+     "largest /v1/realtime message in MB (larger: error event, close code 1009)"),
+    ("--max-uploads", ("FUNASR_NANO_MAX_UPLOADS",), 16, int,
+     "request bodies received at once on /v1/* and the page's upload route (more: HTTP 503)"),
+    ("--body-timeout", ("FUNASR_NANO_BODY_TIMEOUT",), 30.0, float,
+     "longest pause in seconds while a request body arrives; after that long the body must "
+     "also average 16 KB/s (slower: HTTP 408)"),
+    ("--stop-timeout", ("FUNASR_NANO_STOP_TIMEOUT",), 15.0, float,
+     "on SIGTERM, seconds that requests in flight get to finish; the rest get HTTP 503 "
+     "(scripts/service.sh sets it from its STOP_TIMEOUT)"),
     ("--preload", ("FUNASR_NANO_PRELOAD",), False, bool,
      "start loading the model in the background right after startup instead of on first use"),
     ("--log-level", ("FUNASR_NANO_LOG_LEVEL",), "info", str, "debug, info, warning or error"),
+    ("--log-format", ("FUNASR_NANO_LOG_FORMAT",), "text", str,
+     "text, or json: one JSON object per line with the request id"),
+    ("--bench-tokens", ("FUNASR_NANO_BENCH_TOKENS",), None, int,
+     "benchmarks only: every sequence decodes exactly this many tokens, end tokens ignored"),
 ]
 
 
@@ -51,13 +71,21 @@ class Settings:
     port: int = 7860
     max_upload_mb: float = 200.0
     max_audio_minutes: float = 60.0
-    concurrency: int = 1
     auth: str | None = None
     api_key: str | None = None
     batch_size: int = 8
+    scheduler: str = "batch"
     max_new_tokens: int = 512
+    live_sessions: int = 4
+    live_idle_seconds: float = 60.0
+    live_max_message_mb: float = 4.0
+    max_uploads: int = 16
+    body_timeout: float = 30.0
+    stop_timeout: float = 15.0
     preload: bool = False
     log_level: str = "info"
+    log_format: str = "text"
+    bench_tokens: int | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -67,6 +95,10 @@ class Settings:
     @property
     def max_audio_seconds(self) -> float:
         return self.max_audio_minutes * 60.0
+
+    @property
+    def live_max_message_bytes(self) -> int:
+        return int(self.live_max_message_mb * 1024 * 1024)
 
     @property
     def auth_pair(self) -> tuple[str, str] | None:
@@ -80,11 +112,22 @@ class Settings:
             raise ValueError(f"--dtype must be fp32, bf16 or int8, not {self.dtype!r}")
         if self.auth is not None and (":" not in self.auth or not self.auth.split(":", 1)[0]):
             raise ValueError("--auth takes user:pass")
-        for name in ("concurrency", "batch_size", "max_new_tokens", "port"):
+        for name in ("batch_size", "max_new_tokens", "port", "live_sessions",
+                     "max_uploads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.bench_tokens is not None and self.bench_tokens < 1:
+            raise ValueError("--bench-tokens must be at least 1")
+        if self.scheduler not in ("batch", "serial"):
+            raise ValueError(f"--scheduler must be batch or serial, not {self.scheduler!r}")
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"--log-format must be text or json, not {self.log_format!r}")
         if self.max_upload_mb <= 0 or self.max_audio_minutes <= 0:
             raise ValueError("--max-upload-mb and --max-audio-minutes must be positive")
+        if self.live_idle_seconds <= 0 or self.live_max_message_mb <= 0:
+            raise ValueError("--live-idle-seconds and --live-max-message-mb must be positive")
+        if self.body_timeout <= 0 or self.stop_timeout < 0:
+            raise ValueError("--body-timeout must be positive and --stop-timeout not negative")
 
 
 def _truthy(value: str) -> bool:

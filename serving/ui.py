@@ -1,4 +1,5 @@
-"""The Gradio page: upload or record, choose a language, transcribe, download.
+"""The Gradio page: a Files tab (upload or record, choose a language, transcribe, download) and
+a Live tab (microphone streaming, serving/live_tab.py).
 
 Named API endpoints (usable from gradio_client):
   /transcribe    (files, microphone, language, itn, hotwords)
@@ -9,15 +10,19 @@ Named API endpoints (usable from gradio_client):
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 
 import gradio as gr
 
-from engine.languages import LANGUAGES, resolve_language
+from engine.languages import LANGUAGES, language_label, resolve_language
 
 from .formats import combined_transcript, write_downloads
+from .live_tab import build_live_tab
 from .model_holder import ModelUnavailable
 from .pipeline import Options, RequestError, parse_hotwords, transcribe_items
+from .request_id import request_id_scope
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -85,36 +90,106 @@ def status_markdown(holder) -> str:
     else:
         state = (f"**not loaded yet** (loads on the first request) - device "
                  f"**{info['device']}**, {info['dtype']}")
-    return f"Model: `{name}`{demo} - {state}"
+    return f"Model: `{name}`{demo} - {state}{kernel_note(info.get('kernels'))}"
+
+
+def kernel_note(k: dict | None) -> str:
+    """The CPU kernels' part of the status line (empty where they are simply in use)."""
+    if not k:
+        return ""
+    if k["state"] == "compiling":
+        return (f"  \nCPU kernels: **compiling CPU kernels (once)**, {k['seconds']:.0f} s so far; "
+                "until they are ready the model runs the plain PyTorch path (slower)")
+    if k["state"] == "failed":
+        return (f"  \nCPU kernels: **none** ({k['reason']}); the model runs the plain PyTorch "
+                "path (slower)")
+    if k["state"] == "ready" and k.get("in_use") is False:
+        return "  \nCPU kernels: ready; switching the model onto them"
+    if k["state"] == "ready":
+        return f"  \nCPU kernels: {k['paths']}"
+    return ""
+
+
+def _kernels_pending(holder) -> bool:
+    k = holder.info().get("kernels") or {}
+    return k.get("state") == "compiling" or (k.get("state") == "ready" and k.get("in_use") is False)
+
+
+def readable_input(path, examples_dir: Path | None) -> str:
+    """``path`` when it is a file this server handed out: in Gradio's upload cache or under
+    ``examples_dir``; else a ``gr.Error`` that reads the same whether the path exists or not (no
+    file-existence oracle). Gradio checks this before our handler (see app.py); this is the
+    second line, for any route or Gradio version where that check does not run."""
+    from gradio.utils import get_upload_folder
+
+    real = os.path.realpath(str(path))
+    roots = [get_upload_folder()] + ([str(examples_dir)] if examples_dir else [])
+    for root in roots:
+        root = os.path.realpath(root)
+        if os.path.commonpath([real, root]) == root and real != root:
+            return real
+    raise gr.Error(f"{Path(str(path)).name or 'input'}: not a file uploaded to this page; "
+                   "upload the file and try again")
+
+
+PAGE_ROUTE = "page_transcribe"  # the page's transcriptions in funasr_nano_requests_total
+
+
+def page_concurrency(settings) -> int:
+    """Page transcriptions running at once (Gradio's queue): as many as the scheduler has rows,
+    so several page users reach the scheduler together and are batched with the API's work."""
+    return 2 * settings.batch_size
 
 
 def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
-                 title: str = "Fun-ASR-MLT-Nano speech recognition") -> gr.Blocks:
+                 title: str = "Fun-ASR-MLT-Nano speech recognition", live=None,
+                 metrics=None) -> gr.Blocks:
     def transcribe(files, microphone, language, itn, hotwords, progress=gr.Progress()):
+        t0, status = time.perf_counter(), 500
+        with request_id_scope() as rid:  # one id per transcription: its logs and its caller
+            try:
+                out = _transcribe(files, microphone, language, itn, hotwords, progress, rid)
+                status = 200
+                return out
+            except ModelUnavailable as e:
+                status = 503
+                raise gr.Error(str(e), duration=None) from e
+            except RequestError as e:
+                status = 400
+                raise gr.Error(str(e)) from e
+            except gr.Error:
+                status = 400
+                raise
+            finally:
+                if metrics is not None:
+                    metrics.observe_request(PAGE_ROUTE, status, time.perf_counter() - t0)
+
+    def _transcribe(files, microphone, language, itn, hotwords, progress, rid):
         items = []
         for f in files or []:
             path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
-            items.append((Path(path).name, path))
+            items.append((Path(path).name, readable_input(path, examples_dir)))
         if microphone:
-            items.append(("microphone" + (Path(microphone).suffix or ".wav"), microphone))
+            items.append(("microphone" + (Path(microphone).suffix or ".wav"),
+                          readable_input(microphone, examples_dir)))
         if not items:
             raise gr.Error("Upload one or more audio files or record from the microphone first.")
-        opts = Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
+        try:
+            words = parse_hotwords(hotwords)
+        except RequestError as e:
+            raise gr.Error(str(e)) from e
+        opts = Options(language=language, itn=bool(itn), hotwords=words,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds)
         progress(0.0, desc="loading the model" if not holder.loaded else "starting")
-        try:
-            rows = transcribe_items(holder, items, opts,
-                                    progress=lambda frac, msg: progress(frac, desc=msg))
-        except ModelUnavailable as e:
-            raise gr.Error(str(e), duration=None) from e
-        except RequestError as e:
-            raise gr.Error(str(e)) from e
-        table = [[r["file"], r["duration"], r["language"], r["processing_time"],
+        rows = transcribe_items(holder, items, opts,
+                                progress=lambda frac, msg: progress(frac, desc=msg), caller=rid)
+        table = [[r["file"], r["duration"], language_label(r["language"]), r["processing_time"],
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])
-        public = [{k: r[k] for k in ("file", "duration", "language", "processing_time", "text",
-                                     "error", "segments")} for r in rows]
+        public = [{k: r[k] for k in ("file", "duration", "language", "language_name",
+                                     "processing_time", "text", "error", "segments")}
+                  for r in rows]
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return table, combined_transcript(rows), downloads, public, status_markdown(holder)
 
@@ -134,45 +209,52 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         with gr.Row():
             status = gr.Markdown(status_markdown(holder), elem_id="model-status")
             load_btn = gr.Button("Load model now", size="sm", scale=0, min_width=140)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2):
-                files = gr.File(label="Audio files (wav, mp3, m4a, flac, ogg, webm)",
-                                file_count="multiple", file_types=list(AUDIO_EXTENSIONS),
-                                elem_id="files")
-                microphone = gr.Audio(sources=["microphone"], type="filepath",
-                                      label="...or record from the microphone",
-                                      elem_id="microphone")
-                language = gr.Dropdown(language_choices(), value="auto", label="Language",
-                                       info="Automatic, or the language spoken in the audio",
-                                       elem_id="language")
-                with gr.Row():
-                    itn = gr.Checkbox(value=True, label="Inverse text normalization (ITN)",
-                                      info="numbers, punctuation and casing as written text",
-                                      elem_id="itn")
-                hotwords = gr.Textbox(label="Hotwords", lines=1, elem_id="hotwords",
-                                      placeholder="names or terms, comma separated")
-                with gr.Row():
-                    run = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
-                    clear = gr.Button("Clear", elem_id="clear")
-                clips = example_files(examples_dir) if examples_dir else []
-                if clips:
-                    gr.Examples([[[path], code] for path, code, _ in clips],
-                                inputs=[files, language],
-                                example_labels=[label for _, _, label in clips],
-                                examples_per_page=40,
-                                label="Examples (click one, then Transcribe)")
-            with gr.Column(scale=3):
-                transcript = gr.Textbox(label="Transcript", lines=8, max_lines=30,
-                                        buttons=["copy"], elem_id="transcript")
-                table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "number", "str",
-                                                                      "number", "str"],
-                                     label="Results", interactive=False, wrap=True,
-                                     column_widths=["18%", "10%", "12%", "12%", "48%"],
-                                     elem_id="results")
-                downloads = gr.File(label="Downloads (TXT, JSON, SRT, VTT)", file_count="multiple",
-                                    interactive=False, elem_id="downloads")
-                with gr.Accordion("JSON", open=False):
-                    raw = gr.JSON(label="Results as JSON", elem_id="json")
+        # while the CPU kernels compile, the status line counts the seconds (and stops after)
+        timer = gr.Timer(2.0, active=_kernels_pending(holder))
+        with gr.Tab("Files", id="files", elem_id="tab-files"):
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=2):
+                    files = gr.File(label="Audio files (wav, mp3, m4a, flac, ogg, webm)",
+                                    file_count="multiple", file_types=list(AUDIO_EXTENSIONS),
+                                    elem_id="files")
+                    microphone = gr.Audio(sources=["microphone"], type="filepath",
+                                          label="...or record from the microphone",
+                                          elem_id="microphone")
+                    language = gr.Dropdown(language_choices(), value="auto", label="Language",
+                                           info="Automatic, or the language spoken in the audio",
+                                           elem_id="language")
+                    with gr.Row():
+                        itn = gr.Checkbox(value=True, label="Inverse text normalization (ITN)",
+                                          info="numbers, punctuation and casing as written text",
+                                          elem_id="itn")
+                    hotwords = gr.Textbox(label="Hotwords", lines=1, elem_id="hotwords",
+                                          placeholder="names or terms, comma separated")
+                    with gr.Row():
+                        run = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
+                        clear = gr.Button("Clear", elem_id="clear")
+                    clips = example_files(examples_dir) if examples_dir else []
+                    if clips:
+                        gr.Examples([[[path], code] for path, code, _ in clips],
+                                    inputs=[files, language],
+                                    example_labels=[label for _, _, label in clips],
+                                    examples_per_page=40,
+                                    label="Examples (click one, then Transcribe)")
+                with gr.Column(scale=3):
+                    transcript = gr.Textbox(label="Transcript", lines=8, max_lines=30,
+                                            buttons=["copy"], elem_id="transcript")
+                    table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "number", "str",
+                                                                          "number", "str"],
+                                         label="Results", interactive=False, wrap=True,
+                                         column_widths=["18%", "10%", "12%", "12%", "48%"],
+                                         elem_id="results")
+                    downloads = gr.File(label="Downloads (TXT, JSON, SRT, VTT)",
+                                        file_count="multiple", interactive=False,
+                                        elem_id="downloads")
+                    with gr.Accordion("JSON", open=False):
+                        raw = gr.JSON(label="Results as JSON", elem_id="json")
+        if live is not None:
+            with gr.Tab("Live", id="live", elem_id="tab-live"):
+                build_live_tab(settings, holder, live, language_choices)
 
         run.click(transcribe, [files, microphone, language, itn, hotwords],
                   [table, transcript, downloads, raw, status], api_name="transcribe",
@@ -183,4 +265,12 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         load_btn.click(load_model, None, status, api_name="load_model")
         blocks.load(lambda: status_markdown(holder), None, status, api_name="model_status",
                     queue=False)
+
+        def tick():
+            return status_markdown(holder), gr.Timer(active=_kernels_pending(holder))
+
+        timer.tick(tick, None, [status, timer], api_visibility="private", queue=False,
+                   show_progress="hidden")
+        blocks.load(lambda: gr.Timer(active=_kernels_pending(holder)), None, timer,
+                    api_visibility="private", queue=False)
     return blocks

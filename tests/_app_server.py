@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -63,6 +64,21 @@ def audio_files(tmp_path_factory) -> dict[str, Path]:
             sf.write(d / name, x.astype(np.float32), sr)
         out[name] = d / name
     return out
+
+
+def pyav_encode(path, audio, rate, fmt, codec, codec_rate=None):
+    """Encode (channels, samples) float audio with PyAV's bundled FFmpeg (no ffmpeg CLI)."""
+    layout = "mono" if audio.shape[0] == 1 else "stereo"
+    with av.open(str(path), "w", format=fmt) as out:
+        st = out.add_stream(codec, rate=codec_rate or rate, layout=layout)
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32),
+                                           format="fltp", layout=layout)
+        frame.sample_rate = rate
+        for pkt in st.encode(frame):
+            out.mux(pkt)
+        for pkt in st.encode(None):
+            out.mux(pkt)
+    return path
 
 
 def expected_text(engine, path, language=None, itn=True, hotwords=()) -> str:

@@ -4,6 +4,9 @@ The model directories are built by tools/make_random_model.py into a cache
 (`$FUNASR_NANO_MODELS` or ~/.cache/funasr-nano/models), keyed by the tool's version and source
 hash and the seed, so they are built once per machine (tiny: ~10 s), not once per run.
 The first build needs the network once, for the Qwen3 tokenizer files (tools/fetch_assets.py).
+
+Fixtures from outside the repository (the speech clips, the reference funasr) skip their tests
+when missing, and fail them under ``CI=true`` (tests/_fixtures.py).
 """
 from __future__ import annotations
 
@@ -18,7 +21,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests._fixtures import require_funasr, require_speech  # noqa: E402
 from tools.make_random_model import cached_random_model  # noqa: E402
+from tests._ray_cluster import LOOPBACK_ENV  # noqa: E402
+
+# Ray reads these when it is first imported: the test clusters stay on 127.0.0.1.
+for _k, _v in LOOPBACK_ENV.items():
+    os.environ.setdefault(_k, _v)
 
 TINY_SEED = 0
 
@@ -37,17 +46,14 @@ def tiny_ctc_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def speech_dir() -> Path:
-    """The shared clips (zh/, en/, manifest.tsv): ../shared/data/speech, else $SPEECH_DATA."""
-    for cand in (REPO.parent / "shared/data/speech", os.environ.get("SPEECH_DATA")):
-        if cand and Path(cand).is_dir():
-            return Path(cand)
-    pytest.skip("no speech data: ../shared/data/speech is missing and SPEECH_DATA is unset")
+    """The shared clips (zh/, en/, manifest.tsv): $SPEECH_DATA, else ../shared/data/speech."""
+    return require_speech()
 
 
 @pytest.fixture(scope="session")
 def tiny_reference(tiny_model_dir):
     """funasr's AutoModel on the tiny dir (see tests/reference.py), built once per session."""
-    pytest.importorskip("funasr")
+    require_funasr()
     from tests.reference import build_reference
 
     return build_reference(tiny_model_dir)
@@ -57,3 +63,30 @@ def tiny_reference(tiny_model_dir):
 def full_model_dir() -> Path:
     """Full-size random-weight model (2 GB, official shapes), built once per machine (~40 s)."""
     return cached_random_model("full", 1, ctc=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_kernels():
+    """Build the CPU kernels once before any test (as the install step would): otherwise every
+    app process that the tests start would begin its own background build on a fresh machine.
+    tests/test_kernel_build.py builds into empty caches of its own where it means to."""
+    from engine.kernels import kernels
+    return kernels()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster (2 CPUs, 300 MB object store) for the whole session, joined by this
+    process and by the subprocesses given ``ray_cluster.env()``; stopped at the end."""
+    import ray
+
+    from tests._ray_cluster import LocalRayCluster
+
+    cluster = LocalRayCluster()
+    try:
+        ray.init(address=cluster.address, runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}},
+                 log_to_driver=False)
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.stop()

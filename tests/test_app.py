@@ -25,7 +25,7 @@ UPLOAD_MB = 1
 @pytest.fixture(scope="module")
 def app(app_model_dir, tmp_path_factory):
     server = start_app(app_model_dir, tmp_path_factory.mktemp("app"),
-                       "--max-upload-mb", str(UPLOAD_MB), "--concurrency", "1")
+                       "--max-upload-mb", str(UPLOAD_MB))
     yield server
     server.stop()
 
@@ -45,6 +45,13 @@ def post(app, path, headers=None, timeout=60, **data):
 
 
 # --------------------------------------------------------------------------- the real app
+# The HTTP API's contract: tests/test_ray_serve.py runs these same functions against the Ray
+# Serve application (its own ``app`` and ``keyed_app`` fixtures).
+API_CONTRACT = ("test_api_formats_and_options",
+                "test_bad_requests_get_clear_errors_and_the_server_keeps_serving",
+                "test_ten_concurrent_requests_all_answered", "test_models_lists_the_model",
+                "test_api_key_and_auth")
+
 
 def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_files):
     health = get_json(app.url + "/health")
@@ -56,7 +63,8 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     wav = audio_files["tone.wav"]
     r = post(app, wav, language="en")
     assert r.status_code == 200, r.text
-    assert r.json() == {"text": expected_text(engine, wav, "en")}
+    assert r.json() == {"text": expected_text(engine, wav, "en"), "language": "en",
+                        "language_name": "English"}
 
     after = get_json(app.url + "/health")
     assert after["model_loaded"] is True
@@ -72,9 +80,10 @@ def test_lazy_load_then_api_and_gradio_client_match_engine(app, engine, audio_fi
     assert transcript == want
     assert table["headers"][:4] == ["File", "Duration (s)", "Language", "Processing time (s)"]
     [row] = table["data"]
-    assert row[0] == "chirp.wav" and row[1] == pytest.approx(1.5) and row[2] == "Japanese"
+    assert row[0] == "chirp.wav" and row[1] == pytest.approx(1.5) and row[2] == "ja (Japanese)"
     assert row[4] == want
     assert rows[0]["text"] == want and rows[0]["error"] is None
+    assert (rows[0]["language"], rows[0]["language_name"]) == ("ja", "Japanese")
     names = sorted(os.path.basename(p) for p in downloads)
     assert names == ["chirp.srt", "chirp.vtt", "transcript.json", "transcript.txt"]
     srt = open(next(p for p in downloads if p.endswith(".srt")), encoding="utf-8").read()
@@ -91,7 +100,11 @@ def test_api_formats_and_options(app, engine, audio_files):
     assert post(app, flac, response_format="text", **common).text == want + "\n"
     verbose = post(app, flac, response_format="verbose_json", **common).json()
     assert verbose["text"] == want and verbose["duration"] == pytest.approx(2.0)
-    assert verbose["language"] == "portuguese"
+    assert (verbose["language"], verbose["language_name"]) == ("pt", "Portuguese")
+    plain = post(app, flac, response_format="json", **common).json()
+    assert plain == {"text": want, "language": "pt", "language_name": "Portuguese"}
+    auto = post(app, flac, response_format="verbose_json").json()   # not told: no guess
+    assert (auto["language"], auto["language_name"]) == ("auto", "automatic")
     assert verbose["segments"][0]["start"] == 0 and verbose["segments"][0]["text"] == want
     srt = post(app, flac, response_format="srt", **common)
     assert srt.status_code == 200 and "00:00:00,000 --> 00:00:02,000" in srt.text
@@ -155,8 +168,12 @@ def test_ten_concurrent_requests_all_answered(app, engine, audio_files):
 def test_page_is_served(app):
     r = requests.get(app.url + "/", timeout=10)
     assert r.status_code == 200 and "<html" in r.text.lower()
+
+
+def test_models_lists_the_model(app):
     models = requests.get(app.url + "/v1/models", timeout=10).json()
-    assert models["data"][0]["id"]
+    assert models["object"] == "list"
+    assert models["data"][0]["id"] == get_json(app.url + "/health")["model"]
 
 
 def test_api_key_and_auth(keyed_app, engine, audio_files):
@@ -172,7 +189,11 @@ def test_api_key_and_auth(keyed_app, engine, audio_files):
     assert post(keyed_app, wav, headers={"Authorization": basic}).status_code == 200
     bad = "Basic " + base64.b64encode(b"ann:nope").decode()
     assert post(keyed_app, wav, headers={"Authorization": bad}).status_code == 401
-    # the page and its Gradio API need the --auth login
+
+
+def test_page_needs_the_login(keyed_app, engine, audio_files):
+    """The page and its Gradio API need the --auth login."""
+    wav = audio_files["noise.wav"]
     from gradio_client import Client, handle_file
     assert requests.get(keyed_app.url + "/config", timeout=10).status_code == 401
     client = Client(keyed_app.url, auth=("ann", "pw"), verbose=False)
@@ -199,7 +220,7 @@ def test_model_loads_once_under_concurrent_first_requests():
         time.sleep(0.3)
         return Fake()
 
-    holder = ModelHolder("fake", "cpu", "fp32", concurrency=2, loader=loader)
+    holder = ModelHolder("fake", "cpu", "fp32", loader=loader)
     assert holder.info()["model_loaded"] is False
     barrier = threading.Barrier(8)
 
@@ -227,34 +248,12 @@ def test_model_loads_once_under_concurrent_first_requests():
     assert h3.loaded and h3.loads == 1
 
     h2 = ModelHolder("x", "cpu", "fp32", loader=flaky)
-    with pytest.raises(ModelUnavailable, match="no model.pt"):
+    with pytest.raises(ModelUnavailable, match="no model is available"):
         h2.get()
     assert h2.info()["load_error"] and not h2.info()["model_loaded"]
+    assert "no model.pt" in h2.info(private=True)["load_error_detail"]   # the operator's view
     h2._error_at -= 60  # as if the retry pause had passed
     assert isinstance(h2.get(), Fake) and h2.info()["load_error"] is None
-
-
-def test_concurrency_limit_serializes_model_calls():
-    from serving.model_holder import ModelHolder
-
-    active, peak = [0], [0]
-    lock = threading.Lock()
-
-    class Slow:
-        def transcribe(self, inputs, **kw):
-            with lock:
-                active[0] += 1
-                peak[0] = max(peak[0], active[0])
-            time.sleep(0.05)
-            with lock:
-                active[0] -= 1
-            return [{"text": ""}]
-
-    holder = ModelHolder("slow", "cpu", "fp32", concurrency=1, loader=lambda *a: Slow())
-    with concurrent.futures.ThreadPoolExecutor(6) as pool:
-        list(pool.map(lambda _: holder.transcribe([b""]), range(6)))
-        list(pool.map(lambda _: holder.guarded().transcribe([b""]), range(6)))
-    assert peak[0] == 1
 
 
 def test_long_audio_goes_to_longform(monkeypatch, audio_files, tmp_path):
@@ -277,6 +276,9 @@ def test_long_audio_goes_to_longform(monkeypatch, audio_files, tmp_path):
 
     class Holder:
         def get(self):
+            return self
+
+        def client(self, priority, caller):
             return self
 
         def transcribe(self, waves, **kw):
@@ -304,15 +306,17 @@ def test_long_audio_goes_to_longform(monkeypatch, audio_files, tmp_path):
 def test_formats():
     from serving.formats import combined_transcript, render, write_downloads
 
-    row = {"file": "a.wav", "duration": 3.25, "language": "English", "processing_time": 0.1,
+    row = {"file": "a.wav", "duration": 3.25, "language": "en", "processing_time": 0.1,
            "text": "hello world", "error": None, "finish_reason": "stop",
            "segments": [{"start": 0.0, "end": 3.25, "text": "hello world"}]}
-    assert render(row, "json")[0] == '{"text": "hello world"}'
+    assert json.loads(render(row, "json")[0]) == {"text": "hello world", "language": "en",
+                                                  "language_name": "English"}
     assert render(row, "text") == ("hello world\n", "text/plain; charset=utf-8")
     assert "00:00:03,250" in render(row, "srt")[0]
     assert render(row, "vtt")[0].startswith("WEBVTT")
     verbose = json.loads(render(row, "verbose_json")[0])
-    assert verbose["language"] == "english" and verbose["segments"][0]["end"] == 3.25
+    assert verbose["language"] == "en" and verbose["language_name"] == "English"
+    assert verbose["segments"][0]["end"] == 3.25
     bad = {**row, "file": "b.wav", "text": "", "error": "b.wav: broken", "segments": []}
     assert combined_transcript([row]) == "hello world"
     assert combined_transcript([row, bad]) == (
@@ -326,7 +330,8 @@ def test_formats():
 
 def test_settings_flags_and_environment():
     s = parse_settings([], environ={})
-    assert (s.host, s.port, s.concurrency, s.model, s.api_key) == ("127.0.0.1", 7860, 1, None, None)
+    assert (s.host, s.port, s.scheduler, s.model, s.api_key) == ("127.0.0.1", 7860, "batch", None,
+                                                                 None)
     env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "9000",
            "FUNASR_NANO_MODEL": "/m", "FUNASR_NANO_API_KEY": "k", "FUNASR_NANO_PRELOAD": "1",
            "FUNASR_NANO_MAX_UPLOAD_MB": "5"}
@@ -383,7 +388,7 @@ def test_demo_model_gets_a_banner_and_a_log_line(monkeypatch, app_model_dir, tmp
                and "huggingface-cli download" in r.message for r in caplog.records)
     with TestClient(fastapi_app) as client:
         health = client.get("/health").json()
-        assert health["demo"] is True and health["model"] == str(demo)
+        assert health["demo"] is True and health["model"] == demo.name   # a name, not a path
         assert health["model_loaded"] is False
         page_config = client.get("/config").text
         assert "Demo model" in page_config and "huggingface-cli download" in page_config
@@ -399,8 +404,8 @@ def test_docs_flags_table_is_current():
 
 
 def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):
-    """A 35+ s recording goes through the real engine.longform with the model holder's guarded
-    model: several VAD segments, and the row's text is their joined text."""
+    """A 35+ s recording goes through the real engine.longform and the scheduler (bulk
+    priority): several VAD segments, and the row's text is their joined text."""
     import numpy as np
     import soundfile as sf
 
@@ -417,10 +422,18 @@ def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):
             total += len(wave) / 16000 + 1
     long_wav = tmp_path / "long.wav"
     sf.write(long_wav, np.concatenate(parts), 16000)
-    holder = ModelHolder("in-process", "cpu", "fp32", loader=lambda *a: engine)
-    [row] = transcribe_items(holder, [("long.wav", str(long_wav))],
-                             Options(language="en", max_new_tokens=4, batch_size=8))
+    from serving.metrics import Metrics
+    metrics = Metrics()
+    holder = ModelHolder("in-process", "cpu", "fp32", loader=lambda *a: engine, metrics=metrics)
+    try:
+        [row] = transcribe_items(holder, [("long.wav", str(long_wav))],
+                                 Options(language="en", max_new_tokens=4, batch_size=8))
+    finally:
+        holder.close()
     assert row["longform"] and row["error"] is None
+    done = sum(metrics.registry.get_sample_value(
+        "funasr_nano_sequences_total", {"priority": "bulk", "outcome": o}) or 0 for o in ("length", "stop"))
+    assert done >= len(row["segments"])  # every segment went to the scheduler as bulk work
     assert row["duration"] == pytest.approx(total, abs=0.1)
     assert len(row["segments"]) >= 2
     assert all(0 <= s["start"] < s["end"] <= row["duration"] + 0.01 for s in row["segments"])

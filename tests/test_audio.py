@@ -6,7 +6,6 @@ import csv
 import io
 import logging
 import re
-import os
 import sys
 from pathlib import Path
 
@@ -20,12 +19,11 @@ import soxr
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.audio import (AudioError, load_audio, probe_duration, resample,  # noqa: E402
                           stream_audio)
+from tests._app_server import pyav_encode  # noqa: E402
 
-SPEECH = Path(os.environ.get("SPEECH_DATA",
-                            Path(__file__).resolve().parents[2] / "shared/data/speech"))
-if not SPEECH.exists():
-    SPEECH = Path("/work/shared/data/speech")
-pytestmark = pytest.mark.skipif(not (SPEECH / "manifest.tsv").exists(), reason="no speech clips")
+from tests._fixtures import require_speech  # noqa: E402
+
+SPEECH = require_speech(module_level=True)   # every test here decodes the clips or their copies
 
 
 def manifest():
@@ -33,7 +31,7 @@ def manifest():
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-CLIPS = manifest() if (SPEECH / "manifest.tsv").exists() else []
+CLIPS = manifest()
 REF_CLIP = SPEECH / "en/wenet_librispeech_1995-1837-0001.wav"   # 16 kHz mono, 8.73 s
 
 
@@ -43,21 +41,6 @@ def reference_load(path):
     if data.ndim > 1:
         data = data.mean(-1)
     return librosa.resample(data, orig_sr=rate, target_sr=16000) if rate != 16000 else data
-
-
-def pyav_encode(path, audio, rate, fmt, codec, codec_rate=None):
-    """Encode (channels, samples) float audio with PyAV's bundled FFmpeg (no ffmpeg CLI)."""
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
-    with av.open(str(path), "w", format=fmt) as out:
-        st = out.add_stream(codec, rate=codec_rate or rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32),
-                                           format="fltp", layout=layout)
-        frame.sample_rate = rate
-        for pkt in st.encode(frame):
-            out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +176,7 @@ def test_input_kinds(fx, ref):
     np.testing.assert_array_equal(load_audio((pcm, 16000)), want)
     np.testing.assert_allclose(load_audio(np.stack([ref, ref], 1)), ref)
     np.testing.assert_allclose(load_audio(np.stack([ref, ref], 0)), ref)
-    torch = pytest.importorskip("torch")
+    import torch
     np.testing.assert_allclose(load_audio(torch.from_numpy(np.stack([ref, 0 * ref]))), ref / 2)
     np.testing.assert_allclose(load_audio(torch.from_numpy(ref).to(torch.bfloat16)), ref, atol=4e-3)
     x441 = load_audio((soxr.resample(ref, 16000, 44100), 44100.0))

@@ -1,5 +1,6 @@
 """The page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): upload a file,
-press Transcribe, read the transcript and the results row."""
+press Transcribe, read the transcript and the results row; and the Live tab with Chromium's fake
+microphone playing example clips."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tests._fixtures import missing  # noqa: E402
 from _app_server import (app_model_dir, audio_files, engine, expected_text,  # noqa: E402,F401
                          start_app)
 
@@ -32,14 +34,20 @@ def _ensure_chromium() -> bool:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright():
+    """One Playwright driver for the module (its sync API allows one at a time)."""
     if not _ensure_chromium():
-        pytest.skip(f"{CHROMIUM} is absent and could not be installed with apt-get")
+        missing(f"{CHROMIUM} is absent and could not be installed with apt-get")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright):
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield b
+    b.close()
 
 
 @pytest.fixture(scope="module")
@@ -84,3 +92,101 @@ def test_upload_transcribe_and_read_results(browser, app, engine, audio_files):
                                                            timeout=10_000)
     assert not errors, errors
     page.close()
+
+
+# --------------------------------------------------------------------------- the Live tab
+
+@pytest.fixture(scope="module")
+def demo_app(tmp_path_factory):
+    """The app with the demo model (its texts mean something), warmed up."""
+    import requests
+    from _live_audio import DEMO_MODEL, ROOT
+    server = start_app(str(DEMO_MODEL), tmp_path_factory.mktemp("browser_live"),
+                       "--max-new-tokens", "64")
+    try:
+        with open(ROOT / "example" / "sv.wav", "rb") as f:
+            assert requests.post(server.url + "/v1/audio/transcriptions", files={"file": f},
+                                 timeout=120).status_code == 200
+        yield server
+    finally:
+        server.stop()
+
+
+def _cer(a: str, b: str) -> float:
+    from rapidfuzz.distance import Levenshtein
+    return Levenshtein.distance(a, b) / max(1, len(b))
+
+
+def _fake_microphone(path, clips):
+    """A wav of the clips with pauses; returns (length, end of the last speech) in seconds.
+    Gradio drops the first 100 ms pieces while it opens the stream (the page says when to
+    speak), so it starts with 4 s of silence."""
+    import numpy as np
+    import soundfile as sf
+    from _live_audio import ROOT
+
+    from engine.audio import load_audio
+    parts = [np.zeros(4 * 16000, np.float32)]
+    for name in clips:
+        parts += [load_audio(str(ROOT / "example" / name)), np.zeros(24000, np.float32)]
+    parts.append(np.zeros(2 * 16000, np.float32))
+    sf.write(path, np.concatenate(parts), 16000, subtype="PCM_16")
+    return sum(len(p) for p in parts) / 16000, (sum(len(p) for p in parts[:-2])) / 16000
+
+
+def test_live_tab_streams_the_microphone(playwright, demo_app, tmp_path):
+    """Chromium's fake microphone plays two example clips; the Live tab shows partial text
+    before the speech ends and, after Stop, both finals with times and the downloads."""
+    import time
+
+    import srt
+    from _live_audio import ROOT
+    from playwright.sync_api import expect
+
+    clips = ["en.wav", "fi.wav"]
+    mic = tmp_path / "mic.wav"
+    length, speech_ends = _fake_microphone(mic, clips)
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
+        "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+        f"--use-file-for-fake-audio-capture={mic}%noloop"])
+    try:
+        page = b.new_context(permissions=["microphone"]).new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(demo_app.url + "/", timeout=60_000)
+        page.get_by_role("tab", name="Live").click()
+        page.locator("#live-mic button", has_text="Record").first.click(timeout=30_000)
+        started = time.monotonic()        # the fake microphone starts playing now
+        page.locator("#live-status").get_by_text("recording").first.wait_for(timeout=20_000)
+        partial_at = None
+        while time.monotonic() - started < length + 5:
+            if page.locator("#live-partial textarea").input_value().strip():
+                partial_at = time.monotonic() - started
+                break
+            time.sleep(0.05)
+        assert partial_at is not None and partial_at < speech_ends, partial_at
+        time.sleep(max(0.0, length + 0.5 - (time.monotonic() - started)))
+        page.locator("#live-mic button", has_text="Stop").first.click()
+        expect(page.locator("#live-downloads")).to_contain_text(re.compile(r"live\s*\.srt"),
+                                                                timeout=60_000)
+        lines = page.locator("#live-transcript textarea").input_value().splitlines()
+        status = page.locator("#live-status").inner_text()
+        srt_link = page.locator('#live-downloads a[download="live.srt"]').first
+        srt_text = page.request.get(srt_link.get_attribute("href")).text()
+    finally:
+        b.close()
+    assert not errors, errors
+    assert "stopped" in status and "2 utterances" in status, status
+    assert len(lines) == 2, lines
+    expected = [line.split("\t")[2] for line in
+                (ROOT / "example" / "examples.tsv").read_text(encoding="utf-8").splitlines()
+                if line.split("\t")[0] in clips]
+    for line, want in zip(lines, expected):
+        m = re.fullmatch(r"\[(\d+):(\d+\.\d) → (\d+):(\d+\.\d)\] (.+)", line)
+        assert m, line
+        start, end = int(m[1]) * 60 + float(m[2]), int(m[3]) * 60 + float(m[4])
+        assert 0 <= start < end <= length
+        assert _cer(m[5], want) < 0.35, (m[5], want)   # the demo model on its own voices
+    cues = list(srt.parse(srt_text))
+    assert " ".join(c.content.replace("\n", " ") for c in cues).split() == " ".join(
+        line.split("] ", 1)[1] for line in lines).split()

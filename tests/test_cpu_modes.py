@@ -15,7 +15,10 @@ from model import FunASRNano
 
 ROOT = Path(__file__).resolve().parent.parent
 
-needs_kernel = pytest.mark.skipif(kernels() is None, reason="CPU kernel not built (no AVX2 or g++)")
+from tests._fixtures import kernels_or_missing  # noqa: E402
+
+needs_kernel = pytest.mark.skipif(kernels_or_missing() is None,
+                                  reason="CPU without AVX2, or FUNASR_NANO_NO_KERNELS=1")
 
 
 def _weights(n=300, k=200, seed=0):
@@ -80,8 +83,10 @@ def _attention(seed=3):
 @torch.inference_mode()
 def test_fused_decoder_ops_match_pytorch():
     """The kernels behind CPU decoding (RMSNorm; q/k norm + RoPE; one-token cache write +
-    grouped-query attention, with and without a left-padding mask) give PyTorch's numbers.
-    head_dim 40 is not a multiple of the kernels' 8/16 lanes: tails are covered."""
+    grouped-query attention) give PyTorch's numbers: a right-padded prefill of prompts of
+    different lengths into scattered cache rows, then steps where every sequence writes its own
+    row at its own column. head_dim 40 is not a multiple of the kernels' 8/16 lanes: tails are
+    covered."""
     from engine.qwen3 import KVCache, Qwen3ForCausalLM, RMSNorm
     att, cfg = _attention()
     norm = RMSNorm(96, 1e-6)
@@ -94,30 +99,28 @@ def test_fused_decoder_ops_match_pytorch():
 
     rope = Qwen3ForCausalLM(cfg).rope
     b, t = 3, 6
-    pad = torch.tensor([0, 2, 1])
-    cols = torch.arange(t + 2)
-    valid = cols[None] >= pad[:, None]
-    causal = torch.ones(t, t, dtype=torch.bool).tril()
+    lengths = torch.tensor([6, 4, 5])
+    rows = torch.tensor([4, 0, 2])  # cache rows of a pool of 5: not the batch order
     xp = torch.randn(b, t, 96, generator=torch.Generator().manual_seed(9))
-    masks = {"padded": ((causal[None] & valid[:, None, :t]) | torch.eye(t, dtype=torch.bool))[:, None],
-             "none": None}
-    for name, mask in masks.items():
-        outs = []
-        for fast in (None, kernels()):
-            att.fast = fast
-            cache = KVCache(cfg, b, t + 2, torch.float32, "cpu")
-            pos = (cols[None, :t] - pad[:, None]).clamp(min=0)
-            cos, sin = rope(pos, torch.float32)
-            prefill = att(xp, cos, sin, cache.layers[0], 0, mask if mask is not None else causal)
-            steps = []
-            for s in range(2):
-                cos1, sin1 = rope((t - pad + s)[:, None], torch.float32)
-                xs = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(s))
-                step_mask = valid[:, None, None, :t + s + 1] if mask is not None else None
-                steps.append(att(xs, cos1, sin1, cache.layers[0], t + s, step_mask))
-            outs.append((prefill, *steps, cache.layers[0][0][:, :, :t + 2], cache.layers[0][1][:, :, :t + 2]))
-        for got, want in zip(outs[1], outs[0]):
-            assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (name, (got - want).abs().max())
+    outs = []
+    for fast in (None, kernels()):
+        att.fast = fast
+        cache = KVCache(cfg, 5, t + 3, torch.float32, "cpu")
+        cos, sin = rope(torch.arange(t)[None].expand(b, t), torch.float32)
+        prefill = att(xp, cos, sin, cache.layers[0], rows)
+        steps = []
+        for s in range(2):
+            pos = lengths + s
+            cos1, sin1 = rope(pos[:, None], torch.float32)
+            xs = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(s))
+            steps.append(att(xs, cos1, sin1, cache.layers[0], rows, pos))
+        # the columns each row holds: its prompt, then its two steps
+        kept = [torch.cat([c[r, :, :n + 2] for r, n in zip(rows.tolist(), lengths.tolist())], 1)
+                for c in cache.layers[0]]
+        real = [prefill[i, :n] for i, n in enumerate(lengths.tolist())]
+        outs.append((*real, *steps, *kept))
+    for got, want in zip(outs[1], outs[0]):
+        assert torch.allclose(got, want, rtol=1e-4, atol=1e-5), (got - want).abs().max()
 
 
 @needs_kernel
@@ -148,7 +151,7 @@ def test_dynamic_int8_linear_is_close(rows):
     leading dimensions, bias included."""
     w = _weights(seed=3)
     bias = torch.randn(300, generator=torch.Generator().manual_seed(4)) * 0.1
-    lin = int8.DynamicInt8Linear(w, bias)
+    lin = int8.DynamicInt8Linear.from_float(w, bias)
     step = w.abs().amax(dim=1, keepdim=True) / 127 / 2
     assert ((lin.dequantized() - w).abs() <= step * 1.001).all()
     x = torch.randn(2, rows, 200, generator=torch.Generator().manual_seed(rows))
@@ -166,7 +169,7 @@ def test_dynamic_int8_one_row_goes_through_the_weight_only_kernel():
     result is the dequantised weight's exact product; two rows go through fbgemm (rounded)."""
     w = _weights(seed=5)
     bias = torch.randn(300, generator=torch.Generator().manual_seed(6)) * 0.1
-    lin = int8.DynamicInt8Linear(w, bias, one_row_kernel=True)
+    lin = int8.DynamicInt8Linear.from_float(w, bias, one_row=kernels())
     x = torch.randn(2, 200, generator=torch.Generator().manual_seed(7))
     exact = x.double() @ lin.dequantized().double().T + bias.double()
     one = torch.cat([lin(x[i:i + 1]) for i in range(2)])

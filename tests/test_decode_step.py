@@ -95,26 +95,28 @@ def test_decode_step_matches_the_layer_within_int8_rounding():
     assert isinstance(layer.step, DecodeStep) and layer.step.kind == "int8"
 
     b, t = 3, 7
-    pad = torch.tensor([0, 3, 1])
-    valid = torch.arange(t + 1)[None] >= pad[:, None]
-    mask = valid[:, None, None, :t + 1]
-    cos, sin = llm.rope((t - pad)[:, None], torch.float32)
+    pos = torch.tensor([7, 4, 6])   # each sequence at its own length
+    rows = torch.tensor([2, 0, 3])  # in its own row of a pool of 4
+    cos, sin = llm.rope(pos[:, None], torch.float32)
     x = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(5))
     caches = []
     for _ in range(2):
-        c = KVCache(cfg, b, t + 1, torch.float32, "cpu")
+        c = KVCache(cfg, 4, t + 1, torch.float32, "cpu")
         torch.manual_seed(6)
         c.layers[0][0].normal_(), c.layers[0][1].normal_()
         caches.append(c.layers[0])
-    before = caches[0][0][:, :, :t].clone()
-    got = layer.step(x, cos, sin, caches[0], t, mask)
-    want = rlayer(x, cos, sin, caches[1], t, mask)
+    before = caches[0][0].clone()
+    got = layer.step(x, cos, sin, caches[0], rows, pos)
+    want = rlayer(x, cos, sin, caches[1], rows, pos)
     rel = ((got - want).norm() / (want - x).norm()).item()  # error relative to the layer's update
     assert rel < 0.03, rel
+    written = torch.zeros_like(before, dtype=torch.bool)
     for kv in range(2):
-        col, rcol = caches[0][kv][:, :, t], caches[1][kv][:, :, t]
-        assert ((col - rcol).norm() / rcol.norm()).item() < 0.02
-    assert torch.equal(caches[0][0][:, :, :t], before)
+        for r, p in zip(rows.tolist(), pos.tolist()):
+            col, rcol = caches[0][kv][r, :, p], caches[1][kv][r, :, p]
+            assert ((col - rcol).norm() / rcol.norm()).item() < 0.02
+            written[r, :, p] = True
+    assert torch.equal(caches[0][0][~written], before[~written])  # nothing else is touched
 
 
 @needs_vnni
@@ -127,15 +129,17 @@ def test_decode_step_rows_do_not_depend_on_the_batch(b):
     assert b <= step.max_rows  # int8 batches up to 16 rows decode through the step
     t = 5
     x = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(7))
-    cos, sin = llm.rope(torch.full((b, 1), t), torch.float32)
+    pos = torch.arange(b) % t + 1  # sequences of different lengths
+    cos, sin = llm.rope(pos[:, None], torch.float32)
     cache = KVCache(cfg, b, t + 1, torch.float32, "cpu")
     torch.manual_seed(8)
     cache.layers[1][0].normal_(), cache.layers[1][1].normal_()
     alone = []
     for i in range(b):
         one = tuple(c[i:i + 1].clone() for c in cache.layers[1])
-        alone.append(step(x[i:i + 1], cos[i:i + 1], sin[i:i + 1], one, t, None))
-    together = step(x, cos, sin, cache.layers[1], t, None)
+        alone.append(step(x[i:i + 1], cos[i:i + 1], sin[i:i + 1], one, torch.tensor([0]),
+                          pos[i:i + 1]))
+    together = step(x, cos, sin, cache.layers[1], torch.arange(b), pos)
     assert torch.equal(together, torch.cat(alone))
 
 
@@ -180,8 +184,8 @@ def test_b16_linear_is_fp32_arithmetic_on_the_exact_weights(rows):
 @pytest.mark.parametrize("b", [1, 3])
 def test_bf16_decode_step_is_the_layer(b):
     """bf16-stored weights, fp32 arithmetic: the fused step gives the PyTorch layer's numbers
-    (summation order aside), on a left-padded batch; the step reads the Linears' own tensors
-    (no second copy) and a prefill through the layer's modules agrees too."""
+    (summation order aside), on a batch of different lengths; the step reads the Linears' own
+    tensors (no second copy) and a right-padded prefill through the layer's modules agrees too."""
     llm, cfg = _tiny_llm(seed=2)
     for name, p in llm.named_parameters():
         if "norm" not in name:
@@ -195,27 +199,24 @@ def test_bf16_decode_step_is_the_layer(b):
     assert isinstance(q, PackedLinear) and step.qkv[0][0] is q.weight
 
     t = 6
-    pad = torch.tensor([0, 2, 1])[:b]
-    valid = torch.arange(t + 1)[None] >= pad[:, None]
-    mask = valid[:, None, None, :t + 1]
+    lengths = torch.tensor([6, 4, 5])[:b]
     caches = [KVCache(cfg, b, t + 1, torch.float32, "cpu") for _ in range(2)]
     xp = torch.randn(b, t, 96, generator=torch.Generator().manual_seed(3))
-    pos = (torch.arange(t)[None] - pad[:, None]).clamp(min=0)
-    cos, sin = llm.rope(pos, torch.float32)
-    causal = torch.ones(t, t, dtype=torch.bool).tril()
-    pmask = ((causal[None] & valid[:, None, :t]) | torch.eye(t, dtype=torch.bool))[:, None]
-    got_p = layer(xp, cos, sin, caches[0].layers[0], 0, pmask)  # prefill: the layer's modules
-    want_p = rlayer(xp, cos, sin, caches[1].layers[0], 0, pmask)
+    cos, sin = llm.rope(torch.arange(t)[None].expand(b, t), torch.float32)
+    got_p = layer(xp, cos, sin, caches[0].layers[0])  # prefill: the layer's modules
+    want_p = rlayer(xp, cos, sin, caches[1].layers[0])
     assert torch.allclose(got_p, want_p, rtol=1e-4, atol=1e-4), (got_p - want_p).abs().max()
 
     x = torch.randn(b, 1, 96, generator=torch.Generator().manual_seed(4))
-    cos1, sin1 = llm.rope((t - pad)[:, None], torch.float32)
-    got = layer(x, cos1, sin1, caches[0].layers[0], t, mask)  # one token: the step
-    want = rlayer(x, cos1, sin1, caches[1].layers[0], t, mask)
+    cos1, sin1 = llm.rope(lengths[:, None], torch.float32)
+    rows = torch.arange(b)
+    got = layer(x, cos1, sin1, caches[0].layers[0], rows, lengths)  # one token: the step
+    want = rlayer(x, cos1, sin1, caches[1].layers[0], rows, lengths)
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (got - want).abs().max()
     for kv in range(2):
-        assert torch.allclose(caches[0].layers[0][kv][:, :, :t + 1], caches[1].layers[0][kv][:, :, :t + 1],
-                              rtol=1e-4, atol=1e-5)
+        for r, n in enumerate(lengths.tolist()):
+            assert torch.allclose(caches[0].layers[0][kv][r, :, :n + 1],
+                                  caches[1].layers[0][kv][r, :, :n + 1], rtol=1e-4, atol=1e-5)
 
 
 @needs_avx512

@@ -28,7 +28,10 @@ MAX_MEAN_CER = 0.10
 sys.path.insert(0, str(ROOT / "tools"))
 from eval_demo import cer_counts  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not (DEMO / "model.pt").is_file(), reason="no models/demo/model.pt")
+from tests._fixtures import missing  # noqa: E402
+
+if not (DEMO / "model.pt").is_file():
+    missing(f"no demo checkpoint: {DEMO / 'model.pt'} is missing", module_level=True)
 
 
 def examples() -> list[dict]:
@@ -74,7 +77,8 @@ def test_cli_transcribes_every_example(itn):
 
 
 def test_app_transcribes_every_example(tmp_path):
-    requests = pytest.importorskip("requests")
+    import requests
+
     from tests._app_server import start_app
 
     app = start_app(str(DEMO), tmp_path, "--max-new-tokens", "96")

@@ -76,10 +76,16 @@ def test_input_kinds_agree(asr, speech_dir):
 def test_result_fields_and_no_fake_timestamps(asr, speech_dir):
     r = asr.transcribe(str(speech_dir / GOOD[0]), language="English", itn=False,
                        max_new_tokens=5)[0]
-    assert r["language"] == "英文" and r["finish_reason"] in ("stop", "length")
+    assert (r["language"], r["language_name"]) == ("en", "English")
+    assert r["finish_reason"] in ("stop", "length", "repetition")
     assert r["num_tokens"] <= 5
     assert "timestamps" not in r  # this checkpoint has no CTC weights
     assert asr.describe()["ctc"] is False
+    auto = asr.transcribe(str(speech_dir / GOOD[0]), max_new_tokens=2)[0]
+    assert (auto["language"], auto["language_name"]) == ("auto", "automatic")   # never a guess
+    for spelling in ("yue", "Cantonese", "粵語", "粤语", "zh-HK"):
+        r = asr.transcribe(str(speech_dir / GOOD[0]), language=spelling, max_new_tokens=2)[0]
+        assert (r["language"], r["language_name"]) == ("yue", "Cantonese"), spelling
     with pytest.raises(ValueError, match="unknown language"):
         asr.transcribe(str(speech_dir / GOOD[0]), language="Klingon")
 
@@ -137,6 +143,24 @@ def test_missing_and_misshaped_tensors_are_named(tiny_model_dir, tmp_path):
     assert "audio_adaptor.linear1.bias" in str(e.value)
 
 
+def test_model_pt_in_the_old_non_zip_format_loads(asr, tiny_model_dir, speech_dir, tmp_path):
+    """torch.save's pre-1.6 format (not a zip, cannot be memory-mapped; funasr reads it) loads
+    and gives the text of the zip file it was converted from."""
+    import shutil
+    import zipfile
+
+    import torch
+    old = tmp_path / "old"
+    shutil.copytree(tiny_model_dir, old)
+    ckpt = torch.load(old / "model.pt", weights_only=True)
+    torch.save(ckpt, old / "model.pt", _use_new_zipfile_serialization=False)
+    assert not zipfile.is_zipfile(old / "model.pt")
+    clip = str(speech_dir / GOOD[0])
+    want = asr.transcribe(clip, max_new_tokens=8)[0]
+    got = FunASRNano.from_pretrained(str(old), device="cpu").transcribe(clip, max_new_tokens=8)[0]
+    assert got["error"] is None and got["text"] == want["text"]
+
+
 def test_missing_model_files_are_listed(tiny_model_dir, tmp_path):
     import shutil
     part = tmp_path / "partial"
@@ -171,6 +195,7 @@ def test_cli_json_lines_and_exit_status(tiny_model_dir, speech_dir, bad_files):
     assert [x["key"] for x in lines] == ["funasr_sample", "notes", "whisper_jfk"]
     assert lines[0]["error"] is None and lines[0]["text"] and lines[0]["file"] == good[0]
     assert lines[1]["error"] and "notes" in proc.stderr
+    assert all((x["language"], x["language_name"]) == ("en", "English") for x in lines)
     ok = _cli("--model", str(tiny_model_dir), "--max-new-tokens", "4", "--format", "srt", good[0])
     assert ok.returncode == 0 and "00:00:00,000 -->" in ok.stdout
 

@@ -10,7 +10,7 @@ import torch
 from engine.kernels import int8
 from engine.kernels import avx512_kernels
 from engine.kernels.packed import PackedLinear
-from engine.decoding import greedy_generate
+from engine.batching import greedy_generate
 from engine.kernels.exact_argmax import ExactArgmax
 from engine.qwen3 import KVCache
 
@@ -130,12 +130,11 @@ def test_fp32_and_bf16_modes_pick_through_the_screen():
         llm.pack_for_cpu(mode)
         assert isinstance(llm.lm_head, PackedLinear) and llm.exact_argmax is not None
         x = torch.randn(3, 7, cfg.hidden_size)
-        pos = torch.arange(7)[None].expand(3, 7)
-        mask = torch.ones(7, 7, dtype=torch.bool).tril()
+        lengths = torch.tensor([7, 4, 6])
         cache = KVCache(cfg, 3, 16, torch.float32, "cpu")
-        logits = llm(x, pos, cache, 0, mask)
+        logits = llm(x, lengths, cache)
         cache = KVCache(cfg, 3, 16, torch.float32, "cpu")
-        assert torch.equal(llm.next_tokens(x, pos, cache, 0, mask), logits.argmax(-1))
+        assert torch.equal(llm.pick(llm.prefill(x, lengths, cache)), logits.argmax(-1))
 
 
 @torch.inference_mode()

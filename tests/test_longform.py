@@ -19,22 +19,17 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.audio import vad  # noqa: E402
 from engine.audio import load_audio, stream_audio  # noqa: E402
-from engine.longform import collapse_repeats, looks_looping, transcribe_long  # noqa: E402
+from engine.longform import transcribe_long  # noqa: E402
+from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.longform.subtitles import (join_texts, shape_cues, to_json, to_srt, to_tsv,  # noqa: E402
                               to_txt, to_vtt)
 
 SR = 16000
-SPEECH = Path("/work/shared/data/speech")
-for cand in (Path(os.environ.get("SPEECH_DATA", "")),
-             Path(__file__).resolve().parents[2] / "shared/data/speech"):
-    if (cand / "manifest.tsv").is_file():
-        SPEECH = cand
-pytestmark = pytest.mark.skipif(not (SPEECH / "manifest.tsv").exists(), reason="no speech clips")
 
 
-def clip_paths():
-    with open(SPEECH / "manifest.tsv", encoding="utf-8") as f:
-        return [SPEECH / row["path"] for row in csv.DictReader(f, delimiter="\t")]
+def clip_paths(speech):
+    with open(speech / "manifest.tsv", encoding="utf-8") as f:
+        return [speech / row["path"] for row in csv.DictReader(f, delimiter="\t")]
 
 
 def build_recording(clips, seconds, gap_range, seed=0, noise=3e-4):
@@ -59,8 +54,8 @@ def frame_rms(x):
 
 
 @pytest.fixture(scope="module")
-def clips():
-    return [load_audio(p) for p in clip_paths()]
+def clips(speech_dir):
+    return [load_audio(p) for p in clip_paths(speech_dir)]
 
 
 @pytest.fixture(scope="module")
@@ -191,8 +186,9 @@ class FakeModel:
     """Test double for FunASRNano.transcribe: the text says how long the input was; inputs longer
     than ``loop_above`` seconds loop, longer than ``length_above`` hit the token limit."""
 
-    def __init__(self, loop_above=1e9, length_above=1e9):
+    def __init__(self, loop_above=1e9, length_above=1e9, cut_above=1e9):
         self.loop_above, self.length_above = loop_above, length_above
+        self.cut_above = cut_above   # the engine's guard stopped a loop (finish "repetition")
         self.calls = []
 
     def transcribe(self, inputs, language=None, itn=True, hotwords=(), batch_size=8,
@@ -202,7 +198,9 @@ class FakeModel:
         for audio, sr in inputs:
             assert sr == SR and audio.dtype == np.float32 and audio.ndim == 1
             d = len(audio) / sr
-            if d > self.length_above:
+            if d > self.cut_above:
+                out.append({"text": "we will", "finish_reason": "repetition", "error": None})
+            elif d > self.length_above:
                 out.append({"text": "好的" * 256, "finish_reason": "length", "error": None})
             elif d > self.loop_above:
                 out.append({"text": "we will " * 30, "finish_reason": "stop", "error": None})
@@ -240,6 +238,18 @@ def test_repetition_guard_redecodes_in_halves(clips):
     decoded = sum(s["end"] - s["start"] for s in segs)
     assert sum(b - a for a, b in spans) == pytest.approx(decoded, abs=0.01)
     assert len(model.calls) >= 2                                   # a second pass for the halves
+
+
+def test_segments_the_engine_cut_for_looping_are_redecoded_in_halves(clips):
+    audio, _ = build_recording(clips, 60, (0.15, 0.15), seed=2)
+    model = FakeModel(cut_above=12.0)
+    res = transcribe_long(model, (audio, SR), max_segment_s=30.0)
+    assert res["segments"] and not any(s.get("flag") for s in res["segments"])
+    assert all(s["end"] - s["start"] <= 12.0 + 1e-3 for s in res["segments"])
+    assert len(model.calls) >= 2
+    res = transcribe_long(FakeModel(cut_above=0.0), (audio, SR))
+    assert all(s.get("flag") == "repetition" for s in res["segments"])
+    assert (res["language"], res["language_name"]) == ("auto", "automatic")
 
 
 def test_repetition_guard_flags_what_it_cannot_fix(clips):

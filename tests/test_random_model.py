@@ -9,10 +9,11 @@ import pytest
 import torch
 import yaml
 
+from tests._fixtures import require_funasr
 from tools import make_random_model as mrm
 from tools.fetch_assets import SPECIAL_IDS
 
-pytest.importorskip("funasr")
+require_funasr(module_level=True)
 
 ZH = "zh/funasr_sample.wav"
 EN = "en/lhotse_ljspeech_LJ002-0020.wav"
@@ -122,11 +123,17 @@ def test_ctc_model_keeps_its_ctc_branch(tiny_ctc_model_dir, speech_dir):
     logp = reference_ctc_logprobs(auto, enc)
     assert logp.shape == (enc.shape[0], mrm.ctc_vocab_size())
     assert torch.allclose(logp.exp().sum(-1), torch.ones(enc.shape[0]), atol=1e-4)
-    # The reference's CTC timestamps use torchaudio's forced_align; without torchaudio its
-    # generate() raises ImportError for any model with CTC weights.
-    pytest.importorskip("torchaudio")
-    res = reference_transcribe(auto, [speech_dir / ZH], max_length=16)[0]
-    assert "timestamps" in res and "ctc_text" in res
+    # The reference's CTC timestamps use torchaudio's forced_align. The PyPI torchaudio wheel
+    # does not load with torch 2.13, and without it generate() raises for any model with CTC
+    # weights (the README's finding; our engine aligns with its own Viterbi, test_engine).
+    try:
+        import torchaudio  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="torchaudio"):
+            reference_transcribe(auto, [speech_dir / ZH], max_length=16)
+    else:
+        res = reference_transcribe(auto, [speech_dir / ZH], max_length=16)[0]
+        assert "timestamps" in res and "ctc_text" in res
 
 
 def test_reference_ignores_a_reregistered_class(tiny_model_dir):

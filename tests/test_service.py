@@ -13,13 +13,16 @@ from _app_server import (MAX_NEW_TOKENS, PYTHON, ROOT, app_model_dir,  # noqa: E
 SCRIPT = str(ROOT / "scripts" / "service.sh")
 
 
-def service(tmp_path, *args, timeout=180):
+def service(tmp_path, *args, timeout=180, env=None):
+    """scripts/service.sh with its files under tmp_path; ``env`` adds or overrides variables."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("FUNASR_NANO_", "GRADIO_SERVER_"))}
     env.update(PID_FILE=str(tmp_path / "run" / "app.pid"),
                LOG_FILE=str(tmp_path / "logs" / "app.log"),
                PYTHON=PYTHON, FUNASR_NANO_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False",
                STOP_TIMEOUT="20")
+    env.update(extra)
     return subprocess.run(["bash", SCRIPT, *args], env=env, capture_output=True, text=True,
                           timeout=timeout)
 

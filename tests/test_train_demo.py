@@ -12,9 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests._fixtures import missing
+
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+if shutil.which("espeak-ng") is None:   # Debian's espeak-ng speaks the training data
+    missing("espeak-ng is not installed (apt-get install espeak-ng)", module_level=True)
 
 
 def _run(*args: str) -> str:

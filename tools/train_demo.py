@@ -42,7 +42,6 @@ from engine.adaptor import low_frame_rate_length  # noqa: E402
 from engine.frontend import Frontend  # noqa: E402
 from engine.languages import LANGUAGES  # noqa: E402
 from engine.prompt import instruction, chatml_pieces, SYSTEM_PROMPT  # noqa: E402
-from engine.qwen3 import KVCache  # noqa: E402
 
 from demo_tokenizer import build_tokenizer, padded_vocab_size  # noqa: E402
 
@@ -300,16 +299,9 @@ def forward_loss(model, feats, lengths, items, ctc_head=None, tied_blank=None):
         labels.append(lab)
     x = torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True)  # right padding: causal = no leak
     labels = torch.nn.utils.rnn.pad_sequence(labels, batch_first=True, padding_value=-100)
-    b, t, _ = x.shape
-    positions = torch.arange(t)[None].expand(b, t)
-    mask = torch.ones(t, t, dtype=torch.bool).tril()[None, None]
-    cache = KVCache(model.llm.config, b, t, x.dtype, x.device)
-    # logits only where a label is predicted: run the layers, then the head on those rows
-    cos, sin = model.llm.rope(positions, x.dtype)
-    h = x
-    for layer, layer_cache in zip(model.llm.model.layers, cache.layers):
-        h = layer(h, cos, sin, layer_cache, 0, mask)
-    h = model.llm.model.norm(h)
+    # logits only where a label is predicted: the final-normed states, then the head on those
+    # rows (no KV cache: nothing is decoded after this pass)
+    h = model.llm.prefill(x, last_only=False)
     tgt = labels[:, 1:]
     sel = tgt != -100
     logits = model.llm.lm_head(h[:, :-1][sel])
@@ -331,7 +323,7 @@ def cer(ref: str, hyp: str, lang: str) -> tuple[int, int]:
 @torch.no_grad()
 def quick_eval(model, recs, feats, offsets, batcher, n_per_lang: int = 2) -> float:
     """Greedy CER on a few held-out utterances per language (language given, ITN on)."""
-    from engine.decoding import greedy_generate
+    from engine.batching import greedy_generate
     model.eval()
     by_lang = {}
     for i, r in enumerate(recs):

@@ -1,4 +1,4 @@
 """Audio in: any file, bytes or array -> 16 kHz mono float32 (decode.py), and speech regions
 found by silero-vad (vad.py)."""
-from .decode import (SAMPLE_RATE, AudioError, load_audio, probe_duration, resample,  # noqa: F401
-                     stream_audio)
+from .decode import (SAMPLE_RATE, AudioError, AudioTooLong, load_audio,  # noqa: F401
+                     probe_duration, resample, stream_audio)

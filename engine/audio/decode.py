@@ -14,6 +14,12 @@ libsndfile's mp3 decoder silently stops at a damaged frame and its flac decoder 
 truncated file, whereas FFmpeg skips the bad packet and goes on. So when libsndfile fails, or
 returns clearly fewer frames than its header announced, the rest is decoded with PyAV. An MP3
 has no reliable length header, so its truncation is found by walking its frame headers.
+
+Limits: a header may lie about the length, or say nothing (a FLAC may leave it unset, Ogg and
+MP3 streams have none), so ``max_seconds`` is a running budget checked while decoding: the
+decoders stop as soon as the audio decoded so far passes it (``AudioTooLong``), whatever the
+container claims. Blocks are capped in samples as well as in seconds, so a header claiming a huge
+rate or channel count cannot make one read allocate more than ``_MAX_BLOCK_SAMPLES`` floats.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 _NATIVE_BLOCK_S = 30.0       # decode granularity for files; bounds memory when streaming
+_MAX_BLOCK_SAMPLES = 1 << 22  # ... and at most this many samples (all channels) per block: 16 MB
 _MAX_BAD_PACKETS = 1000      # give up on a file that is mostly garbage
+MIN_RATE, MAX_RATE = 1000, 768000   # sample rates outside this are header damage, not audio
 
 
 class AudioError(ValueError):
@@ -42,6 +50,19 @@ class AudioError(ValueError):
     def __init__(self, name: str, reason: str | None = None):
         self.name, self.reason = (name, reason) if reason is not None else (None, name)
         super().__init__(f"{name}: {reason}" if reason is not None else name)
+
+
+class AudioTooLong(AudioError):
+    """Decoding passed the caller's ``max_seconds``; ``limit_seconds`` is that budget."""
+
+    def __init__(self, name: str, limit_seconds: float):
+        self.limit_seconds = limit_seconds
+        super().__init__(name, f"audio is longer than {_minutes(limit_seconds)}, the most "
+                         "accepted here (decoding stopped there)")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"
 
 
 # --------------------------------------------------------------------------- resampling
@@ -279,18 +300,21 @@ def _native_blocks(source, name: str, strict: bool = True) -> Iterator[tuple[np.
     if f is not None:
         with f:
             rate, expected = f.samplerate, f.frames
+            if not 0 < expected < 2**62:
+                expected = None   # libsndfile's "unknown" (a FLAC may leave its length unset)
+            _check_rate(rate, name)
             if f.seekable():
                 # As sf.read() does. Without this seek libsndfile 1.2.2 keeps the Opus pre-skip
                 # of some Ogg Opus files (FFmpeg-written, 48 kHz): audio 6.5 ms late.
                 f.seek(0)
             try:
                 # Not f.blocks(): after a short read (a damaged mp3) it yields stale buffer data.
-                n = int(_NATIVE_BLOCK_S * rate)
+                n = _block_samples(rate, f.channels)
                 while len(block := f.read(n, dtype="float32", always_2d=True)):
                     yield block.mean(axis=1, dtype=np.float32), rate
                     done += len(block)
                 # mp3 frame counts are estimates: only a clear shortfall means damage.
-                if done >= expected - max(0.01 * expected, 0.1 * rate):
+                if expected is None or done >= expected - max(0.01 * expected, 0.1 * rate):
                     if done == 0:
                         raise AudioError(name, "no audio samples")
                     if _is_mp3(source) and _mp3_truncated(source):
@@ -309,6 +333,8 @@ def _native_blocks(source, name: str, strict: bool = True) -> Iterator[tuple[np.
         mp3 = _is_mp3(source)
         if mp3 and got == 0 and not _mp3_truncated(source):
             return  # an intact VBR mp3 whose frame count libsndfile over-estimated
+        if expected is None:
+            return  # no length to fall short of (PyAV reports damaged packets itself)
         _damaged(name, f"{'truncated MP3 file' if mp3 else 'truncated or corrupt file'}: "
                  f"decoded {(done + got) / rate:.2f} s of the {expected / rate:.2f} s announced",
                  strict)
@@ -344,7 +370,7 @@ def _pyav_blocks(source, name: str, skip: int = 0, need_rate: int | None = None,
                         break
                     continue
                 for frame in frames:
-                    rate = rate or frame.sample_rate
+                    rate = rate or _check_rate(frame.sample_rate, name)
                     mono = _frame_to_mono(frame)
                     if frame.sample_rate != rate:
                         # A rate change mid-stream (joined files, or garbage that parsed as a
@@ -356,7 +382,7 @@ def _pyav_blocks(source, name: str, skip: int = 0, need_rate: int | None = None,
                     mono, skip = mono[skip:], 0
                     pending.append(mono)
                     n_pending += len(mono)
-                    if n_pending >= _NATIVE_BLOCK_S * rate:
+                    if n_pending >= _block_samples(rate):
                         yield np.concatenate(pending), rate
                         total += n_pending
                         pending, n_pending = [], 0
@@ -374,6 +400,32 @@ def _pyav_blocks(source, name: str, skip: int = 0, need_rate: int | None = None,
     elif announced and need_rate is None and total / rate < 0.95 * announced - 0.1:
         _damaged(name, f"truncated file: decoded {total / rate:.2f} s of the {announced:.2f} s "
                  "the header announces", strict)
+
+
+def _check_rate(rate: int, name: str) -> int:
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(name, f"unsupported sample rate {rate} Hz (damaged header?)")
+    return rate
+
+
+def _block_samples(rate: int, channels: int = 1) -> int:
+    """Frames per decoded block: ``_NATIVE_BLOCK_S`` of audio, capped in samples."""
+    return max(1, min(int(_NATIVE_BLOCK_S * rate), _MAX_BLOCK_SAMPLES // max(1, channels)))
+
+
+def _checked_blocks(source, name: str, strict: bool, max_seconds: float | None
+                    ) -> Iterator[tuple[np.ndarray, int]]:
+    """``_native_blocks`` with the running length budget and the finiteness check applied
+    to every block before anyone sees it."""
+    n, rate0 = 0, None
+    for block, rate in _native_blocks(source, name, strict):
+        if not np.isfinite(block).all():
+            raise AudioError(name, "audio contains NaN or infinite samples")
+        n += len(block)
+        rate0 = rate0 or rate
+        if max_seconds is not None and n / rate0 > max_seconds:
+            raise AudioTooLong(name, max_seconds)
+        yield block, rate
 
 
 _INT_SCALE = {"s16": 32768.0, "s32": 2147483648.0, "s64": 9.223372036854775808e18}
@@ -395,29 +447,34 @@ def _frame_to_mono(frame) -> np.ndarray:
 # --------------------------------------------------------------------------- public API
 
 def load_audio(src, sr: int = SAMPLE_RATE, name: str | None = None,
-               allow_damaged: bool = False) -> np.ndarray:
+               allow_damaged: bool = False, max_seconds: float | None = None) -> np.ndarray:
     """Decode ``src`` to mono float32 at ``sr`` Hz.
 
     ``src``: a path (str/Path), bytes, a binary file object, an ``(array, sample_rate)`` tuple, or
     a 1-D/2-D numpy array / torch tensor already at ``sr`` (2-D: the shorter axis is channels).
     Integer arrays are scaled (int16 / 32768 etc.). Raises ``AudioError`` naming ``name`` (or the
-    path) and the reason; a truncated or corrupt file too, unless ``allow_damaged``.
+    path) and the reason; a truncated or corrupt file too, unless ``allow_damaged``; and
+    ``AudioTooLong`` as soon as more than ``max_seconds`` have been decoded.
     """
     arr = _array_input(src, sr, name)
     if arr is not None:
+        if max_seconds is not None and len(arr) / sr > max_seconds:
+            raise AudioTooLong(name or "<array>", max_seconds)
         return arr
     source, name = _source(src, name)
     blocks, rate = [], None
-    for block, rate in _native_blocks(source, name, strict=not allow_damaged):
+    for block, rate in _checked_blocks(source, name, not allow_damaged, max_seconds):
         blocks.append(block)
     audio = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
     return resample(audio, rate, sr)
 
 
 def stream_audio(src, block_seconds: float = 30.0, sr: int = SAMPLE_RATE,
-                 name: str | None = None, allow_damaged: bool = False) -> Iterator[np.ndarray]:
+                 name: str | None = None, allow_damaged: bool = False,
+                 max_seconds: float | None = None) -> Iterator[np.ndarray]:
     """Yield consecutive mono float32 blocks at ``sr`` Hz, each ``block_seconds`` long (the last
-    may be shorter), without holding the whole file in memory.
+    may be shorter), without holding the whole file in memory; ``AudioTooLong`` as soon as more
+    than ``max_seconds`` have been decoded.
 
     The concatenation equals ``load_audio(src, sr)`` exactly: soxr's streaming resampler gives
     the same samples as the one-shot call, and the final length is fixed the same way.
@@ -425,13 +482,15 @@ def stream_audio(src, block_seconds: float = 30.0, sr: int = SAMPLE_RATE,
     block = max(1, int(round(block_seconds * sr)))
     arr = _array_input(src, sr, name)
     if arr is not None:
+        if max_seconds is not None and len(arr) / sr > max_seconds:
+            raise AudioTooLong(name or "<array>", max_seconds)
         for i in range(0, len(arr), block):
             yield arr[i:i + block]
         return
     source, name = _source(src, name)
     out = _Rechunker(block)
     resampler, rate, n_in = None, None, 0
-    for chunk, rate in _native_blocks(source, name, strict=not allow_damaged):
+    for chunk, rate in _checked_blocks(source, name, not allow_damaged, max_seconds):
         if resampler is None and rate != sr:
             resampler = soxr.ResampleStream(rate, sr, 1, dtype="float32", quality="HQ")
         n_in += len(chunk)
@@ -465,9 +524,12 @@ class _Rechunker:
             yield rest[i:i + self.block]
 
 
-def probe_duration(src, sr: int = SAMPLE_RATE, name: str | None = None) -> float:
+def probe_duration(src, sr: int = SAMPLE_RATE, name: str | None = None,
+                   max_seconds: float | None = None) -> float:
     """Duration in seconds, from the header where there is one (cheap; for mp3 and other lossy
-    formats an estimate), else by decoding. In-memory arrays are taken to be at ``sr``."""
+    formats an estimate; a damaged or hostile header may lie, see ``max_seconds`` in
+    ``load_audio``), else by decoding, which stops once past ``max_seconds`` and returns the
+    length decoded by then. In-memory arrays are taken to be at ``sr``."""
     if isinstance(src, tuple) and len(src) == 2 and _as_array(src[0]) is not None:
         _array_input((src[0][:1], src[1]), sr, name)   # validates the rate
         return len(_to_mono_float(_as_array(src[0]), name or "<array>")) / float(src[1])
@@ -498,4 +560,6 @@ def probe_duration(src, sr: int = SAMPLE_RATE, name: str | None = None) -> float
     n, rate = 0, 1
     for block, rate in _native_blocks(source, name):
         n += len(block)
+        if max_seconds is not None and n / rate > max_seconds:
+            break   # closes the decoder; the caller sees a length over its limit
     return n / rate

@@ -7,8 +7,8 @@ MLP block in one call each, q/k/v and gate/up each taken as one matrix (in parts
 are not copied into one), for up to ``MAX_ROWS[kind]`` batch rows (more rows are compute-bound:
 the layer's own modules take them).
 
-* int8 mode (CPUs with VNNI): built from the layer's DynamicInt8Linears (the same int8 weights
-  fbgemm holds for prefill: a second int8 copy of the decoder, ~0.45 GB at full size).
+* int8 mode (CPUs with VNNI): the layer's DynamicInt8Linears' own int8 tensors (memory-mapped
+  from engine.kernels.prepared's cache; fbgemm packs its own copy for prefill).
 * fp32 / bf16 modes with bf16-stored weights: the layer's PackedLinears' own tensors (for the
   official checkpoint, the memory-mapped ones from model.pt), nothing copied.
 """
@@ -17,10 +17,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .int8 import MAX_ROWS, DynamicInt8Linear, q8_weight
+from .int8 import MAX_ROWS, DynamicInt8Linear
 from .packed import PackedLinear
 
-_NO_MASK = torch.empty(0, dtype=torch.bool)
 _ATTN = ("q_proj", "k_proj", "v_proj")
 _MLP = ("gate_proj", "up_proj")
 
@@ -28,12 +27,12 @@ _MLP = ("gate_proj", "up_proj")
 def _int8_parts(linears) -> tuple[list[torch.Tensor], ...]:
     """(weights, scales, sums): one list each, a matrix per Linear (the kernel treats them as
     one stacked matrix without copying them into one)."""
-    parts = [q8_weight(*lin.int8_weight()) for lin in linears]
+    parts = [lin.q8_tensors() for lin in linears]
     return tuple(list(t) for t in zip(*parts))
 
 
 def _int8_one(lin) -> tuple[torch.Tensor, ...]:
-    return q8_weight(*lin.int8_weight())
+    return lin.q8_tensors()
 
 
 def _bf16_parts(linears) -> tuple[list[torch.Tensor]]:
@@ -62,11 +61,12 @@ class DecodeStep:
         self.norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
         self._attention, self._mlp = attention, mlp_fn
 
-    def __call__(self, x, cos, sin, cache, start: int, mask):
+    def __call__(self, x, cos, sin, cache, rows: torch.Tensor, pos: torch.Tensor):
+        """One token per batch row: row b's k and v go into column pos[b] of cache row rows[b]
+        (int64 tensors), attending over that row's columns 0..pos[b]."""
         n1, n2, qn, kn = self.norms
         x = self._attention(x.contiguous(), n1.weight, n1.eps, *self.qkv, qn.weight, kn.weight,
-                            cos.contiguous(), sin.contiguous(), *cache, start,
-                            _NO_MASK if mask is None else mask, *self.o)
+                            cos.contiguous(), sin.contiguous(), *cache, rows, pos, *self.o)
         return self._mlp(x, n2.weight, n2.eps, *self.gate_up, *self.down)
 
 

@@ -14,9 +14,10 @@ module conversion or fp32 copy of the model is needed.
 Decode steps (a few rows) go another way on CPUs with AVX-512 VNNI: fbgemm's per-call cost
 (~25 us even for a 1024 x 1024 matrix) puts a decode step at twice the time its weight bytes
 need. There each decoder layer gets an int8 ``DecodeStep`` (engine.kernels.decode_step: the attention
-block and the MLP block in one call each) and the lm_head a copy for the same kernel. Same int8
-weights; activations are quantised per row instead of per tensor. The price is a second int8
-copy of the decoder (~0.6 GB at full size), kept for fbgemm's prefill.
+block and the MLP block in one call each) and the lm_head the same kernel. Same int8 weights
+(the plain int8 tensors, memory-mapped from engine.kernels.prepared's cache, next to fbgemm's
+packed copy for prefill); activations are quantised per row instead of per tensor. The lm_head
+is packed for fbgemm only when a batch of more than 16 rows first needs it.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import warnings
 import torch
 from torch import nn
 
-from .build import avx512_kernels, kernels
+from .loader import avx512_kernels
 from .packed import int8_row_scales
 
 # Decode batches up to this many rows take the step; more rows go through the layer's modules.
@@ -43,9 +44,9 @@ def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]
     return w8, scale.float().contiguous(), w8.sum(1, dtype=torch.int32)
 
 
-def vnni_kernels():
-    """The compiled kernels when this CPU has AVX-512 VNNI, else None."""
-    return avx512_kernels(need_vnni=True)
+def vnni_kernels(module=False):
+    """``module`` (default: the compiled kernels) when this CPU has AVX-512 VNNI, else None."""
+    return avx512_kernels(need_vnni=True, module=module)
 
 
 def available() -> bool:
@@ -62,42 +63,64 @@ def one_row_kernel_helps() -> bool:
     return torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
+def quantize_weight(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight (N, K), float64 scale per row): symmetric, the row's largest |w| -> 127, as
+    fbgemm's per-channel quantisation rounds it. What engine.kernels.prepared caches."""
+    w = weight.detach().float()
+    scale = int8_row_scales(w)
+    with warnings.catch_warnings():  # quantized-tensor constructors warn of their future
+        warnings.simplefilter("ignore")
+        qw = torch.quantize_per_channel(w, scale.double(), torch.zeros(len(scale), dtype=torch.long),
+                                        0, torch.qint8)
+    return qw.int_repr(), qw.q_per_channel_scales()
+
+
 class DynamicInt8Linear(nn.Module):
     """A Linear with int8 weights (per output row) and dynamically quantised int8 inputs;
-    fp32 in, fp32 out, any leading dimensions."""
+    fp32 in, fp32 out, any leading dimensions.
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 one_row_kernel: bool = False, q8=None):
+    Built from the int8 weight and its float64 row scales (``quantize_weight``, or the
+    memory-mapped copy engine.kernels.prepared keeps): fbgemm packs its own copy for many rows;
+    the kernels' few-row and one-row paths and the decode steps read these very tensors."""
+
+    def __init__(self, w8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
+                 one_row=None, q8=None, sums: torch.Tensor | None = None):
         super().__init__()
-        self.out_features, self.in_features = weight.shape
-        w = weight.detach().float()
-        scale = int8_row_scales(w)
-        with warnings.catch_warnings():  # quantized-tensor constructors warn of their future
-            warnings.simplefilter("ignore")
-            qw = torch.quantize_per_channel(w, scale.double(), torch.zeros(len(scale), dtype=torch.long),
-                                            0, torch.qint8)
-        self._packed = torch.ops.quantized.linear_prepack(
-            qw, None if bias is None else bias.detach().float())
+        self.out_features, self.in_features = w8.shape
         self.has_bias = bias is not None
+        self._bias = None if bias is None else bias.detach().float().contiguous()
+        self._w8, self._scale = w8, scale
+        self._scale32 = scale.float().contiguous()
+        self._sums = sums
+        self._packed = None
+        if q8 is None:  # a Linear with the few-row path packs for fbgemm only if ever needed
+            self._pack()
         # One row (decoding a single sequence) is bandwidth-bound, and fbgemm's per-call
         # activation quantisation and packing cost more than they save there: such calls go
-        # through the weight-only int8 kernel (same int8 weights, unquantised input; costs a
-        # second int8 copy of the weight).
+        # through the weight-only int8 kernel (same int8 weights, unquantised input).
         self._one_row = None
-        if one_row_kernel:
-            k = kernels()
-            if k is not None:
-                w8 = qw.int_repr().contiguous()
-                s8 = qw.q_per_channel_scales().float().contiguous()
-                b8 = None if bias is None else bias.detach().float()
-                self._one_row = (lambda x2: k.linear_int8(x2, w8, s8)) if b8 is None else (
-                    lambda x2: k.linear_int8(x2, w8, s8) + b8)
+        if one_row is not None:  # the compiled kernels
+            k, w, s, b = one_row, w8.contiguous(), self._scale32, self._bias
+            self._one_row = (lambda x2: k.linear_int8(x2, w, s)) if b is None else (
+                lambda x2: k.linear_int8(x2, w, s) + b)
         # Up to MAX_ROWS["int8"] rows through the VNNI kernel (q8: csrc/avx512.cpp's q8_linear)
         self._few_rows = None
         if q8 is not None:
-            qt = q8_weight(qw.int_repr(), qw.q_per_channel_scales())
-            b = torch.empty(0) if bias is None else bias.detach().float().contiguous()
+            qt = self.q8_tensors()
+            b = torch.empty(0) if bias is None else self._bias
             self._few_rows = lambda x2: q8.q8_linear(x2, *qt, b)
+
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw):
+        return cls(*quantize_weight(weight), bias, **kw)
+
+    def _pack(self):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qw = torch._make_per_channel_quantized_tensor(
+                self._w8, self._scale, torch.zeros(self.out_features, dtype=torch.long), 0)
+        self._packed = torch.ops.quantized.linear_prepack(qw, self._bias)
+        return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
@@ -111,36 +134,51 @@ class DynamicInt8Linear(nn.Module):
         else:
             # reduce_range: 7-bit activations, so that AVX2's int16 pair sums (no VNNI) never
             # saturate
-            y = torch.ops.quantized.linear_dynamic(x2.contiguous(), self._packed, True)
+            packed = self._pack() if self._packed is None else self._packed
+            y = torch.ops.quantized.linear_dynamic(x2.contiguous(), packed, True)
         return y.view(*shape[:-1], self.out_features)
 
     def int8_weight(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(int8 weight (N, K), fp32 scale per row): a copy of what fbgemm holds."""
-        w, _ = torch.ops.quantized.linear_unpack(self._packed)
-        return w.int_repr().contiguous(), w.q_per_channel_scales().float()
+        """(int8 weight (N, K), fp32 scale per row): the tensors fbgemm packed."""
+        return self._w8, self._scale32
+
+    def q8_tensors(self) -> tuple[torch.Tensor, ...]:
+        """(int8 weight, fp32 scales, int32 row sums) for the VNNI kernels."""
+        if self._sums is None:
+            self._sums = q8_weight(self._w8, self._scale32)[2]
+        return self._w8.contiguous(), self._scale32, self._sums
 
     def dequantized(self) -> torch.Tensor:
         """The fp32 weight the int8 one stands for (for tests)."""
-        w, _ = torch.ops.quantized.linear_unpack(self._packed)
-        return w.dequantize()
+        return self._w8.float() * self._scale32[:, None]
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
-        # the packed weight is an opaque fbgemm object: show its int8 tensor (and bias) instead,
-        # so that state_dict() tells what is held (the benchmark counts bytes from it)
-        w, b = torch.ops.quantized.linear_unpack(self._packed)
-        destination[prefix + "weight"] = w
-        if b is not None:
-            destination[prefix + "bias"] = b
+        # show the int8 tensor (and bias) held, so that state_dict() tells what is read (the
+        # benchmark counts bytes from it)
+        destination[prefix + "weight"] = self._w8
+        if self._bias is not None:
+            destination[prefix + "bias"] = self._bias
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, bias={self.has_bias}, int8 dynamic"
 
 
-def quantize_linears(module: nn.Module, one_row_kernel: bool = False, q8=None) -> None:
+def quantize_linears(module: nn.Module, one_row=None, q8=None, prepared=None,
+                     prefix: str = "") -> None:
     """Replace every nn.Linear under ``module`` by a DynamicInt8Linear (in place). Tied weights
     are quantised per use: the lm_head gets its own int8 copy while the embedding lookup keeps
-    the original table. ``q8`` (the VNNI kernels) gives each Linear a copy for few-row calls."""
-    for parent in list(module.modules()):
+    the original table. ``one_row`` (the kernels) sends one-row calls through the weight-only
+    kernel; ``q8`` (the VNNI kernels) gives each Linear a few-row path. ``prepared`` maps
+    ``prefix + name`` + ".w8" / ".scale" / ".sum" to the int8 tensors (engine.kernels.prepared);
+    a Linear it lacks is quantised here."""
+    prepared = prepared or {}
+    for mod_name, parent in list(module.named_modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, DynamicInt8Linear(child.weight, child.bias, one_row_kernel, q8))
+                full = prefix + (f"{mod_name}.{name}" if mod_name else name)
+                if full + ".w8" in prepared:
+                    w8, scale = prepared[full + ".w8"], prepared[full + ".scale"]
+                else:
+                    w8, scale = quantize_weight(child.weight)
+                setattr(parent, name, DynamicInt8Linear(w8, scale, child.bias, one_row, q8,
+                                                        prepared.get(full + ".sum")))

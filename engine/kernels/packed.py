@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .build import avx512_kernels, kernels
+from . import loader
+from .loader import avx512_kernels
 
 
 def int8_row_scales(w: torch.Tensor) -> torch.Tensor:
@@ -27,8 +28,10 @@ class PackedLinear(torch.nn.Module):
 
     MAX_KERNEL_ROWS = 32
 
-    def __init__(self, weight: torch.Tensor, mode: str):
+    def __init__(self, weight: torch.Tensor, mode: str, kernels=False):
         super().__init__()
+        # the compiled extension (default: engine.kernels.kernels()) or None for PyTorch only
+        self._k = loader.kernels() if kernels is False else kernels
         self.out_features, self.in_features = weight.shape
         if mode == "int8":
             w = weight.float()
@@ -53,13 +56,13 @@ class PackedLinear(torch.nn.Module):
     def _kernel_fn(self):
         """The kernel bound to this layer's tensors (None without a kernel). A decode step makes
         ~200 of these calls, so the per-call Python work is kept to a minimum."""
-        k = kernels()
+        k = self._k
         if k is None:
             return None
         w, scale = self.weight, self.scale
         if self.mode == "int8":
             return lambda x2: k.linear_int8(x2, w, scale)
-        if avx512_kernels() is not None:  # 16 lanes: ~1.5x the AVX2 kernel's streaming rate
+        if avx512_kernels(module=k) is not None:  # 16 lanes: ~1.5x the AVX2 kernel's streaming rate
             none = torch.empty(0)
             return lambda x2: k.b16_linear(x2.contiguous(), w, none)
         return lambda x2: k.linear_bf16(x2, w)

@@ -1,3 +1,3 @@
 """Long audio: VAD segments decoded in batches and joined (transcribe.py), and the text,
 subtitle and JSON writers for the segments (subtitles.py)."""
-from .transcribe import collapse_repeats, looks_looping, transcribe_long  # noqa: F401
+from .transcribe import transcribe_long  # noqa: F401

@@ -5,22 +5,23 @@ So the file is streamed twice from disk: once through the VAD (keeping one proba
 and once to cut the segments' audio, which is decoded a batch at a time. Memory therefore depends
 on the batch, not on the length of the recording.
 
-Repetition guard: a segment whose output hits the token limit (``finish_reason == "length"``) or
-loops (one n-gram covering most of the text) is decoded again in two halves, split at the quietest
-point near the middle, and those halves once more if needed. What still fails is kept, with the
-loop collapsed to one copy, and flagged ``"flag": "repetition"``.
+Repetition guard: the engine stops and trims a loop in every utterance (engine.repetition,
+``finish_reason == "repetition"``). Here a segment that looped, hit the token limit or still looks
+like a loop (one n-gram covering most of the text) is decoded again in two halves, split at the
+quietest point near the middle, and those halves once more if needed. What still fails is kept,
+with the loop collapsed to one copy, and flagged ``"flag": "repetition"``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from collections import Counter
 
 import numpy as np
 
 from ..audio import vad
-from ..audio import SAMPLE_RATE, AudioError, load_audio, stream_audio
+from ..audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, stream_audio
+from ..languages import describe_language
+from ..repetition import collapse_repeats, looks_looping
 from .subtitles import join_texts
 
 log = logging.getLogger(__name__)
@@ -31,20 +32,26 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
                     max_segment_s=30.0, progress=None, *, name=None, max_new_tokens=512,
-                    vad_options=None) -> dict:
+                    vad_options=None, max_seconds=None) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
     ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
     Returns ``{"text", "segments": [{"start", "end", "text"[, "flag"][, "error"]}], "duration",
-    "error"}``; an unreadable input gives ``error`` (naming the input) and no segments.
+    "error", "language", "language_name"}`` (language as in ``engine.languages.describe_language``);
+    an unreadable input gives ``error`` (naming the input) and no segments.
     ``progress(done_segments, total_segments)`` is called before the first batch and after each.
     ``vad_options``: extra keyword arguments for ``vad.segments_from_probabilities``.
+    ``max_seconds``: the longest audio accepted; longer raises ``AudioTooLong`` (during the VAD
+    pass, before any decoding), whatever the file's header claims.
     """
+    spelled = describe_language(language)   # an unknown language fails before any work
     try:
         src, name = _replayable(src, name)
-        probs, n = vad.speech_probabilities(stream_audio(src, name=name))
+        probs, n = vad.speech_probabilities(stream_audio(src, name=name, max_seconds=max_seconds))
+    except AudioTooLong:
+        raise
     except AudioError as e:
-        return {"text": "", "segments": [], "duration": 0.0, "error": str(e)}
+        return {"text": "", "segments": [], "duration": 0.0, "error": str(e), **spelled}
     duration = n / SAMPLE_RATE
     spans = vad.segments_from_probabilities(probs, n, max_segment_s=max_segment_s,
                                             **(vad_options or {}))
@@ -54,7 +61,7 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     segments, done = [], 0
     if progress:
         progress(0, len(spans))
-    for batch in _batched(_cut(src, name, spans), max(1, batch_size)):
+    for batch in _batched(_cut(src, name, spans, max_seconds), max(1, batch_size)):
         segments += [seg for group in _decode_guarded(model, batch, opts, probs) for seg in group]
         done += len(batch)
         if progress:
@@ -66,6 +73,7 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
         "segments": segments,
         "duration": round(duration, 3),
         "error": summary,
+        **spelled,
     }
 
 
@@ -92,11 +100,11 @@ def _replayable(src, name):
     return src, name
 
 
-def _cut(src, name, spans):
+def _cut(src, name, spans, max_seconds=None):
     """Yield ``{"start", "end", "audio"}`` per span (sorted, not overlapping), streaming the file
     once more. Audio before the current span is dropped as blocks arrive, so the buffer holds
     at most one span plus one block, however long the silences are."""
-    blocks = stream_audio(src, block_seconds=10.0, name=name)
+    blocks = stream_audio(src, block_seconds=10.0, name=name, max_seconds=max_seconds)
     buf, buf_start = np.zeros(0, np.float32), 0     # buf holds samples [buf_start, buf_start+len)
     for start, end in spans:
         s, e = int(round(start * SAMPLE_RATE)), int(round(end * SAMPLE_RATE))
@@ -117,7 +125,8 @@ def _decode_guarded(model, items, opts, probs, depth=0) -> list[list[dict]]:
     out, retry, halves = [], [], []
     for i, (it, res) in enumerate(zip(items, results)):
         text = (res.get("text") or "").strip()
-        bad = not res.get("error") and (res.get("finish_reason") == "length" or looks_looping(text))
+        bad = not res.get("error") and (res.get("finish_reason") in ("length", "repetition")
+                                        or looks_looping(text))
         if bad and depth < MAX_SPLIT_DEPTH and it["end"] - it["start"] >= 2 * MIN_WINDOW_S:
             retry.append(i)
             halves += _halves(it, probs)
@@ -148,66 +157,3 @@ def _halves(item, probs):
     audio = item["audio"]
     return [{"start": start, "end": start + k / SAMPLE_RATE, "audio": audio[:k]},
             {"start": start + k / SAMPLE_RATE, "end": end, "audio": audio[k:]}]
-
-
-# --------------------------------------------------------------------------- loop detection
-
-_UNIT = re.compile(r"[\u2e80-\u9fff\uf900-\ufaff]|[^\s\u2e80-\u9fff\uf900-\ufaff]+")
-
-
-def _units(text):
-    """Comparable units with their spans in ``text``: CJK characters one by one, other words
-    whole; case and punctuation are ignored."""
-    units = []
-    for m in _UNIT.finditer(text):
-        key = re.sub(r"[\W_]+", "", m.group().lower())
-        if key:
-            units.append((key, m.start(), m.end()))
-    return units
-
-
-def _top_ngram_coverage(keys, n):
-    grams = Counter(tuple(keys[i:i + n]) for i in range(len(keys) - n + 1))
-    gram, count = grams.most_common(1)[0]
-    covered = np.zeros(len(keys), bool)
-    for i in range(len(keys) - n + 1):
-        if tuple(keys[i:i + n]) == gram:
-            covered[i:i + n] = True
-    return gram, count, covered.mean()
-
-
-def looks_looping(text: str, min_units: int = 12, coverage: float = 0.5, max_n: int = 12) -> bool:
-    """True if one n-gram (n <= ``max_n`` words, or characters for CJK) occurs at least 4 times
-    and covers at least ``coverage`` of a text of at least ``min_units`` units."""
-    keys = [k for k, _, _ in _units(text)]
-    if len(keys) < min_units:
-        return False
-    for n in range(1, min(max_n, len(keys) // 4) + 1):
-        _, count, cov = _top_ngram_coverage(keys, n)
-        if count >= 4 and cov >= coverage:
-            return True
-    return False
-
-
-def collapse_repeats(text: str, min_repeats: int = 3, max_n: int = 30) -> str:
-    """Remove back-to-back repeats (3 or more copies of the same n-gram) down to one copy."""
-    for _ in range(20):   # each pass removes one run; loops rarely have more than a few
-        units = _units(text)
-        keys = [k for k, _, _ in units]
-        best = None   # (covered units, i, n, copies)
-        for n in range(1, min(max_n, len(keys) // min_repeats) + 1):
-            i = 0
-            while i + 2 * n <= len(keys):
-                copies = 1
-                while keys[i + copies * n:i + (copies + 1) * n] == keys[i:i + n]:
-                    copies += 1
-                if copies >= min_repeats and (best is None or copies * n > best[0]):
-                    best = (copies * n, i, n, copies)
-                i += max(1, (copies - 1) * n) if copies > 1 else 1
-        if best is None:
-            return text
-        _, i, n, copies = best
-        cut_from = units[i + n - 1][2]                  # end of the first copy
-        cut_to = units[i + copies * n - 1][2]           # end of the last copy
-        text = text[:cut_from] + text[cut_to:]
-    return text

@@ -55,32 +55,32 @@ static void gemv(const float* x, const W* w, const float* scale, float* y,
   }
 }
 
-torch::Tensor linear_bf16(torch::Tensor x, torch::Tensor w) {
-  TORCH_CHECK(x.dtype() == torch::kFloat32 && w.dtype() == torch::kBFloat16);
+at::Tensor linear_bf16(at::Tensor x, at::Tensor w) {
+  TORCH_CHECK(x.dtype() == at::kFloat && w.dtype() == at::kBFloat16);
   x = x.contiguous();
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  auto y = torch::empty({M, N}, x.options());
+  auto y = at::empty({M, N}, x.options());
   gemv<uint16_t>(x.data_ptr<float>(), reinterpret_cast<const uint16_t*>(w.data_ptr()), nullptr,
                  y.data_ptr<float>(), M, N, K);
   return y;
 }
 
-torch::Tensor linear_int8(torch::Tensor x, torch::Tensor w, torch::Tensor scale) {
-  TORCH_CHECK(x.dtype() == torch::kFloat32 && w.dtype() == torch::kInt8);
+at::Tensor linear_int8(at::Tensor x, at::Tensor w, at::Tensor scale) {
+  TORCH_CHECK(x.dtype() == at::kFloat && w.dtype() == at::kChar);
   x = x.contiguous();
   const int64_t M = x.size(0), K = x.size(1), N = w.size(0);
-  auto y = torch::empty({M, N}, x.options());
+  auto y = at::empty({M, N}, x.options());
   gemv<int8_t>(x.data_ptr<float>(), w.data_ptr<int8_t>(), scale.data_ptr<float>(),
                y.data_ptr<float>(), M, N, K);
   return y;
 }
 
-torch::Tensor rms_norm(torch::Tensor x, torch::Tensor w, double eps) {
+at::Tensor rms_norm(at::Tensor x, at::Tensor w, double eps) {
   check_f32(x, "x");
   check_f32(w, "weight");
   const int64_t C = w.numel();
   TORCH_CHECK(x.size(-1) == C, "rms_norm: last dim ", x.size(-1), " != ", C);
-  auto y = torch::empty_like(x);
+  auto y = at::empty_like(x);
   const float* xp = x.data_ptr<float>();
   const float* wp = w.data_ptr<float>();
   float* yp = y.data_ptr<float>();
@@ -91,8 +91,8 @@ torch::Tensor rms_norm(torch::Tensor x, torch::Tensor w, double eps) {
 }
 
 // q (M, H*D) and k (M, KV*D), rows = (batch, position) pairs; cos/sin (M, D).
-void qk_norm_rope_(torch::Tensor q, torch::Tensor k, torch::Tensor qw, torch::Tensor kw,
-                   torch::Tensor cos, torch::Tensor sin, double eps) {
+void qk_norm_rope_(at::Tensor q, at::Tensor k, at::Tensor qw, at::Tensor kw,
+                   at::Tensor cos, at::Tensor sin, double eps) {
   for (auto* t : {&q, &k, &qw, &kw, &cos, &sin}) check_f32(*t, "qk_norm_rope_ argument");
   const int64_t D = qw.numel();
   TORCH_CHECK(D % 2 == 0 && D <= 1024 && kw.numel() == D, "qk_norm_rope_: bad head_dim");
@@ -112,37 +112,35 @@ void qk_norm_rope_(torch::Tensor q, torch::Tensor k, torch::Tensor qw, torch::Te
   });
 }
 
-// One decode step of attention: q (B, H*D), k, v (B, KV*D); caches (B, KV, capacity, D);
-// `valid` (B, >= pos+1, any strides, bool) masks left padding, or is empty.
-torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v,
-                               torch::Tensor kc, torch::Tensor vc, int64_t pos,
-                               torch::Tensor valid) {
+// One decode step of attention: q (B, H*D), k, v (B, KV*D); caches (rows, KV, capacity, D);
+// batch row b writes column pos[b] of cache row rows[b] and attends over its columns 0..pos[b].
+at::Tensor decode_attention(at::Tensor q, at::Tensor k, at::Tensor v,
+                               at::Tensor kc, at::Tensor vc, at::Tensor rows,
+                               at::Tensor pos) {
   for (auto* t : {&q, &k, &v, &kc, &vc}) check_f32(*t, "decode_attention argument");
   TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "decode_attention: bad cache");
-  const int64_t B = kc.size(0), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
-  TORCH_CHECK(pos < cap && k.numel() == B * KV * D && v.numel() == B * KV * D &&
+  const int64_t B = rows.numel(), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
+  TORCH_CHECK(B > 0 && k.numel() == B * KV * D && v.numel() == B * KV * D &&
               q.numel() % (B * KV * D) == 0, "decode_attention: shapes disagree");
+  check_rows(rows, pos, B, kc.size(0), cap, "decode_attention");
   const int64_t H = q.numel() / (B * D);
-  const bool masked = valid.numel() > 0;
-  if (masked) TORCH_CHECK(valid.dtype() == torch::kBool && valid.size(0) == B && valid.size(-1) >= pos + 1);
-  auto out = torch::empty({B, H * D}, q.options());
+  auto out = at::empty({B, H * D}, q.options());
   attend_batch(q.data_ptr<float>(), H * D, k.data_ptr<float>(), KV * D, v.data_ptr<float>(),
-               KV * D, kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D, pos,
-               masked ? valid.data_ptr<bool>() : nullptr, masked ? valid.stride(0) : 0,
-               masked ? valid.stride(-1) : 0, out.data_ptr<float>());
+               KV * D, kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D,
+               rows.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), out.data_ptr<float>());
   return out;
 }
 
 // The SAN-M encoder's FSMN memory: v + depthwise conv over time (zero padding `left` frames
 // before, K - 1 - left after), per channel weights wt (K, C) (the Conv1d weight transposed).
 // v (B, T, C) may be a view with any row stride (a chunk of the fused q/k/v projection).
-torch::Tensor fsmn_memory(torch::Tensor v, torch::Tensor wt, int64_t left) {
-  TORCH_CHECK(v.dtype() == torch::kFloat32 && v.dim() == 3 && v.stride(2) == 1 &&
+at::Tensor fsmn_memory(at::Tensor v, at::Tensor wt, int64_t left) {
+  TORCH_CHECK(v.dtype() == at::kFloat && v.dim() == 3 && v.stride(2) == 1 &&
               v.stride(0) == v.size(1) * v.stride(1), "fsmn_memory: v must be (B, T, C) fp32 rows");
   check_f32(wt, "fsmn weight");
   const int64_t B = v.size(0), T = v.size(1), C = v.size(2), K = wt.size(0), rs = v.stride(1);
   TORCH_CHECK(wt.size(1) == C && left >= 0 && left < K, "fsmn_memory: bad kernel");
-  auto out = torch::empty({B, T, C}, v.options().memory_format(at::MemoryFormat::Contiguous));
+  auto out = at::empty({B, T, C}, v.options().memory_format(at::MemoryFormat::Contiguous));
   const float* vp = v.data_ptr<float>();
   const float* wp = wt.data_ptr<float>();
   float* op = out.data_ptr<float>();

@@ -122,9 +122,9 @@ struct Q8W {
   const int8_t* w; const float* s; const int32_t* sum; int64_t N, K;
 };
 
-static Q8W q8w(const torch::Tensor& w, const torch::Tensor& s, const torch::Tensor& sum) {
-  TORCH_CHECK(w.dtype() == torch::kInt8 && w.dim() == 2 && w.is_contiguous(), "int8 weight (N, K) expected");
-  TORCH_CHECK(s.dtype() == torch::kFloat32 && sum.dtype() == torch::kInt32 && s.numel() == w.size(0) &&
+static Q8W q8w(const at::Tensor& w, const at::Tensor& s, const at::Tensor& sum) {
+  TORCH_CHECK(w.dtype() == at::kChar && w.dim() == 2 && w.is_contiguous(), "int8 weight (N, K) expected");
+  TORCH_CHECK(s.dtype() == at::kFloat && sum.dtype() == at::kInt && s.numel() == w.size(0) &&
               sum.numel() == w.size(0), "weight scales / sums do not match the weight");
   return {w.data_ptr<int8_t>(), s.data_ptr<float>(), sum.data_ptr<int32_t>(), w.size(0), w.size(1)};
 }
@@ -177,8 +177,8 @@ struct B16W {
   const uint16_t* w; int64_t N, K;
 };
 
-static B16W b16w(const torch::Tensor& w) {
-  TORCH_CHECK(w.dtype() == torch::kBFloat16 && w.dim() == 2 && w.is_contiguous(), "bf16 weight (N, K) expected");
+static B16W b16w(const at::Tensor& w) {
+  TORCH_CHECK(w.dtype() == at::kBFloat16 && w.dim() == 2 && w.is_contiguous(), "bf16 weight (N, K) expected");
   return {reinterpret_cast<const uint16_t*>(w.data_ptr()), w.size(0), w.size(1)};
 }
 
@@ -297,12 +297,12 @@ static void rows_of(const Acts<W>& a, const Parts<W>& P, int64_t n0, int64_t n1,
 
 // y = x W^T (+ bias), x (M, K) fp32 rows.
 template <class W>
-static torch::Tensor linear_t(const torch::Tensor& x, const W& w, const torch::Tensor& bias) {
+static at::Tensor linear_t(const at::Tensor& x, const W& w, const at::Tensor& bias) {
   check_f32(x, "x");
   TORCH_CHECK(x.dim() == 2 && x.size(1) == w.K, "linear: x must be (M, ", w.K, ")");
   if (bias.numel()) check_f32(bias, "bias");
   const int64_t M = x.size(0);
-  torch::Tensor y = torch::empty({M, w.N}, x.options());
+  at::Tensor y = at::empty({M, w.N}, x.options());
   Acts<W> a;
   a.set(x.data_ptr<float>(), w.K, M, w.K);
   float* yp = y.data_ptr<float>();
@@ -317,7 +317,7 @@ static torch::Tensor linear_t(const torch::Tensor& x, const W& w, const torch::T
 // (M, C)). GU: the gate rows, then the up rows (2I x C); each block of gate rows is finished
 // with the same block of up rows.
 template <class W>
-static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, double eps,
+static at::Tensor mlp_t(const at::Tensor& x, const at::Tensor& nw, double eps,
                            const Parts<W>& GU, const W& DN) {
   check_f32(x, "x");
   check_f32(nw, "norm weight");
@@ -341,7 +341,7 @@ static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, doub
       }
   });
   ah.set(h.data(), I, M, I);
-  torch::Tensor out = torch::empty_like(x);
+  at::Tensor out = at::empty_like(x);
   float* op = out.data_ptr<float>();
   q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { ah.rows(DN, n0, n1, op + n0, C, nullptr, xp + n0); });
   return out;
@@ -349,23 +349,22 @@ static torch::Tensor mlp_t(const torch::Tensor& x, const torch::Tensor& nw, doub
 
 // x + o(attention(n)), n = rms_norm(x) * nw, for one new token per batch row: x (B, 1, C).
 // QKV: the q, k and v projections as one matrix (H*D + 2*KV*D rows); q and k get their per-head
-// RMSNorm (qn, kn) and RoPE (cos, sin (B, D)); k and v go into cache column `pos` of kc, vc
-// (B, KV, capacity, D); `valid` as decode_attention's.
+// RMSNorm (qn, kn) and RoPE (cos, sin (B, D)); batch row b's k and v go into column pos[b] of
+// cache row rows[b] of kc, vc (rows, KV, capacity, D), as decode_attention's.
 template <class W>
-static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw, double eps,
-                                 const Parts<W>& QKV, const torch::Tensor& qn, const torch::Tensor& kn,
-                                 const torch::Tensor& cos, const torch::Tensor& sin,
-                                 const torch::Tensor& kc, const torch::Tensor& vc, int64_t pos,
-                                 const torch::Tensor& valid, const W& O) {
+static at::Tensor attention_t(const at::Tensor& x, const at::Tensor& nw, double eps,
+                                 const Parts<W>& QKV, const at::Tensor& qn, const at::Tensor& kn,
+                                 const at::Tensor& cos, const at::Tensor& sin,
+                                 const at::Tensor& kc, const at::Tensor& vc,
+                                 const at::Tensor& rows, const at::Tensor& pos, const W& O) {
   for (auto* t : {&x, &nw, &qn, &kn, &cos, &sin, &kc, &vc}) check_f32(*t, "attention step argument");
   TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "attention step: bad cache");
-  const int64_t C = nw.numel(), B = kc.size(0), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
+  const int64_t C = nw.numel(), B = rows.numel(), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
   const int64_t H = QKV.N / D - 2 * KV, QD = H * D, KD = KV * D, R = QKV.N;
   TORCH_CHECK(x.numel() == B * C && QKV.K == C && O.K == QD && O.N == C && qn.numel() == D &&
-              kn.numel() == D && cos.numel() == B * D && sin.numel() == B * D && pos < cap &&
+              kn.numel() == D && cos.numel() == B * D && sin.numel() == B * D && B > 0 &&
               D <= 1024 && H > 0 && H % KV == 0, "attention step: shapes disagree");
-  const bool masked = valid.numel() > 0;
-  if (masked) TORCH_CHECK(valid.dtype() == torch::kBool && valid.size(0) == B && valid.size(-1) >= pos + 1);
+  check_rows(rows, pos, B, kc.size(0), cap, "attention step");
   const float* xp = x.data_ptr<float>();
   const float e = static_cast<float>(eps);
   std::vector<float> xn(B * C), proj(B * R), att(B * QD);
@@ -383,11 +382,10 @@ static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw
     for (int64_t h = 0; h < KV; ++h) norm_rope_head(row + QD + h * D, kw, cs, sn, D, e);
   }
   attend_batch(proj.data(), R, proj.data() + QD, R, proj.data() + QD + KD, R,
-               kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D, pos,
-               masked ? valid.data_ptr<bool>() : nullptr, masked ? valid.stride(0) : 0,
-               masked ? valid.stride(-1) : 0, att.data());
+               kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D,
+               rows.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), att.data());
   aa.set(att.data(), QD, B, QD);
-  torch::Tensor out = torch::empty_like(x);
+  at::Tensor out = at::empty_like(x);
   float* op = out.data_ptr<float>();
   q8_parallel(C, Q8_BLOCK, [&](int64_t n0, int64_t n1) { aa.rows(O, n0, n1, op + n0, C, nullptr, xp + n0); });
   return out;
@@ -395,56 +393,57 @@ static torch::Tensor attention_t(const torch::Tensor& x, const torch::Tensor& nw
 
 // ---- entry points. int8: (weight, row scales, row sums) per matrix, lists of them for the
 // stacked projections; bf16: the weight, or a list.
-static Parts<Q8W> q8parts(const std::vector<torch::Tensor>& w, const std::vector<torch::Tensor>& s,
-                          const std::vector<torch::Tensor>& sum) {
+static Parts<Q8W> q8parts(const std::vector<at::Tensor>& w, const std::vector<at::Tensor>& s,
+                          const std::vector<at::Tensor>& sum) {
   TORCH_CHECK(w.size() == s.size() && w.size() == sum.size() && !w.empty(), "int8 parts disagree");
   Parts<Q8W> p;
   for (size_t i = 0; i < w.size(); ++i) p.add(q8w(w[i], s[i], sum[i]));
   return p;
 }
 
-static Parts<B16W> b16parts(const std::vector<torch::Tensor>& w) {
+static Parts<B16W> b16parts(const std::vector<at::Tensor>& w) {
   TORCH_CHECK(!w.empty(), "no bf16 parts");
   Parts<B16W> p;
   for (const auto& t : w) p.add(b16w(t));
   return p;
 }
 
-torch::Tensor q8_linear(torch::Tensor x, torch::Tensor w, torch::Tensor s, torch::Tensor sum,
-                        torch::Tensor bias) {
+at::Tensor q8_linear(at::Tensor x, at::Tensor w, at::Tensor s, at::Tensor sum,
+                        at::Tensor bias) {
   return linear_t(x, q8w(w, s, sum), bias);
 }
 
-torch::Tensor q8_mlp(torch::Tensor x, torch::Tensor nw, double eps, std::vector<torch::Tensor> gu,
-                     std::vector<torch::Tensor> gus, std::vector<torch::Tensor> gusum,
-                     torch::Tensor dn, torch::Tensor dns, torch::Tensor dnsum) {
+at::Tensor q8_mlp(at::Tensor x, at::Tensor nw, double eps, std::vector<at::Tensor> gu,
+                     std::vector<at::Tensor> gus, std::vector<at::Tensor> gusum,
+                     at::Tensor dn, at::Tensor dns, at::Tensor dnsum) {
   return mlp_t(x, nw, eps, q8parts(gu, gus, gusum), q8w(dn, dns, dnsum));
 }
 
-torch::Tensor q8_attention(torch::Tensor x, torch::Tensor nw, double eps,
-                           std::vector<torch::Tensor> qkv, std::vector<torch::Tensor> qkvs,
-                           std::vector<torch::Tensor> qkvsum, torch::Tensor qn, torch::Tensor kn,
-                           torch::Tensor cos, torch::Tensor sin, torch::Tensor kc,
-                           torch::Tensor vc, int64_t pos, torch::Tensor valid, torch::Tensor o,
-                           torch::Tensor os, torch::Tensor osum) {
-  return attention_t(x, nw, eps, q8parts(qkv, qkvs, qkvsum), qn, kn, cos, sin, kc, vc, pos,
-                     valid, q8w(o, os, osum));
+at::Tensor q8_attention(at::Tensor x, at::Tensor nw, double eps,
+                           std::vector<at::Tensor> qkv, std::vector<at::Tensor> qkvs,
+                           std::vector<at::Tensor> qkvsum, at::Tensor qn, at::Tensor kn,
+                           at::Tensor cos, at::Tensor sin, at::Tensor kc,
+                           at::Tensor vc, at::Tensor rows, at::Tensor pos,
+                           at::Tensor o, at::Tensor os, at::Tensor osum) {
+  return attention_t(x, nw, eps, q8parts(qkv, qkvs, qkvsum), qn, kn, cos, sin, kc, vc, rows,
+                     pos, q8w(o, os, osum));
 }
 
-torch::Tensor b16_linear(torch::Tensor x, torch::Tensor w, torch::Tensor bias) {
+at::Tensor b16_linear(at::Tensor x, at::Tensor w, at::Tensor bias) {
   return linear_t(x, b16w(w), bias);
 }
 
-torch::Tensor b16_mlp(torch::Tensor x, torch::Tensor nw, double eps, std::vector<torch::Tensor> gu,
-                      torch::Tensor dn) {
+at::Tensor b16_mlp(at::Tensor x, at::Tensor nw, double eps, std::vector<at::Tensor> gu,
+                      at::Tensor dn) {
   return mlp_t(x, nw, eps, b16parts(gu), b16w(dn));
 }
 
-torch::Tensor b16_attention(torch::Tensor x, torch::Tensor nw, double eps,
-                            std::vector<torch::Tensor> qkv, torch::Tensor qn, torch::Tensor kn,
-                            torch::Tensor cos, torch::Tensor sin, torch::Tensor kc,
-                            torch::Tensor vc, int64_t pos, torch::Tensor valid, torch::Tensor o) {
-  return attention_t(x, nw, eps, b16parts(qkv), qn, kn, cos, sin, kc, vc, pos, valid, b16w(o));
+at::Tensor b16_attention(at::Tensor x, at::Tensor nw, double eps,
+                            std::vector<at::Tensor> qkv, at::Tensor qn, at::Tensor kn,
+                            at::Tensor cos, at::Tensor sin, at::Tensor kc,
+                            at::Tensor vc, at::Tensor rows, at::Tensor pos,
+                            at::Tensor o) {
+  return attention_t(x, nw, eps, b16parts(qkv), qn, kn, cos, sin, kc, vc, rows, pos, b16w(o));
 }
 
 // ---- greedy pick over a bf16 output matrix (the lm_head), exact, screened by an int8 copy.
@@ -504,13 +503,13 @@ B16 static void screen_row(const uint16_t* wr, int64_t K, int8_t* q, float* sc_o
 // Per row of W (N, K) bf16: int8 q, scale s, sum(q) (for q8_rows), and the two bound
 // coefficients s |q| and |w - s q| + (K + 16) u |w|, rounded up (the fp32 rounding of w - s q
 // is within the 1e-6; the bound adds its own slack on top).
-std::vector<torch::Tensor> screen_prepare(torch::Tensor w) {
+std::vector<at::Tensor> screen_prepare(at::Tensor w) {
   const B16W W = b16w(w);
   const int64_t N = W.N, K = W.K;
-  auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
-  torch::Tensor w8 = torch::empty({N, K}, torch::TensorOptions().dtype(torch::kInt8));
-  torch::Tensor s = torch::empty({N}, f32), qn = torch::empty({N}, f32), en = torch::empty({N}, f32);
-  torch::Tensor sum = torch::empty({N}, torch::TensorOptions().dtype(torch::kInt32));
+  auto f32 = at::TensorOptions().dtype(at::kFloat);
+  at::Tensor w8 = at::empty({N, K}, at::TensorOptions().dtype(at::kChar));
+  at::Tensor s = at::empty({N}, f32), qn = at::empty({N}, f32), en = at::empty({N}, f32);
+  at::Tensor sum = at::empty({N}, at::TensorOptions().dtype(at::kInt));
   int8_t* qp = w8.data_ptr<int8_t>();
   float *sp = s.data_ptr<float>(), *qnp = qn.data_ptr<float>(), *enp = en.data_ptr<float>();
   int32_t* sump = sum.data_ptr<int32_t>();
@@ -559,16 +558,16 @@ B16 static float screen_bounds(const float* e1, const float* e2, const float* qn
 // Per row of x (M, K): the index of the largest x . W[n] (fp32, as b16_linear computes it),
 // banned indices excluded, or -1 where x has a non-finite value (the caller then takes the full
 // product). Returns (M,) indices and (M,) candidate counts.
-std::vector<torch::Tensor> screen_argmax(torch::Tensor x, torch::Tensor w, torch::Tensor w8,
-                                         torch::Tensor s, torch::Tensor sum, torch::Tensor qn,
-                                         torch::Tensor en, torch::Tensor banned) {
+std::vector<at::Tensor> screen_argmax(at::Tensor x, at::Tensor w, at::Tensor w8,
+                                         at::Tensor s, at::Tensor sum, at::Tensor qn,
+                                         at::Tensor en, at::Tensor banned) {
   check_f32(x, "x");
   const B16W W = b16w(w);
   const Q8W Q = q8w(w8, s, sum);
   const int64_t M = x.size(0), N = W.N, K = W.K;
   TORCH_CHECK(x.dim() == 2 && x.size(1) == K && Q.N == N && Q.K == K && qn.numel() == N &&
               en.numel() == N, "screen_argmax: shapes disagree");
-  TORCH_CHECK(banned.dtype() == torch::kInt64, "banned: int64 indices");
+  TORCH_CHECK(banned.dtype() == at::kLong, "banned: int64 indices");
   const float* xp = x.data_ptr<float>();
   // each row of x as two int8 rows: p1 (scale t1) and p2 (scale t2) quantising x - t1 p1, so
   // that a loud channel in x leaves the estimate fine (the bound's |x - t1 p1 - t2 p2| term)
@@ -590,8 +589,8 @@ std::vector<torch::Tensor> screen_argmax(torch::Tensor x, torch::Tensor w, torch
     TORCH_CHECK(bp[i] >= 0 && bp[i] < N, "banned index out of range");
     for (int64_t m = 0; m < M; ++m) est[2 * m * N + bp[i]] = -INFINITY;
   }
-  torch::Tensor tok = torch::empty({M}, torch::TensorOptions().dtype(torch::kInt64));
-  torch::Tensor cnt = torch::zeros({M}, torch::TensorOptions().dtype(torch::kInt64));
+  at::Tensor tok = at::empty({M}, at::TensorOptions().dtype(at::kLong));
+  at::Tensor cnt = at::zeros({M}, at::TensorOptions().dtype(at::kLong));
   int64_t *tp = tok.data_ptr<int64_t>(), *cp = cnt.data_ptr<int64_t>();
   const float *qnp = qn.data_ptr<float>(), *enp = en.data_ptr<float>();
   // the estimate's roundings: three per part (scale products, int -> float) and the sum

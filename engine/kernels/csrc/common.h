@@ -4,7 +4,13 @@
 // in avx512.cpp carry their own target attributes.
 #pragma once
 
-#include <torch/types.h>
+// ATen's Tensor and the three factory functions used, not torch/types.h (all of ATen's
+// operators): the kernel files compile in about a third of the time.
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/util/Exception.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 #include <algorithm>
@@ -55,8 +61,8 @@ static inline void rms_row(const float* x, const float* w, float* y, int64_t C, 
   for (; c < C; ++c) y[c] = x[c] * r * w[c];
 }
 
-static void check_f32(const torch::Tensor& t, const char* name) {
-  TORCH_CHECK(t.dtype() == torch::kFloat32 && t.is_contiguous() && t.device().is_cpu(),
+static void check_f32(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.dtype() == at::kFloat && t.is_contiguous() && t.device().is_cpu(),
               name, " must be a contiguous fp32 CPU tensor");
 }
 
@@ -71,14 +77,14 @@ static inline void norm_rope_head(float* x, const float* w, const float* cs, con
   for (int64_t i = h; i < D; ++i) x[i] = n[i] * cs[i] + n[i - h] * sn[i];
 }
 
-// One decode step of attention for batch row b and kv head g: writes that head's k and v into
-// cache column `pos` of K, V (capacity x D each), then for the G query heads that share it
-// o = softmax(q . K[:pos+1] / sqrt(D)) V[:pos+1] (grouped-query attention), so the keys and
-// values are read once for the whole group. `valid` (or null) masks left padding, stride vs;
+// One decode step of attention for one sequence and kv head g: writes that head's k and v into
+// cache column `pos` of K, V (capacity x D each: the sequence's own cache row), then for the G
+// query heads that share it o = softmax(q . K[:pos+1] / sqrt(D)) V[:pos+1] (grouped-query
+// attention), so the keys and values are read once for the whole group. Every sequence's cache
+// starts at column 0 (no padding), so the result is the same whatever else is in the batch.
 // p is scratch for G * (pos + 1) scores.
 static void attend_group(const float* q, const float* k, const float* v, float* K, float* V,
-                         int64_t G, int64_t D, int64_t pos, const bool* valid, int64_t vs,
-                         float* o, float* p) {
+                         int64_t G, int64_t D, int64_t pos, float* o, float* p) {
   const int64_t L = pos + 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   std::memcpy(K + pos * D, k, D * sizeof(float));
@@ -88,7 +94,6 @@ static void attend_group(const float* q, const float* k, const float* v, float* 
     float* s = p + j * L;
     float mx = -INFINITY;
     for (int64_t t = 0; t < L; ++t) {
-      if (valid && !valid[t * vs]) { s[t] = -INFINITY; continue; }
       const float* kr = K + t * D;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0;
       int64_t d = 0;
@@ -118,21 +123,40 @@ static void attend_group(const float* q, const float* k, const float* v, float* 
   }
 }
 
+// The cache rows and columns of a decode step: batch row b writes column pos[b] of cache row
+// rows[b] (continuous batching: sequences of any length share a step, each in its own row of
+// a pool of rows). Checked against the cache's shape; both are int64 CPU tensors (B,).
+static void check_rows(const at::Tensor& rows, const at::Tensor& pos, int64_t B,
+                       int64_t cache_rows, int64_t cap, const char* who) {
+  TORCH_CHECK(rows.dtype() == at::kLong && pos.dtype() == at::kLong &&
+              rows.is_contiguous() && pos.is_contiguous() && rows.device().is_cpu() &&
+              pos.device().is_cpu() && rows.numel() == B && pos.numel() == B,
+              who, ": rows and pos must be contiguous int64 CPU tensors of one entry per batch row");
+  const int64_t* r = rows.data_ptr<int64_t>();
+  const int64_t* p = pos.data_ptr<int64_t>();
+  for (int64_t b = 0; b < B; ++b)
+    TORCH_CHECK(r[b] >= 0 && r[b] < cache_rows && p[b] >= 0 && p[b] < cap,
+                who, ": batch row ", b, " has cache row ", r[b], " column ", p[b],
+                " outside the cache (", cache_rows, " rows, ", cap, " columns)");
+}
+
 // attend_group over every (batch row, kv head): q (B, H*D), k and v (B, KV*D) with row strides
-// qs, ks, vs; caches (B, KV, capacity, D); out (B, H*D) contiguous.
+// qs, ks, vs; caches (rows, KV, capacity, D); batch row b uses cache row rows[b], column pos[b];
+// out (B, H*D) contiguous.
 static void attend_batch(const float* q, int64_t qs, const float* k, int64_t ks, const float* v,
                          int64_t vst, float* kc, float* vc, int64_t B, int64_t KV, int64_t cap,
-                         int64_t H, int64_t D, int64_t pos, const bool* valid, int64_t ms0,
-                         int64_t ms1, float* out) {
+                         int64_t H, int64_t D, const int64_t* rows, const int64_t* pos,
+                         float* out) {
   const int64_t G = H / KV;
+  int64_t longest = 0;
+  for (int64_t b = 0; b < B; ++b) longest = std::max(longest, pos[b] + 1);
   at::parallel_for(0, B * KV, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> p((pos + 1) * G);
+    std::vector<float> p(longest * G);
     for (int64_t bg = b0; bg < b1; ++bg) {
       const int64_t b = bg / KV, g = bg % KV;
+      const int64_t row = (rows[b] * KV + g) * cap * D;
       attend_group(q + b * qs + g * G * D, k + b * ks + g * D, v + b * vst + g * D,
-                   kc + bg * cap * D, vc + bg * cap * D, G, D, pos,
-                   valid ? valid + b * ms0 : nullptr, ms1, out + (b * H + g * G) * D, p.data());
+                   kc + row, vc + row, G, D, pos[b], out + (b * H + g * G) * D, p.data());
     }
   });
 }
-

@@ -2,19 +2,19 @@
 // definition checks dtypes and shapes and says which argument is wrong.
 #pragma once
 
-#include <torch/types.h>
+#include <ATen/core/Tensor.h>
 #include <vector>
 
-using Tensor = torch::Tensor;
-using Tensors = std::vector<torch::Tensor>;
+using Tensor = at::Tensor;
+using Tensors = std::vector<at::Tensor>;
 
 // avx2.cpp: AVX2/FMA, any x86-64 CPU with AVX2
 Tensor linear_bf16(Tensor x, Tensor w);
 Tensor linear_int8(Tensor x, Tensor w, Tensor scale);
 Tensor rms_norm(Tensor x, Tensor w, double eps);
 void qk_norm_rope_(Tensor q, Tensor k, Tensor qw, Tensor kw, Tensor cos, Tensor sin, double eps);
-Tensor decode_attention(Tensor q, Tensor k, Tensor v, Tensor kc, Tensor vc, int64_t pos,
-                        Tensor valid);
+Tensor decode_attention(Tensor q, Tensor k, Tensor v, Tensor kc, Tensor vc, Tensor rows,
+                        Tensor pos);
 Tensor fsmn_memory(Tensor v, Tensor wt, int64_t left);
 
 // avx512.cpp: callable only where has_avx512() (and, for q8_* and screen_*, has_vnni())
@@ -25,11 +25,11 @@ Tensor q8_mlp(Tensor x, Tensor nw, double eps, Tensors gu, Tensors gus, Tensors 
               Tensor dn, Tensor dns, Tensor dnsum);
 Tensor q8_attention(Tensor x, Tensor nw, double eps, Tensors qkv, Tensors qkvs, Tensors qkvsum,
                     Tensor qn, Tensor kn, Tensor cos, Tensor sin, Tensor kc, Tensor vc,
-                    int64_t pos, Tensor valid, Tensor o, Tensor os, Tensor osum);
+                    Tensor rows, Tensor pos, Tensor o, Tensor os, Tensor osum);
 Tensor b16_linear(Tensor x, Tensor w, Tensor bias);
 Tensor b16_mlp(Tensor x, Tensor nw, double eps, Tensors gu, Tensor dn);
 Tensor b16_attention(Tensor x, Tensor nw, double eps, Tensors qkv, Tensor qn, Tensor kn,
-                     Tensor cos, Tensor sin, Tensor kc, Tensor vc, int64_t pos, Tensor valid,
+                     Tensor cos, Tensor sin, Tensor kc, Tensor vc, Tensor rows, Tensor pos,
                      Tensor o);
 Tensors screen_prepare(Tensor w);
 Tensors screen_argmax(Tensor x, Tensor w, Tensor w8, Tensor s, Tensor sum, Tensor qn, Tensor en,

@@ -1,0 +1,495 @@
+"""``/v1/realtime``: OpenAI's Realtime API in transcription mode, over a WebSocket.
+
+    ws://HOST:7860/v1/realtime?intent=transcription      (Authorization as for /v1/*)
+
+Client events: ``session.update`` (the GA shape: ``session.type = "transcription"``,
+``session.audio.input.{format, transcription, turn_detection, noise_reduction}``) and the older
+``transcription_session.update`` (``input_audio_format``, ``input_audio_transcription``,
+``turn_detection``), ``input_audio_buffer.append`` / ``.commit`` / ``.clear``.
+
+Server events: ``session.created``, ``session.updated`` (``transcription_session.updated`` for
+the older update), ``input_audio_buffer.speech_started`` / ``.speech_stopped`` / ``.committed`` /
+``.cleared``, ``conversation.item.input_audio_transcription.delta`` / ``.completed`` /
+``.failed`` and ``error``, with OpenAI's payloads. Extensions, all additive:
+
+* audio ``pcm16`` at 24 kHz (OpenAI's only rate) or 16 kHz (``format.rate: 16000``);
+* ``transcription.prompt`` is the hotwords (comma separated), ``transcription.itn`` (bool) turns
+  inverse text normalisation off; ``transcription.model`` is accepted and ignored;
+* ``delta`` is the newly *stable* text of the open utterance (never taken back, so clients can
+  append it); the delta event also carries ``partial`` (the whole current hypothesis) and
+  ``start`` / ``end`` (seconds of session audio it covers);
+* ``completed`` carries ``start`` / ``end`` (seconds from the session's first sample) and
+  ``usage: {"type": "duration", "seconds": ...}``; its ``transcript`` equals the offline API's
+  text for those samples with the same options.
+
+Limits, each with an ``error`` event and a close code: ``--live-sessions`` sessions at a time
+(1013 try again later), ``--live-max-message-mb`` per message (1009 message too big),
+``--live-idle-seconds`` without a message (1008). Malformed JSON, unknown events and bad base64
+get an ``error`` event and the session goes on. A client that disconnects frees its session at
+once (its running decode finishes unseen).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+from pathlib import Path
+
+import anyio
+import numpy as np
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
+
+from .api import check_access
+from .live import LiveSessions, TooManySessions, decode_function
+from .model_holder import ModelUnavailable
+from .pipeline import RequestError, parse_hotwords, parse_language
+
+log = logging.getLogger("funasr_nano.app")
+
+RATES = (24000, 16000)
+CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER, CLOSE_ERROR = 1008, 1009, 1013, 1011
+SUPPORTED_IGNORED = ("noise_reduction", "include", "input_audio_noise_reduction", "modalities",
+                     "client_secret", "type", "object", "id", "expires_at")
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class ClientError(ValueError):
+    def __init__(self, message: str, code: str = "invalid_value", param: str | None = None):
+        super().__init__(message)
+        self.code, self.param = code, param
+
+
+# --------------------------------------------------------------------------- configuration
+
+class Config:
+    """The session's settings, in both of OpenAI's shapes."""
+
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+        self.rate = 24000
+        self.language: str | None = None
+        self.prompt = ""
+        self.itn = True
+        self.vad: VadOptions | None = VadOptions()
+
+    # -- reading updates (only the fields present change)
+    def update_ga(self, session: dict) -> None:
+        if session.get("type") not in (None, "transcription"):
+            raise ClientError("this server has transcription sessions only: "
+                              "session.type must be 'transcription'", param="session.type")
+        audio = _obj(session.get("audio", {}), "session.audio")
+        inp = _obj(audio.get("input", {}), "session.audio.input")
+        if "format" in inp:
+            self.rate = _rate(inp["format"], "session.audio.input.format")
+        if "transcription" in inp:
+            self._transcription(inp["transcription"], "session.audio.input.transcription")
+        if "turn_detection" in inp:
+            self._turn_detection(inp["turn_detection"], "session.audio.input.turn_detection")
+        # Older fields inside session.update are read too (some clients mix the shapes).
+        self.update_legacy(session)
+
+    def update_legacy(self, session: dict) -> None:
+        if "input_audio_format" in session:
+            self.rate = _rate(session["input_audio_format"], "session.input_audio_format")
+        if "input_audio_transcription" in session:
+            self._transcription(session["input_audio_transcription"],
+                                "session.input_audio_transcription")
+        if "turn_detection" in session:
+            self._turn_detection(session["turn_detection"], "session.turn_detection")
+
+    def _transcription(self, value, where: str) -> None:
+        if value is None:
+            return   # "turn transcription off" has no meaning here: it is all we do
+        t = _obj(value, where)
+        if "language" in t:
+            lang = t["language"]
+            if lang not in (None, "") and not isinstance(lang, str):
+                raise ClientError("language must be a string", param=f"{where}.language")
+            try:
+                parsed = parse_language(lang or None)
+            except RequestError as e:
+                raise ClientError(str(e), param=f"{where}.language") from None
+            self.language = parsed.code if parsed else None
+        if "prompt" in t:
+            if t["prompt"] is not None and not isinstance(t["prompt"], str):
+                raise ClientError("prompt must be a string", param=f"{where}.prompt")
+            self.prompt = t["prompt"] or ""
+        if "itn" in t:
+            if not isinstance(t["itn"], bool):
+                raise ClientError("itn must be true or false", param=f"{where}.itn")
+            self.itn = t["itn"]
+
+    def _turn_detection(self, value, where: str) -> None:
+        if value is None:
+            self.vad = None
+            return
+        td = _obj(value, where)
+        kind = td.get("type", "server_vad")
+        if kind != "server_vad":
+            raise ClientError(f"turn_detection type {kind!r} is not supported; use "
+                              "'server_vad' or null", param=f"{where}.type")
+        vad = VadOptions() if self.vad is None else VadOptions(**vars(self.vad))
+        for key, attr, lo, hi in (("threshold", "threshold", 0.0, 1.0),
+                                  ("silence_duration_ms", "silence_ms", 0, 10_000),
+                                  ("prefix_padding_ms", "prefix_ms", 0, 10_000)):
+            if key in td and td[key] is not None:
+                v = td[key]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
+                    raise ClientError(f"{key} must be a number from {lo} to {hi}",
+                                      param=f"{where}.{key}")
+                if key == "threshold" and not 0.0 < v < 1.0:
+                    raise ClientError("threshold must be between 0 and 1 (exclusive)",
+                                      param=f"{where}.{key}")
+                setattr(vad, attr, float(v) if key == "threshold" else int(v))
+        self.vad = vad
+
+    # -- writing
+    def _turn_detection_out(self) -> dict | None:
+        if self.vad is None:
+            return None
+        return {"type": "server_vad", "threshold": self.vad.threshold,
+                "prefix_padding_ms": self.vad.prefix_ms,
+                "silence_duration_ms": self.vad.silence_ms}
+
+    def _transcription_out(self) -> dict:
+        return {"model": self.model_name, "language": self.language, "prompt": self.prompt,
+                "itn": self.itn}
+
+    def ga(self, session_id: str) -> dict:
+        return {"id": session_id, "object": "realtime.transcription_session",
+                "type": "transcription",
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": self.rate},
+                                    "transcription": self._transcription_out(),
+                                    "turn_detection": self._turn_detection_out(),
+                                    "noise_reduction": None}},
+                "include": None}
+
+    def legacy(self, session_id: str) -> dict:
+        fmt = "pcm16" if self.rate == 24000 else {"type": "pcm16", "rate": self.rate}
+        return {"id": session_id, "object": "realtime.transcription_session",
+                "input_audio_format": fmt,
+                "input_audio_transcription": self._transcription_out(),
+                "turn_detection": self._turn_detection_out(),
+                "input_audio_noise_reduction": None, "include": None}
+
+    def live_changes(self) -> dict:
+        return {"sample_rate": self.rate, "language": self.language, "itn": self.itn,
+                "hotwords": parse_hotwords(self.prompt), "vad": self.vad}
+
+
+def _obj(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise ClientError(f"{where} must be an object", param=where)
+    return value
+
+
+def _rate(fmt, where: str) -> int:
+    """24000 or 16000 from "pcm16", "audio/pcm" or {"type": ..., "rate": ...}."""
+    kind, rate = fmt, 24000
+    if isinstance(fmt, dict):
+        kind, rate = fmt.get("type", "audio/pcm"), fmt.get("rate", 24000)
+    if kind not in ("pcm16", "audio/pcm"):
+        raise ClientError(f"audio format {kind!r} is not supported; send pcm16 "
+                          "(audio/pcm, 16-bit little-endian mono)", param=where)
+    if isinstance(rate, bool) or rate not in RATES:
+        raise ClientError(f"sample rate {rate!r} is not supported; use 24000 or 16000",
+                          param=f"{where}.rate" if isinstance(fmt, dict) else where)
+    return int(rate)
+
+
+# --------------------------------------------------------------------------- one connection
+
+class Connection:
+    """One WebSocket: client events in, server events out, one engine LiveSession."""
+
+    def __init__(self, ws: WebSocket, settings, holder, sessions: LiveSessions):
+        self.ws, self.settings, self.holder, self.sessions = ws, settings, holder, sessions
+        self.id = _id("sess")
+        # The model's folder name, not its path (the session object goes to every client).
+        self.config = Config(Path(str(holder.info()["model"])).name or "fun-asr-nano")
+        self.loop = asyncio.get_running_loop()
+        self.outbox: asyncio.Queue = asyncio.Queue()
+        self.items: dict[int, str] = {}
+        self.previous_item: str | None = None
+        self.odd_byte = b""
+        self.model_error_sent = False
+        self.live = self._new_session()
+
+    def _new_session(self) -> LiveSession:
+        options = LiveOptions(max_new_tokens=self.settings.max_new_tokens,
+                              batch_size=self.settings.batch_size,
+                              **self.config.live_changes())
+        decode = decode_function(self.holder, self.settings)
+
+        def guarded(inputs, kind, **kw):
+            try:
+                return decode(inputs, kind, **kw)
+            except ModelUnavailable as e:
+                self._threadsafe(self._model_unavailable, str(e))
+                raise
+        return LiveSession(guarded, options, on_event=lambda e: self._threadsafe(
+            self._engine_event, e), name=self.id)
+
+    def _threadsafe(self, fn, *args) -> None:
+        try:
+            self.loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError:
+            pass   # the loop is gone: the connection ended
+
+    # -- sending
+    def send(self, event: dict) -> None:
+        self.outbox.put_nowait({"event_id": _id("event"), **event})
+
+    def error(self, message: str, code: str, param: str | None = None,
+              event_id: str | None = None, kind: str = "invalid_request_error") -> None:
+        self.send({"type": "error", "error": {"type": kind, "code": code, "message": message,
+                                              "param": param, "event_id": event_id}})
+
+    async def _sender(self) -> None:
+        try:
+            while True:
+                event = await self.outbox.get()
+                if event is None:
+                    return
+                await self.ws.send_text(json.dumps(event, ensure_ascii=False))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return   # the client is gone; the receiving side notices too
+
+    async def flush_and_close(self, code: int, reason: str) -> None:
+        self.outbox.put_nowait(None)
+        with anyio.move_on_after(5):
+            await self._send_task
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code, reason)
+            except RuntimeError:
+                pass
+
+    # -- engine events (on the loop)
+    def _item(self, n: int) -> str:
+        if n not in self.items:
+            self.items[n] = _id("item")
+        return self.items[n]
+
+    def _engine_event(self, e: LiveEvent) -> None:
+        item = self._item(e.item) if e.item is not None else None
+        if e.kind == "speech_started":
+            self.send({"type": "input_audio_buffer.speech_started", "item_id": item,
+                       "audio_start_ms": int(round(e.start * 1000))})
+        elif e.kind == "speech_stopped":
+            self.send({"type": "input_audio_buffer.speech_stopped", "item_id": item,
+                       "audio_end_ms": int(round(e.end * 1000))})
+        elif e.kind == "committed":
+            self.send({"type": "input_audio_buffer.committed", "item_id": item,
+                       "previous_item_id": self.previous_item})
+            self.previous_item = item
+        elif e.kind == "partial":
+            self.send({"type": "conversation.item.input_audio_transcription.delta",
+                       "item_id": item, "content_index": 0, "delta": e.delta,
+                       "partial": e.text, "start": round(e.start, 3), "end": round(e.end, 3)})
+        elif e.kind == "final":
+            if e.delta:
+                self.send({"type": "conversation.item.input_audio_transcription.delta",
+                           "item_id": item, "content_index": 0, "delta": e.delta,
+                           "partial": e.text, "start": e.start, "end": e.end})
+            self.send({"type": "conversation.item.input_audio_transcription.completed",
+                       "item_id": item, "content_index": 0, "transcript": e.text,
+                       "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
+                       "start": e.start, "end": e.end})
+            self.items.pop(e.item, None)
+        elif e.kind == "failed":
+            log.warning("realtime %s: %s failed: %s", self.id, item, e.error)
+            message = (e.error if e.error and e.error.startswith("cannot load the model")
+                       else "transcription failed (see the server log)")
+            self.send({"type": "conversation.item.input_audio_transcription.failed",
+                       "item_id": item, "content_index": 0,
+                       "error": {"type": "server_error", "code": "transcription_failed",
+                                 "message": message, "param": None}})
+            self.items.pop(e.item, None)
+        elif e.kind == "cleared":
+            self.send({"type": "input_audio_buffer.cleared"})
+
+    def _model_unavailable(self, message: str) -> None:
+        if not self.model_error_sent:
+            self.model_error_sent = True
+            self.error(message, "model_unavailable", kind="server_error")
+
+    # -- client events
+    async def run(self) -> None:
+        self._send_task = asyncio.create_task(self._sender())
+        self.send({"type": "session.created", "session": self.config.ga(self.id)})
+        idle = self.settings.live_idle_seconds
+        limit = self.settings.live_max_message_bytes
+        try:
+            while True:
+                try:
+                    with anyio.fail_after(idle):
+                        message = await self.ws.receive()
+                except TimeoutError:
+                    self.error(f"no message for {idle:g} s: the session is closed",
+                               "idle_timeout")
+                    return await self.flush_and_close(CLOSE_POLICY, "idle timeout")
+                if message["type"] == "websocket.disconnect":
+                    return
+                text, data = message.get("text"), message.get("bytes")
+                size = len(text.encode("utf-8", "surrogatepass")) if text is not None else len(
+                    data or b"")
+                if size > limit:
+                    self.error(f"a message of {size / (1 << 20):.1f} MB is over this server's "
+                               f"limit of {self.settings.live_max_message_mb:g} MB; send audio "
+                               "in smaller appends",
+                               "message_too_large")
+                    return await self.flush_and_close(CLOSE_TOO_BIG, "message too big")
+                if text is None:
+                    self.error("binary messages are not supported: send JSON text events",
+                               "invalid_event")
+                    continue
+                await self._handle(text)
+        except WebSocketDisconnect:
+            return
+        finally:
+            self.live.close()
+            if not self._send_task.done():
+                self._send_task.cancel()
+
+    async def _handle(self, text: str) -> None:
+        try:
+            event = json.loads(text)
+        except ValueError as e:
+            self.error(f"the message is not valid JSON: {e}", "invalid_json")
+            return
+        if not isinstance(event, dict):
+            self.error("an event must be a JSON object", "invalid_event")
+            return
+        event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        kind = event.get("type")
+        if not isinstance(kind, str):
+            self.error("The 'type' field is missing.", "invalid_event", "type", event_id)
+            return
+        handler = {"session.update": self._session_update,
+                   "transcription_session.update": self._session_update,
+                   "input_audio_buffer.append": self._append,
+                   "input_audio_buffer.commit": self._commit,
+                   "input_audio_buffer.clear": self._clear}.get(kind)
+        if handler is None:
+            self.error(f"unknown or unsupported event type {kind[:80]!r}; a transcription "
+                       "session takes session.update, input_audio_buffer.append, "
+                       "input_audio_buffer.commit and input_audio_buffer.clear",
+                       "invalid_event", "type", event_id)
+            return
+        try:
+            await handler(event, kind)
+        except ClientError as e:
+            self.error(str(e), e.code, e.param, event_id)
+        except LiveError as e:
+            self.error(str(e), e.code, None, event_id)
+
+    async def _session_update(self, event: dict, kind: str) -> None:
+        session = event.get("session")
+        if not isinstance(session, dict):
+            raise ClientError("session must be an object", param="session")
+        new = Config(self.config.model_name)
+        new.__dict__.update(vars(self.config))
+        if kind == "session.update":
+            new.update_ga(session)
+        else:
+            new.update_legacy(session)
+        try:
+            self.live.configure(**new.live_changes())
+        except ValueError as e:
+            if isinstance(e, LiveError):
+                raise
+            raise ClientError(str(e), param="session") from None
+        self.config = new
+        if kind == "session.update":
+            self.send({"type": "session.updated", "session": new.ga(self.id)})
+        else:
+            self.send({"type": "transcription_session.updated", "session": new.legacy(self.id)})
+
+    async def _append(self, event: dict, kind: str) -> None:
+        audio = event.get("audio")
+        if not isinstance(audio, str):
+            raise ClientError("audio must be a base64 string of pcm16 samples", param="audio")
+        try:
+            raw = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise ClientError("audio is not valid base64", "invalid_audio", "audio") from None
+        raw = self.odd_byte + raw
+        cut = len(raw) // 2 * 2
+        self.odd_byte = raw[cut:]   # a sample split across two appends
+        if cut:
+            samples = np.frombuffer(raw[:cut], dtype="<i2").astype(np.int16)
+            await anyio.to_thread.run_sync(self.live.feed, samples)
+
+    async def _commit(self, event: dict, kind: str) -> None:
+        await anyio.to_thread.run_sync(self.live.commit)
+
+    async def _clear(self, event: dict, kind: str) -> None:
+        self.odd_byte = b""
+        await anyio.to_thread.run_sync(self.live.clear)
+
+
+# --------------------------------------------------------------------------- the route
+
+def _subprotocol(ws: WebSocket) -> str | None:
+    offered = [p.strip() for p in ws.headers.get("sec-websocket-protocol", "").split(",")]
+    return "realtime" if "realtime" in offered else None
+
+
+def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
+    router = APIRouter()
+
+    @router.websocket("/v1/realtime")
+    async def realtime(ws: WebSocket):
+        denied = check_access(ws, settings)
+        if denied is not None:
+            if "websocket.http.response" in ws.scope.get("extensions", {}):
+                await ws.send_denial_response(denied)
+            else:
+                await ws.close(CLOSE_POLICY, "unauthorized")
+            return
+        intent = ws.query_params.get("intent")
+        await ws.accept(subprotocol=_subprotocol(ws))
+        conn = None
+        try:
+            if intent not in (None, "", "transcription"):
+                raise ClientError(f"intent {intent[:40]!r} is not supported: this server "
+                                  "serves transcription sessions (?intent=transcription)",
+                                  "invalid_intent", "intent")
+            sessions.acquire()
+        except (ClientError, TooManySessions) as e:
+            code = e.code if isinstance(e, ClientError) else "session_limit"
+            await ws.send_text(json.dumps({
+                "event_id": _id("event"), "type": "error",
+                "error": {"type": "invalid_request_error", "code": code, "message": str(e),
+                          "param": getattr(e, "param", None), "event_id": None}}))
+            await ws.close(CLOSE_POLICY if isinstance(e, ClientError) else CLOSE_TRY_LATER,
+                           code)
+            return
+        try:
+            holder.preload_in_background() if not holder.loaded else None
+            conn = Connection(ws, settings, holder, sessions)
+            log.info("realtime %s: connected", conn.id)
+            await conn.run()
+        except Exception:  # noqa: BLE001 - one broken session must not take others down
+            log.exception("realtime session failed")
+            if ws.application_state == WebSocketState.CONNECTED:
+                try:
+                    await ws.close(CLOSE_ERROR, "internal error")
+                except RuntimeError:
+                    pass
+        finally:
+            sessions.release()
+            if conn is not None:
+                log.info("realtime %s: closed", conn.id)
+
+    return router
