@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_lang import LANGS, make_sentence  # noqa: E402
+from demo_lang import LANGS, make_sentence, number_phrase  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / ".cache" / "demo_data"
@@ -104,8 +104,14 @@ def write_wav(path: Path, pcm: np.ndarray) -> None:
         f.writeframes((pcm * 32767).round().astype(np.int16).tobytes())
 
 
-def make_texts(lang: str, n_train: int, n_test: int, numeric_share: float, seed: int):
-    """Test sentences first (half with numbers), then training sentences never equal to one."""
+def make_texts(lang: str, n_train: int, n_test: int, numeric_share: float, seed: int,
+               phrase_share: float = 0.0):
+    """Test sentences first (half with numbers), then training sentences never equal to one.
+
+    The test sentences depend only on (lang, n_test, seed): the training options change what
+    follows them, never them. ``phrase_share`` of the training clips are number phrases on their
+    own (demo_lang.number_phrase); with 0 the random sequence is the one before that option
+    existed, so older data sets regenerate unchanged."""
     rng = random.Random(f"{seed}-{lang}")
     test, seen = [], set()
     while len(test) < n_test:
@@ -117,7 +123,10 @@ def make_texts(lang: str, n_train: int, n_test: int, numeric_share: float, seed:
         test.append((form, kind))
     train = []
     while len(train) < n_train:
-        form, kind = make_sentence(lang, rng, rng.random() < numeric_share)
+        if phrase_share and rng.random() < phrase_share:
+            form, kind = number_phrase(lang, rng)
+        else:
+            form, kind = make_sentence(lang, rng, rng.random() < numeric_share)
         if form.noitn in seen or form.itn in seen:
             continue
         train.append((form, kind))
@@ -152,10 +161,10 @@ def _job(args):
 
 
 def build(out: Path, langs: list[str], n_train: int, n_test: int, numeric_share: float, seed: int,
-          workers: int) -> list[dict]:
+          workers: int, phrase_share: float = 0.0) -> list[dict]:
     items = []
     for lang in langs:
-        train, test = make_texts(lang, n_train, n_test, numeric_share, seed)
+        train, test = make_texts(lang, n_train, n_test, numeric_share, seed, phrase_share)
         for split, rows in (("test", test), ("train", train)):
             for i, (form, kind) in enumerate(rows):
                 uid = f"{lang}-{split}-{i:05d}"
@@ -206,7 +215,11 @@ def main(argv=None):
     ap.add_argument("--langs", default=",".join(LANGS))
     ap.add_argument("--train-per-lang", type=int, default=2400)
     ap.add_argument("--test-per-lang", type=int, default=60)
-    ap.add_argument("--numeric-share", type=float, default=0.45)
+    ap.add_argument("--numeric-share", type=float, default=0.45,
+                    help="share of the training sentences with a number, date, time or amount")
+    ap.add_argument("--phrase-share", type=float, default=0.0,
+                    help="share of the training clips that are number phrases on their own "
+                         "(the second stage of the recipe, models/demo/DEMO.md)")
     ap.add_argument("--seed", type=int, default=2512)
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--examples", type=Path, help="also write one clean test clip per language here")
@@ -217,7 +230,7 @@ def main(argv=None):
     langs = [x for x in args.langs.split(",") if x]
     if not args.examples_only:
         build(args.out, langs, args.train_per_lang, args.test_per_lang, args.numeric_share, args.seed,
-              args.workers)
+              args.workers, args.phrase_share)
     if args.examples:
         write_examples(args.out / "manifest.jsonl", args.examples, langs)
 

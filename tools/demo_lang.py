@@ -792,6 +792,30 @@ def n_combinations(slots: dict) -> int:
     return total
 
 
+# between the number phrases of one training clip, and at its end
+_LIST_SEP = {"zh": "，", "yue": "，", "ja": "、"}
+_STOP = {"zh": "。", "yue": "。", "ja": "。"}
+
+
+def number_phrase(lang: str, rng: random.Random, max_slots: int = 2) -> tuple[Form, str]:
+    """One or two number slots said on their own (``$57.50.``, ``3 juni 1994, 12 mei 2001.``): training
+    data only. In a carrier sentence the number is a third of the clip or less; here it is nearly
+    all of it, so a step hears several times more number words. Only the slot kinds that the
+    language's own sentences use. Kind: ``phrase-`` and the slot names (``phrase-amt+date``)."""
+    spec = LANGS[lang]
+    names = sorted({n for template, _ in spec["num"] for n in _SLOT.findall(template)})
+    # two slots are of one kind: "sju trettio" is a time, "sju, trettio" two numbers, and a
+    # mix of kinds in one clip would blur that line
+    picked = [rng.choice(names)] * rng.randint(1, max_slots)
+    parts = [_fill(lang, "{%s}" % n, {}, rng)[0] for n in picked]
+    sep, stop = _LIST_SEP.get(lang, ", "), _STOP.get(lang, ".")
+    itn = sep.join(p.itn for p in parts) + stop
+    noitn = sep.join(p.noitn for p in parts) + stop
+    # Mandarin is read from its pinyin, where an ASCII comma makes the pause
+    say = ", ".join(p.say for p in parts) if lang == "zh" else sep.join(p.say for p in parts) + stop
+    return Form(itn, noitn, say), "phrase-" + "+".join(sorted({n.lower() for n in picked}))
+
+
 def make_sentence(lang: str, rng: random.Random, numeric: bool, test: bool = False) -> tuple[Form, str]:
     """One sentence of `lang`; numeric picks a number template. Returns (form, kind)."""
     spec = LANGS[lang]

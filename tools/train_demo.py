@@ -111,6 +111,20 @@ def write_layout(model_dir: Path, tok_texts: list[str], vocab: int) -> Path:
     return model_dir
 
 
+def copy_layout(src: Path, model_dir: Path) -> Path:
+    """Everything but model.pt, from an exported model directory (config.yaml, configuration.json,
+    Qwen3-demo/)."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for item in src.iterdir():
+        if item.name in ("model.pt", "DEMO.md"):
+            continue
+        if item.is_dir():
+            shutil.copytree(item, model_dir / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(item, model_dir / item.name)
+    return model_dir
+
+
 def prompt_texts() -> list[str]:
     """Every prompt the demo can be given, so the tokenizer covers them with few tokens."""
     out = [SYSTEM_PROMPT]
@@ -162,21 +176,30 @@ def _fbank_job(args):
 
 
 def load_features(recs: list[dict], data_dir: Path, cache: Path, workers: int):
-    """80-d fbank of every utterance (engine.frontend, dither 0), cached as one fp16 array."""
-    if cache.with_suffix(".npz").is_file():
-        z = np.load(cache.with_suffix(".npz"))
-        if list(z["ids"]) == [r["id"] for r in recs]:
-            return z["feats"], z["offsets"]
-    from concurrent.futures import ProcessPoolExecutor
-    t0 = time.time()
-    with ProcessPoolExecutor(workers) as pool:
-        feats = list(pool.map(_fbank_job, [(str(data_dir / r["wav"]),) for r in recs], chunksize=64))
-    offsets = np.cumsum([0] + [len(x) for x in feats])
-    allf = np.concatenate(feats)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cache.with_suffix(".npz"), feats=allf, offsets=offsets, ids=np.array([r["id"] for r in recs]))
-    print(f"[train_demo] fbank of {len(recs)} utterances in {time.time() - t0:.0f}s", flush=True)
-    return allf, offsets
+    """80-d fbank of every utterance (engine.frontend, dither 0), cached as one fp16 array on disk
+    (``cache``/feats.f16, offsets.npy, ids.json) and read back memory-mapped: tens of hours of
+    features stay in the page cache instead of each process's heap, and computing them holds
+    one utterance's at a time."""
+    ids = [r["id"] for r in recs]
+    feats_path, offsets_path, ids_path = cache / "feats.f16", cache / "offsets.npy", cache / "ids.json"
+    if not (ids_path.is_file() and json.loads(ids_path.read_text()) == ids):
+        from concurrent.futures import ProcessPoolExecutor
+        t0 = time.time()
+        cache.mkdir(parents=True, exist_ok=True)
+        ids_path.unlink(missing_ok=True)  # written last: a cache without it is incomplete
+        lengths = []
+        with ProcessPoolExecutor(workers) as pool, open(feats_path, "wb") as out:
+            for x in pool.map(_fbank_job, [(str(data_dir / r["wav"]),) for r in recs], chunksize=64):
+                out.write(np.ascontiguousarray(x, dtype=np.float16).tobytes())
+                lengths.append(len(x))
+        np.save(offsets_path, np.cumsum([0] + lengths))
+        ids_path.write_text(json.dumps(ids))
+        print(f"[train_demo] fbank of {len(recs)} utterances in {time.time() - t0:.0f}s", flush=True)
+    offsets = np.load(offsets_path)
+    frames = int(offsets[-1])
+    dim = feats_path.stat().st_size // (2 * max(frames, 1))  # 80 mel bins
+    feats = np.memmap(feats_path, dtype=np.float16, mode="r", shape=(frames, dim))
+    return feats, offsets
 
 
 def make_batches(lengths: np.ndarray, max_frames: int, max_batch: int, rng: random.Random) -> list[list[int]]:
@@ -398,8 +421,10 @@ def main(argv=None):
                     help="weight of the auxiliary CTC loss on the adaptor output against the "
                          "decoder's token embeddings (0: none)")
     ap.add_argument("--init-from", type=Path,
-                    help="start from this checkpoint.pt's weights (tensors whose shape differs are "
-                         "initialised afresh); ignored when --work has a checkpoint to resume")
+                    help="start from these weights: a checkpoint.pt of --work (tensors whose shape "
+                         "differs are initialised afresh), or an exported model directory such as "
+                         "models/demo, whose config and tokenizer are then kept (a second stage "
+                         "of training); ignored when --work has a checkpoint to resume")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --work")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint in --work")
     args = ap.parse_args(argv)
@@ -417,8 +442,13 @@ def main(argv=None):
 
     model_dir = args.work / "model"
     tok_texts = [t for r in train for t in (r["text_itn"], r["text_noitn"])] + prompt_texts() * 20
+    init_dir = args.init_from if args.init_from and args.init_from.is_dir() else None
     if args.fresh or not (model_dir / "config.yaml").is_file():
-        write_layout(model_dir, tok_texts, args.vocab)
+        if init_dir is not None:
+            # the same token ids as the weights: the tokenizer is not retrained on the new data
+            copy_layout(init_dir, model_dir)
+        else:
+            write_layout(model_dir, tok_texts, args.vocab)
     model = build_model(model_dir, args.seed)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -475,6 +505,14 @@ def main(argv=None):
         args.steps = args.steps or ck.get("total_steps", 0)
         print(f"[train_demo] resumed from {ckpt_path} at step {step} "
               f"({trained_seconds / 60:.1f} min trained)", flush=True)
+    elif init_dir is not None:
+        state = torch.load(init_dir / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
+        model.load_state_dict({k: v.float() for k, v in state.items()})
+        model.llm.tie_weights()
+        if ema is not None:  # the average starts from the weights it continues
+            ema = [p.detach().clone() for p in params]
+        print(f"[train_demo] initialised all {len(state)} tensors from {init_dir / 'model.pt'}",
+              flush=True)
     elif args.init_from:
         own = model.state_dict()
         ck = torch.load(args.init_from, map_location="cpu", weights_only=False)
