@@ -12,6 +12,7 @@ with the ``/v1/realtime`` sessions.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 
@@ -21,14 +22,34 @@ import numpy as np
 from engine.audio import AudioError
 from engine.live import LiveError, LiveOptions, LiveSession
 
+from . import request_id
 from .formats import write_downloads
 from .live import LiveSessions, TooManySessions, decode_function
+from .model_holder import ModelUnavailable
 from .pipeline import RequestError, parse_hotwords, parse_language
 
 log = logging.getLogger("funasr_nano.app")
 
 STREAM_EVERY_S = 0.1      # what Gradio's audio front end uses whatever is asked
 FINISH_TIMEOUT_S = 60.0
+
+
+def _internal_errors_hidden(handler):
+    """The page is mounted with show_error=True (a user sees why audio was refused), which would
+    also show an unexpected exception's text: the log gets it, the user the request id."""
+    @functools.wraps(handler)
+    def wrapped(*args):
+        try:
+            return handler(*args)
+        except gr.Error:
+            raise
+        except ModelUnavailable as e:      # its message is written for the user
+            raise gr.Error(str(e)) from None
+        except Exception as e:  # noqa: BLE001
+            with request_id.request_id_scope():
+                raise gr.Error(request_id.internal_error(log, f"live tab: {handler.__name__}", e),
+                               print_exception=False) from None
+    return wrapped
 
 
 def clock(seconds: float) -> str:
@@ -51,6 +72,12 @@ class PageLive:
         self._life = threading.RLock()
         self._sessions: LiveSessions | None = None
         self._language = "auto"
+
+    def __deepcopy__(self, memo):
+        # Gradio deep-copies a fresh State value for a session that skipped the page's load
+        # event (a client of the queue API); the locks cannot be copied, and a copy of a tab's
+        # transcript is a new, empty one
+        return PageLive()
 
     # -- session life
     def start(self, holder, settings, sessions: LiveSessions, language, itn, hotwords) -> None:
@@ -191,6 +218,7 @@ def build_live_tab(settings, holder, sessions: LiveSessions, language_choices) -
             downloads = gr.File(label="Downloads (TXT, JSON, SRT, VTT)", file_count="multiple",
                                 interactive=False, elem_id="live-downloads")
 
+    @_internal_errors_hidden
     def start(live: PageLive, lang, itn_on, words):
         try:
             live.start(holder, settings, sessions, lang, itn_on, words)
@@ -200,6 +228,7 @@ def build_live_tab(settings, holder, sessions: LiveSessions, language_choices) -
             raise gr.Error(str(e)) from None
         return live, live.status(None), "", "", None
 
+    @_internal_errors_hidden
     def chunk(live: PageLive, audio):
         if audio is not None and live._sessions is not None:
             rate, data = audio
@@ -210,6 +239,7 @@ def build_live_tab(settings, holder, sessions: LiveSessions, language_choices) -
         return (live, live.status(live._sessions is not None), live.partial,
                 live.transcript())
 
+    @_internal_errors_hidden
     def stop(live: PageLive):
         live.finish()
         files = live.downloads(holder.info()["model"]) if live.finals else None

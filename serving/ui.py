@@ -18,6 +18,7 @@ import gradio as gr
 
 from engine.languages import LANGUAGES, language_label, resolve_language
 
+from . import request_id
 from .formats import combined_transcript, write_downloads
 from .live_tab import build_live_tab
 from .model_holder import ModelUnavailable
@@ -197,6 +198,12 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
             except gr.Error:
                 status = 400
                 raise
+            except Exception as e:  # noqa: BLE001
+                # the page is mounted with show_error=True (a user sees why a file was refused),
+                # which would also show this exception's text: the log gets it, the user the id
+                status = 500
+                raise gr.Error(request_id.internal_error(log, "page transcription", e),
+                               print_exception=False) from None
             finally:
                 if metrics is not None:
                     metrics.observe_request(PAGE_ROUTE, status, time.perf_counter() - t0)

@@ -211,6 +211,8 @@ def test_http_api_never_fails_the_error_shape(fuzz_app, seeds):
         name, fmt, data = _pick(seeds, index)
         data = mutate(fmt, data, mutations)
         COUNTS["http_format"][fmt] += 1
+        for kind, *_ in mutations:
+            COUNTS["http_mutation"][kind] += 1
         t0 = time.monotonic()
         r = requests.post(url, files={"file": (name, data)},
                           data={"response_format": response_format}, timeout=HANG_S)

@@ -40,9 +40,11 @@ def _file_data(path: str) -> dict:
 
 
 def _sse_events(response) -> list[tuple[str, str]]:
-    """(event, data) pairs of a text/event-stream body."""
+    """(event, data) pairs of a text/event-stream body (a requests or an httpx response)."""
     events, event = [], None
-    for line in response.iter_lines(decode_unicode=True):
+    lines = (response.iter_lines(decode_unicode=True) if hasattr(response, "iter_content")
+             else response.iter_lines())
+    for line in lines:
         if line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
@@ -254,15 +256,16 @@ def test_nan_samples_are_a_400(app, tmp_path):
     """Fault: NaN/inf samples answered 500 decoding_failed."""
     import numpy as np
     import soundfile as sf
-    x = np.zeros(16000, np.float32)
-    x[100] = np.nan
-    path = tmp_path / "nan.wav"
-    sf.write(path, x, 16000, subtype="FLOAT")
-    r = _post_bytes(app, "nan.wav", path.read_bytes())
-    assert r.status_code == 400, r.text
-    err = r.json()["error"]
-    assert err["code"] == "invalid_audio" and "nan.wav" in err["message"]
-    assert "NaN" in err["message"]
+    for name, value in (("nan.wav", np.nan), ("inf.wav", np.inf), ("-inf.wav", -np.inf)):
+        x = np.zeros(16000, np.float32)
+        x[100] = value
+        path = tmp_path / name
+        sf.write(path, x, 16000, subtype="FLOAT")
+        r = _post_bytes(app, name, path.read_bytes())
+        assert r.status_code == 400, (name, r.text)
+        err = r.json()["error"]
+        assert err["code"] == "invalid_audio" and err["message"].startswith(name + ": "), err
+        assert "NaN" in err["message"] or "inf" in err["message"], err
 
 
 # --------------------------------------------------------------------------- prompt / hotwords
@@ -591,3 +594,86 @@ def test_what_the_fuzzer_found_is_a_400(app, audio_files):
     err = _assert_openai_error(r, 400)
     assert err["code"] == "invalid_audio" and "internal error" not in err["message"]
     assert err["message"].startswith("cut.flac: ")
+
+
+def test_page_errors_leave_only_a_request_id(app_model_dir, audio_files, caplog, monkeypatch):
+    """The page's side of 'no internal exception text in any body': the page is mounted with
+    show_error=True (so that a user sees why their file was refused), which also showed any
+    unexpected exception's text. Here writing the downloads fails as a full disk would, through
+    Gradio's call API of the real app in process: the event says only the request id, the log
+    has the details."""
+    from fastapi.testclient import TestClient
+
+    import app as app_module
+    from serving import ui
+    from serving.settings import parse_settings
+
+    secret = "/srv/secret/gradio/abc123/transcript.txt"
+
+    def full_disk(*a, **k):
+        raise OSError(28, "No space left on device", secret)
+
+    monkeypatch.setattr(ui, "write_downloads", full_disk)
+    caplog.set_level("INFO")
+    fastapi_app, _ = app_module.create_app(parse_settings(["--model", app_model_dir],
+                                                          environ={}))
+    with TestClient(fastapi_app, raise_server_exceptions=False) as client:
+        with open(audio_files["tone.wav"], "rb") as f:
+            up = client.post("/gradio_api/upload", files={"files": ("tone.wav", f)})
+        assert up.status_code == 200, up.text
+        r = client.post("/gradio_api/call/transcribe", json={"data": [
+            [_file_data(up.json()[0])], None, "auto", True, ""]})
+        assert r.status_code == 200, r.text
+        with client.stream("GET", f"/gradio_api/call/transcribe/{r.json()['event_id']}") as s:
+            events = _sse_events(s)
+    kind, text = [e for e in events if e[0] in ("complete", "error")][-1]
+    assert kind == "error", events
+    assert "internal error (request id " in text, text
+    assert "No space" not in text and "secret" not in text and "Errno" not in text, text
+    rid = text.split("request id ")[1].split(")")[0]
+    assert any(rid in rec.getMessage() and rec.exc_info and secret in str(rec.exc_info[1])
+               for rec in caplog.records), "the log has the details under the id"
+
+
+def test_live_tab_errors_leave_only_a_request_id(app_model_dir, caplog, monkeypatch):
+    """The same for the Live tab: starting a session fails unexpectedly (here as a full disk
+    would); the browser's route (Gradio's queue) gets the request id, not the exception."""
+    from fastapi.testclient import TestClient
+
+    import app as app_module
+    from serving.live_tab import PageLive
+    from serving.settings import parse_settings
+
+    secret = "/srv/secret/live/session.wav"
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device", secret)
+
+    monkeypatch.setattr(PageLive, "start", broken)
+    caplog.set_level("INFO")
+    fastapi_app, _ = app_module.create_app(parse_settings(["--model", app_model_dir],
+                                                          environ={}))
+    with TestClient(fastapi_app, raise_server_exceptions=False) as client:
+        config = client.get("/config").json()
+        fn_index, dep = next((i, d) for i, d in enumerate(config["dependencies"])
+                             if any(t[1] == "start_recording" for t in d["targets"]))
+        session = uuid.uuid4().hex
+        r = client.post("/gradio_api/queue/join", json={
+            "data": [None, "auto", True, ""], "fn_index": fn_index, "session_hash": session,
+            "event_data": None, "trigger_id": dep["targets"][0][0]})
+        assert r.status_code == 200, r.text
+        done = None
+        with client.stream("GET", "/gradio_api/queue/data",
+                           params={"session_hash": session}) as s:
+            for _, payload in _sse_events(s):
+                msg = json.loads(payload)
+                if msg.get("msg") == "process_completed":
+                    done = msg
+                    break
+    assert done is not None and not done.get("success"), done
+    text = json.dumps(done)
+    assert "internal error (request id " in text, text
+    assert "No space" not in text and "secret" not in text and "Errno" not in text, text
+    rid = text.split("request id ")[1].split(")")[0]
+    assert any(rid in rec.getMessage() and rec.exc_info and secret in str(rec.exc_info[1])
+               for rec in caplog.records), "the log has the details under the id"
