@@ -153,6 +153,8 @@ def mp3_strip_headers(data: bytes) -> bytes:
                     | (data[9] & 0x7F))
     while not _mp3_frame_length(data[pos:pos + 4]):
         pos += 1
+        if pos >= len(data):   # a damaged file (the fuzzer's) may hold no frame at all
+            raise ValueError("no MPEG audio frame")
     n = _mp3_frame_length(data[pos:pos + 4])
     first = data[pos:pos + n]
     if b"Xing" in first or b"Info" in first or b"VBRI" in first:

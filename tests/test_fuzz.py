@@ -118,6 +118,15 @@ def mutate(fmt: str, data: bytes, mutations) -> bytes:
     return bytes(out)
 
 
+def _mutated(fmt: str, data: bytes, mutations) -> bytes:
+    """``mutate`` under the same hang guard as the decoders: the harness must not hang either."""
+    faulthandler.dump_traceback_later(HANG_S, exit=True)
+    try:
+        return mutate(fmt, data, mutations)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
 CASE = st.tuples(st.integers(0, 10_000), st.lists(MUTATION, min_size=1, max_size=3))
 
 
@@ -139,7 +148,7 @@ def test_loader_never_crashes_hangs_or_overruns(seeds):
     def run(case):
         index, mutations = case
         name, fmt, data = _pick(seeds, index)
-        data = mutate(fmt, data, mutations)
+        data = _mutated(fmt, data, mutations)
         COUNTS["loader_format"][fmt] += 1
         for kind, *_ in mutations:
             COUNTS["loader_mutation"][kind] += 1
@@ -209,7 +218,7 @@ def test_http_api_never_fails_the_error_shape(fuzz_app, seeds):
     def run(case, response_format):
         index, mutations = case
         name, fmt, data = _pick(seeds, index)
-        data = mutate(fmt, data, mutations)
+        data = _mutated(fmt, data, mutations)
         COUNTS["http_format"][fmt] += 1
         for kind, *_ in mutations:
             COUNTS["http_mutation"][kind] += 1
