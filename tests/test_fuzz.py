@@ -4,8 +4,9 @@ inserted bytes, cut ranges, truncations, and header fields that lie about length
 or size), through the loader in this process and through the HTTP API of the real app.
 
 Never a crash, a hang, a 5xx or a body outside the documented shapes; the server's peak memory
-stays within 300 MB of its idle memory. Budget: ``FUNASR_NANO_FUZZ_CASES`` cases per test (default
-300: about a minute for both in CI); ``FUNASR_NANO_FUZZ_CASES=5000`` for the long run.
+stays within 300 MB of its idle memory. Budget: ``FUNASR_NANO_FUZZ_CASES`` cases per test
+(default 300, a fixed seed: about 20 s for both on the 2-core VM, the app's start included);
+``FUNASR_NANO_FUZZ_CASES=5000`` for the long run (a random seed; ``bench/fuzz.py`` writes it up).
 ``FUNASR_NANO_FUZZ_REPORT=FILE`` writes the counts (outcomes, formats, mutations, memory) as JSON.
 """
 from __future__ import annotations
