@@ -2,7 +2,7 @@
 
     python bench/segments.py                        # VAD grid only (~1 min of CPU)
     python bench/segments.py --decode models/demo   # + decode time, today's vs the chosen setting
-    python bench/segments.py --decode models/demo --decode-random tiny
+    python bench/segments.py --decode models/demo --prefill-random full
 
 The recording: every clip of ../shared/data/speech (all languages; decoded, mixed to mono and
 resampled to 16 kHz by engine.audio.load_audio) in seeded random order, over and over until it
@@ -17,9 +17,12 @@ silence would make the VAD's job unrealistically easy). Each clip's span is know
 For each setting of a small grid (pad, merge gap, merge target; plus today's defaults and the
 chosen ones) the table gives the segment count, median / longest segment, speech outside and the
 largest edge-in-pause. Decode time (``engine.longform.transcribe_long`` on the whole recording,
-batch 8) is measured only for "before" and "chosen", since it costs CPU minutes: with the demo
-model (``--decode``) and, for a cost that scales like the full-size model's per-segment work,
-the tiny random-weight model (``--decode-random tiny``) or the full-size one (``full``).
+batch 8) is measured only for "before" and "chosen", since it costs CPU minutes, with the demo
+model (``--decode``): a small trained model, so its time is mostly per-segment overhead. The
+full-size model's extra cost from merging is in encoding the pauses inside merged segments and
+the padding: ``--prefill-random full`` times the encoder and prompt prefill of every segment
+with the full-size random-weight checkpoint (one new token each; random weights generate
+meaningless token counts, so whole decodes are not timed with them).
 
 Writes bench/results/segments-<host>-<YYYYMMDD-HHMM>.md and .json with the machine.
 """
@@ -126,6 +129,16 @@ def decode_time(model, audio, setting, batch_size=8, repeats=3) -> dict:
             "decoded_segments": len(res["segments"]), "error": res["error"]}
 
 
+def prefill_time(model, audio, segs, batch_size=8) -> dict:
+    """Wall time of encoding and prefilling every segment, batch 8, one new token each."""
+    pieces = [(audio[int(a * SR):int(b * SR)], SR) for a, b in segs]
+    t0 = time.perf_counter()
+    model.transcribe(pieces, batch_size=batch_size, max_new_tokens=1, ignore_eos=True,
+                     repetition_guard=False)
+    seconds = time.perf_counter() - t0
+    return {"decode_s": round(seconds, 2), "rtf": round(seconds / (len(audio) / SR), 4)}
+
+
 def label(setting: dict) -> str:
     t = setting["target_segment_s"]
     return (f"pad {setting['pad_s']:.2g} s, merge < {setting['merge_gap_s']:.2g} s, "
@@ -139,8 +152,11 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0, help="seed of the clip order and pauses")
     ap.add_argument("--decode", metavar="MODEL_DIR", default=None,
                     help="also time transcribe_long with this model (e.g. models/demo)")
-    ap.add_argument("--decode-random", choices=["tiny", "full"], default=None,
-                    help="also time it with a random-weight model of this size")
+    ap.add_argument("--prefill-random", choices=["tiny", "full"], default=None,
+                    help="also time the encoder and prompt prefill of every segment (one new "
+                    "token each) with a random-weight model of this size: the part of a "
+                    "full-size model's cost that grows with the audio in segments (random "
+                    "weights generate meaningless token counts, so whole decodes are not timed)")
     ap.add_argument("--no-write", action="store_true", help="print only, write no result files")
     args = ap.parse_args(argv)
 
@@ -173,14 +189,20 @@ def main(argv=None):
     if args.decode:
         from model import FunASRNano
         models.append((f"demo ({args.decode})", FunASRNano.from_pretrained(args.decode)))
-    if args.decode_random:
-        from model import FunASRNano
-        from tools.make_random_model import cached_random_model
-        path = cached_random_model(args.decode_random)
-        models.append((f"random {args.decode_random}", FunASRNano.from_pretrained(str(path))))
     for row in rows[:2]:
         for mname, model in models:
             row.setdefault("decode", {})[mname] = decode_time(model, audio, row["setting"])
+    if args.prefill_random:
+        from model import FunASRNano
+        from tools.make_random_model import cached_random_model
+        size = args.prefill_random
+        path = cached_random_model(size, 1 if size == "full" else 0)
+        mname = f"encoder+prefill, random {size}"
+        model = FunASRNano.from_pretrained(str(path))
+        models.append((mname, model))
+        for row in rows[:2]:
+            segs = vad.segments_from_probabilities(probs, n, **row["setting"])
+            row.setdefault("decode", {})[mname] = prefill_time(model, audio, segs)
 
     info = {"machine": machine_info("cpu"),
             "recording": {"seconds": round(len(audio) / SR, 1), "clips": len(spans),
@@ -207,8 +229,11 @@ def main(argv=None):
                      + dec)
     for mname, _ in models:
         b, c = rows[0]["decode"][mname]["decode_s"], rows[1]["decode"][mname]["decode_s"]
-        lines += ["", f"Decode time (transcribe_long, VAD pass included, batch 8, median of 3), "
-                  f"{mname}: before {b} s, chosen {c} s (chosen / before = {c / b:.2f})."]
+        what = ("encoder and prefill of every segment (batch 8, one new token), one run"
+                if mname.startswith("encoder") else
+                "transcribe_long, VAD pass included, batch 8, median of 3")
+        lines += ["", f"Time, {mname} ({what}): before {b} s, chosen {c} s "
+                  f"(chosen / before = {c / b:.2f})."]
     lines += ["", "Audio in segments: the seconds the encoder sees (merged segments include the "
               "pauses between their speech regions; padding adds context), a proxy for the "
               "encoder's share of a full-size model's cost."]
