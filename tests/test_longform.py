@@ -4,7 +4,8 @@
 The recordings are built at test time from the real clips in shared/data/speech, joined by
 silences of known lengths, so where the speech is is known exactly. The decoder is replaced by a
 small fake (its behaviour depends only on the segment length), which is what the repetition guard
-and the batching need; the real model is exercised by bench/longform_memory.py --model DIR."""
+and the batching need; the real model is exercised by bench/longform_memory.py --model DIR, and
+the segment-edge bounds run through the demo model (test_segment_edges_keep_speech)."""
 
 import csv
 import os
