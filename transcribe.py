@@ -22,6 +22,7 @@ import logging
 import sys
 from pathlib import Path
 
+from engine.audio import vad
 from serving import corpus
 
 
@@ -53,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "or segment (default: 512)")
     p.add_argument("--max-segment-seconds", type=float, default=30.0,
                    help="files longer than this are cut at pauses into segments of at most "
-                   "this many seconds (default: 30)")
+                   f"this many seconds; speech separated by pauses under {vad.MERGE_GAP_S:g} s "
+                   f"is merged into segments of up to {vad.TARGET_SEGMENT_S:g} s (or this, if "
+                   f"shorter), each padded by {vad.PAD_S:g} s (default: 30)")
     p.add_argument("--format", default="json", choices=["json", "txt", "srt", "vtt", "tsv"],
                    help="json: one line per file with text, language, segments, error; txt: "
                    "the text; srt, vtt: subtitles; tsv: start, end, text (default: json)")

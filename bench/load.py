@@ -298,7 +298,11 @@ waves = list(np.load(sys.argv[2]))
 asr = FunASRNano.from_pretrained(sys.argv[3], device="cpu", dtype=sys.argv[4])
 tokens = int(sys.argv[5])
 asr.transcribe([waves[0]], max_new_tokens=4, ignore_eos=True)
-print("READY " + json.dumps({"kernels": bool(getattr(asr, "kernels_in_use", False))}), flush=True)
+in_use = getattr(asr, "kernels_in_use", None)
+if in_use is None:  # revisions before engine.kernels.loader: the kernels load with the model
+    from engine.kernels import kernels
+    in_use = kernels() is not None
+print("READY " + json.dumps({"kernels": bool(in_use)}), flush=True)
 for line in sys.stdin:
     case = line.strip()
     inputs = waves if case == "batch" else [waves[0]]

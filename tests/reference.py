@@ -59,8 +59,10 @@ from funasr.utils.load_utils import extract_fbank, load_audio_text_image_video
 # is always funasr's own.
 
 
-def build_reference(model_dir, device: str = "cpu", **kwargs):
-    """funasr AutoModel on model_dir with the built-in FunASRNano, dither 0, warmed up."""
+def build_reference(model_dir, device: str = "cpu", stock_frontend: bool = False, **kwargs):
+    """funasr AutoModel on model_dir with the built-in FunASRNano, dither 0, warmed up.
+    ``stock_frontend``: no frontend_conf given, as a user's plain AutoModel(model=...) is built
+    (WavFrontend's default dither=1.0)."""
     from funasr import AutoModel
 
     registered = tables.model_classes.get("FunASRNano")
@@ -75,7 +77,7 @@ def build_reference(model_dir, device: str = "cpu", **kwargs):
                 disable_update=True,
                 log_level="WARNING",
                 ncpu=torch.get_num_threads(),
-                frontend_conf={"dither": 0.0},
+                **({} if stock_frontend else {"frontend_conf": {"dither": 0.0}}),
                 **kwargs,
             )
     finally:
@@ -85,7 +87,7 @@ def build_reference(model_dir, device: str = "cpu", **kwargs):
             tables.model_classes["FunASRNano"] = registered
     auto.build_log = log.getvalue()
     assert type(auto.model) is BUILTIN_FUNASR_NANO, type(auto.model)
-    assert auto.kwargs["frontend"].dither == 0.0
+    assert stock_frontend or auto.kwargs["frontend"].dither == 0.0
     # Warm-up: the first inference_llm casts the LLM to fp32 for good (spec 7.3). One second
     # of a 440 Hz tone as a tensor input (the "!!" path), one new token.
     tone = 0.1 * torch.sin(2 * math.pi * 440 * torch.arange(16000) / 16000)

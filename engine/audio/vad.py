@@ -31,6 +31,24 @@ NEG_THRESHOLD = THRESHOLD - 0.15   # ... and only counts as silence below 0.35 (
 MIN_SPEECH_S = 0.1                 # shorter bursts are clicks or breaths, not words
 SHORT_JOIN_MAX_GAP_S = 2.0         # a too-short segment is joined to a neighbour at most this far
 
+# Segmentation defaults, chosen by bench/segments.py (README "Long audio"). On 10 minutes of real
+# clips joined by 2-4 s pauses, the old 0.1 s pad and 0.8 s merge gap left 2.2-2.6% of the speech
+# frames outside every segment: silero-vad starts late on soft onsets and ends early on trailing
+# consonants, and the AISHELL clips open with ~0.5 s of low sound (-20 dB) before the first word. These keep all but
+# 0.19-0.26% (three seeds), with every edge at most 0.46 s into a pause.
+MAX_SEGMENT_S = 30.0     # the model is trained on utterances up to ~30 s: never longer
+MIN_SILENCE_S = 0.25     # a speech region ends after this much silence
+PAD_S = 0.45             # context on each side. An edge then lies at most the pad plus one 32 ms
+                         # window inside a pause, while the speech kept varies with the recording,
+                         # so the pad is as large as a 0.5 s bound on edges allows (faster-whisper
+                         # pads 0.4 s)
+MERGE_GAP_S = 5.0        # neighbours closer than this are merged ...
+TARGET_SEGMENT_S = 20.0  # ... while the merged segment stays within this: fewer edges to lose
+                         # speech at, and more context for the decoder. 30 s keeps slightly more,
+                         # but a segment's subtitle cues are timed by interpolation, so longer
+                         # segments time them more coarsely
+MIN_SEGMENT_S = 1.0      # shorter segments join a neighbour (very short inputs decode poorly)
+
 _session = None
 _session_lock = threading.Lock()
 
@@ -119,10 +137,11 @@ def speech_probabilities(audio, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, int]
     return np.concatenate(probs), vad.n_samples
 
 
-def segment_speech(audio_blocks_or_array, sr: int = SAMPLE_RATE, max_segment_s: float = 30.0,
-                   min_silence_s: float = 0.25, merge_gap_s: float = 0.8,
-                   min_segment_s: float = 1.0, threshold: float = THRESHOLD,
-                   pad_s: float = 0.1) -> list[tuple[float, float]]:
+def segment_speech(audio_blocks_or_array, sr: int = SAMPLE_RATE,
+                   max_segment_s: float = MAX_SEGMENT_S, min_silence_s: float = MIN_SILENCE_S,
+                   merge_gap_s: float = MERGE_GAP_S, min_segment_s: float = MIN_SEGMENT_S,
+                   threshold: float = THRESHOLD, pad_s: float = PAD_S,
+                   target_segment_s: float | None = TARGET_SEGMENT_S) -> list[tuple[float, float]]:
     """Speech segments ``[(start_s, end_s), ...]`` of at most ``max_segment_s`` seconds.
 
     Input: a 1-D array at ``sr``, an iterable of 16 kHz blocks (streamed, memory stays flat), or a
@@ -132,22 +151,27 @@ def segment_speech(audio_blocks_or_array, sr: int = SAMPLE_RATE, max_segment_s: 
     return segments_from_probabilities(probs, n, max_segment_s=max_segment_s,
                                        min_silence_s=min_silence_s, merge_gap_s=merge_gap_s,
                                        min_segment_s=min_segment_s, threshold=threshold,
-                                       pad_s=pad_s)
+                                       pad_s=pad_s, target_segment_s=target_segment_s)
 
 
-def segments_from_probabilities(probs: np.ndarray, n_samples: int, max_segment_s: float = 30.0,
-                                min_silence_s: float = 0.25, merge_gap_s: float = 0.8,
-                                min_segment_s: float = 1.0, threshold: float = THRESHOLD,
-                                pad_s: float = 0.1) -> list[tuple[float, float]]:
+def segments_from_probabilities(probs: np.ndarray, n_samples: int,
+                                max_segment_s: float = MAX_SEGMENT_S,
+                                min_silence_s: float = MIN_SILENCE_S,
+                                merge_gap_s: float = MERGE_GAP_S,
+                                min_segment_s: float = MIN_SEGMENT_S,
+                                threshold: float = THRESHOLD, pad_s: float = PAD_S,
+                                target_segment_s: float | None = TARGET_SEGMENT_S,
+                                ) -> list[tuple[float, float]]:
     """Turn per-window probabilities into segments.
 
     1. Speech regions: start at ``prob >= threshold``, end after ``min_silence_s`` below
        ``threshold - 0.15`` (silero's hysteresis). Regions under 0.1 s are dropped.
-    2. Regions closer than ``merge_gap_s`` are joined while the result fits ``max_segment_s``
-       (0.8 s and 30 s are the reference FSMN-VAD's end-silence and segment limits). When a group
-       would get too long, it is cut at its longest pause, preferring pauses in the later part
-       so pieces stay long. A single region longer than the limit is cut at the quietest window
-       (lowest smoothed probability) in the second half of the allowed span, so not mid-word.
+    2. Regions closer than ``merge_gap_s`` are joined while the result fits
+       ``target_segment_s`` (``None``: ``max_segment_s``, never more). When a group would get too
+       long, it is cut at its longest pause, preferring pauses in the later part so pieces stay
+       long. A single region longer than ``max_segment_s`` is cut at the quietest window (lowest
+       smoothed probability) in the second half of the allowed span, so not mid-word; a single
+       region between the target and the maximum stays whole.
     3. Segments shorter than ``min_segment_s`` join their nearer neighbour when that fits and the
        gap is under 2 s (very short inputs decode poorly; a longer gap would blur subtitle times).
     4. ``pad_s`` of context is added on each side, never past the midpoint to a neighbour.
@@ -156,9 +180,11 @@ def segments_from_probabilities(probs: np.ndarray, n_samples: int, max_segment_s
         raise ValueError("max_segment_s is too small")
     probs = np.asarray(probs, dtype=np.float32)
     limit = int((max_segment_s - 2 * pad_s) / WINDOW_S)    # in windows, leaving room for padding
+    target = limit if target_segment_s is None else min(
+        limit, max(1, int((target_segment_s - 2 * pad_s) / WINDOW_S)))
     regions = _speech_regions(probs, threshold, max(1, round(min_silence_s / WINDOW_S)))
     regions = [r for piece in regions for r in _split_long(probs, *piece, limit)]
-    groups = _group(regions, round(merge_gap_s / WINDOW_S), limit)
+    groups = _group(regions, round(merge_gap_s / WINDOW_S), target)
     groups = _join_short(groups, round(min_segment_s / WINDOW_S),
                          round(SHORT_JOIN_MAX_GAP_S / WINDOW_S), limit)
     return _pad(groups, n_samples / SAMPLE_RATE, pad_s)
@@ -213,7 +239,8 @@ def _split_long(probs, start, end, limit):
 
 
 def _group(regions, merge_gap, limit):
-    """Join regions separated by short gaps, never exceeding ``limit``; cut at the best pause."""
+    """Join regions separated by gaps under ``merge_gap``, a group never exceeding ``limit`` (unless
+    it is one region); cut at the best pause."""
     groups, cur = [], []
     for r in regions:
         if not cur:
@@ -224,7 +251,7 @@ def _group(regions, merge_gap, limit):
             cur = [r]
             continue
         cur.append(r)
-        while cur[-1][1] - cur[0][0] > limit:
+        while len(cur) > 1 and cur[-1][1] - cur[0][0] > limit:
             k = _best_cut(cur, limit)
             groups.append((cur[0][0], cur[k][1]))
             cur = cur[k + 1:]
@@ -236,7 +263,10 @@ def _group(regions, merge_gap, limit):
 def _best_cut(cur, limit):
     """Index k: cut after cur[k]. The right part must fit; prefer the longest pause whose left
     part is at least a third of the limit (avoids slivers), else the longest feasible pause."""
-    feasible = [k for k in range(len(cur) - 1) if cur[-1][1] - cur[k + 1][0] <= limit]
+    # the last region alone may be over the limit (a merge target shorter than the maximum
+    # segment): then it can only start a group of its own
+    feasible = ([k for k in range(len(cur) - 1) if cur[-1][1] - cur[k + 1][0] <= limit]
+                or [len(cur) - 2])
     gap = lambda k: (cur[k + 1][0] - cur[k][1], k)   # noqa: E731 - later wins ties
     long_left = [k for k in feasible if cur[k][1] - cur[0][0] >= limit // 3]
     return max(long_left or feasible, key=gap)

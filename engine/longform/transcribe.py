@@ -31,7 +31,7 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
-                    max_segment_s=30.0, progress=None, *, name=None, max_new_tokens=512,
+                    max_segment_s=vad.MAX_SEGMENT_S, progress=None, *, name=None, max_new_tokens=512,
                     vad_options=None, max_seconds=None) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
