@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .batching import Generation
+from .batching import Generation, _per_item
 from .qwen3 import Qwen3ForCausalLM, rotate_half
 from .repetition import loop_at
 
@@ -408,14 +408,6 @@ def _qkv(attn, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     k = attn.k_norm(attn.k_proj(x).view(b, t, attn.kv, attn.d)).transpose(1, 2)
     v = attn.v_proj(x).view(b, t, attn.kv, attn.d).transpose(1, 2)
     return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
-
-
-def _per_item(value, n: int) -> list:
-    if isinstance(value, (list, tuple)):
-        if len(value) != n:
-            raise ValueError(f"{len(value)} values for {n} prompts")
-        return list(value)
-    return [value] * n
 
 
 def static_greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: int,
