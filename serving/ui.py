@@ -340,8 +340,10 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                     [files, microphone, table, transcript, downloads, raw],
                     api_visibility="private", queue=False)
         load_btn.click(load_model, None, status, api_name="load_model")
+        # a status refresh never draws a progress tracker over the status line itself (on a
+        # slow machine this load can still be running when the first Transcribe is clicked)
         blocks.load(lambda: status_markdown(holder), None, status, api_name="model_status",
-                    queue=False)
+                    queue=False, show_progress="hidden")
 
         def tick():
             return status_markdown(holder), gr.Timer(active=_kernels_pending(holder))
