@@ -222,9 +222,10 @@ class FunASRNano(nn.Module):
                 prepared = _prepared.int8_weights(self, getattr(self, "checkpoint_file", None))
                 self.llm.pack_for_cpu(mode, fast, prepared)
                 # the audio side is compute-bound: int8 GEMM there too
-                int8.quantize_linears(self.audio_encoder, prepared=prepared,
+                q8 = int8.vnni_kernels(fast)
+                int8.quantize_linears(self.audio_encoder, q8=q8, prepared=prepared,
                                       prefix="audio_encoder.")
-                int8.quantize_linears(self.audio_adaptor, prepared=prepared,
+                int8.quantize_linears(self.audio_adaptor, q8=q8, prepared=prepared,
                                       prefix="audio_adaptor.")
                 del prepared
             elif fast is not None:

@@ -252,11 +252,12 @@ class Qwen3ForCausalLM(nn.Module):
             fast = kernels()
         q8 = None
         if mode == "int8" and int8.available():
-            # on VNNI CPUs decode steps go through fused layer steps (below) and the lm_head's
-            # VNNI copy; elsewhere one-row calls may go through the weight-only kernel
+            # on VNNI CPUs every product goes through the VNNI kernels (decode steps through
+            # the fused layer steps below, prefill through q8_gemm); elsewhere fbgemm, and
+            # one-row calls may go through the weight-only kernel
             q8 = int8.vnni_kernels(fast)
             one_row = fast if q8 is None and int8.one_row_kernel_helps() else None
-            int8.quantize_linears(self.model, one_row=one_row, prepared=prepared,
+            int8.quantize_linears(self.model, one_row=one_row, q8=q8, prepared=prepared,
                                   prefix="llm.model.")
             # what is left: lm_head
             int8.quantize_linears(self, one_row=one_row, q8=q8, prepared=prepared, prefix="llm.")

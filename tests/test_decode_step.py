@@ -69,6 +69,56 @@ def test_q8_rows_do_not_depend_on_the_batch():
         assert torch.equal(together[i], q8.q8_linear(x[i:i + 1], w8, scale, sums, torch.empty(0))[0])
 
 
+@needs_vnni
+@pytest.mark.parametrize("rows", [17, 40, 97, 200])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_q8_gemm_is_q8_linear_exactly(rows, with_bias):
+    """The many-row kernel on the panel layout gives the few-row kernel's numbers bit for bit
+    (same integer sums, same epilogue), so a row's result does not depend on which one the batch
+    size picked. N = 70: a part panel (6 rows) and part tiles; K = 203: a part group of 4; rows
+    97 and 200: more than one 96-row pass and a part tile of 6."""
+    w8, scale, sums = _quantized(70, 203, seed=rows)
+    wp = int8.q8_pack(w8)
+    assert wp.shape == (5, 51, 64)
+    unpacked = wp.view(5, 51, 16, 4).permute(0, 2, 1, 3).reshape(80, 204)
+    assert torch.equal(unpacked[:70, :203], w8) and not unpacked[70:].any() and not unpacked[:, 203:].any()
+    x = torch.randn(rows, 203, generator=torch.Generator().manual_seed(7 + rows))
+    x[rows // 2] *= 30  # a loud row must not coarsen the others
+    bias = torch.randn(70) if with_bias else torch.empty(0)
+    got = q8.q8_gemm(x, wp, scale, sums, bias)
+    assert torch.equal(got, q8.q8_linear(x, w8, scale, sums, bias))
+    want = _emulated(x, w8, scale, bias if with_bias else None)
+    assert torch.allclose(got.double(), want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
+
+
+@needs_vnni
+def test_q8_gemm_refuses_a_panel_of_another_shape():
+    w8, scale, sums = _quantized(64, 128, seed=3)
+    with pytest.raises(RuntimeError, match="another shape"):
+        q8.q8_gemm(torch.randn(20, 132), int8.q8_pack(w8), scale, sums, torch.empty(0))
+
+
+@needs_vnni
+def test_int8_mode_on_vnni_never_packs_for_fbgemm(monkeypatch):
+    """On VNNI CPUs every int8 product, the encoder's and the prefill's included, goes through the
+    project's kernels: fbgemm's prepack (3-6 s of a full-size load) is never called."""
+    calls = []
+    real = torch.ops.quantized.linear_prepack
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(torch.ops.quantized, "linear_prepack", counted)
+    asr = FunASRNano.from_pretrained(str(ROOT / "models" / "demo"), device="cpu", dtype="int8")
+    texts = [r["text"] for r in asr.transcribe([str(ROOT / "example" / "en.wav"),
+                                                 str(ROOT / "example" / "fi.wav")])]
+    assert all(t.strip() for t in texts), texts
+    assert not calls
+    linears = [m for m in asr.modules() if isinstance(m, int8.DynamicInt8Linear)]
+    assert linears and all(m._packed is None and m._many_rows is not None for m in linears)
+
+
 def _tiny_llm(seed=0, vocab_size=300):
     # hidden 96 and head_dim 40: tails in the product (K % 64) and in the attention's lanes;
     # intermediate 528: several 32-row blocks to a thread's share of gate/up, and a part block

@@ -8,7 +8,7 @@ are not copied into one), for up to ``MAX_ROWS[kind]`` batch rows (more rows are
 the layer's own modules take them).
 
 * int8 mode (CPUs with VNNI): the layer's DynamicInt8Linears' own int8 tensors (memory-mapped
-  from engine.kernels.prepared's cache; fbgemm packs its own copy for prefill).
+  from engine.kernels.prepared's cache, next to q8_gemm's panels for prefill).
 * fp32 / bf16 modes with bf16-stored weights: the layer's PackedLinears' own tensors (for the
   official checkpoint, the memory-mapped ones from model.pt), nothing copied.
 """

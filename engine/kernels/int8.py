@@ -11,13 +11,15 @@ fbgemm ships inside PyTorch's x86 builds (``torch.backends.quantized.supported_e
 kernel is the one ``torch.ao.nn.quantized.dynamic.Linear`` calls, used here directly so that no
 module conversion or fp32 copy of the model is needed.
 
-Decode steps (a few rows) go another way on CPUs with AVX-512 VNNI: fbgemm's per-call cost
-(~25 us even for a 1024 x 1024 matrix) puts a decode step at twice the time its weight bytes
-need. There each decoder layer gets an int8 ``DecodeStep`` (engine.kernels.decode_step: the attention
-block and the MLP block in one call each) and the lm_head the same kernel. Same int8 weights
-(the plain int8 tensors, memory-mapped from engine.kernels.prepared's cache, next to fbgemm's
-packed copy for prefill); activations are quantised per row instead of per tensor. The lm_head
-is packed for fbgemm only when a batch of more than 16 rows first needs it.
+On CPUs with AVX-512 VNNI the project's own kernels (csrc/avx512.cpp) take every product
+instead, activations quantised per row (so a row's result never depends on the rest of the
+batch): a decoder layer's decode step is an int8 ``DecodeStep`` (engine.kernels.decode_step: the
+attention block and the MLP block in one call each; fbgemm's per-call cost, ~25 us even for a
+1024 x 1024 matrix, put a step at twice the time its weight bytes need), a few rows go through
+q8_linear, and many rows (the encoder, prefill) through q8_gemm, whose panel layout of the
+weight is prepared once and memory-mapped with the rest (engine.kernels.prepared). fbgemm would
+repack its own layout at every load (3-6 s for the full model on 2 cores), and its GEMM was
+1.1-2x slower than q8_gemm on the model's shapes (measured on a 2-core EPYC, 2026-12-03).
 """
 from __future__ import annotations
 
@@ -47,6 +49,16 @@ def q8_weight(w8: torch.Tensor, scale: torch.Tensor) -> tuple[torch.Tensor, ...]
 def vnni_kernels(module=False):
     """``module`` (default: the compiled kernels) when this CPU has AVX-512 VNNI, else None."""
     return avx512_kernels(need_vnni=True, module=module)
+
+
+def q8_pack(w8: torch.Tensor) -> torch.Tensor:
+    """The int8 weight (N, K) in q8_gemm's layout: panels of 16 output rows, each row's k in
+    groups of 4 side by side, (ceil(N/16), ceil(K/4), 64), zeros past N and K."""
+    n, k = w8.shape
+    nb, kg = -(-n // 16), -(-k // 4)
+    padded = torch.zeros(nb * 16, kg * 4, dtype=torch.int8)
+    padded[:n, :k] = w8
+    return padded.view(nb, 16, kg, 4).permute(0, 2, 1, 3).reshape(nb, kg, 64).contiguous()
 
 
 def available() -> bool:
@@ -80,11 +92,16 @@ class DynamicInt8Linear(nn.Module):
     fp32 in, fp32 out, any leading dimensions.
 
     Built from the int8 weight and its float64 row scales (``quantize_weight``, or the
-    memory-mapped copy engine.kernels.prepared keeps): fbgemm packs its own copy for many rows;
-    the kernels' few-row and one-row paths and the decode steps read these very tensors."""
+    memory-mapped copy engine.kernels.prepared keeps). With the VNNI kernels (``q8``) every call
+    stays in them: up to MAX_ROWS["int8"] rows q8_linear on the plain weight, more rows q8_gemm on
+    its panel layout (``packed``: q8_pack's, also cached), the same integer sums and arithmetic,
+    so a row's result never depends on the batch; nothing is packed for fbgemm. Without them
+    fbgemm packs its own copy (at load) for many rows, and the kernels' one-row path may take
+    single rows."""
 
     def __init__(self, w8: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
-                 one_row=None, q8=None, sums: torch.Tensor | None = None):
+                 one_row=None, q8=None, sums: torch.Tensor | None = None,
+                 packed: torch.Tensor | None = None):
         super().__init__()
         self.out_features, self.in_features = w8.shape
         self.has_bias = bias is not None
@@ -92,23 +109,25 @@ class DynamicInt8Linear(nn.Module):
         self._w8, self._scale = w8, scale
         self._scale32 = scale.float().contiguous()
         self._sums = sums
-        self._packed = None
-        if q8 is None:  # a Linear with the few-row path packs for fbgemm only if ever needed
-            self._pack()
+        self._packed = None  # fbgemm's
         # One row (decoding a single sequence) is bandwidth-bound, and fbgemm's per-call
         # activation quantisation and packing cost more than they save there: such calls go
         # through the weight-only int8 kernel (same int8 weights, unquantised input).
         self._one_row = None
-        if one_row is not None:  # the compiled kernels
+        if one_row is not None and q8 is None:  # the compiled kernels
             k, w, s, b = one_row, w8.contiguous(), self._scale32, self._bias
             self._one_row = (lambda x2: k.linear_int8(x2, w, s)) if b is None else (
                 lambda x2: k.linear_int8(x2, w, s) + b)
-        # Up to MAX_ROWS["int8"] rows through the VNNI kernel (q8: csrc/avx512.cpp's q8_linear)
-        self._few_rows = None
+        # the VNNI kernels (csrc/avx512.cpp): q8_linear for a few rows, q8_gemm for more
+        self._few_rows = self._many_rows = None
         if q8 is not None:
             qt = self.q8_tensors()
             b = torch.empty(0) if bias is None else self._bias
+            wp = q8_pack(qt[0]) if packed is None else packed
             self._few_rows = lambda x2: q8.q8_linear(x2, *qt, b)
+            self._many_rows = lambda x2: q8.q8_gemm(x2, wp, qt[1], qt[2], b)
+        else:
+            self._pack()
 
     @classmethod
     def from_float(cls, weight: torch.Tensor, bias: torch.Tensor | None = None, **kw):
@@ -127,8 +146,9 @@ class DynamicInt8Linear(nn.Module):
         x2 = x.reshape(-1, shape[-1])
         if x2.dtype != torch.float32:
             x2 = x2.float()
-        if self._few_rows is not None and x2.shape[0] <= MAX_ROWS["int8"]:
-            y = self._few_rows(x2.contiguous())
+        if self._few_rows is not None:
+            rows = self._few_rows if x2.shape[0] <= MAX_ROWS["int8"] else self._many_rows
+            y = rows(x2.contiguous())
         elif self._one_row is not None and x2.shape[0] == 1:
             y = self._one_row(x2.contiguous())
         else:
@@ -168,9 +188,9 @@ def quantize_linears(module: nn.Module, one_row=None, q8=None, prepared=None,
     """Replace every nn.Linear under ``module`` by a DynamicInt8Linear (in place). Tied weights
     are quantised per use: the lm_head gets its own int8 copy while the embedding lookup keeps
     the original table. ``one_row`` (the kernels) sends one-row calls through the weight-only
-    kernel; ``q8`` (the VNNI kernels) gives each Linear a few-row path. ``prepared`` maps
-    ``prefix + name`` + ".w8" / ".scale" / ".sum" to the int8 tensors (engine.kernels.prepared);
-    a Linear it lacks is quantised here."""
+    kernel; ``q8`` (the VNNI kernels) puts every call through them (no fbgemm). ``prepared`` maps
+    ``prefix + name`` + ".w8" / ".scale" / ".sum" / ".wp" to the int8 tensors
+    (engine.kernels.prepared); a Linear it lacks is quantised here."""
     prepared = prepared or {}
     for mod_name, parent in list(module.named_modules()):
         for name, child in list(parent.named_children()):
@@ -181,4 +201,5 @@ def quantize_linears(module: nn.Module, one_row=None, q8=None, prepared=None,
                 else:
                     w8, scale = quantize_weight(child.weight)
                 setattr(parent, name, DynamicInt8Linear(w8, scale, child.bias, one_row, q8,
-                                                        prepared.get(full + ".sum")))
+                                                        prepared.get(full + ".sum"),
+                                                        prepared.get(full + ".wp")))

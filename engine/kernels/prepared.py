@@ -31,7 +31,7 @@ log = logging.getLogger("funasr_nano")
 
 # the Linears the int8 mode quantises (model.py: encoder, adaptor, decoder incl. lm_head)
 PREFIXES = ("audio_encoder.", "audio_adaptor.", "llm.")
-FORMAT = 1
+FORMAT = 2  # 2: row sums and q8_gemm's panels for every Linear
 
 
 def cache_dir() -> Path | None:
@@ -62,15 +62,17 @@ def cache_file(checkpoint: Path, mode: str) -> Path | None:
 
 
 def compute_int8(model: nn.Module) -> dict[str, torch.Tensor]:
-    """name.w8 / name.scale / name.sum for every Linear the int8 mode replaces; the sums (int32)
-    for the decoder's, which the VNNI kernels take."""
+    """name.w8 / name.scale / name.sum / name.wp for every Linear the int8 mode replaces: the
+    int8 weight, its row scales, its row sums and its panel layout (q8_pack), what the VNNI
+    kernels take. Pages of a mapped file that a CPU without VNNI never reads (the sums and
+    panels) cost it disk only."""
     out = {}
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Linear) and name.startswith(PREFIXES):
             w8, scale = _int8.quantize_weight(mod.weight)
             out[name + ".w8"], out[name + ".scale"] = w8, scale
-            if name.startswith("llm."):
-                out[name + ".sum"] = w8.sum(1, dtype=torch.int32)
+            out[name + ".sum"] = w8.sum(1, dtype=torch.int32)
+            out[name + ".wp"] = _int8.q8_pack(w8)
     return out
 
 

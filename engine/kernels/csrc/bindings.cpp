@@ -19,6 +19,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   DEF(has_avx512);
   DEF(has_vnni);
   DEF(q8_linear);
+  DEF(q8_gemm);
   DEF(q8_mlp);
   DEF(q8_attention);
   DEF(b16_linear);

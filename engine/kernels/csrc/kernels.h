@@ -21,6 +21,7 @@ Tensor fsmn_memory(Tensor v, Tensor wt, int64_t left);
 bool has_avx512();
 bool has_vnni();
 Tensor q8_linear(Tensor x, Tensor w, Tensor s, Tensor sum, Tensor bias);
+Tensor q8_gemm(Tensor x, Tensor wp, Tensor s, Tensor sum, Tensor bias);
 Tensor q8_mlp(Tensor x, Tensor nw, double eps, Tensors gu, Tensors gus, Tensors gusum,
               Tensor dn, Tensor dns, Tensor dnsum);
 Tensor q8_attention(Tensor x, Tensor nw, double eps, Tensors qkv, Tensors qkvs, Tensors qkvsum,
