@@ -11,10 +11,12 @@ What it does
     and files, 2 GB), mounted read-only at /models in the container and given with --model here.
   * Input: bench/benchmark.py's ``1x10s`` (the first 10 s of the shared English clips), written
     once to a 16-bit wav that both apps decode.
-  * Per mode, both apps are started with the same flags (--dtype MODE --max-new-tokens T
+  * Per mode, both apps are started with the same flags (--dtype MODE --bench-tokens T
     --preload), warmed up with one request, then driven in turns, ABBA (inside, outside,
-    outside, inside, ...), so machine noise hits both alike. A random-weight model does not stop
-    by itself, so each request decodes T tokens; both apps must answer the same text.
+    outside, inside, ...), so machine noise hits both alike. --bench-tokens makes every request
+    decode exactly T tokens, end tokens ignored: a random-weight model may end at once (the int8
+    one does, after 2 tokens), which would leave the decode steps out of the comparison. Both
+    apps must answer the same text.
   * Timed: the client's wall time of each POST /v1/audio/transcriptions (upload, decoding the
     wav, features, encoder, prefill, T decode steps, response); medians and minimums. Also:
     load time (/health load_seconds), peak and final RSS of each app process, and which kernel
@@ -80,7 +82,7 @@ def wait_loaded(url: str, timeout: float = 600) -> dict:
 
 
 def run_mode(mode: str, args, model_dir: Path, wav: Path, logdir: Path) -> dict:
-    flags = ["--dtype", mode, "--max-new-tokens", str(args.tokens), "--preload"]
+    flags = ["--dtype", mode, "--bench-tokens", str(args.tokens), "--preload"]
     inside = Container(args.image, logdir / f"inside-{mode}.log",
                        volumes=(f"{model_dir}:/models:ro",))
     outside = AppProcess(["--model", str(model_dir), *flags], logdir / f"outside-{mode}.log")
@@ -129,7 +131,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
              f"{meta['loadavg_before']} before, {meta['loadavg_after']} after.", "",
              f"Model: full-size random weights ({meta['model']}), the same directory for both "
              f"(read-only at /models inside). Input: bench/benchmark.py's 1x10s clip as a 16-bit "
-             f"wav; {meta['tokens']} tokens per request; {meta['repeats']} requests per side "
+             f"wav; {meta['tokens']} tokens decoded per request (--bench-tokens); {meta['repeats']} requests per side "
              "and mode after a warm-up, ABBA order; client wall time of POST "
              "/v1/audio/transcriptions.", "",
              "| mode | inside median | outside median | inside / outside (median) | "
