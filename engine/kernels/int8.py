@@ -1,4 +1,4 @@
-"""int8 mode on CPU: every Linear of the encoder, adaptor and decoder through fbgemm's int8 GEMM.
+"""int8 mode on CPU: every Linear of the encoder, adaptor and decoder as an int8 product.
 
 Weights are quantised once, symmetrically, one scale per output row; activations are quantised
 per call (per tensor, asymmetric uint8), as PyTorch's dynamic quantisation does. On AVX2 an int8
@@ -7,9 +7,10 @@ the prefill, decoding a batch) run about twice as fast as fp32, and a decode ste
 sequence reads a quarter of the bytes. The price is rounding of both operands (about 2% relative
 error per matmul, measured in tests/test_cpu_modes.py and bench/agreement.py).
 
-fbgemm ships inside PyTorch's x86 builds (``torch.backends.quantized.supported_engines``); the
-kernel is the one ``torch.ao.nn.quantized.dynamic.Linear`` calls, used here directly so that no
-module conversion or fp32 copy of the model is needed.
+On CPUs without AVX-512 VNNI the products go through fbgemm, which ships inside PyTorch's x86
+builds (``torch.backends.quantized.supported_engines``): the kernel that
+``torch.ao.nn.quantized.dynamic.Linear`` calls, used here directly so that no module conversion
+or fp32 copy of the model is needed.
 
 On CPUs with AVX-512 VNNI the project's own kernels (csrc/avx512.cpp) take every product
 instead, activations quantised per row (so a row's result never depends on the rest of the
