@@ -23,7 +23,6 @@ from model import FunASRNano
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "models" / "demo"
-JFK = "en/whisper_jfk.flac"
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +145,13 @@ def test_joining_and_leaving_a_running_batch(asr, clips):
     assert dec.free_rows == 6
 
 
-def test_repetition_guard_and_the_reference_behaviour(speech_dir):
-    """The demo model loops on JFK: both loops cut it at the same token with the guard, and run
-    on with the loop without it (the reference's behaviour)."""
+def test_repetition_guard_and_the_reference_behaviour(speech_dir, tmp_path):
+    """The demo model loops on JFK at half speed: both loops cut it at the same token with the
+    guard, and run on with the loop without it (the reference's behaviour)."""
+    from tests._audio_variants import half_speed_jfk
+
     demo = FunASRNano.from_pretrained(str(DEMO), device="cpu")
-    clip = str(speech_dir / JFK)
+    clip = str(half_speed_jfk(speech_dir, tmp_path))
     other = str(ROOT / "example" / "en.wav")
     runs = {}
     for guard in (True, False):

@@ -1,7 +1,8 @@
 """The repetition guard (engine/repetition.py) on every utterance and every path: no output of
 the shared clips or the bundled examples repeats one token more than 8 times in a row, with the
-demo model (which loops on real speech: JFK gave "juo juo juo ..." to the token limit) and with
-the tiny random model; the Python API, the CLI, the HTTP API and the page's endpoint agree."""
+demo model and with the tiny random model; the Python API, the CLI, the HTTP API and the page's
+endpoint agree. The stage-1 demo checkpoint looped on JFK ("juo juo juo ..." to the token limit);
+the shipped one loops on JFK played at half speed (tests/_audio_variants.half_speed_jfk)."""
 from __future__ import annotations
 
 import json
@@ -14,10 +15,10 @@ import pytest
 from engine.repetition import MAX_RUN, collapse_repeats, longest_run, loop_at, units
 from model import FunASRNano
 from tests._app_server import start_app
+from tests._audio_variants import half_speed_jfk
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
-JFK = "en/whisper_jfk.flac"
 
 
 def test_loop_at_finds_loops_at_the_end_and_keeps_one_copy():
@@ -64,10 +65,11 @@ def test_no_clip_repeats_a_token_more_than_8_times(demo, tiny_model_dir, speech_
         _check(asr, asr.transcribe([str(c) for c in clips], language=language), clips)
 
 
-def test_guard_changes_only_the_loop(demo, speech_dir):
-    """On JFK the demo model loops. Without the guard the decoder runs on with the loop (the
-    reference's behaviour); with it, it stops there: the same text up to the loop, one copy."""
-    clip = str(speech_dir / JFK)
+def test_guard_changes_only_the_loop(demo, speech_dir, tmp_path):
+    """On JFK at half speed the demo model loops. Without the guard the decoder runs on with the
+    loop (the reference's behaviour); with it, it stops there: the same text up to the loop, one
+    copy."""
+    clip = str(half_speed_jfk(speech_dir, tmp_path))
     raw = demo.transcribe(clip, language="en", repetition_guard=False)[0]
     assert longest_run(demo.tokenizer.encode(raw["text"])) > MAX_RUN, raw["text"]
     guarded = demo.transcribe(clip, language="en")[0]
@@ -84,7 +86,7 @@ def test_guard_changes_only_the_loop(demo, speech_dir):
 
 
 def test_cli_api_and_page_endpoint_guard_too(demo, speech_dir, tmp_path):
-    clip = speech_dir / JFK
+    clip = half_speed_jfk(speech_dir, tmp_path)
     want = demo.transcribe(str(clip), language="en")[0]["text"]
     out = subprocess.run([sys.executable, str(ROOT / "transcribe.py"), "--model", str(DEMO),
                           "--language", "en", "--quiet", str(clip)], cwd=ROOT,
