@@ -39,6 +39,10 @@ def app(ray_cluster, serve_port, app_model_dir, tmp_path_factory):
     server = ServeProcess(ray_cluster, serve_port, tmp_path_factory.mktemp("serve") / "serve.log",
                           "--model", app_model_dir, "--replicas", "2", "--num-cpus", "0.5",
                           "--max-upload-mb", str(test_app.UPLOAD_MB),
+                          # 20 clients post at once below; with the default cap of 16 bodies in
+                          # flight a slow moment answers some of them 503 (seen once here). The
+                          # cap itself is test_security.py's.
+                          "--max-uploads", "32",
                           "--max-new-tokens", str(MAX_NEW_TOKENS))
     try:
         yield server.wait_ready(replicas=2)
