@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
+from pathlib import Path
 
 import av
 import numpy as np
@@ -181,13 +182,11 @@ def claim_seconds(fmt: str, data: bytes, seconds: float, rate: int) -> bytes:
     raise ValueError(fmt)
 
 
-def half_speed_jfk(speech_dir, dest) -> "Path":
+def half_speed_jfk(speech_dir, dest) -> Path:
     """JFK's first 5.5 s played at half speed (each sample twice: an octave lower, 11 s) as
     ``dest/jfk_half_speed.wav``. The demo checkpoint loops on it ("abra abra ..." until it
     stops itself); the stage-1 checkpoint looped on the plain clip, the stage-2 one does not,
     so the repetition guard's tests need an input that still makes a trained model loop."""
-    from pathlib import Path
-
     from engine.audio import load_audio
 
     jfk = load_audio(str(Path(speech_dir) / "en" / "whisper_jfk.flac"))

@@ -52,6 +52,21 @@ def test_examples_cover_the_main_languages():
         assert (EXAMPLES / row["file"]).is_file()
 
 
+def _check(results: list[tuple[dict, str, str]]) -> None:
+    """``results``: (example row, expected text, transcript) per clip, against the bounds above."""
+    bad, cers, wrong = [], [], []
+    for row, ref, text in results:
+        c = cer(ref, text, row["language"])
+        cers.append(c)
+        if text != ref:
+            wrong.append(f"{row['file']}: {text!r} vs {ref!r}")
+        if c > MAX_CER:
+            bad.append(f"{row['file']}: CER {c:.2f}: {text!r} vs {ref!r}")
+    assert not bad, "\n".join(bad)
+    assert sum(cers) / len(cers) <= MAX_MEAN_CER, cers
+    assert len(cers) - len(wrong) >= MIN_EXACT, "\n".join(wrong)
+
+
 def _cli(files: list[Path], language: str, itn: bool) -> list[dict]:
     cmd = [sys.executable, str(ROOT / "transcribe.py"), "--model", str(DEMO), "--language", language,
            "--format", "json", "--max-new-tokens", "96", "--quiet", *map(str, files)]
@@ -64,20 +79,12 @@ def _cli(files: list[Path], language: str, itn: bool) -> list[dict]:
 
 @pytest.mark.parametrize("itn", [True, False], ids=["itn", "no-itn"])
 def test_cli_transcribes_every_example(itn):
-    bad, cers, wrong = [], [], []
+    results = []
     for row in examples():
         [res] = _cli([EXAMPLES / row["file"]], row["language"], itn)
-        ref = row["text_itn"] if itn else row["text_noitn"]
         assert res.get("error") is None and res["text"].strip(), res
-        c = cer(ref, res["text"], row["language"])
-        cers.append(c)
-        if res["text"] != ref:
-            wrong.append(f"{row['file']}: {res['text']!r} vs {ref!r}")
-        if c > MAX_CER:
-            bad.append(f"{row['file']}: CER {c:.2f}: {res['text']!r} vs {ref!r}")
-    assert not bad, "\n".join(bad)
-    assert sum(cers) / len(cers) <= MAX_MEAN_CER, cers
-    assert len(cers) - len(wrong) >= MIN_EXACT, "\n".join(wrong)
+        results.append((row, row["text_itn"] if itn else row["text_noitn"], res["text"]))
+    _check(results)
 
 
 def test_app_transcribes_every_example(tmp_path):
@@ -87,7 +94,7 @@ def test_app_transcribes_every_example(tmp_path):
 
     app = start_app(str(DEMO), tmp_path, "--max-new-tokens", "96")
     try:
-        bad, cers, wrong = [], [], []
+        results = []
         for row in examples():
             path = EXAMPLES / row["file"]
             with open(path, "rb") as f:
@@ -97,14 +104,7 @@ def test_app_transcribes_every_example(tmp_path):
             assert r.status_code == 200, r.text
             text = r.json()["text"]
             assert text.strip()
-            c = cer(row["text_itn"], text, row["language"])
-            cers.append(c)
-            if text != row["text_itn"]:
-                wrong.append(f"{row['file']}: {text!r} vs {row['text_itn']!r}")
-            if c > MAX_CER:
-                bad.append(f"{row['file']}: CER {c:.2f}: {text!r} vs {row['text_itn']!r}")
-        assert not bad, "\n".join(bad)
-        assert sum(cers) / len(cers) <= MAX_MEAN_CER, cers
-        assert len(cers) - len(wrong) >= MIN_EXACT, "\n".join(wrong)
+            results.append((row, row["text_itn"], text))
+        _check(results)
     finally:
         app.stop()
