@@ -67,8 +67,11 @@ do_start() {
     offset=$(($(wc -c < "$LOG_FILE") + 1))
     cd "$ROOT" || return 1
     # The app lets requests in flight finish for its --stop-timeout after SIGTERM, then answers
-    # the rest 503 and exits; give it a little less than our STOP_TIMEOUT before SIGKILL.
-    FUNASR_NANO_STOP_TIMEOUT="${FUNASR_NANO_STOP_TIMEOUT:-$(( STOP_TIMEOUT > 3 ? STOP_TIMEOUT - 2 : 1 ))}" \
+    # the rest 503 and exits. Its exit (threads joined, the interpreter torn down) takes up to a
+    # few seconds on a loaded machine, so it gets STOP_TIMEOUT less a third (at least 2 s)
+    # before our SIGKILL.
+    local margin=$(( STOP_TIMEOUT / 3 > 2 ? STOP_TIMEOUT / 3 : 2 ))
+    FUNASR_NANO_STOP_TIMEOUT="${FUNASR_NANO_STOP_TIMEOUT:-$(( STOP_TIMEOUT > margin + 1 ? STOP_TIMEOUT - margin : 1 ))}" \
         nohup "$PYTHON" -u "$ROOT/app.py" "$@" >> "$LOG_FILE" 2>&1 < /dev/null &
     pid=$!
     echo "$pid" > "$PID_FILE"

@@ -107,6 +107,9 @@ class _Exchange:
             if self.api and not self.started and not self.rejected:
                 await self.reject(503, "the server is shutting down; the request did not finish "
                                   "in time", "shutting_down")
+                # answered: end the task here rather than hand uvicorn a CancelledError that it
+                # logs as "Exception in ASGI application" with a traceback at every stop
+                return
             raise
         except Exception as e:  # noqa: BLE001
             if self.rejected:

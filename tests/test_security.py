@@ -525,8 +525,9 @@ def test_health_shows_no_server_paths(app, keyed_app, app_model_dir):
 def test_stop_lets_requests_finish_and_answers_the_rest_503(app_model_dir, tmp_path, engine,
                                                             audio_files):
     """Fault: requests in flight at `service.sh stop` got a plain-text 500. Now a request that
-    can finish within the grace period (STOP_TIMEOUT less 2 s) gets its transcript, one that
-    cannot gets a JSON 503, and the app exits before the SIGKILL."""
+    can finish within the grace period (STOP_TIMEOUT less a third: 6 s of 9) gets its
+    transcript, one that cannot gets a JSON 503, and the app exits before the SIGKILL (it once
+    missed a 2 s margin on a loaded CI machine)."""
     import threading
     import time
     import types
@@ -535,7 +536,7 @@ def test_stop_lets_requests_finish_and_answers_the_rest_503(app_model_dir, tmp_p
     from test_service import service
 
     port = free_port()
-    env = {"STOP_TIMEOUT": "6"}
+    env = {"STOP_TIMEOUT": "9"}
     r = service(tmp_path, "start", "--model", app_model_dir, "--port", str(port),
                 "--max-new-tokens", str(MAX_NEW_TOKENS), env=env)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -570,7 +571,7 @@ def test_stop_lets_requests_finish_and_answers_the_rest_503(app_model_dir, tmp_p
     assert set(err) == ERROR_KEYS and err["code"] == "shutting_down"
     stopping.join(30)
     assert srv.stop.returncode == 0 and "SIGKILL" not in srv.stop.stdout, srv.stop.stdout
-    assert time.monotonic() - t0 < 6 + 2
+    assert time.monotonic() - t0 < 9 + 2
 
 
 def test_what_the_fuzzer_found_is_a_400(app, audio_files):
