@@ -111,3 +111,38 @@ def test_second_stage_starts_from_an_exported_model(tiny_data, tmp_path):
     a = torch.load(tmp_path / "m1" / "model.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "m2" / "model.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_data_set_adds_its_new_utterances_and_extends_the_feature_cache(tiny_data, tmp_path):
+    """A weighted stage trains on a set plus a bigger run of the same generator for some
+    languages: the shared utterances come once, the held-out ones stay held out, the features
+    cached for the first set are extended, not recomputed, and give the same arrays."""
+    import numpy as np
+    from tools.train_demo import load_features, read_manifests
+
+    more = tmp_path / "more_en"
+    _run("tools/demo_data.py", "--out", str(more), "--langs", "en", "--train-per-lang", "36",
+         "--test-per-lang", "4", "--workers", "1")
+    base = read_manifests([tiny_data])
+    both = read_manifests([tiny_data, more])
+    assert both[:len(base)] == base
+    added = both[len(base):]
+    assert len(added) == 12 and all(r["lang"] == "en" and r["split"] == "train" for r in added)
+    assert all(Path(r["wav"]).parent.parent.parent == more for r in added)
+    test_texts = {r["text_noitn"] for r in both if r["split"] == "test"}
+    assert not test_texts & {r["text_noitn"] for r in added}
+
+    train0 = [r for r in base if r["split"] == "train"]
+    train1 = [r for r in both if r["split"] == "train"]
+    cache = tmp_path / "fbank"
+    load_features(train0, cache, 1)
+    feats, offsets = load_features(train1, cache, 1)
+    fresh, fresh_offsets = load_features(train1, tmp_path / "fresh", 1)
+    assert np.array_equal(offsets, fresh_offsets)
+    assert np.array_equal(np.asarray(feats), np.asarray(fresh))
+
+    other = tmp_path / "other_seed"   # another seed: other held-out sentences under the same ids
+    _run("tools/demo_data.py", "--out", str(other), "--langs", "en", "--train-per-lang", "24",
+         "--test-per-lang", "4", "--workers", "1", "--seed", "7")
+    with pytest.raises(SystemExit, match="differs"):
+        read_manifests([tiny_data, other])

@@ -167,6 +167,29 @@ def read_manifest(data_dir: Path) -> list[dict]:
         return [json.loads(line) for line in f]
 
 
+def read_manifests(data_dirs: list[Path]) -> list[dict]:
+    """The utterances of several data sets, each ``wav`` made a full path.
+
+    Sets made by demo_data.py with the same seed share their held-out sentences and the first
+    training sentences of each language (``--train-per-lang 14000`` starts with the 7000 of a
+    smaller run), so an utterance whose id came earlier is dropped; one whose text differs
+    means the sets were not made alike, and mixing them could put a held-out sentence in the
+    training data, so that is an error."""
+    recs, seen = [], {}
+    for d in data_dirs:
+        for r in read_manifest(d):
+            r = dict(r, wav=str(d / r["wav"]))
+            prev = seen.get(r["id"])
+            if prev is not None:
+                if (prev["text_itn"], prev["text_noitn"]) != (r["text_itn"], r["text_noitn"]):
+                    raise SystemExit(f"{d}: utterance {r['id']} differs from the one in an earlier --data "
+                                     "set (made with another seed or --test-per-lang?)")
+                continue
+            seen[r["id"]] = r
+            recs.append(r)
+    return recs
+
+
 def _fbank_job(args):
     path, = args
     import wave
@@ -175,26 +198,30 @@ def _fbank_job(args):
     return Frontend(dither=0.0).fbank(pcm).numpy().astype(np.float16)
 
 
-def load_features(recs: list[dict], data_dir: Path, cache: Path, workers: int):
+def load_features(recs: list[dict], cache: Path, workers: int):
     """80-d fbank of every utterance (engine.frontend, dither 0), cached as one fp16 array on disk
     (``cache``/feats.f16, offsets.npy, ids.json) and read back memory-mapped: tens of hours of
     features stay in the page cache instead of each process's heap, and computing them holds
-    one utterance's at a time."""
+    one utterance's at a time.  A cache of the first utterances of ``recs`` (an added --data
+    set) is extended rather than computed again."""
     ids = [r["id"] for r in recs]
     feats_path, offsets_path, ids_path = cache / "feats.f16", cache / "offsets.npy", cache / "ids.json"
-    if not (ids_path.is_file() and json.loads(ids_path.read_text()) == ids):
+    have = json.loads(ids_path.read_text()) if ids_path.is_file() else []
+    if have != ids:
         from concurrent.futures import ProcessPoolExecutor
         t0 = time.time()
+        keep = len(have) if have and have == ids[:len(have)] else 0
+        lengths = list(np.diff(np.load(offsets_path))) if keep else []
         cache.mkdir(parents=True, exist_ok=True)
         ids_path.unlink(missing_ok=True)  # written last: a cache without it is incomplete
-        lengths = []
-        with ProcessPoolExecutor(workers) as pool, open(feats_path, "wb") as out:
-            for x in pool.map(_fbank_job, [(str(data_dir / r["wav"]),) for r in recs], chunksize=64):
+        with ProcessPoolExecutor(workers) as pool, open(feats_path, "ab" if keep else "wb") as out:
+            for x in pool.map(_fbank_job, [(r["wav"],) for r in recs[keep:]], chunksize=64):
                 out.write(np.ascontiguousarray(x, dtype=np.float16).tobytes())
                 lengths.append(len(x))
         np.save(offsets_path, np.cumsum([0] + lengths))
         ids_path.write_text(json.dumps(ids))
-        print(f"[train_demo] fbank of {len(recs)} utterances in {time.time() - t0:.0f}s", flush=True)
+        print(f"[train_demo] fbank of {len(recs) - keep} utterances in {time.time() - t0:.0f}s"
+              + (f" ({keep} from the cache)" if keep else ""), flush=True)
     offsets = np.load(offsets_path)
     frames = int(offsets[-1])
     dim = feats_path.stat().st_size // (2 * max(frames, 1))  # 80 mel bins
@@ -382,7 +409,9 @@ def export(model, work_model_dir: Path, out: Path, dtype: str) -> None:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, default=ROOT / ".cache" / "demo_data")
+    ap.add_argument("--data", type=Path, nargs="+", default=[ROOT / ".cache" / "demo_data"],
+                    help="data sets of tools/demo_data.py; more than one: made with the same seed, "
+                         "the utterances of the later ones added to the first's")
     ap.add_argument("--work", type=Path, default=ROOT / ".cache" / "demo_train")
     ap.add_argument("--out", type=Path, default=ROOT / "models" / "demo")
     ap.add_argument("--seed", type=int, default=2512)
@@ -433,7 +462,7 @@ def main(argv=None):
     auto_steps = not args.steps
     random.seed(args.seed)
     np.random.seed(args.seed)
-    recs = read_manifest(args.data)
+    recs = read_manifests(args.data)
     train = [r for r in recs if r["split"] == "train"]
     test = [r for r in recs if r["split"] == "test"]
     print(f"[train_demo] {len(train)} training / {len(test)} held-out utterances, "
@@ -547,8 +576,8 @@ def main(argv=None):
         export_ema()
         return
 
-    feats, offsets = load_features(train, args.data, args.work / "fbank_train", args.threads)
-    tfeats, toffsets = load_features(test, args.data, args.work / "fbank_test", args.threads)
+    feats, offsets = load_features(train, args.work / "fbank_train", args.threads)
+    tfeats, toffsets = load_features(test, args.work / "fbank_test", args.threads)
     lfr_len = np.array([-(-(offsets[i + 1] - offsets[i]) // 6) for i in range(len(train))])
     batcher = Batcher(model, train, feats, offsets, args.seed)
     test_batcher = Batcher(model, test, tfeats, toffsets, args.seed)
