@@ -39,13 +39,17 @@ MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 # --------------------------------------------------------------------------- per-file logic
 
 def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords=(),
-                     batch_size=8, max_new_tokens=512, max_segment_s=30.0,
+                     batch_size=8, max_new_tokens=512, max_segment_s=None,
                      progress=None, quiet=False) -> list[dict]:
-    """One result dict per file, in order: files up to ``max_segment_s`` decoded
-    ``batch_size`` at a time, longer ones through ``engine.longform.transcribe_long``. What the
-    CLI prints and what each Ray worker returns."""
-    from engine.audio import probe_duration
+    """One result dict per file, in order: files up to ``max_segment_s`` (default: the longest
+    segment the VAD makes, engine.audio.vad.MAX_SEGMENT_S) decoded ``batch_size`` at a time,
+    longer ones through ``engine.longform.transcribe_long``. What the CLI prints and what each
+    Ray worker returns."""
+    from engine.audio import probe_duration, vad
     from engine.longform import transcribe_long
+
+    if max_segment_s is None:
+        max_segment_s = vad.MAX_SEGMENT_S
 
     opts = dict(language=language, itn=itn, hotwords=list(hotwords))
     results: dict[int, dict] = {}
