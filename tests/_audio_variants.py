@@ -183,13 +183,14 @@ def claim_seconds(fmt: str, data: bytes, seconds: float, rate: int) -> bytes:
 
 
 def half_speed_jfk(speech_dir, dest) -> Path:
-    """JFK's first 5.5 s played at half speed (each sample twice: an octave lower, 11 s) as
-    ``dest/jfk_half_speed.wav``. The demo checkpoint loops on it ("abra abra ..." until it
-    stops itself); the stage-1 checkpoint looped on the plain clip, the stage-2 one does not,
-    so the repetition guard's tests need an input that still makes a trained model loop."""
+    """JFK's first 7 s played at half speed (each sample twice: an octave lower, 14 s) as
+    ``dest/jfk_half_speed.wav``. The demo checkpoint loops on it ("abra abra ..." to the token
+    limit); the stage-1 checkpoint looped on the plain clip and stage 2 on the first 5.5 s at
+    half speed, the stage-3 one on neither, so the repetition guard's tests need an input that
+    still makes a trained model loop."""
     from engine.audio import load_audio
 
     jfk = load_audio(str(Path(speech_dir) / "en" / "whisper_jfk.flac"))
     out = Path(dest) / "jfk_half_speed.wav"
-    sf.write(out, np.repeat(jfk[: 16000 * 11 // 2], 2).astype(np.float32), 16000, subtype="PCM_16")
+    sf.write(out, np.repeat(jfk[: 16000 * 7], 2).astype(np.float32), 16000, subtype="PCM_16")
     return out
