@@ -1,0 +1,180 @@
+"""Personal-data detectors over the ``pii`` view (number words already digits).
+
+What each finds and what validates it (libraries, not hand-written rules):
+  phone        ``phonenumbers``: valid for the language's region, or any region with a leading +
+  email        a conservative address pattern; with ITN off the spoken ``at``/``dot`` words of
+               the language (``john dot smith at example dot com``)
+  card         13-19 digits passing ``stdnum.luhn`` with a card-network first digit (2-6)
+  iban         ``stdnum.iban`` (country format and mod-97 check)
+  national_id  ``stdnum``: the Chinese resident ID (``cn.ric``, 18 digits with its check digit)
+               and the national ID of the language's country where stdnum validates one
+
+Candidates for the digit detectors are runs of digits joined by single separators (space, -, .,
+/, parentheses); a run that is no valid number as a whole is tried group range by group range,
+longest first, so ``on the 5th call 030 1234567`` still finds the phone number.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import re
+
+import phonenumbers
+from stdnum import iban as _iban
+from stdnum import luhn as _luhn
+from stdnum.cn import ric as _cn_ric
+
+KINDS = ("phone", "email", "card", "iban", "national_id")
+LABELS = {"phone": "PHONE", "email": "EMAIL", "card": "CARD", "iban": "IBAN",
+          "national_id": "ID"}
+
+# The region whose phone numbers (and national ID) a language's speakers most likely say.
+REGION = {"zh": "CN", "en": "US", "yue": "HK", "ja": "JP", "ko": "KR", "vi": "VN", "id": "ID",
+          "th": "TH", "ms": "MY", "fil": "PH", "ar": "SA", "hi": "IN", "bg": "BG", "hr": "HR",
+          "cs": "CZ", "da": "DK", "nl": "NL", "et": "EE", "fi": "FI", "el": "GR", "hu": "HU",
+          "ga": "IE", "lv": "LV", "lt": "LT", "mt": "MT", "pl": "PL", "pt": "PT", "ro": "RO",
+          "sk": "SK", "sl": "SI", "sv": "SE"}
+
+# stdnum modules for a region's personal ID number (digits only in speech).
+NATIONAL_IDS = {"CN": ["cn.ric"], "HK": ["cn.ric"], "US": ["us.ssn"], "NL": ["nl.bsn"],
+                "PL": ["pl.pesel"], "SE": ["se.personnummer"], "FI": ["fi.hetu"],
+                "DK": ["dk.cpr"], "CZ": ["cz.rc"], "SK": ["sk.rc"], "EE": ["ee.ik"],
+                "LT": ["lt.asmens"], "LV": ["lv.pvn"], "RO": ["ro.cnp"], "BG": ["bg.egn"],
+                "HR": ["hr.oib"], "SI": ["si.emso"], "PT": ["pt.cc"], "GR": ["gr.amka"],
+                "IE": ["ie.pps"], "KR": ["kr.rrn"], "TH": ["th.pin"], "IN": ["in_.aadhaar"],
+                "ID": ["id.nik"], "MY": ["my.nric"], "VN": [], "JP": [], "PH": [], "SA": [],
+                "MT": [], "HU": []}
+
+# Spoken "@" and "." with ITN off, per language (besides the symbols themselves).
+_AT_DOT = {
+    "en": ("at", "dot"), "zh": ("艾特|at", "点|點|dot"), "yue": ("at|艾特", "dot|點|点"),
+    "ja": ("アット|at", "ドット|dot"), "ko": ("골뱅이|앳", "닷|점"), "vi": ("a còng|at", "chấm"),
+    "id": ("at", "titik|dot"), "ms": ("at", "titik|dot"), "th": ("แอท", "ดอท|จุด"),
+    "fil": ("at", "dot|tuldok"), "ar": ("at|آت", "دوت|نقطة"), "hi": ("एट|at", "डॉट|dot"),
+    "bg": ("кльомба|at", "точка"), "hr": ("et|at", "točka"), "cs": ("zavináč", "tečka"),
+    "da": ("snabel a|at", "punktum"), "nl": ("apenstaartje|at", "punt"),
+    "et": ("ätt|at", "punkt"), "fi": ("ät|at", "piste"), "el": ("παπάκι|at", "τελεία|dot"),
+    "hu": ("kukac", "pont"), "ga": ("ag|at", "ponc|dot"), "lv": ("et|at", "punkts"),
+    "lt": ("eta|at", "taškas"), "mt": ("at", "dot|tikka"), "pl": ("małpa", "kropka"),
+    "pt": ("arroba", "ponto"), "ro": ("a rond|at", "punct"), "sk": ("zavináč", "bodka"),
+    "sl": ("afna", "pika"), "sv": ("snabel a|at", "punkt"),
+}
+
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]"
+                    r"{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+                    r"\.[A-Za-z]{2,12}(?![\w])")
+_RUN = re.compile(r"\+?\d(?:(?:[ \-./]|, ?|\) ?|-? ?\()?\d)*(?:[ ]?[Xx](?![\w]))?")
+_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2} ?\d{2}(?:[ ]?[A-Za-z0-9]){11,32}")
+
+
+@functools.lru_cache(maxsize=64)
+def _spoken_email(lang: str):
+    if lang not in _AT_DOT:
+        return None
+    at, dot = _AT_DOT[lang]
+    word = r"[^\W_][\w]*"
+    return re.compile(rf"(?<!\w)({word}(?:\s*(?:{dot})\s*{word})*)\s*(?:{at})\s*"
+                      rf"({word}(?:\s*(?:{dot})\s*{word})*\s*(?:{dot})\s*[^\W\d_]{{2,12}})(?!\w)",
+                      re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=None)
+def _id_modules(region: str):
+    mods = []
+    for name in NATIONAL_IDS.get(region, []):
+        try:
+            mods.append((name, importlib.import_module(f"stdnum.{name}")))
+        except ImportError:
+            pass
+    return mods
+
+
+def _card(d: str) -> bool:
+    return 13 <= len(d) <= 19 and d[0] in "23456" and _luhn.is_valid(d)
+
+
+def _phone(d: str, plus: bool, region: str | None) -> bool:
+    if not 6 <= len(d) <= 15:
+        return False
+    try:
+        num = phonenumbers.parse(("+" if plus else "") + d, None if plus else region)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(num)
+
+
+def classify(d: str, plus: bool, region: str | None) -> tuple[str, str | None] | None:
+    """(kind, validator) for one run of digits (``d``: digits, maybe a final X), or None."""
+    if d.upper().endswith("X"):
+        return ("national_id", "cn.ric") if _cn_ric.is_valid(d) else None
+    if not plus:
+        if _card(d):
+            return "card", "luhn"
+        if len(d) == 18 and _cn_ric.is_valid(d):
+            return "national_id", "cn.ric"
+        for name, mod in _id_modules(region or ""):
+            try:
+                if mod.is_valid(d):
+                    return "national_id", name
+            except Exception:  # noqa: BLE001 - a validator's own trouble is not a hit
+                continue
+    if _phone(d, plus, region):
+        return "phone", "phonenumbers"
+    return None
+
+
+def _runs(text: str):
+    for m in _RUN.finditer(text):
+        # groups: (start, end) of each digit group inside the run
+        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+(?:[ ]?[Xx](?!\w))?",
+                                                            m.group())]
+        yield m.start(), m.group().startswith("+"), groups, m.group()
+
+
+def find(text: str, lang: str | None, kinds=KINDS) -> list[tuple[int, int, str, str | None]]:
+    """(start, end, kind, validator) in ``text`` (the pii view), not overlapping."""
+    region = REGION.get(lang or "", None)
+    hits: list[tuple[int, int, str, str | None]] = []
+    if "email" in kinds:
+        for m in _EMAIL.finditer(text):
+            hits.append((m.start(), m.end(), "email", "pattern"))
+        spoken = _spoken_email(lang or "en")
+        if spoken is not None:
+            for m in spoken.finditer(text):
+                if not any(h[0] < m.end() and m.start() < h[1] for h in hits):
+                    hits.append((m.start(), m.end(), "email", "spoken"))
+    if "iban" in kinds:
+        for m in _IBAN.finditer(text):
+            raw = m.group()
+            # the run may go on past the account number: the longest valid prefix is the IBAN
+            for end in range(len(raw), 14, -1):
+                cand = raw[:end]
+                if cand[-1] == " ":
+                    continue
+                if _iban.is_valid(cand.replace(" ", "").upper()):
+                    hits.append((m.start(), m.start() + end, "iban", "stdnum.iban"))
+                    break
+    digit_kinds = {"phone", "card", "national_id"} & set(kinds)
+    if digit_kinds:
+        for base, plus, groups, raw in _runs(text):
+            k = len(groups)
+            done = [False] * k
+            # the whole run first, then ever shorter ranges of groups
+            for size in range(k, 0, -1):
+                for i in range(0, k - size + 1):
+                    if any(done[i:i + size]):
+                        continue
+                    a, b = groups[i][0], groups[i + size - 1][1]
+                    d = re.sub(r"[^\dXx]", "", raw[a:b])
+                    p = plus and i == 0
+                    got = classify(d, p, region)
+                    if got and got[0] in digit_kinds:
+                        start = base + (0 if p else a)
+                        if start > 0 and text[start - 1] == "(" and ")" in raw[a:b]:
+                            start -= 1     # "(415) 263-7132": the bracket belongs to it
+                        if not any(h[0] < base + b and start < h[1] for h in hits):
+                            hits.append((start, base + b, got[0], got[1]))
+                        for j in range(i, i + size):
+                            done[j] = True
+    hits.sort()
+    return hits
