@@ -4,6 +4,7 @@
     python transcribe.py [--model DIR_OR_HUB_ID] [--device cpu|cuda] [--dtype fp32|bf16|int8]
         [--language L] [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
         [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv] [--output-dir DIR] [--quiet]
+        [--watch FILE] [--pii] [--redact] [--redact-audio silence|bleep] [--report PATH]
         FILE...
 
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
@@ -22,6 +23,7 @@ import logging
 import sys
 from pathlib import Path
 
+from compliance import cli as compliance_cli
 from engine.audio import vad
 from serving import corpus
 
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress, no log lines, no "
                    "demo-model notice: only warnings and errors on stderr (and one line while "
                    "the CPU kernels compile, once per machine)")
+    compliance_cli.add_arguments(p)
     corpus.add_arguments(p)
     return p
 
@@ -80,8 +83,9 @@ def main(argv=None) -> int:
     if args.quiet:
         import warnings
         warnings.simplefilter("ignore")   # library warnings are noise to a script's user
+    detector = compliance_cli.make_detector(args)
     if args.ray:
-        return corpus.run(args)
+        return corpus.run(args, detector)
     from engine.languages import resolve_language
     from model import FunASRNano
     from serving.model_choice import choose_model
@@ -116,6 +120,8 @@ def main(argv=None) -> int:
         print(f"error: --hotwords: {e}", file=sys.stderr)
         return 2
     info = asr.describe()
+    if not info.get("demo"):   # the demo checkpoint never saw a hotword prompt: it breaks it
+        hotwords = compliance_cli.hotwords(detector, hotwords)
     logging.info("model %s on %s (%s)", info["model"], info["device"], info["dtype"])
 
     def progress(done, total):
@@ -126,6 +132,7 @@ def main(argv=None) -> int:
         asr, args.files, language=args.language, itn=not args.no_itn, hotwords=hotwords,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet)
+    outputs = compliance_cli.apply(detector, outputs, args.files, args)
     results = dict(enumerate(outputs))
 
     failed = 0

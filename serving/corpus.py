@@ -31,7 +31,7 @@ log = logging.getLogger("funasr_nano.corpus")
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm",
                   ".mka", ".mkv", ".wma", ".aiff", ".aif"}
 JSON_FIELDS = ("key", "file", "text", "text_tn", "language", "language_name", "duration",
-               "processing_time", "segments", "timestamps", "finish_reason", "error")
+               "processing_time", "segments", "timestamps", "finish_reason", "error", "compliance")
 RESULTS = "results.jsonl"
 MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 
@@ -257,8 +257,9 @@ def add_arguments(parser) -> None:
                    help="files a replica takes at a time (default: --batch-size)")
 
 
-def run(args) -> int:
-    """``transcribe.py --ray``: the whole corpus, resumably, into ``args.output_dir``."""
+def run(args, detector=None) -> int:
+    """``transcribe.py --ray``: the whole corpus, resumably, into ``args.output_dir``; with a
+    compliance ``detector``, its summary over the corpus in ``OUT/compliance.html|json``."""
     from engine.checkpoint import missing_files
     from engine.languages import resolve_language
     from engine.prompt import HotwordsError, check_hotwords
@@ -317,6 +318,9 @@ def run(args) -> int:
     missing = [f for f in files if f not in final]
     for r in errors:
         print(f"error: {r['error']}", file=sys.stderr)
+    if detector is not None:
+        from compliance.corpus import summarize
+        summarize(detector, [final[f] for f in files if f in final], out_dir, args)
     for f in missing:
         print(f"error: {f}: no result (the run ended before it)", file=sys.stderr)
     print(f"done: {len(files) - len(errors) - len(missing)} transcribed, {len(errors)} failed"
