@@ -60,9 +60,9 @@ _AT_DOT = {
     "sl": ("afna", "pika"), "sv": ("snabel a|at", "punkt"),
 }
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]"
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]"
                     r"{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
-                    r"\.[A-Za-z]{2,12}(?![\w])")
+                    r"\.[A-Za-z]{2,12}(?![A-Za-z0-9])")
 _RUN = re.compile(r"\+?\d(?:(?:[ \-./]|, ?|\) ?|-? ?\()?\d)*(?:[ ]?[Xx](?![\w]))?")
 _IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2} ?\d{2}(?:[ ]?[A-Za-z0-9]){11,32}")
 
@@ -103,24 +103,59 @@ def _phone(d: str, plus: bool, region: str | None) -> bool:
     return phonenumbers.is_valid_number(num)
 
 
-def classify(d: str, plus: bool, region: str | None) -> tuple[str, str | None] | None:
-    """(kind, validator) for one run of digits (``d``: digits, maybe a final X), or None."""
+def _valid(mod, d: str) -> bool:
+    """A stdnum validator's answer; its own failure (a table it lacks) counts as invalid."""
+    try:
+        return bool(mod.is_valid(d))
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _cn_resident_id(d: str) -> bool:
+    """stdnum's cn.ric, falling back to its check digit and birth date where its place table
+    fails on a valid county code (python-stdnum 2.2 raises KeyError on some)."""
+    if _valid(_cn_ric, d):
+        return True
+    try:
+        d = _cn_ric.compact(d)
+        _cn_ric.get_birth_date(d)
+        return len(d) == 18 and _cn_ric.calc_check_digit(d[:-1]) == d[-1].upper()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _phone_grouping(d: str, groups: list[str], region: str | None) -> bool:
+    """Whether the digits are grouped as the region writes its phone numbers."""
+    try:
+        num = phonenumbers.parse(d, region)
+    except phonenumbers.NumberParseException:
+        return False
+    fmt = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+    return re.findall(r"\d+", fmt) == groups
+
+
+def classify(d: str, plus: bool, region: str | None,
+             groups: list[str] | None = None) -> tuple[str, str | None] | None:
+    """(kind, validator) for one run of digits (``d``: digits, maybe a final X; ``groups``:
+    the digit groups as written), or None. A number valid both as the region's national ID and
+    as a phone number is a phone number when it is grouped the way the region writes phones."""
     if d.upper().endswith("X"):
-        return ("national_id", "cn.ric") if _cn_ric.is_valid(d) else None
+        return ("national_id", "cn.ric") if _cn_resident_id(d) else None
+    found_id = None
     if not plus:
         if _card(d):
             return "card", "luhn"
-        if len(d) == 18 and _cn_ric.is_valid(d):
+        if len(d) == 18 and _cn_resident_id(d):
             return "national_id", "cn.ric"
         for name, mod in _id_modules(region or ""):
-            try:
-                if mod.is_valid(d):
-                    return "national_id", name
-            except Exception:  # noqa: BLE001 - a validator's own trouble is not a hit
-                continue
+            if _valid(mod, d):
+                found_id = ("national_id", name)
+                break
     if _phone(d, plus, region):
-        return "phone", "phonenumbers"
-    return None
+        if found_id is None or (groups and len(groups) > 1
+                                and _phone_grouping(d, groups, region)):
+            return "phone", "phonenumbers"
+    return found_id
 
 
 def _runs(text: str):
@@ -151,7 +186,7 @@ def find(text: str, lang: str | None, kinds=KINDS) -> list[tuple[int, int, str, 
                 cand = raw[:end]
                 if cand[-1] == " ":
                     continue
-                if _iban.is_valid(cand.replace(" ", "").upper()):
+                if _valid(_iban, cand.replace(" ", "").upper()):
                     hits.append((m.start(), m.start() + end, "iban", "stdnum.iban"))
                     break
     digit_kinds = {"phone", "card", "national_id"} & set(kinds)
@@ -167,7 +202,7 @@ def find(text: str, lang: str | None, kinds=KINDS) -> list[tuple[int, int, str, 
                     a, b = groups[i][0], groups[i + size - 1][1]
                     d = re.sub(r"[^\dXx]", "", raw[a:b])
                     p = plus and i == 0
-                    got = classify(d, p, region)
+                    got = classify(d, p, region, re.findall(r"\d+", raw[a:b]))
                     if got and got[0] in digit_kinds:
                         start = base + (0 if p else a)
                         if start > 0 and text[start - 1] == "(" and ")" in raw[a:b]:

@@ -172,10 +172,13 @@ def build(text: str, langs: tuple[str, ...], mode: str = "watch") -> View:
         pos = b
     out.extend(chars[pos:])
     osrc.extend(src[pos:])
-    if mode == "watch":     # "415 555 0132" and "4155550132" are the same number
+    if mode == "watch":
+        # "415 555 0132" and "4155550132" are the same number; "内部 资料" (a term cut
+        # across two segments, joined by a space) is "内部资料"
         keep = [i for i, c in enumerate(out)
-                if not (c == " " and 0 < i < len(out) - 1 and out[i - 1].isdigit()
-                        and out[i + 1].isdigit())]
+                if not (c == " " and 0 < i < len(out) - 1
+                        and ((out[i - 1].isdigit() and out[i + 1].isdigit())
+                             or (no_space_script(out[i - 1]) and no_space_script(out[i + 1]))))]
         out = [out[i] for i in keep]
         osrc = [osrc[i] for i in keep]
     return View("".join(out), osrc)

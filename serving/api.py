@@ -16,6 +16,8 @@ import anyio
 from fastapi import APIRouter, FastAPI, File, Form, Request, UploadFile
 from fastapi.responses import Response
 
+from compliance import service as compliance
+
 from . import errors
 from .access import access_required, check_access, credentials_ok  # noqa: F401 (realtime)
 from .errors import error_response  # noqa: F401 (one error shape; re-exported)
@@ -87,7 +89,9 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
                              prompt: str | None = Form(None),
                              response_format: str = Form("json"),
                              temperature: float | None = Form(None),
-                             itn: bool = Form(True)):
+                             itn: bool = Form(True),
+                             watch_list: str | None = Form(None), pii: str | None = Form(None),
+                             redact: bool = Form(False)):
         denied = check_access(request, settings)
         if denied:
             return denied
@@ -98,8 +102,14 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
         try:
             parse_language(language)
             hotwords = parse_hotwords(prompt)
+            detector = compliance.detector_from_request(watch_list, pii)
         except RequestError as e:
             return error_response(e.status, str(e), e.param)
+        except compliance.ComplianceRequestError as e:
+            return error_response(400, str(e), e.param)
+        if redact and detector is None:
+            return error_response(400, "redact needs watch_list or pii", "redact")
+        hotwords = hotwords or compliance.watch_hotwords(detector, holder.info().get("demo"))
         data = await file.read(settings.max_upload_bytes + 1)
         name = display_name(file.filename)
         if len(data) > settings.max_upload_bytes:
@@ -125,6 +135,7 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
             return error_response(status, row["error"], "file" if status < 500 else None,
                                   {"audio": "invalid_audio", "too_long": "audio_too_long"}.get(
                                       row["error_kind"], "decoding_failed"))
+        row = compliance.apply(row, detector, redact)
         body, media_type = render(row, response_format, holder.info()["model"])
         log.info("api: %s (%.1f s audio) in %.2f s", name, row["duration"], row["processing_time"])
         return Response(body, media_type=media_type)

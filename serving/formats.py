@@ -33,7 +33,8 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
             **describe_language(row.get("language")),
             "duration": row["duration"], "text": row["text"], "segments": segments,
             "model": model, "processing_time": row["processing_time"],
-            "finish_reason": row.get("finish_reason")}
+            "finish_reason": row.get("finish_reason"),
+            **({"compliance": row["compliance"]} if row.get("compliance") else {})}
 
 
 def render(row: dict, response_format: str, model: str | None = None) -> tuple[str, str]:

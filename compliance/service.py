@@ -1,0 +1,78 @@
+"""What the HTTP API asks of compliance: request fields -> a detector, and a result row ->
+its hits (and its redacted copy). Kept here so serving/api.py only makes two calls."""
+from __future__ import annotations
+
+from .detect import Detector
+from .redact import redact_row
+from .watchlist import WatchList, WatchListError
+
+MAX_WATCH_BYTES = 256 * 1024      # the ``watch_list`` form field (a TSV watch list)
+MAX_WATCH_TERMS = 5000
+
+
+class ComplianceRequestError(ValueError):
+    def __init__(self, message: str, param: str):
+        super().__init__(message)
+        self.param = param
+
+
+def detector_from_request(watch_list: str | None, pii: bool | str | None) -> Detector | None:
+    """``watch_list``: a watch list in the file format (TSV lines), at most MAX_WATCH_BYTES;
+    ``pii``: true for every kind, or a comma-separated list of kinds."""
+    watch = None
+    if watch_list:
+        size = len(watch_list.encode("utf-8", "replace"))
+        if size > MAX_WATCH_BYTES:
+            raise ComplianceRequestError(f"watch_list is {size} bytes; at most "
+                                         f"{MAX_WATCH_BYTES} are accepted", "watch_list")
+        try:
+            watch = WatchList.parse(watch_list, source="watch_list")
+        except WatchListError as e:
+            raise ComplianceRequestError(str(e), "watch_list") from None
+        if len(watch) > MAX_WATCH_TERMS:
+            raise ComplianceRequestError(f"watch_list holds {len(watch)} terms; at most "
+                                         f"{MAX_WATCH_TERMS} per request", "watch_list")
+    kinds: tuple | bool = ()
+    if isinstance(pii, str):
+        v = pii.strip().lower()
+        if v in ("1", "true", "yes", "on", "all"):
+            kinds = True
+        elif v in ("", "0", "false", "no", "off"):
+            kinds = ()
+        else:
+            kinds = tuple(k.strip() for k in v.split(",") if k.strip())
+    elif pii:
+        kinds = True
+    if watch is None and not kinds:
+        return None
+    try:
+        return Detector(watch=watch, pii=kinds)
+    except ValueError as e:
+        raise ComplianceRequestError(str(e), "pii") from None
+
+
+def watch_hotwords(detector: Detector | None, demo: bool) -> list[str]:
+    """The most severe watch terms as hotwords when the request gave none (200 characters at
+    most, so the token cap of engine.prompt holds for any script); none on the demo checkpoint,
+    which was trained without hotword prompts and collapses with one."""
+    if detector is None or detector.watch is None or demo:
+        return []
+    return detector.watch.hotwords(200, 20)
+
+
+def apply(row: dict, detector: Detector | None, redact: bool) -> dict:
+    """The row with ``compliance: {hits, redacted}`` and, on request, redacted text/segments.
+    A failure here never costs the transcript: the row comes back with an error note."""
+    if detector is None:
+        return row
+    try:
+        hits = detector.scan(row)
+        if redact and hits:
+            row = redact_row(row, hits, detector)
+        public = [{k: v for k, v in h.items() if not (redact and k in ("text", "context"))}
+                  for h in hits]
+        return {**row, "compliance": {"hits": public, "redacted": bool(redact)}}
+    except Exception:  # noqa: BLE001 - an optional stage must not lose the transcript
+        import logging
+        logging.getLogger("funasr_nano.compliance").exception("compliance scan failed")
+        return {**row, "compliance": {"hits": [], "error": "the compliance scan failed"}}
