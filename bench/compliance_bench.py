@@ -314,7 +314,7 @@ def e2e(detector_for, out_rows):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-kind", type=int, default=8)
     ap.add_argument("--e2e", action="store_true", help="also the demo model on example/*.wav")
