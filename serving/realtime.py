@@ -43,6 +43,9 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from compliance import service as compliance_service
+from compliance.live import LiveMonitor
+from compliance.report import render_html
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
 from .access import check_access
@@ -80,6 +83,7 @@ class Config:
         self.prompt = ""
         self.itn = True
         self.vad: VadOptions | None = VadOptions()
+        self.compliance = None     # compliance.live settings (extension: session.compliance)
 
     # -- reading updates (only the fields present change)
     def update_ga(self, session: dict) -> None:
@@ -96,6 +100,8 @@ class Config:
             self._turn_detection(inp["turn_detection"], "session.audio.input.turn_detection")
         # Older fields inside session.update are read too (some clients mix the shapes).
         self.update_legacy(session)
+        if "compliance" in session:
+            self.compliance = _compliance(session["compliance"])
 
     def update_legacy(self, session: dict) -> None:
         if "input_audio_format" in session:
@@ -170,7 +176,8 @@ class Config:
                                     "transcription": self._transcription_out(),
                                     "turn_detection": self._turn_detection_out(),
                                     "noise_reduction": None}},
-                "include": None}
+                "include": None,
+                **({"compliance": self.compliance["public"]} if self.compliance else {})}
 
     def legacy(self, session_id: str) -> dict:
         fmt = "pcm16" if self.rate == 24000 else {"type": "pcm16", "rate": self.rate}
@@ -183,6 +190,32 @@ class Config:
     def live_changes(self) -> dict:
         return {"sample_rate": self.rate, "language": self.language, "itn": self.itn,
                 "hotwords": parse_hotwords(self.prompt), "vad": self.vad}
+
+
+def _compliance(value) -> dict | None:
+    """``session.compliance`` (extension): ``{"watch_list": TSV text, "pii": true | "phone,card",
+    "partials": false}``; null turns it off. See docs/compliance.md."""
+    if value is None:
+        return None
+    c = _obj(value, "session.compliance")
+    pii = c.get("pii")
+    if isinstance(pii, list):
+        pii = ",".join(str(k) for k in pii)
+    watch = c.get("watch_list")
+    if watch is not None and not isinstance(watch, str):
+        raise ClientError("watch_list must be a string (the watch list's TSV lines)",
+                          param="session.compliance.watch_list")
+    try:
+        detector = compliance_service.detector_from_request(watch, pii)
+    except compliance_service.ComplianceRequestError as e:
+        raise ClientError(str(e), param=f"session.compliance.{e.param}") from None
+    if detector is None:
+        return None
+    partials = c.get("partials", False)
+    if not isinstance(partials, bool):
+        raise ClientError("partials must be true or false", param="session.compliance.partials")
+    return {"detector": detector, "partials": partials,
+            "public": {**detector.settings(), "partials": partials}}
 
 
 def _obj(value, where: str) -> dict:
@@ -221,6 +254,9 @@ class Connection:
         self.previous_item: str | None = None
         self.odd_byte = b""
         self.model_error_sent = False
+        self.monitor: LiveMonitor | None = None   # compliance alerts (session.compliance)
+        self.alert_webhook = None                 # compliance.alerts.WebhookSender, or None
+        self.stable: dict[int, str] = {}
         self.live = self._new_session()
 
     def _new_session(self) -> LiveSession:
@@ -295,6 +331,10 @@ class Connection:
             self.send({"type": "conversation.item.input_audio_transcription.delta",
                        "item_id": item, "content_index": 0, "delta": e.delta,
                        "partial": e.text, "start": round(e.start, 3), "end": round(e.end, 3)})
+            if self.monitor is not None and e.delta:
+                self.stable[e.item] = self.stable.get(e.item, "") + e.delta
+                self.monitor.on_partial(item, self.stable[e.item], e.start, e.end,
+                                        self.config.language)
         elif e.kind == "final":
             if e.delta:
                 self.send({"type": "conversation.item.input_audio_transcription.delta",
@@ -304,6 +344,9 @@ class Connection:
                        "item_id": item, "content_index": 0, "transcript": e.text,
                        "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
                        "start": e.start, "end": e.end})
+            if self.monitor is not None:     # compliance.alert events follow the final
+                self.stable.pop(e.item, None)
+                self.monitor.on_final(item, e.text, e.start, e.end, self.config.language)
             self.items.pop(e.item, None)
         elif e.kind == "failed":
             log.warning("realtime %s: %s failed: %s", self.id, item, e.error)
@@ -378,7 +421,8 @@ class Connection:
                    "transcription_session.update": self._session_update,
                    "input_audio_buffer.append": self._append,
                    "input_audio_buffer.commit": self._commit,
-                   "input_audio_buffer.clear": self._clear}.get(kind)
+                   "input_audio_buffer.clear": self._clear,
+                   "compliance.report": self._compliance_report}.get(kind)
         if handler is None:
             self.error(f"unknown or unsupported event type {kind[:80]!r}; a transcription "
                        "session takes session.update, input_audio_buffer.append, "
@@ -408,11 +452,32 @@ class Connection:
             if isinstance(e, LiveError):
                 raise
             raise ClientError(str(e), param="session") from None
+        if new.compliance is not self.config.compliance:
+            self._compliance_monitor(new)
         self.config = new
         if kind == "session.update":
             self.send({"type": "session.updated", "session": new.ga(self.id)})
         else:
             self.send({"type": "transcription_session.updated", "session": new.legacy(self.id)})
+
+    def _compliance_monitor(self, new: Config) -> None:
+        if new.compliance is None:
+            self.monitor = None
+            return
+        det = new.compliance["detector"]
+        det.find_text("", new.language)      # compile the watch list once, now
+        self.monitor = LiveMonitor(det, self.send, self.id, new.compliance["partials"],
+                                   webhook=self.alert_webhook)
+
+    async def _compliance_report(self, event: dict, kind: str) -> None:
+        """Extension: ``{"type": "compliance.report", "html": false}`` -> the session's audit
+        report so far (``compliance.report`` with ``report`` and, if asked, ``html``)."""
+        if self.monitor is None:
+            raise ClientError("compliance is off in this session: send session.update with "
+                              "session.compliance first", param="type")
+        report = self.monitor.report()
+        self.send({"type": "compliance.report", "report": report,
+                   **({"html": render_html(report)} if event.get("html") else {})})
 
     async def _append(self, event: dict, kind: str) -> None:
         audio = event.get("audio")
@@ -446,6 +511,10 @@ def _subprotocol(ws: WebSocket) -> str | None:
 
 def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
     router = APIRouter()
+    webhook = None
+    if getattr(settings, "alert_webhook", None):
+        from compliance.alerts import WebhookSender   # live alerts POSTed (--alert-webhook)
+        webhook = WebhookSender(settings.alert_webhook, settings.alert_webhook_secret)
 
     @router.websocket("/v1/realtime")
     async def realtime(ws: WebSocket):
@@ -478,6 +547,7 @@ def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
             if not holder.loaded:
                 holder.preload_in_background()   # loads while the client starts talking
             conn = Connection(ws, settings, holder, sessions)
+            conn.alert_webhook = webhook
             log.info("realtime %s: connected", conn.id)
             await conn.run()
         except Exception:  # noqa: BLE001 - one broken session must not take others down

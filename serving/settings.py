@@ -57,6 +57,11 @@ _FLAGS = [
     ("--log-level", ("FUNASR_NANO_LOG_LEVEL",), "info", str, "debug, info, warning or error"),
     ("--log-format", ("FUNASR_NANO_LOG_FORMAT",), "text", str,
      "text, or json: one JSON object per line with the request id"),
+    ("--alert-webhook", ("FUNASR_NANO_ALERT_WEBHOOK",), None, str,
+     "compliance: live alerts are also POSTed here (JSON, HMAC-signed, retried; "
+     "docs/compliance.md)"),
+    ("--alert-webhook-secret", ("FUNASR_NANO_ALERT_WEBHOOK_SECRET",), None, str,
+     "compliance: the HMAC-SHA256 key of the alert webhook's X-Compliance-Signature"),
     ("--bench-tokens", ("FUNASR_NANO_BENCH_TOKENS",), None, int,
      "benchmarks only: every sequence decodes exactly this many tokens, end tokens ignored"),
 ]
@@ -86,6 +91,8 @@ class Settings:
     log_level: str = "info"
     log_format: str = "text"
     bench_tokens: int | None = None
+    alert_webhook: str | None = None
+    alert_webhook_secret: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -126,6 +133,8 @@ class Settings:
             raise ValueError("--max-upload-mb and --max-audio-minutes must be positive")
         if self.live_idle_seconds <= 0 or self.live_max_message_mb <= 0:
             raise ValueError("--live-idle-seconds and --live-max-message-mb must be positive")
+        if self.alert_webhook and not self.alert_webhook.startswith(("http://", "https://")):
+            raise ValueError("--alert-webhook must be an http:// or https:// URL")
         if self.body_timeout <= 0 or self.stop_timeout < 0:
             raise ValueError("--body-timeout must be positive and --stop-timeout not negative")
 

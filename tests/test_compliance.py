@@ -3,6 +3,7 @@ report; through the CLI and the HTTP API on the demo model's example clips."""
 from __future__ import annotations
 
 import json
+import time
 import os
 import subprocess
 import sys
@@ -214,3 +215,129 @@ def test_api_fields_and_verbose_json(demo_app):
     assert r.status_code == 400 and "watch_list is" in r.json()["error"]["message"]
     r = post(redact="true")
     assert r.status_code == 400 and r.json()["error"]["param"] == "redact"
+
+
+# --------------------------------------------------------------------------- live alerts, webhook
+
+class _Receiver:
+    """A loopback webhook receiver: answers 500 to the first ``fail`` POSTs, 200 after; with
+    ``hang``, never answers in time."""
+
+    def __init__(self, fail: int = 0, hang: float = 0.0):
+        import http.server
+        import threading
+        self.fail, self.hang = fail, hang
+        self.posts: list[tuple[dict, bytes, int]] = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if outer.hang:
+                    time.sleep(outer.hang)
+                status = 500 if len(outer.posts) < outer.fail else 200
+                outer.posts.append((dict(self.headers), body, status))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def accepted(self):
+        return [(h, b) for h, b, status in self.posts if status == 200]
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_webhook_never_blocks_and_gives_up_in_bounded_time():
+    from compliance.alerts import WebhookSender
+    hanging = _Receiver(hang=3.0)
+    try:
+        for url in (hanging.url, "http://127.0.0.1:9/refused"):
+            s = WebhookSender(url, "k", timeout=0.3, max_attempts=2, backoff=0.05, max_queue=3)
+            t0 = time.monotonic()
+            results = [s.submit({"id": f"a{i}"}) for i in range(5)]
+            assert time.monotonic() - t0 < 0.1          # never waits for the receiver
+            assert results.count(True) >= 3 and s.dropped == results.count(False)
+            deadline = time.monotonic() + 10
+            while s.failed + s.dropped < 5 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert s.failed + s.dropped == 5 and s.sent == 0
+            s.close()
+    finally:
+        hanging.close()
+
+
+def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(tmp_path):
+    import base64
+    import threading
+    import time as _t
+
+    from websockets.sync.client import connect
+
+    from _live_audio import recording
+    from compliance.alerts import verify
+
+    receiver = _Receiver(fail=2)
+    server = start_app(str(DEMO), tmp_path, "--max-new-tokens", "64",
+                       "--alert-webhook", receiver.url, "--alert-webhook-secret", "s3cret")
+    try:
+        pcm = recording(("en.wav", "sv.wav"), rate=16000)
+        ws = connect(server.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription",
+                     max_size=None, open_timeout=30, legacy=True)
+        assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+        ws.send(json.dumps({"type": "session.update", "session": {
+            "type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm",
+                                                                    "rate": 16000}}},
+            "compliance": {"watch_list": "ticket\tcompliance\thigh\nböcker\tproduct",
+                           "pii": True}}}))
+        updated = json.loads(ws.recv(timeout=30))
+        assert updated["type"] == "session.updated", updated
+        assert updated["session"]["compliance"]["watch_terms"] == 2
+
+        def feed():
+            step = 1600
+            for i in range(0, len(pcm), step):
+                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
+                    pcm[i:i + step].astype("<i2").tobytes()).decode()}))
+                _t.sleep(0.05)
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        events = []
+        while sum(e["type"] == "compliance.alert" for e in events) < 2:
+            events.append(json.loads(ws.recv(timeout=120)))
+            assert events[-1]["type"] != "error", events[-1]
+        completed = [e for e in events if e["type"].endswith(".completed")]
+        alerts = [e for e in events if e["type"] == "compliance.alert"]
+        assert [(a["hit"]["label"], a["hit"]["text"], a["stage"]) for a in alerts] == [
+            ("COMPLIANCE", "ticket", "final"), ("PRODUCT", "böcker", "final")]
+        for a, c in zip(alerts, completed):
+            assert a["item_id"] == c["item_id"]
+            assert (a["hit"]["start"], a["hit"]["end"]) == (c["start"], c["end"])
+            # the alert comes right after its final
+            assert events.index(a) > events.index(c)
+        feeder.join()
+        ws.send(json.dumps({"type": "compliance.report", "html": True}))
+        rep = json.loads(ws.recv(timeout=30))
+        assert rep["type"] == "compliance.report" and rep["report"]["summary"]["hits"] == 2
+        assert "<mark>ticket</mark>" in rep["html"]
+        ws.close()
+        # the webhook: two failures, then each alert accepted once with a valid signature
+        deadline = _t.monotonic() + 20
+        while len(receiver.accepted()) < 2 and _t.monotonic() < deadline:
+            _t.sleep(0.1)
+        got = receiver.accepted()
+        assert [s for _, _, s in receiver.posts][:2] == [500, 500]
+        assert sorted(json.loads(b)["id"] for _, b in got) == sorted(a["id"] for a in alerts)
+        for h, b in got:
+            assert verify("s3cret", b, h["X-Compliance-Timestamp"], h["X-Compliance-Signature"])
+            assert not verify("other", b, h["X-Compliance-Timestamp"],
+                              h["X-Compliance-Signature"])
+    finally:
+        server.stop()
+        receiver.close()

@@ -1,0 +1,84 @@
+"""Compliance in a live session: each final (and, if asked, each stable partial) scanned as it
+comes, an alert per new hit, the session's hits kept for its audit report.
+
+``LiveMonitor(detector, emit, session_id, partials=False, webhook=None)``; the live path calls
+``on_partial(item, stable_text, start, end, language)`` and ``on_final(item, text, start, end,
+language)``; ``emit(alert)`` gets each alert once (the /v1/realtime ``compliance.alert`` event);
+the webhook (compliance.alerts.WebhookSender) gets the same dict. The alert::
+
+    {"type": "compliance.alert", "id": "alert_...", "session_id": ..., "item_id": ...,
+     "stage": "final"|"partial", "hit": {label, kind, category, term, severity, text, start,
+     end, time_source, speaker, context}}
+
+Times are seconds of session audio (the utterance's start/end, or word times when given).
+"""
+from __future__ import annotations
+
+import logging
+import secrets
+
+from .report import build_report
+
+log = logging.getLogger("funasr_nano.compliance")
+MAX_SESSION_HITS = 10_000
+
+
+class LiveMonitor:
+    def __init__(self, detector, emit, session_id: str, partials: bool = False, webhook=None):
+        self.detector, self.emit, self.session_id = detector, emit, session_id
+        self.partials, self.webhook = partials, webhook
+        self.hits: list[dict] = []
+        self.seconds = 0.0
+        self.language = None
+        self._alerted: dict[str, set] = {}
+
+    def _scan(self, item: str, text: str, start: float, end: float, language, stage: str,
+              words=None, speaker=None):
+        if not text:
+            return
+        seg = {"start": start, "end": end, "text": text}
+        if words:
+            seg["words"] = words
+        if speaker is not None:
+            seg["speaker"] = speaker
+        try:
+            hits = self.detector.scan({"language": language, "text": text, "segments": [seg]})
+        except Exception:  # noqa: BLE001 - alerts are optional; the transcript goes on
+            log.exception("live compliance scan failed")
+            return
+        seen = self._alerted.setdefault(item, set())
+        for h in hits:
+            key = (h["label"], h["char_start"])
+            if key in seen:
+                continue
+            seen.add(key)
+            public = {k: h[k] for k in ("label", "kind", "category", "term", "severity", "text",
+                                        "start", "end", "time_source", "speaker", "context")}
+            alert = {"type": "compliance.alert", "id": "alert_" + secrets.token_hex(8),
+                     "session_id": self.session_id, "item_id": item, "stage": stage,
+                     "hit": public}
+            if len(self.hits) < MAX_SESSION_HITS:
+                self.hits.append(public)
+            try:
+                self.emit(alert)
+            except Exception:  # noqa: BLE001
+                log.exception("live compliance: emitting an alert failed")
+            if self.webhook is not None:
+                self.webhook.submit(alert)
+
+    def on_partial(self, item: str, stable_text: str, start: float, end: float, language=None):
+        if self.partials:
+            self._scan(item, stable_text, start, end, language, "partial")
+
+    def on_final(self, item: str, text: str, start: float, end: float, language=None,
+                 words=None, speaker=None):
+        self.seconds = max(self.seconds, float(end or 0))
+        self.language = language or self.language
+        self._scan(item, text, start, end, language, "final", words, speaker)
+        self._alerted.pop(item, None)
+
+    def report(self) -> dict:
+        settings = {**self.detector.settings(), "partials": self.partials,
+                    "webhook": self.webhook is not None}
+        return build_report([{"source": self.session_id, "duration": round(self.seconds, 3),
+                              "language": self.language, "hits": self.hits}], settings, "live")
