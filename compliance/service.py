@@ -3,6 +3,7 @@ its hits (and its redacted copy). Kept here so serving/api.py only makes two cal
 from __future__ import annotations
 
 from .detect import Detector
+from .pii import LABELS
 from .redact import redact_row
 from .watchlist import WatchList, WatchListError
 
@@ -76,3 +77,31 @@ def apply(row: dict, detector: Detector | None, redact: bool) -> dict:
         import logging
         logging.getLogger("funasr_nano.compliance").exception("compliance scan failed")
         return {**row, "compliance": {"hits": [], "error": "the compliance scan failed"}}
+
+
+def highlight(rows: list[dict] | None, pii: bool, watch_list: str | None):
+    """The page's highlighted transcript: ``[(text, label or None), ...]`` over the results'
+    texts (one block per file), and a line saying what was found or what is wrong."""
+    if not rows or not (pii or (watch_list or "").strip()):
+        return [], ""
+    try:
+        det = detector_from_request(watch_list if (watch_list or "").strip() else None, pii)
+    except ComplianceRequestError as e:
+        return [], f"Compliance: {e}"
+    out, n = [], 0
+    for k, r in enumerate(rows):
+        if r.get("error") or not r.get("text"):
+            continue
+        if len(rows) > 1:
+            out.append((("\n\n" if k else "") + f"[{r.get('file')}]\n", None))
+        text = r["text"]
+        spans = det.find_text(text, r.get("language"))
+        pos = 0
+        for s, e, kind, category, _ in spans:
+            out.append((text[pos:s], None))
+            label = category.upper() if kind == "watch" else LABELS[category]
+            out.append((text[s:e], label))
+            pos = e
+            n += 1
+        out.append((text[pos:], None))
+    return [(t, lab) for t, lab in out if t], f"Compliance: {n} hit(s)."

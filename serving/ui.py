@@ -173,6 +173,11 @@ def page_concurrency(settings) -> int:
     return 2 * settings.batch_size
 
 
+def compliance_highlight(rows, pii, watch_list):
+    from compliance.service import highlight
+    return highlight(rows, bool(pii), watch_list)
+
+
 def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
                  title: str = "Fun-ASR-MLT-Nano speech recognition", live=None,
                  metrics=None) -> gr.Blocks:
@@ -302,6 +307,15 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                                         elem_id="downloads")
                     with gr.Accordion("JSON", open=False):
                         raw = gr.JSON(label="Results as JSON", elem_id="json")
+                    # compliance (docs/compliance.md): hits highlighted after each transcription
+                    with gr.Accordion("Compliance: watch list and personal data", open=False):
+                        pii_box = gr.Checkbox(value=False, label="Find personal data",
+                                              elem_id="compliance-pii")
+                        watch_box = gr.Textbox(label="Watch list (one term a line; TAB category"
+                                               " TAB severity)", lines=3, elem_id="compliance-watch")
+                        hits_note = gr.Markdown("", elem_id="compliance-note")
+                        hits_view = gr.HighlightedText(label="Hits", combine_adjacent=False,
+                                                       elem_id="compliance-hits")
         if live is not None:
             with gr.Tab("Live", id="live", elem_id="tab-live"):
                 build_live_tab(settings, holder, live, language_choices)
@@ -318,7 +332,9 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
             transcribe, [files, microphone, language, itn, hotwords],
             [table, transcript, downloads, raw, status], api_name="transcribe",
             api_description="Transcribe uploaded files and/or a microphone recording.",
-            show_progress_on=[transcript, table])   # never drawn over the status line
+            show_progress_on=[transcript, table]).then(   # never drawn over the status line
+            compliance_highlight, [raw, pii_box, watch_box], [hits_view, hits_note],
+            api_visibility="private", queue=False)
 
         # An example sets its file and its language. The user's own audio afterwards must not
         # inherit the language (a Finnish example, then an English recording labelled Finnish):

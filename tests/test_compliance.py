@@ -341,3 +341,17 @@ def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(tmp_p
     finally:
         server.stop()
         receiver.close()
+
+
+def test_page_highlight_of_results():
+    from compliance.service import highlight
+    rows = [{"file": "a.wav", "language": "en", "text": "The ticket costs $57.50."},
+            {"file": "b.wav", "language": "en", "text": "Call 415 263 7132 now."}]
+    spans, note = highlight(rows, True, "ticket\tcompliance")
+    assert [(t, lab) for t, lab in spans if lab] == [("ticket", "COMPLIANCE"),
+                                                    ("415 263 7132", "PHONE")]
+    assert "".join(t for t, _ in spans) == ("[a.wav]\nThe ticket costs $57.50.\n\n[b.wav]\n"
+                                            "Call 415 263 7132 now.")
+    assert note == "Compliance: 2 hit(s)."
+    assert highlight(rows, False, "x\tnosuchcat")[1].startswith(
+        "Compliance: watch_list, line 1: unknown category")
