@@ -103,6 +103,23 @@ def spoken(digits: str, lang: str, groups: list[int] | None = None) -> str:
     return (join if join else "").join(parts) if lang in numwords.NO_SPACES else ", ".join(parts)
 
 
+def spoken_pairs(digits: str, lang: str) -> str:
+    """Digits read two at a time where the language has number words for 10..99 (``forty one
+    fifty five``); a pair starting with 0 and an odd last digit digit by digit."""
+    lex = {v: k for k, v in reversed(list(numwords.lexicon(lang).items()))} \
+        if lang not in numwords.CJK and lang != "ko" else {}
+    if not all(n in lex for n in range(10, 100)):
+        return spoken(digits, lang)
+    words = digit_words(lang)
+    parts = []
+    for i in range(0, len(digits) - 1, 2):
+        pair = digits[i:i + 2]
+        parts.append(lex[int(pair)] if pair[0] != "0" else f"{words[0]} {words[int(pair[1])]}")
+    if len(digits) % 2:
+        parts.append(words[int(digits[-1])])
+    return " ".join(parts)
+
+
 def phone(rng, lang):
     region = REGION[lang]
     ex = phonenumbers.example_number_for_type(region, phonenumbers.PhoneNumberType.MOBILE) or \
@@ -112,10 +129,15 @@ def phone(rng, lang):
         cand = nat[:-4] + "".join(str(rng.randint(0, 9)) for _ in range(4))
         num = phonenumbers.parse(cand, region)
         if phonenumbers.is_valid_number(num):
-            on = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
-            digits = "".join(c for c in on if c.isdigit())
-            groups = [len(g) for g in "".join(c if c.isdigit() else " " for c in on).split()]
-            return on, spoken(digits, lang, groups)
+            style = rng.random()
+            fmt = (phonenumbers.PhoneNumberFormat.INTERNATIONAL if style < 0.3 else
+                   phonenumbers.PhoneNumberFormat.NATIONAL)
+            on = phonenumbers.format_number(num, fmt)
+            nat = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.NATIONAL)
+            digits = "".join(c for c in nat if c.isdigit())
+            groups = [len(g) for g in "".join(c if c.isdigit() else " " for c in nat).split()]
+            off = spoken_pairs(digits, lang) if style > 0.6 else spoken(digits, lang, groups)
+            return on, off
     raise RuntimeError(region)
 
 
@@ -179,7 +201,7 @@ def national_id(rng, lang):
     if lang in ("zh", "yue"):
         body = "110105" + f"{rng.randint(1950, 2005)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}" \
             + f"{rng.randint(0, 999):03d}"
-        d = body + ric.calc_check_digit(body)
+        d = body + ric.calc_check_digit(body + "0")   # (stdnum: the number with a check digit)
         return d, spoken(d, lang)
     if lang == "nl":
         from stdnum.nl import bsn
@@ -236,6 +258,24 @@ def cases(lang: str, itn: bool, rng, per_kind: int):
     # negatives: numbers that are no personal data, and the carrier with a plain word
     for _ in range(per_kind):
         out.append(([neg[0] if itn else neg[1]], []))
+    # numbers that look like personal data and are not: order numbers of 5-9 digits, amounts,
+    # years, a 16-digit number failing Luhn (a card typed wrong), an 18-digit ID with a wrong
+    # check digit
+    for _ in range(per_kind):
+        kind = rng.randrange(4)
+        if kind == 0:
+            d = str(rng.randint(10_000, 999_999_999))
+        elif kind == 1:
+            d = str(rng.randint(1950, 2030)) + str(rng.randint(100, 999))
+        elif kind == 2:
+            body = "4" + "".join(str(rng.randint(0, 9)) for _ in range(14))
+            d = body + str((int(luhn.calc_check_digit(body)) + 1 + rng.randrange(9)) % 10)
+        else:
+            body = "110105" + f"{rng.randint(1950, 2005)}0101{rng.randint(0, 999):03d}"
+            good = ric.calc_check_digit(body + "0")
+            d = body + next(c for c in "0123456789X" if c != good)
+        x = d if itn else spoken(d, lang)
+        out.append(([carrier.replace("{X}", x)], []))
     out.append(([carrier.replace("{X}", "2" if itn else digit_words(lang)[2])], []))
     del sp
     return out

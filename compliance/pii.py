@@ -40,10 +40,17 @@ NATIONAL_IDS = {"CN": ["cn.ric"], "HK": ["cn.ric"], "US": ["us.ssn"], "NL": ["nl
                 "PL": ["pl.pesel"], "SE": ["se.personnummer"], "FI": ["fi.hetu"],
                 "DK": ["dk.cpr"], "CZ": ["cz.rc"], "SK": ["sk.rc"], "EE": ["ee.ik"],
                 "LT": ["lt.asmens"], "LV": ["lv.pvn"], "RO": ["ro.cnp"], "BG": ["bg.egn"],
-                "HR": ["hr.oib"], "SI": ["si.emso"], "PT": ["pt.cc"], "GR": ["gr.amka"],
+                "HR": ["hr.oib"], "SI": ["si.emso"], "GR": ["gr.amka"],
                 "IE": ["ie.pps"], "KR": ["kr.rrn"], "TH": ["th.pin"], "IN": ["in_.aadhaar"],
                 "ID": ["id.nik"], "MY": ["my.nric"], "VN": [], "JP": [], "PH": [], "SA": [],
-                "MT": [], "HU": []}
+                "MT": [], "HU": [], "PT": []}
+# (Portugal's Cartão de Cidadão mixes letters and digits; stdnum's pt.cc took any 7 digits.)
+
+# Schemes whose short forms carry no check digit: only their checked length counts.
+ID_LENGTHS = {"cz.rc": (10,), "sk.rc": (10,), "nl.bsn": (9,)}
+# A US social security number is only recognisable in its 3-2-4 grouping (any 9 digits pass
+# stdnum's check), as written (123-45-6789) or read (five three eight, seven five, ...).
+ID_GROUPS = {"us.ssn": [3, 2, 4]}
 
 # Spoken "@" and "." with ITN off, per language (besides the symbols themselves).
 _AT_DOT = {
@@ -94,13 +101,24 @@ def _card(d: str) -> bool:
 
 
 def _phone(d: str, plus: bool, region: str | None) -> bool:
+    """Valid for the region (or, with a leading +, for its country code), and written as the
+    region writes it: where numbers are dialled with a national prefix (0 in most of Europe and
+    Asia), a number without it or a + is not taken for a phone number (an order number is)."""
     if not 6 <= len(d) <= 15:
         return False
     try:
         num = phonenumbers.parse(("+" if plus else "") + d, None if plus else region)
     except phonenumbers.NumberParseException:
         return False
-    return phonenumbers.is_valid_number(num)
+    if not phonenumbers.is_valid_number(num):
+        return False
+    if plus or not region:
+        return True
+    written = re.sub(r"\D", "", phonenumbers.format_number(
+        num, phonenumbers.PhoneNumberFormat.NATIONAL))
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    prefix = (meta.national_prefix if meta is not None else None) or ""
+    return d == written or (prefix and d == prefix + written)
 
 
 def _valid(mod, d: str) -> bool:
@@ -119,7 +137,7 @@ def _cn_resident_id(d: str) -> bool:
     try:
         d = _cn_ric.compact(d)
         _cn_ric.get_birth_date(d)
-        return len(d) == 18 and _cn_ric.calc_check_digit(d[:-1]) == d[-1].upper()
+        return len(d) == 18 and _cn_ric.calc_check_digit(d) == d[-1].upper()
     except Exception:  # noqa: BLE001
         return False
 
@@ -148,12 +166,17 @@ def classify(d: str, plus: bool, region: str | None,
         if len(d) == 18 and _cn_resident_id(d):
             return "national_id", "cn.ric"
         for name, mod in _id_modules(region or ""):
-            if _valid(mod, d):
+            if name in ID_GROUPS and [len(g) for g in groups or []] != ID_GROUPS[name]:
+                continue
+            if len(d) in ID_LENGTHS.get(name, (len(d),)) and _valid(mod, d):
                 found_id = ("national_id", name)
                 break
     if _phone(d, plus, region):
+        meta = phonenumbers.PhoneMetadata.metadata_for_region(region or "")
+        prefix = (meta.national_prefix if meta is not None else None) or ""
         if found_id is None or (groups and len(groups) > 1
-                                and _phone_grouping(d, groups, region)):
+                                and _phone_grouping(d, groups, region)) or (
+                prefix and d.startswith(prefix) and (not groups or len(groups) == 1)):
             return "phone", "phonenumbers"
     return found_id
 

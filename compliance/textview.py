@@ -12,6 +12,7 @@ redact the words the transcript really holds (``four one five`` where ITN was of
 from __future__ import annotations
 
 import functools
+import re
 import unicodedata
 from dataclasses import dataclass
 
@@ -42,22 +43,35 @@ class View:
         return self.src[a][0], self.src[b - 1][1]
 
 
+_PIECES: dict[str, dict[str, str]] = {"watch": {}, "pii": {}}
+
+
+def _pieces(ch: str, mode: str) -> str:
+    """What one original character becomes in the view (cached: NFKC and case folding per
+    character are the cost of loading a long watch list)."""
+    cache = _PIECES[mode]
+    got = cache.get(ch)
+    if got is None:
+        d = numwords.digit_value(ch)
+        if d is not None:
+            got = d
+        else:
+            got = unicodedata.normalize("NFKC", ch)
+            if mode == "watch":
+                got = "".join(c if (c.isalnum() or unicodedata.category(c).startswith("M"))
+                              else " " for c in got.casefold())
+            else:
+                got = "".join(" " if c.isspace() else c for c in got)
+        if len(cache) < 100_000:
+            cache[ch] = got
+    return got
+
+
 def _chars(text: str, mode: str) -> tuple[list[str], list[tuple[int, int]]]:
     out, src = [], []
     last_space = True
     for i, ch in enumerate(text):
-        d = numwords.digit_value(ch)
-        if d is not None:
-            pieces = d
-        else:
-            pieces = unicodedata.normalize("NFKC", ch)
-            if mode == "watch":
-                pieces = pieces.casefold()
-                pieces = "".join(c if (c.isalnum() or unicodedata.category(c).startswith("M"))
-                                 else " " for c in pieces)
-            else:
-                pieces = "".join(" " if c.isspace() else c for c in pieces)
-        for c in pieces:
+        for c in _pieces(ch, mode):
             if c == " ":
                 if last_space:
                     continue
@@ -182,3 +196,24 @@ def build(text: str, langs: tuple[str, ...], mode: str = "watch") -> View:
         out = [out[i] for i in keep]
         osrc = [osrc[i] for i in keep]
     return View("".join(out), osrc)
+
+
+_NS = "\u0e00-\u0e7f\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\uac00-\ud7af\u1100-\u11ff" \
+      "\U00020000-\U0002ffff"
+_JOIN = re.compile(rf"(?<=\d) (?=\d)|(?<=[{_NS}]) (?=[{_NS}])")
+
+
+def watch_key(text: str, langs: tuple[str, ...]) -> str:
+    """``build(text, langs, "watch").text`` without the offsets: how a watch term is compiled
+    (about 5x faster, which is most of loading a 10,000-term list)."""
+    s = " ".join("".join(_pieces(ch, "watch") for ch in text).split())
+    matches = _number_matches(s, langs)
+    if matches:
+        parts, pos = [], 0
+        for a, b, digits in matches:
+            parts.append(s[pos:a])
+            parts.append(digits)
+            pos = b
+        parts.append(s[pos:])
+        s = "".join(parts)
+    return _JOIN.sub("", s)

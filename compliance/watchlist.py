@@ -160,11 +160,12 @@ class WatchList:
         words are read per language, so terms are compiled once per language set)."""
         auto = self._compiled.get(langs)
         if auto is None:
-            from .textview import build
             import ahocorasick
+
+            from .textview import watch_key
             auto = ahocorasick.Automaton()
             for i, t in enumerate(self.terms):
-                key = build(t.term, langs, "watch").text
+                key = watch_key(t.term, langs)
                 if not key:
                     continue
                 if key in auto:
