@@ -160,23 +160,27 @@ def test_redacted_text_subtitles_and_json_hold_no_matched_string(tmp_path):
 def test_cli_watch_pii_redact_report_on_the_demo_model(tmp_path):
     terms = tmp_path / "terms.tsv"
     terms.write_text("ticket\tcompliance\thigh\nböcker\tproduct\n", encoding="utf-8")
+    out = tmp_path / "out"
     run = subprocess.run(
         [sys.executable, "transcribe.py", "--model", str(DEMO), "--quiet", "--watch", str(terms),
-         "--pii", "--report", str(tmp_path / "audit"), "example/en.wav", "example/sv.wav"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
+         "--pii", "--redact", "--redact-audio", "silence", "--format", "srt", "--output-dir",
+         str(out), "--report", str(tmp_path / "audit"), "example/en.wav", "example/sv.wav",
+         "example/fi.wav"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
-    lines = [json.loads(x) for x in run.stdout.splitlines()]
-    assert [[(h["label"], h["text"]) for h in r["compliance"]["hits"]] for r in lines] == [
-        [("COMPLIANCE", "ticket")], [("PRODUCT", "böcker")]]
     report = json.loads((tmp_path / "audit.json").read_text(encoding="utf-8"))
-    assert report["summary"]["hits"] == 2 and report["settings"]["watch_list"] == "terms.tsv"
+    assert [[(h["label"], h["text"]) for h in it["hits"]] for it in report["items"]] == [
+        [("COMPLIANCE", "ticket")], [("PRODUCT", "böcker")], []]
+    assert report["settings"]["watch_list"] == "terms.tsv" and report["settings"]["redact"]
     assert "<mark>ticket</mark>" in (tmp_path / "audit.html").read_text(encoding="utf-8")
-    run = subprocess.run(
-        [sys.executable, "transcribe.py", "--model", str(DEMO), "--quiet", "--watch", str(terms),
-         "--redact", "--format", "srt", "example/en.wav"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr
-    assert "The [COMPLIANCE] costs $57.50." in run.stdout and "ticket" not in run.stdout
+    srt = (out / "en.srt").read_text(encoding="utf-8")
+    assert "The [COMPLIANCE] costs $57.50." in srt and "ticket" not in srt
+    assert "böcker" not in (out / "sv.srt").read_text(encoding="utf-8")
+    # the redacted audio: silent over the hit (its segment: the whole clip here), and no copy
+    # for a file without hits
+    red, sr = sf.read(out / "en.redacted.wav", dtype="int16")
+    orig, sr0 = sf.read(ROOT / "example" / "en.wav", dtype="int16")
+    assert sr == sr0 and len(red) == len(orig) and not red.any() and orig.any()
+    assert not (out / "fi.redacted.wav").exists()
     bad = tmp_path / "bad.tsv"
     bad.write_text("fine\nsecret\tnosuchcat\n", encoding="utf-8")
     run = subprocess.run([sys.executable, "transcribe.py", "--model", str(DEMO), "--quiet",
@@ -186,9 +190,19 @@ def test_cli_watch_pii_redact_report_on_the_demo_model(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo_app(tmp_path_factory):
+def receiver():
+    r = _Receiver(fail=2)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def demo_app(tmp_path_factory, receiver):
+    """The app on the demo model, its live alerts POSTed to ``receiver`` (which refuses the
+    first two)."""
     server = start_app(str(DEMO), tmp_path_factory.mktemp("compliance_app"),
-                       "--max-new-tokens", "64")
+                       "--max-new-tokens", "64", "--alert-webhook", receiver.url,
+                       "--alert-webhook-secret", "s3cret")
     yield server
     server.stop()
 
@@ -273,7 +287,7 @@ def test_webhook_never_blocks_and_gives_up_in_bounded_time():
         hanging.close()
 
 
-def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(tmp_path):
+def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(demo_app, receiver):
     import base64
     import threading
     import time as _t
@@ -283,64 +297,58 @@ def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(tmp_p
     from _live_audio import recording
     from compliance.alerts import verify
 
-    receiver = _Receiver(fail=2)
-    server = start_app(str(DEMO), tmp_path, "--max-new-tokens", "64",
-                       "--alert-webhook", receiver.url, "--alert-webhook-secret", "s3cret")
-    try:
-        pcm = recording(("en.wav", "sv.wav"), rate=16000)
-        ws = connect(server.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription",
-                     max_size=None, open_timeout=30, legacy=True)
-        assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
-        ws.send(json.dumps({"type": "session.update", "session": {
-            "type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm",
-                                                                    "rate": 16000}}},
-            "compliance": {"watch_list": "ticket\tcompliance\thigh\nböcker\tproduct",
-                           "pii": True}}}))
-        updated = json.loads(ws.recv(timeout=30))
-        assert updated["type"] == "session.updated", updated
-        assert updated["session"]["compliance"]["watch_terms"] == 2
+    server = demo_app
+    pcm = recording(("en.wav", "sv.wav"), rate=16000)
+    ws = connect(server.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription",
+                 max_size=None, open_timeout=30, legacy=True)
+    assert json.loads(ws.recv(timeout=30))["type"] == "session.created"
+    ws.send(json.dumps({"type": "session.update", "session": {
+        "type": "transcription", "audio": {"input": {"format": {"type": "audio/pcm",
+                                                                "rate": 16000}}},
+        "compliance": {"watch_list": "ticket\tcompliance\thigh\nböcker\tproduct",
+                       "pii": True}}}))
+    updated = json.loads(ws.recv(timeout=30))
+    assert updated["type"] == "session.updated", updated
+    assert updated["session"]["compliance"]["watch_terms"] == 2
 
-        def feed():
-            step = 1600
-            for i in range(0, len(pcm), step):
-                ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
-                    pcm[i:i + step].astype("<i2").tobytes()).decode()}))
-                _t.sleep(0.05)
-        feeder = threading.Thread(target=feed, daemon=True)
-        feeder.start()
-        events = []
-        while sum(e["type"] == "compliance.alert" for e in events) < 2:
-            events.append(json.loads(ws.recv(timeout=120)))
-            assert events[-1]["type"] != "error", events[-1]
-        completed = [e for e in events if e["type"].endswith(".completed")]
-        alerts = [e for e in events if e["type"] == "compliance.alert"]
-        assert [(a["hit"]["label"], a["hit"]["text"], a["stage"]) for a in alerts] == [
-            ("COMPLIANCE", "ticket", "final"), ("PRODUCT", "böcker", "final")]
-        for a, c in zip(alerts, completed):
-            assert a["item_id"] == c["item_id"]
-            assert (a["hit"]["start"], a["hit"]["end"]) == (c["start"], c["end"])
-            # the alert comes right after its final
-            assert events.index(a) > events.index(c)
-        feeder.join()
-        ws.send(json.dumps({"type": "compliance.report", "html": True}))
-        rep = json.loads(ws.recv(timeout=30))
-        assert rep["type"] == "compliance.report" and rep["report"]["summary"]["hits"] == 2
-        assert "<mark>ticket</mark>" in rep["html"]
-        ws.close()
-        # the webhook: two failures, then each alert accepted once with a valid signature
-        deadline = _t.monotonic() + 20
-        while len(receiver.accepted()) < 2 and _t.monotonic() < deadline:
-            _t.sleep(0.1)
-        got = receiver.accepted()
-        assert [s for _, _, s in receiver.posts][:2] == [500, 500]
-        assert sorted(json.loads(b)["id"] for _, b in got) == sorted(a["id"] for a in alerts)
-        for h, b in got:
-            assert verify("s3cret", b, h["X-Compliance-Timestamp"], h["X-Compliance-Signature"])
-            assert not verify("other", b, h["X-Compliance-Timestamp"],
-                              h["X-Compliance-Signature"])
-    finally:
-        server.stop()
-        receiver.close()
+    def feed():
+        step = 1600
+        for i in range(0, len(pcm), step):
+            ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(
+                pcm[i:i + step].astype("<i2").tobytes()).decode()}))
+            _t.sleep(0.05)
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    events = []
+    while sum(e["type"] == "compliance.alert" for e in events) < 2:
+        events.append(json.loads(ws.recv(timeout=120)))
+        assert events[-1]["type"] != "error", events[-1]
+    completed = [e for e in events if e["type"].endswith(".completed")]
+    alerts = [e for e in events if e["type"] == "compliance.alert"]
+    assert [(a["hit"]["label"], a["hit"]["text"], a["stage"]) for a in alerts] == [
+        ("COMPLIANCE", "ticket", "final"), ("PRODUCT", "böcker", "final")]
+    for a, c in zip(alerts, completed):
+        assert a["item_id"] == c["item_id"]
+        assert (a["hit"]["start"], a["hit"]["end"]) == (c["start"], c["end"])
+        # the alert comes right after its final
+        assert events.index(a) > events.index(c)
+    feeder.join()
+    ws.send(json.dumps({"type": "compliance.report", "html": True}))
+    rep = json.loads(ws.recv(timeout=30))
+    assert rep["type"] == "compliance.report" and rep["report"]["summary"]["hits"] == 2
+    assert "<mark>ticket</mark>" in rep["html"]
+    ws.close()
+    # the webhook: two failures, then each alert accepted once with a valid signature
+    deadline = _t.monotonic() + 20
+    while len(receiver.accepted()) < 2 and _t.monotonic() < deadline:
+        _t.sleep(0.1)
+    got = receiver.accepted()
+    assert [s for _, _, s in receiver.posts][:2] == [500, 500]
+    assert sorted(json.loads(b)["id"] for _, b in got) == sorted(a["id"] for a in alerts)
+    for h, b in got:
+        assert verify("s3cret", b, h["X-Compliance-Timestamp"], h["X-Compliance-Signature"])
+        assert not verify("other", b, h["X-Compliance-Timestamp"],
+                          h["X-Compliance-Signature"])
 
 
 def test_page_highlight_of_results():
