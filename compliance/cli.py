@@ -54,10 +54,19 @@ def make_detector(args) -> Detector | None:
     return Detector(watch=watch, pii=bool(args.pii))
 
 
-def hotwords(detector: Detector | None, given: list[str]) -> list[str]:
+def hotwords(detector: Detector | None, given: list[str], check=None) -> list[str]:
+    """``given`` plus the most severe watch terms, as many as the hotword caps still allow
+    (``check``: the model's ``check_hotwords``, which also counts tokens)."""
     if detector is None or detector.watch is None:
         return given
     extra = [t for t in detector.watch.hotwords(HOTWORD_CHARS, HOTWORD_COUNT) if t not in given]
+    while extra:
+        try:
+            if check is not None:
+                check(given + extra)
+            break
+        except ValueError:     # engine.prompt.HotwordsError: one term fewer
+            extra.pop()
     return given + extra
 
 

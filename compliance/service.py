@@ -53,12 +53,13 @@ def detector_from_request(watch_list: str | None, pii: bool | str | None) -> Det
 
 
 def watch_hotwords(detector: Detector | None, demo: bool) -> list[str]:
-    """The most severe watch terms as hotwords when the request gave none (200 characters at
-    most, so the token cap of engine.prompt holds for any script); none on the demo checkpoint,
-    which was trained without hotword prompts and collapses with one."""
+    """The most severe watch terms as hotwords when the request gave none: at most 15 terms and
+    100 characters, so the token cap of engine.prompt (256) holds in any script (the model's
+    tokenizer is not loaded yet here); none on the demo checkpoint, which was trained without
+    hotword prompts and collapses with one."""
     if detector is None or detector.watch is None or demo:
         return []
-    return detector.watch.hotwords(200, 20)
+    return detector.watch.hotwords(100, 15)
 
 
 def apply(row: dict, detector: Detector | None, redact: bool) -> dict:

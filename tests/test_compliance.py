@@ -363,3 +363,24 @@ def test_page_highlight_of_results():
     assert note == "Compliance: 2 hit(s)."
     assert highlight(rows, False, "x\tnosuchcat")[1].startswith(
         "Compliance: watch_list, line 1: unknown category")
+
+
+def test_corpus_summary_report(tmp_path):
+    """What a corpus run (transcribe.py --ray) writes: one report over its results.jsonl rows."""
+    from compliance.corpus import summarize
+    det = Detector(watch=WatchList.parse("ticket\tcompliance\thigh"), pii=True)
+    rows = [{"file": "a.wav", "language": "en", "duration": 3.0, "text": "The ticket, 415 263 7132.",
+             "segments": [{"start": 0.0, "end": 3.0, "text": "The ticket, 415 263 7132.",
+                           "speaker": "SPEAKER_00"}]},
+            {"file": "b.wav", "language": "en", "duration": 2.0, "text": "Nothing here.",
+             "segments": [{"start": 0.0, "end": 2.0, "text": "Nothing here."}]},
+            {"file": "c.wav", "error": "c.wav: not an audio file"}]
+    html_path, json_path = summarize(det, rows, tmp_path)
+    rep = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    assert rep["kind"] == "corpus" and rep["summary"]["sources"] == 3
+    assert rep["summary"]["sources_with_hits"] == 1 and rep["summary"]["hits"] == 2
+    assert rep["summary"]["by_label"] == {"COMPLIANCE": 1, "PHONE": 1}
+    assert rep["summary"]["by_speaker"] == {"SPEAKER_00": 2}
+    html = Path(html_path).read_text(encoding="utf-8")
+    assert "@media print" in html and "Not transcribed: c.wav: not an audio file" in html
+    assert "<mark>415 263 7132</mark>" in html and "Nothing found." in html
