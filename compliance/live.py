@@ -47,8 +47,13 @@ class LiveMonitor:
             log.exception("live compliance scan failed")
             return
         seen = self._alerted.setdefault(item, set())
+        nth: dict = {}
         for h in hits:
-            key = (h["label"], h["char_start"])
+            # the n-th hit of a term (or kind) in the utterance: the same hit in a partial and
+            # in its final, even where ITN, case or punctuation moved it
+            what = (h["label"], h["term"] or h["category"])
+            nth[what] = nth.get(what, 0) + 1
+            key = (*what, nth[what])
             if key in seen:
                 continue
             seen.add(key)

@@ -384,3 +384,23 @@ def test_corpus_summary_report(tmp_path):
     html = Path(html_path).read_text(encoding="utf-8")
     assert "@media print" in html and "Not transcribed: c.wav: not an audio file" in html
     assert "<mark>415 263 7132</mark>" in html and "Nothing found." in html
+
+
+def test_live_monitor_partials_alert_once_and_survive_a_failing_sink():
+    from compliance.live import LiveMonitor
+    got = []
+    det = Detector(watch=WatchList.parse("project falcon\tconfidential"), pii=True)
+    mon = LiveMonitor(det, got.append, "sess_1", partials=True)
+    mon.on_partial("item_1", "we talk about project", 0.0, 1.0, "en")
+    assert got == []
+    mon.on_partial("item_1", "we talk about project falcon and", 0.0, 2.0, "en")
+    mon.on_final("item_1", "We talk about Project Falcon and 415 263 7132.", 0.0, 3.0, "en")
+    assert [(a["stage"], a["hit"]["label"]) for a in got] == [("partial", "CONFIDENTIAL"),
+                                                              ("final", "PHONE")]
+    assert mon.report()["summary"]["hits"] == 2
+
+    def broken(alert):
+        raise RuntimeError("client gone")
+    mon = LiveMonitor(det, broken, "sess_2")
+    mon.on_final("item_1", "project falcon", 0.0, 1.0, "en")     # no exception escapes
+    assert len(mon.hits) == 1
