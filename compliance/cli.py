@@ -1,13 +1,11 @@
-"""transcribe.py's compliance flags: --watch, --pii, --redact, --redact-audio, --report."""
+"""transcribe.py's compliance flags: --watch, --pii, --redact, --redact-audio, --report.
+
+The detectors (phonenumbers, stdnum, pyahocorasick) are imported only when a flag asks for them,
+so a plain CLI run starts as fast as before."""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-
-from .detect import Detector
-from .redact import redact_audio, redact_row
-from .report import build_report, write_report
-from .watchlist import WatchList, WatchListError
 
 # Watch terms take at most this share of the decoder's hotword caps (engine.prompt).
 HOTWORD_CHARS = 400
@@ -32,7 +30,7 @@ def add_arguments(parser) -> None:
                    help="write the audit report to PATH.html and PATH.json")
 
 
-def make_detector(args) -> Detector | None:
+def make_detector(args):
     """The detector the flags ask for (None without --watch/--pii); exits 2 on a bad list."""
     if not (args.watch or args.pii):
         for flag in ("redact", "redact_audio", "report"):
@@ -41,6 +39,8 @@ def make_detector(args) -> Detector | None:
                       file=sys.stderr)
                 raise SystemExit(2)
         return None
+    from .detect import Detector
+    from .watchlist import WatchList, WatchListError
     watch = None
     if args.watch:
         try:
@@ -54,7 +54,7 @@ def make_detector(args) -> Detector | None:
     return Detector(watch=watch, pii=bool(args.pii))
 
 
-def hotwords(detector: Detector | None, given: list[str], check=None) -> list[str]:
+def hotwords(detector, given: list[str], check=None) -> list[str]:
     """``given`` plus the most severe watch terms, as many as the hotword caps still allow
     (``check``: the model's ``check_hotwords``, which also counts tokens)."""
     if detector is None or detector.watch is None:
@@ -70,10 +70,12 @@ def hotwords(detector: Detector | None, given: list[str], check=None) -> list[st
     return given + extra
 
 
-def apply(detector: Detector | None, results: list[dict], files: list[str], args) -> list[dict]:
+def apply(detector, results: list[dict], files: list[str], args) -> list[dict]:
     """Hits into each result (``compliance``), redaction and the report, as the flags say."""
     if detector is None:
         return results
+    from .redact import redact_audio, redact_row
+    from .report import build_report, write_report
     out, items = [], []
     for f, r in zip(files, results):
         hits = [] if r.get("error") else detector.scan(r)

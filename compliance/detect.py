@@ -16,7 +16,7 @@ times when the row has them (``words`` on the segments or on the row), else from
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import pii as _pii
 from . import textview
@@ -37,7 +37,6 @@ class Detector:
     watch: WatchList | None = None
     pii: tuple[str, ...] = ()                 # kinds of personal data to find (pii.KINDS)
     context_chars: int = CONTEXT_CHARS
-    _unused: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         if self.pii is True:

@@ -2,10 +2,7 @@
 its hits (and its redacted copy). Kept here so serving/api.py only makes two calls."""
 from __future__ import annotations
 
-from .detect import Detector
-from .pii import LABELS
-from .redact import redact_row
-from .watchlist import WatchList, WatchListError
+# The detectors' libraries load on the first request that asks for them, not at app start.
 
 MAX_WATCH_BYTES = 256 * 1024      # the ``watch_list`` form field (a TSV watch list)
 MAX_WATCH_TERMS = 5000
@@ -17,10 +14,14 @@ class ComplianceRequestError(ValueError):
         self.param = param
 
 
-def detector_from_request(watch_list: str | None, pii: bool | str | None) -> Detector | None:
+def detector_from_request(watch_list: str | None, pii: bool | str | None):
     """``watch_list``: a watch list in the file format (TSV lines), at most MAX_WATCH_BYTES;
     ``pii``: true for every kind, or a comma-separated list of kinds."""
     watch = None
+    if not watch_list and not pii:
+        return None
+    from .detect import Detector
+    from .watchlist import WatchList, WatchListError
     if watch_list:
         size = len(watch_list.encode("utf-8", "replace"))
         if size > MAX_WATCH_BYTES:
@@ -52,7 +53,7 @@ def detector_from_request(watch_list: str | None, pii: bool | str | None) -> Det
         raise ComplianceRequestError(str(e), "pii") from None
 
 
-def watch_hotwords(detector: Detector | None, demo: bool) -> list[str]:
+def watch_hotwords(detector, demo: bool) -> list[str]:
     """The most severe watch terms as hotwords when the request gave none: at most 15 terms and
     100 characters, so the token cap of engine.prompt (256) holds in any script (the model's
     tokenizer is not loaded yet here); none on the demo checkpoint, which was trained without
@@ -62,11 +63,12 @@ def watch_hotwords(detector: Detector | None, demo: bool) -> list[str]:
     return detector.watch.hotwords(100, 15)
 
 
-def apply(row: dict, detector: Detector | None, redact: bool) -> dict:
+def apply(row: dict, detector, redact: bool) -> dict:
     """The row with ``compliance: {hits, redacted}`` and, on request, redacted text/segments.
     A failure here never costs the transcript: the row comes back with an error note."""
     if detector is None:
         return row
+    from .redact import redact_row
     try:
         hits = detector.scan(row)
         if redact and hits:
@@ -89,6 +91,7 @@ def highlight(rows: list[dict] | None, pii: bool, watch_list: str | None):
         det = detector_from_request(watch_list if (watch_list or "").strip() else None, pii)
     except ComplianceRequestError as e:
         return [], f"Compliance: {e}"
+    from .pii import LABELS
     out, n = [], 0
     for k, r in enumerate(rows):
         if r.get("error") or not r.get("text"):
