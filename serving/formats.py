@@ -15,8 +15,9 @@ from pathlib import Path
 from engine.languages import describe_language
 from engine.longform.subtitles import to_srt, to_txt, to_vtt
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",
+               "diarized_json": "application/json",
                "text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
                "vtt": "text/vtt; charset=utf-8"}
 
@@ -28,12 +29,34 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
         segments.append({"id": i, "seek": 0, "start": float(s["start"]), "end": float(s["end"]),
                          "text": s.get("text", ""), "tokens": [], "temperature": 0.0,
                          "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0,
-                         **({"flag": s["flag"]} if s.get("flag") else {})})
+                         **({"flag": s["flag"]} if s.get("flag") else {}),
+                         **({"speaker": s["speaker"]} if "speaker" in s else {})})
     return {"task": "transcribe",
             **describe_language(row.get("language")),
             "duration": row["duration"], "text": row["text"], "segments": segments,
             "model": model, "processing_time": row["processing_time"],
-            "finish_reason": row.get("finish_reason")}
+            "finish_reason": row.get("finish_reason"), **speakers_fields(row)}
+
+
+def speakers_fields(row: dict) -> dict:
+    """Our extension fields where speakers were asked for: the labels, and why there are none."""
+    if "speakers" not in row:
+        return {}
+    return {"speakers": row["speakers"], "speakers_error": row.get("speakers_error")}
+
+
+def diarized_json(row: dict, model: str | None = None) -> dict:
+    """OpenAI's diarized_json (TranscriptionDiarized): segments of type
+    ``transcript.text.segment`` with id, start, end, text and speaker; plus our fields."""
+    segments = [{"type": "transcript.text.segment", "id": f"seg_{i}",
+                 "start": float(s["start"]), "end": float(s["end"]),
+                 "text": s.get("text", ""), "speaker": s.get("speaker") or ""}
+                for i, s in enumerate(row["segments"])]
+    return {"task": "transcribe", "duration": row["duration"], "text": row["text"],
+            "segments": segments,
+            "usage": {"type": "duration", "seconds": float(row["duration"])},
+            **describe_language(row.get("language")), "model": model,
+            "processing_time": row["processing_time"], **speakers_fields(row)}
 
 
 def render(row: dict, response_format: str, model: str | None = None) -> tuple[str, str]:
@@ -44,6 +67,8 @@ def render(row: dict, response_format: str, model: str | None = None) -> tuple[s
                           ensure_ascii=False)
     elif response_format == "verbose_json":
         body = json.dumps(verbose_json(row, model), ensure_ascii=False)
+    elif response_format == "diarized_json":
+        body = json.dumps(diarized_json(row, model), ensure_ascii=False)
     elif response_format == "text":
         body = row["text"] + "\n"
     elif response_format == "srt":
