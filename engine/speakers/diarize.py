@@ -7,7 +7,7 @@ pyannote 3.x's recipe, on the packaged models (engine.speakers.models):
    three local speakers and where two overlap (the powerset pair classes).
 2. One embedding per local speaker and window, from the frames where that speaker is alone
    (all its frames when it is never alone), volume-normalised as GE2E was trained.
-3. Clustering of those embeddings: agglomerative, centroid linkage (scipy), cut at the number
+3. Clustering of those embeddings: agglomerative, Ward linkage (scipy), cut at the number
    of speakers given or at a distance threshold clipped to min/max; clusters too small to be a
    speaker join the nearest large one. Within a window, local speakers take distinct clusters
    (Hungarian assignment, scipy), since two voices heard at once are two people.
@@ -32,11 +32,11 @@ STEP_S = 2.5                 # window step: 4 looks at each moment (pyannote use
 BATCH = 8                    # windows per segmentation call
 MIN_EMBED_FRAMES = 20        # local speakers active fewer frames (~0.34 s) get no embedding
 MIN_CLEAN_FRAMES = 60        # below this many frames alone, all the speaker's frames are used
-THRESHOLD = 0.62             # centroid-linkage distance (unit vectors) that separates speakers
+THRESHOLD = 1.3              # Ward-linkage distance (unit vectors) that separates speakers
 MIN_CLUSTER_FRACTION = 0.04  # smaller clusters are not speakers of their own (estimated count)
 TARGET_RMS = 10 ** (-30 / 20)   # GE2E's training volume (-30 dBFS), raised to, never lowered
 MAX_SPEAKERS = 32
-LINKAGE = "centroid"
+LINKAGE = "ward"             # best of centroid/average/complete/ward on the bench (docs/speakers.md)
 COUNT_BIAS = 0.5             # frame's speaker count: windows' mean count rounded half up
 
 
@@ -380,7 +380,8 @@ def reference_embedding(audio: np.ndarray, embedding_model: str | None = None) -
     fidx = _frame_of(np.arange(len(feats)) * 160 + getattr(emb, "frame_offset", 0))
     sel = feats[speech[fidx]]
     if emb.name == "ge2e":
-        x = win[np.repeat(speech, FRAME_STEP)[:WINDOW_SAMPLES]]
+        m = np.repeat(speech, FRAME_STEP)[:WINDOW_SAMPLES]
+        x = win[:len(m)][m]
         rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
         if 0 < rms < TARGET_RMS:
             sel = sel * (TARGET_RMS / rms) ** 2
