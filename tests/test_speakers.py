@@ -279,3 +279,55 @@ def test_http_diarized_json_with_the_openai_sdk(conversation, voices, tmp_path):
             assert body["param"] == param, body
     finally:
         app.stop()
+
+
+def test_realtime_two_voices_get_two_consistent_labels(voices, tmp_path):
+    """/v1/realtime?speakers=auto: a real WebSocket client streams two voices taking turns at
+    24 kHz; every completed utterance carries the label of its voice, two labels in all."""
+    import threading
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from _app_server import start_app
+    from _live_audio import DEMO_MODEL
+    from test_realtime import append_all, recv, ws_connect
+
+    jfk, libri = voices
+    gap = np.zeros(int(1.5 * SR), np.float32)
+    parts = [("jfk", jfk[:88000]), ("libri", libri[:96000]), ("jfk", jfk[88000:]),
+             ("libri", libri[96000:])]
+    audio, truth, t = [gap], [], len(gap) / SR
+    for who, x in parts:
+        audio += [x, gap]
+        truth.append((t, t + len(x) / SR, who))
+        t += (len(x) + len(gap)) / SR
+    pcm16k = np.concatenate(audio)
+    pcm = load_audio((pcm16k, SR), 24000)
+    pcm = np.clip(np.round(pcm * 32768), -32768, 32767).astype(np.int16)
+    app = start_app(str(DEMO_MODEL), tmp_path, "--max-new-tokens", "32")
+    try:
+        url = app.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription&speakers=auto"
+        ws = ws_connect(url)
+        assert recv(ws)["type"] == "session.created"
+        sender = threading.Thread(target=append_all, args=(ws, pcm, 24000), kwargs={"pace": 0.3})
+        sender.start()
+        done = []
+        deadline = t - 1.0            # the last utterance ends here (session seconds)
+        while not done or done[-1]["end"] < deadline - 2.0:
+            e = recv(ws, 120)
+            assert e["type"] != "error", e
+            if e["type"].endswith(".completed"):
+                done.append(e)
+        sender.join()
+        ws.close()
+    finally:
+        app.stop()
+    voice_of = {}
+    for e in done:
+        mid = (e["start"] + e["end"]) / 2
+        who = next(w for s, en, w in truth if s - 0.5 <= mid <= en + 0.5)
+        if e["end"] - e["start"] >= 1.0:      # long enough to be sure whose voice it is
+            voice_of.setdefault(who, set()).add(e["speaker"])
+    assert set(voice_of) == {"jfk", "libri"}
+    assert all(len(v) == 1 for v in voice_of.values()), voice_of     # consistent
+    assert voice_of["jfk"] != voice_of["libri"]
+    assert {e["speaker"] for e in done} <= {"A", "B"}
