@@ -84,12 +84,22 @@ def combined_transcript(rows: list[dict]) -> str:
     """The page's transcript box: the text alone for one file, a titled block per file else."""
     if len(rows) == 1:
         r = rows[0]
-        return r["text"] if not r["error"] else f"[error] {r['error']}"
+        return _body(r) if not r["error"] else f"[error] {r['error']}"
     blocks = []
     for r in rows:
-        body = r["text"] if not r["error"] else f"[error] {r['error']}"
+        body = _body(r) if not r["error"] else f"[error] {r['error']}"
         blocks.append(f"[{r['file']}]\n{body}")
     return "\n\n".join(blocks)
+
+
+def _body(row: dict) -> str:
+    """A row's text; grouped by speaker ("A: ..." paragraphs) where speakers were found."""
+    if row.get("speakers"):
+        from engine.speakers.transcript import by_speaker
+        return by_speaker(row["segments"])
+    if row.get("speakers_error"):
+        return f"{row['text']}\n\n[no speakers: {row['speakers_error']}]"
+    return row["text"]
 
 
 def _safe_stem(name: str) -> str:
@@ -130,7 +140,7 @@ def write_downloads(rows: list[dict], model: str | None = None,
     paths.append(str(out / "transcript.txt"))
     doc = [{"file": r["file"], "duration": r["duration"], **describe_language(r.get("language")),
             "processing_time": r["processing_time"], "text": r["text"], "error": r["error"],
-            "segments": r["segments"]} for r in rows]
+            "segments": r["segments"], **speakers_fields(r)} for r in rows]
     (out / "transcript.json").write_text(
         json.dumps({"model": model, "files": doc}, ensure_ascii=False, indent=2) + "\n",
         encoding="utf-8")
@@ -146,5 +156,10 @@ def write_downloads(rows: list[dict], model: str | None = None,
         for ext, writer in (("srt", to_srt), ("vtt", to_vtt)):
             p = out / f"{stem}.{ext}"
             p.write_text(writer(r["segments"]), encoding="utf-8")
+            paths.append(str(p))
+        if r.get("turns"):   # the speaker turns, overlaps included, as diarization tools read
+            from engine.speakers.transcript import to_rttm
+            p = out / f"{stem}.rttm"
+            p.write_text(to_rttm(r["turns"], stem), encoding="utf-8")
             paths.append(str(p))
     return paths

@@ -277,6 +277,19 @@ def test_http_diarized_json_with_the_openai_sdk(conversation, voices, tmp_path):
                                                    extra_body=extra)
             body = e.value.response.json()["error"]
             assert body["param"] == param, body
+        # the page: the Speakers menu, the transcript grouped by speaker, an RTTM download
+        from gradio_client import Client, handle_file
+        page = Client(app.url, verbose=False)
+        _, transcript, downloads, rows, _ = page.predict(
+            [handle_file(str(path))], None, "auto", True, "", "auto", api_name="/transcribe")
+        assert rows[0]["speakers"] == ["A", "B"]
+        paragraphs = transcript.split("\n\n")
+        assert [p.split(":")[0] for p in paragraphs][:4] == ["A", "B", "A", "B"]
+        rttm = next(Path(d) for d in downloads if str(d).endswith(".rttm"))
+        assert {line.split()[7] for line in rttm.read_text().splitlines()} == {"A", "B"}
+        _, plain, _, rows, _ = page.predict(      # without the new argument: no speakers
+            [handle_file(str(path))], None, "auto", True, "", api_name="/transcribe")
+        assert "speakers" not in rows[0] and not plain.startswith("A: ")
     finally:
         app.stop()
 
