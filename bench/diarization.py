@@ -182,14 +182,49 @@ def run_set(name, entries, opts):
             "seconds_per_minute": 60 * secs / max(dur, 1e-9)}
 
 
+def speed(model_dir, files, dtype="int8", max_new_tokens=48, repeats=2):
+    """Side by side on each file: the transcription alone (VAD segments), diarization alone,
+    and the transcription with speakers (diarize, then transcribe the speaker turns)."""
+    from engine.longform import transcribe_long
+    from model import FunASRNano
+    from serving.diarized import transcribe_with_speakers
+    from engine.speakers.options import SpeakerRequest
+    asr = FunASRNano.from_pretrained(model_dir, device="cpu", dtype=dtype)
+    rows = []
+    for f in files:
+        def run(spans=None, f=f):
+            return transcribe_long(asr, f, max_new_tokens=max_new_tokens, spans=spans)
+        run()                                    # warm-up
+        t = {"asr": [], "diarize": [], "asr+speakers": []}
+        for _ in range(repeats):                 # interleaved, so load changes hit all three
+            t0 = time.perf_counter(); res = run(); t["asr"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter(); diarize(f); t["diarize"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            transcribe_with_speakers(f, f, SpeakerRequest(), run)
+            t["asr+speakers"].append(time.perf_counter() - t0)
+        m = {k: min(v) for k, v in t.items()}
+        rows.append({"file": Path(f).name, "duration": res["duration"], **m,
+                     "diarize_rtf": m["diarize"] / res["duration"],
+                     "diarize_over_asr": m["diarize"] / m["asr"],
+                     "with_speakers_over_asr": m["asr+speakers"] / m["asr"] - 1})
+        print(rows[-1], flush=True)
+    return {"model": str(model_dir), "dtype": dtype, "max_new_tokens": max_new_tokens,
+            "rows": rows}
+
+
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     ap.add_argument("--rttm", help="reference RTTM of real recordings")
     ap.add_argument("--uem", help="scored regions (UEM) for --rttm")
     ap.add_argument("--audio", help="folder holding <file id>.wav for --rttm")
     ap.add_argument("--mixtures", type=int, default=0, help="turn-taking mixtures to build")
     ap.add_argument("--oracle-count", action="store_true", help="give the true speaker count")
     ap.add_argument("--step", type=float, default=None, help="window step in seconds")
+    ap.add_argument("--speed-model", help="model directory: also time transcription with and "
+                    "without speakers on --speed-files (int8)")
+    ap.add_argument("--speed-files", nargs="*", default=[])
+    ap.add_argument("--max-new-tokens", type=int, default=48,
+                    help="per segment in the speed runs (a random model never stops early)")
     ap.add_argument("--tag", default="run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args(argv)
@@ -209,7 +244,9 @@ def main(argv=None):
     if a.mixtures:
         entries = [(u, x, r, None, n) for u, x, r, n in mixtures(a.mixtures)]
         results.append(_with_count(run_set, "turn-taking", entries, opts, a.oracle_count))
-    write(results, a)
+    sp = speed(a.speed_model, a.speed_files, max_new_tokens=a.max_new_tokens) \
+        if a.speed_model else None
+    write(results, a, sp)
 
 
 def _with_count(fn, name, entries, opts, oracle):
@@ -239,7 +276,7 @@ def _pooled_oracle(fn, name, entries, opts):
             "seconds_per_minute": 60 * secs / max(dur, 1e-9)}
 
 
-def write(results, a):
+def write(results, a, sp=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
@@ -265,10 +302,22 @@ def write(results, a):
     lines += ["", "Speaker counts (file, true, found):", ""]
     for r in results:
         lines.append(f"- {r['set']}: " + ", ".join(f"{u} {t}/{f}" for u, t, f in r["counts"]))
+    if sp:
+        lines += ["", f"Speed, {sp['dtype']} transcription with {Path(sp['model']).name} "
+                  f"(max {sp['max_new_tokens']} new tokens per segment), best of the "
+                  "interleaved runs, seconds:", "",
+                  "| file | audio s | transcription | diarization | transcription with speakers "
+                  "| diarization x real time | diarization / transcription | with speakers: "
+                  "extra |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in sp["rows"]:
+            lines.append(f"| {r['file']} | {r['duration']:.1f} | {r['asr']:.2f} | "
+                         f"{r['diarize']:.2f} | {r['asr+speakers']:.2f} | "
+                         f"{r['diarize_rtf']:.3f} | {100 * r['diarize_over_asr']:.0f}% | "
+                         f"{100 * r['with_speakers_over_asr']:+.0f}% |")
     text = "\n".join(lines) + "\n"
     (out / f"diarization_{a.tag}.md").write_text(text)
     (out / f"diarization_{a.tag}.json").write_text(json.dumps(
-        {"machine": machine, "results": results}, indent=2, default=str) + "\n")
+        {"machine": machine, "results": results, "speed": sp}, indent=2, default=str) + "\n")
     print(text)
 
 
