@@ -189,7 +189,9 @@ def speed(model_dir, files, dtype="int8", max_new_tokens=48, repeats=2):
     from model import FunASRNano
     from serving.diarized import transcribe_with_speakers
     from engine.speakers.options import SpeakerRequest
+    t0 = time.perf_counter()
     asr = FunASRNano.from_pretrained(model_dir, device="cpu", dtype=dtype)
+    print(f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)
     rows = []
     for f in files:
         def run(spans=None, f=f):
@@ -225,6 +227,7 @@ def main(argv=None):
     ap.add_argument("--speed-files", nargs="*", default=[])
     ap.add_argument("--max-new-tokens", type=int, default=48,
                     help="per segment in the speed runs (a random model never stops early)")
+    ap.add_argument("--speed-repeats", type=int, default=2)
     ap.add_argument("--tag", default="run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     a = ap.parse_args(argv)
@@ -244,7 +247,8 @@ def main(argv=None):
     if a.mixtures:
         entries = [(u, x, r, None, n) for u, x, r, n in mixtures(a.mixtures)]
         results.append(_with_count(run_set, "turn-taking", entries, opts, a.oracle_count))
-    sp = speed(a.speed_model, a.speed_files, max_new_tokens=a.max_new_tokens) \
+    sp = speed(a.speed_model, a.speed_files, max_new_tokens=a.max_new_tokens,
+                                repeats=a.speed_repeats) \
         if a.speed_model else None
     write(results, a, sp)
 

@@ -344,3 +344,12 @@ def test_realtime_two_voices_get_two_consistent_labels(voices, tmp_path):
     assert all(len(v) == 1 for v in voice_of.values()), voice_of     # consistent
     assert voice_of["jfk"] != voice_of["libri"]
     assert {e["speaker"] for e in done} <= {"A", "B"}
+
+
+def test_the_estimated_count_does_not_grow_with_the_length(conversation):
+    """The two-voice conversation three times over (73 s): still two speakers. (Ward's merge
+    distance grows with the clusters' sizes; before the cut followed it, this gave 3, and 20
+    repeats gave 10.)"""
+    audio = load_audio(str(conversation[0]))
+    d = diarize(np.tile(audio, 3))
+    assert d.speakers == ["A", "B"]

@@ -37,6 +37,7 @@ MIN_CLUSTER_FRACTION = 0.04  # smaller clusters are not speakers of their own (e
 TARGET_RMS = 10 ** (-30 / 20)   # GE2E's training volume (-30 dBFS), raised to, never lowered
 MAX_SPEAKERS = 32
 LINKAGE = "ward"             # best of centroid/average/complete/ward on the bench (docs/speakers.md)
+REF_EMBEDDINGS = 24          # about as many (window, speaker) embeddings as a 30 s file gives
 COUNT_BIAS = 0.5             # frame's speaker count: windows' mean count rounded half up
 
 
@@ -207,7 +208,11 @@ def cluster(X: np.ndarray, num: int | None = None, min_n: int = 1, max_n: int = 
     if num is not None:
         labels = fcluster(Z, t=min(num, n), criterion="maxclust")
     else:
-        labels = fcluster(Z, t=threshold, criterion="distance")
+        # Ward's merge distance grows as the square root of the clusters' sizes, so a fixed
+        # cut splits long recordings into more speakers (20 repeats of a 2-voice clip gave 10):
+        # the threshold, set on 30 s files (about REF_EMBEDDINGS embeddings), grows alike.
+        scale = np.sqrt(max(1.0, n / REF_EMBEDDINGS)) if LINKAGE == "ward" else 1.0
+        labels = fcluster(Z, t=threshold * scale, criterion="distance")
         labels = _absorb_small(X, labels, max(2, int(np.ceil(MIN_CLUSTER_FRACTION * n))))
         k = len(set(labels))
         if k > max_n or k < min_n:
