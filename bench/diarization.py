@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.audio import load_audio  # noqa: E402
-from engine.speakers.diarize import diarize  # noqa: E402
+from engine.audio import load_audio
+from engine.speakers.diarize import diarize
 
 SPEECH = ROOT.parent / "shared" / "data" / "speech"
 
@@ -186,9 +186,9 @@ def speed(model_dir, files, dtype="int8", max_new_tokens=48, repeats=2):
     """Side by side on each file: the transcription alone (VAD segments), diarization alone,
     and the transcription with speakers (diarize, then transcribe the speaker turns)."""
     from engine.longform import transcribe_long
+    from engine.speakers.options import SpeakerRequest
     from model import FunASRNano
     from serving.diarized import transcribe_with_speakers
-    from engine.speakers.options import SpeakerRequest
     t0 = time.perf_counter()
     asr = FunASRNano.from_pretrained(model_dir, device="cpu", dtype=dtype)
     print(f"model loaded in {time.perf_counter() - t0:.1f} s", flush=True)

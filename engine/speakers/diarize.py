@@ -26,7 +26,14 @@ import numpy as np
 
 from ..audio import stream_audio
 from . import models
-from .models import FRAME_STEP, LOCAL_SPEAKERS, N_FRAMES, POWERSET, SAMPLE_RATE, WINDOW_SAMPLES
+from .models import (
+    FRAME_STEP,
+    LOCAL_SPEAKERS,
+    N_FRAMES,
+    POWERSET,
+    SAMPLE_RATE,
+    WINDOW_SAMPLES,
+)
 
 STEP_S = 2.5                 # window step: 4 looks at each moment (pyannote uses 1 s; see docs)
 BATCH = 8                    # windows per segmentation call
