@@ -63,8 +63,9 @@ ENV GRADIO_SERVER_NAME=0.0.0.0 \
 # Test-only packages (marked "# tests" in requirements.txt) stay out of the image. libgomp1: the
 # kernels' OpenMP runtime (the compiler that brought it stays in the kernels stage).
 COPY requirements.txt /tmp/requirements.txt
-RUN grep -v "# tests" /tmp/requirements.txt > /tmp/runtime.txt \
+RUN grep -v -e "# tests" -e "# no-deps" /tmp/requirements.txt > /tmp/runtime.txt \
     && pip install -r /tmp/runtime.txt \
+    && grep "# no-deps" /tmp/requirements.txt | cut -d"#" -f1 | xargs -r pip install --no-deps \
     && rm /tmp/requirements.txt /tmp/runtime.txt \
     && apt-get update \
     && apt-get install -y --no-install-recommends libgomp1=12.2.* \

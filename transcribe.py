@@ -3,13 +3,17 @@
 
     python transcribe.py [--model DIR_OR_HUB_ID] [--device cpu|cuda] [--dtype fp32|bf16|int8]
         [--language L] [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
-        [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv] [--output-dir DIR] [--quiet]
+        [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv|rttm] [--output-dir DIR]
+        [--speakers auto|N|MIN-MAX] [--speaker-names NAME=CLIP,...] [--speaker-model FILE.onnx]
         [--watch FILE] [--pii] [--redact] [--redact-audio silence|bleep] [--report PATH]
-        FILE...
+        [--quiet] FILE...
 
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
 file failed, 0 otherwise. Files longer than --max-segment-seconds are cut at pauses by the voice
-activity detector and decoded segment by segment.
+activity detector and decoded segment by segment. With --speakers, each file is diarized
+first and its speaker turns are transcribed: segments carry "speaker" (A, B, ... in order of
+first speech, or the names of --speaker-names), SRT/VTT/TSV show it, --format rttm writes the
+turns (see docs/speakers.md).
 
     python transcribe.py --ray --output-dir OUT [--replicas N] INPUT...   # a corpus on Ray Data
 
@@ -59,9 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
                    f"this many seconds; speech separated by pauses under {vad.MERGE_GAP_S:g} s "
                    f"is merged into segments of up to {vad.TARGET_SEGMENT_S:g} s (or this, if "
                    f"shorter), each padded by {vad.PAD_S:g} s (default: 30)")
-    p.add_argument("--format", default="json", choices=["json", "txt", "srt", "vtt", "tsv"],
+    p.add_argument("--format", default="json", choices=["json", "txt", "srt", "vtt", "tsv",
+                                                        "rttm"],
                    help="json: one line per file with text, language, segments, error; txt: "
-                   "the text; srt, vtt: subtitles; tsv: start, end, text (default: json)")
+                   "the text; srt, vtt: subtitles; tsv: start, end, text; rttm: the speaker "
+                   "turns (needs --speakers) (default: json)")
+    p.add_argument("--speakers", default=None, metavar="auto|N|MIN-MAX",
+                   help="label who speaks: auto (count estimated), N speakers, or MIN-MAX "
+                   "(default: no speakers)")
+    p.add_argument("--speaker-names", default="", metavar="NAME=CLIP,...",
+                   help="known speakers: a 2-10 s clip of each voice alone; those voices get "
+                   "the name, others letters (implies --speakers auto)")
+    p.add_argument("--speaker-model", default=None, metavar="FILE.onnx",
+                   help="a WeSpeaker / CAM++ style ONNX speaker embedding model to use instead "
+                   "of the packaged GE2E encoder")
     p.add_argument("--output-dir", default=None, help="write one FILE.<format> per input "
                    "here instead of printing to stdout (default: print)")
     p.add_argument("--quiet", action="store_true", help="no progress, no log lines, no "
@@ -70,6 +85,40 @@ def build_parser() -> argparse.ArgumentParser:
     compliance_cli.add_arguments(p)
     corpus.add_arguments(p)
     return p
+
+
+def speaker_request(args):
+    """--speakers / --speaker-names / --speaker-model -> SpeakerRequest, or None; ValueError
+    (the message names the flag) for a bad value, a missing clip or model."""
+    if args.format == "rttm" and args.speakers is None and not args.speaker_names:
+        raise ValueError("--format rttm writes speaker turns: add --speakers auto|N|MIN-MAX")
+    if args.speakers is None and not args.speaker_names:
+        return None
+    from engine.audio import AudioError, load_audio
+    from engine.speakers.diarize import reference_embedding
+    from engine.speakers.models import ModelMissing, get_embedding
+    from engine.speakers.options import (REFERENCE_MAX_S, SpeakerRequest, known_speakers,
+                                         parse_count)
+    num, lo, hi = parse_count(args.speakers, "--speakers")
+    model = args.speaker_model
+    if model:
+        try:
+            get_embedding(model)
+        except ModelMissing as e:
+            raise ValueError(f"--speaker-model: {e}") from None
+    names, clips = [], []
+    for pair in filter(None, (x.strip() for x in args.speaker_names.split(","))):
+        name, sep, path = pair.partition("=")
+        if not sep or not path.strip():
+            raise ValueError(f"--speaker-names: '{pair}' is not NAME=CLIP")
+        try:
+            clips.append(load_audio(path.strip(), max_seconds=REFERENCE_MAX_S + 0.5))
+        except AudioError as e:
+            raise ValueError(f"--speaker-names: {e}") from None
+        names.append(name)
+    known = known_speakers(names, clips, lambda a: reference_embedding(a, model),
+                           "--speaker-names", "--speaker-names")
+    return SpeakerRequest(num, lo, hi, known, model)
 
 
 def parse_args(argv=None):
@@ -84,6 +133,11 @@ def main(argv=None) -> int:
         import warnings
         warnings.simplefilter("ignore")   # library warnings are noise to a script's user
     detector = compliance_cli.make_detector(args)
+    try:
+        args.speaker_request = speaker_request(args)
+    except ValueError as e:      # SpeakerError, a missing clip or model file: names the flag
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.ray:
         return corpus.run(args, detector)
     from engine.languages import resolve_language
@@ -131,7 +185,8 @@ def main(argv=None) -> int:
     outputs = corpus.transcribe_files(
         asr, args.files, language=args.language, itn=not args.no_itn, hotwords=hotwords,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet)
+        max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet,
+        speakers=args.speaker_request)
     outputs = compliance_cli.apply(detector, outputs, args.files, args)
     results = dict(enumerate(outputs))
 

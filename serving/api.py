@@ -21,6 +21,7 @@ from compliance import service as compliance
 from . import errors
 from .access import access_required, check_access, credentials_ok  # noqa: F401 (realtime)
 from .errors import error_response  # noqa: F401 (one error shape; re-exported)
+from .diarized import SpeakerError, settings_speaker_model, speaker_request
 from .formats import RESPONSE_FORMATS, render
 from .guard import Lifecycle, RequestGuard
 from .metrics import HttpMetricsMiddleware
@@ -110,6 +111,14 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
         if redact and detector is None:
             return error_response(400, "redact needs watch_list or pii", "redact")
         hotwords = hotwords or compliance.watch_hotwords(detector, holder.info().get("demo"))
+        try:   # speakers: diarized_json, `speakers`, known speakers (serving.diarized)
+            form = await request.form()
+            speakers = await anyio.to_thread.run_sync(
+                speaker_request, {k: form.getlist(k) if k.endswith("[]") or k.startswith(
+                    "known_speaker") else form.get(k) for k in form.keys()},
+                response_format, settings_speaker_model(settings), limiter=limiter)
+        except SpeakerError as e:
+            return error_response(400, str(e), e.param)
         data = await file.read(settings.max_upload_bytes + 1)
         name = display_name(file.filename)
         if len(data) > settings.max_upload_bytes:
@@ -120,7 +129,7 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
                                   "invalid_audio")
         opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                       max_audio_seconds=settings.max_audio_seconds)
+                       max_audio_seconds=settings.max_audio_seconds, speakers=speakers)
         try:
             rows = await anyio.to_thread.run_sync(
                 transcribe_items, holder, [(name, data)], opts, limiter=limiter)

@@ -31,7 +31,8 @@ log = logging.getLogger("funasr_nano.corpus")
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm",
                   ".mka", ".mkv", ".wma", ".aiff", ".aif"}
 JSON_FIELDS = ("key", "file", "text", "text_tn", "language", "language_name", "duration",
-               "processing_time", "segments", "timestamps", "finish_reason", "error", "compliance")
+               "processing_time", "segments", "timestamps", "finish_reason", "error",
+               "speakers", "turns", "speakers_error", "compliance")
 RESULTS = "results.jsonl"
 MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 
@@ -40,11 +41,12 @@ MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 
 def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords=(),
                      batch_size=8, max_new_tokens=512, max_segment_s=None,
-                     progress=None, quiet=False) -> list[dict]:
+                     progress=None, quiet=False, speakers=None) -> list[dict]:
     """One result dict per file, in order: files up to ``max_segment_s`` (default: the longest
     segment the VAD makes, engine.audio.vad.MAX_SEGMENT_S) decoded ``batch_size`` at a time,
     longer ones through ``engine.longform.transcribe_long``. What the CLI prints and what each
-    Ray worker returns."""
+    Ray worker returns. ``speakers``: an engine.speakers.options.SpeakerRequest: every file is
+    diarized and its speaker turns transcribed (serving.diarized)."""
     from engine.audio import probe_duration, vad
     from engine.longform import transcribe_long
 
@@ -59,15 +61,23 @@ def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords
             duration = probe_duration(f)
         except Exception:  # noqa: BLE001 - the decoder reports the real reason below
             duration = 0.0
-        if duration > max_segment_s:
+        if duration > max_segment_s or speakers is not None:
             t0 = time.perf_counter()
 
             def segments_done(done, total, name=f):
                 if not quiet:
                     print(f"\r{name}: {done}/{total} segments", end="", file=sys.stderr)
 
-            res = transcribe_long(asr, f, batch_size=batch_size, max_segment_s=max_segment_s,
-                                  progress=segments_done, max_new_tokens=max_new_tokens, **opts)
+            def run(spans=None, f=f, segments_done=segments_done):
+                return transcribe_long(asr, f, batch_size=batch_size, max_segment_s=max_segment_s,
+                                       progress=segments_done, max_new_tokens=max_new_tokens,
+                                       spans=spans, **opts)
+            if speakers is not None:
+                from .diarized import transcribe_with_speakers
+                res = transcribe_with_speakers(f, f, speakers, run)
+                res.pop("diarization", None)
+            else:
+                res = run()
             if not quiet:
                 print(file=sys.stderr)
             res.setdefault("key", Path(f).stem)
@@ -98,6 +108,7 @@ def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords
 def render(r: dict, fmt: str) -> str:
     """One result as ``--format`` prints it (json: one line of JSON_FIELDS)."""
     from engine.longform import subtitles
+    from engine.speakers.transcript import to_rttm
 
     if fmt == "json":
         return json.dumps({k: r.get(k) for k in JSON_FIELDS if k in r or k == "error"},
@@ -106,7 +117,9 @@ def render(r: dict, fmt: str) -> str:
     return {"txt": lambda: r.get("text", "").strip() + "\n",
             "srt": lambda: subtitles.to_srt(segments),
             "vtt": lambda: subtitles.to_vtt(segments),
-            "tsv": lambda: subtitles.to_tsv(segments)}[fmt]()
+            "tsv": lambda: subtitles.to_tsv(segments),
+            "rttm": lambda: to_rttm(r.get("turns") or [], Path(str(r.get("file") or "audio")).stem)
+            }[fmt]()
 
 
 # --------------------------------------------------------------------------- inputs
@@ -359,7 +372,8 @@ def _run_on_ray(args, model_path: str, todo: list[str], keys: dict, results_path
         options = dict(language=args.language, itn=not args.no_itn,
                        hotwords=[w.strip() for w in args.hotwords.split(",") if w.strip()],
                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-                       max_segment_s=args.max_segment_seconds)
+                       max_segment_s=args.max_segment_seconds,
+                       speakers=getattr(args, "speaker_request", None))
         calls = max(1, -(-len(todo) // per_call))
         replicas = min(args.replicas, calls)     # no replica without a file to take
         ds = ray.data.from_items([{"file": f, "key": keys[f]} for f in todo],

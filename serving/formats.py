@@ -15,8 +15,9 @@ from pathlib import Path
 from engine.languages import describe_language
 from engine.longform.subtitles import to_srt, to_txt, to_vtt
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",
+               "diarized_json": "application/json",
                "text": "text/plain; charset=utf-8", "srt": "application/x-subrip; charset=utf-8",
                "vtt": "text/vtt; charset=utf-8"}
 
@@ -28,13 +29,35 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
         segments.append({"id": i, "seek": 0, "start": float(s["start"]), "end": float(s["end"]),
                          "text": s.get("text", ""), "tokens": [], "temperature": 0.0,
                          "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0,
-                         **({"flag": s["flag"]} if s.get("flag") else {})})
+                         **({"flag": s["flag"]} if s.get("flag") else {}),
+                         **({"speaker": s["speaker"]} if "speaker" in s else {})})
     return {"task": "transcribe",
             **describe_language(row.get("language")),
             "duration": row["duration"], "text": row["text"], "segments": segments,
             "model": model, "processing_time": row["processing_time"],
-            "finish_reason": row.get("finish_reason"),
+            "finish_reason": row.get("finish_reason"), **speakers_fields(row),
             **({"compliance": row["compliance"]} if row.get("compliance") else {})}
+
+
+def speakers_fields(row: dict) -> dict:
+    """Our extension fields where speakers were asked for: the labels, and why there are none."""
+    if "speakers" not in row:
+        return {}
+    return {"speakers": row["speakers"], "speakers_error": row.get("speakers_error")}
+
+
+def diarized_json(row: dict, model: str | None = None) -> dict:
+    """OpenAI's diarized_json (TranscriptionDiarized): segments of type
+    ``transcript.text.segment`` with id, start, end, text and speaker; plus our fields."""
+    segments = [{"type": "transcript.text.segment", "id": f"seg_{i}",
+                 "start": float(s["start"]), "end": float(s["end"]),
+                 "text": s.get("text", ""), "speaker": s.get("speaker") or ""}
+                for i, s in enumerate(row["segments"])]
+    return {"task": "transcribe", "duration": row["duration"], "text": row["text"],
+            "segments": segments,
+            "usage": {"type": "duration", "seconds": float(row["duration"])},
+            **describe_language(row.get("language")), "model": model,
+            "processing_time": row["processing_time"], **speakers_fields(row)}
 
 
 def render(row: dict, response_format: str, model: str | None = None) -> tuple[str, str]:
@@ -45,6 +68,8 @@ def render(row: dict, response_format: str, model: str | None = None) -> tuple[s
                           ensure_ascii=False)
     elif response_format == "verbose_json":
         body = json.dumps(verbose_json(row, model), ensure_ascii=False)
+    elif response_format == "diarized_json":
+        body = json.dumps(diarized_json(row, model), ensure_ascii=False)
     elif response_format == "text":
         body = row["text"] + "\n"
     elif response_format == "srt":
@@ -60,12 +85,22 @@ def combined_transcript(rows: list[dict]) -> str:
     """The page's transcript box: the text alone for one file, a titled block per file else."""
     if len(rows) == 1:
         r = rows[0]
-        return r["text"] if not r["error"] else f"[error] {r['error']}"
+        return _body(r) if not r["error"] else f"[error] {r['error']}"
     blocks = []
     for r in rows:
-        body = r["text"] if not r["error"] else f"[error] {r['error']}"
+        body = _body(r) if not r["error"] else f"[error] {r['error']}"
         blocks.append(f"[{r['file']}]\n{body}")
     return "\n\n".join(blocks)
+
+
+def _body(row: dict) -> str:
+    """A row's text; grouped by speaker ("A: ..." paragraphs) where speakers were found."""
+    if row.get("speakers"):
+        from engine.speakers.transcript import by_speaker
+        return by_speaker(row["segments"])
+    if row.get("speakers_error"):
+        return f"{row['text']}\n\n[no speakers: {row['speakers_error']}]"
+    return row["text"]
 
 
 def _safe_stem(name: str) -> str:
@@ -106,7 +141,7 @@ def write_downloads(rows: list[dict], model: str | None = None,
     paths.append(str(out / "transcript.txt"))
     doc = [{"file": r["file"], "duration": r["duration"], **describe_language(r.get("language")),
             "processing_time": r["processing_time"], "text": r["text"], "error": r["error"],
-            "segments": r["segments"]} for r in rows]
+            "segments": r["segments"], **speakers_fields(r)} for r in rows]
     (out / "transcript.json").write_text(
         json.dumps({"model": model, "files": doc}, ensure_ascii=False, indent=2) + "\n",
         encoding="utf-8")
@@ -122,5 +157,10 @@ def write_downloads(rows: list[dict], model: str | None = None,
         for ext, writer in (("srt", to_srt), ("vtt", to_vtt)):
             p = out / f"{stem}.{ext}"
             p.write_text(writer(r["segments"]), encoding="utf-8")
+            paths.append(str(p))
+        if r.get("turns"):   # the speaker turns, overlaps included, as diarization tools read
+            from engine.speakers.transcript import to_rttm
+            p = out / f"{stem}.rttm"
+            p.write_text(to_rttm(r["turns"], stem), encoding="utf-8")
             paths.append(str(p))
     return paths

@@ -35,6 +35,7 @@ from engine.languages import Language, describe_language, resolve_language
 from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
 from . import request_id
+from .diarized import transcribe_with_speakers
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -58,6 +59,7 @@ class Options:
     max_new_tokens: int = 512
     batch_size: int = 8
     max_audio_seconds: float | None = None
+    speakers: object | None = None       # engine.speakers.options.SpeakerRequest: diarize
 
 
 def parse_language(value) -> Language | None:
@@ -146,7 +148,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                     raise AudioError(name, too_short(len(wave)))
                 _check_length(duration, opts, name)
                 row["duration"] = round(duration, 3)
-                if duration <= LONGFORM_SECONDS:
+                if duration <= LONGFORM_SECONDS and not opts.speakers:
                     short.append((i, wave))
                 else:
                     long.append((i, wave))
@@ -205,10 +207,18 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     for i, src in long:
         row = rows[i]
         t0 = time.perf_counter()
+        def run(spans=None, _src=src, _row=row):
+            return transcribe_long(holder.client("bulk", caller), _src, _row["file"], code, opts,
+                                   lambda d, n, _dur=_row["duration"], _name=_row["file"]: report(
+                                       _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"),
+                                   **({"spans": spans} if spans is not None else {}))
         try:
-            res = transcribe_long(holder.client("bulk", caller), src, row["file"], code, opts,
-                                  lambda d, n, _dur=row["duration"], _name=row["file"]: report(
-                                      _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
+            if opts.speakers:   # speaker turns are what gets transcribed (serving.diarized)
+                res = transcribe_with_speakers(src, row["file"], opts.speakers, run,
+                                               opts.max_audio_seconds)
+                row.update({k: res[k] for k in ("speakers", "turns", "speakers_error")})
+            else:
+                res = run()
         except AudioTooLong as e:
             row.update(error=str(e), error_kind="too_long", duration=0.0)
             continue
@@ -226,14 +236,15 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     return rows
 
 
-def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress) -> dict:
+def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress,
+                    spans=None) -> dict:
     """The one call into engine.longform (VAD segmentation, batched decoding, joining);
     ``model``: anything with the engine's ``transcribe`` (here the holder's bulk client)."""
     from engine.longform import transcribe_long as _long
     return _long(model, src, language=language, itn=opts.itn,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
-                 max_seconds=opts.max_audio_seconds)
+                 max_seconds=opts.max_audio_seconds, spans=spans)
 
 
 def _model_error(name: str, detail: str) -> str:

@@ -257,6 +257,7 @@ class Connection:
         self.monitor: LiveMonitor | None = None   # compliance alerts (session.compliance)
         self.alert_webhook = None                 # compliance.alerts.WebhookSender, or None
         self.stable: dict[int, str] = {}
+        self.speakers = online_speakers(ws, settings)   # ?speakers=auto: labels (extension)
         self.live = self._new_session()
 
     def _new_session(self) -> LiveSession:
@@ -272,7 +273,17 @@ class Connection:
                 self._threadsafe(self._model_unavailable, str(e))
                 raise
         return LiveSession(guarded, options, on_event=lambda e: self._threadsafe(
-            self._engine_event, e), name=self.id)
+            self._engine_event, e, self._speaker_of(e)), name=self.id)
+
+    def _speaker_of(self, e: LiveEvent) -> str | None:
+        """A completed utterance's speaker, on the session's worker thread (not the loop)."""
+        if self.speakers is None or e.kind != "final":
+            return None
+        try:
+            return self.speakers.label(e.start, e.end)
+        except Exception:  # noqa: BLE001 - an optional label never costs the transcript
+            log.exception("realtime %s: speaker labelling failed", self.id)
+            return None
 
     def _threadsafe(self, fn, *args) -> None:
         try:
@@ -315,7 +326,7 @@ class Connection:
             self.items[n] = _id("item")
         return self.items[n]
 
-    def _engine_event(self, e: LiveEvent) -> None:
+    def _engine_event(self, e: LiveEvent, speaker: str | None = None) -> None:
         item = self._item(e.item) if e.item is not None else None
         if e.kind == "speech_started":
             self.send({"type": "input_audio_buffer.speech_started", "item_id": item,
@@ -343,7 +354,8 @@ class Connection:
             self.send({"type": "conversation.item.input_audio_transcription.completed",
                        "item_id": item, "content_index": 0, "transcript": e.text,
                        "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
-                       "start": e.start, "end": e.end})
+                       "start": e.start, "end": e.end,
+                       **({"speaker": speaker} if self.speakers is not None else {})})
             if self.monitor is not None:     # compliance.alert events follow the final
                 self.stable.pop(e.item, None)
                 self.monitor.on_final(item, e.text, e.start, e.end, self.config.language)
@@ -493,6 +505,10 @@ class Connection:
         if cut:
             samples = np.frombuffer(raw[:cut], dtype="<i2").astype(np.int16)
             await anyio.to_thread.run_sync(self.live.feed, samples)
+            if self.speakers is not None:
+                if self.speakers.rate != self.config.rate:   # the format changed: start over
+                    self.speakers = online_speakers(self.ws, self.settings, self.config.rate)
+                self.speakers.feed(samples)
 
     async def _commit(self, event: dict, kind: str) -> None:
         await anyio.to_thread.run_sync(self.live.commit)
@@ -500,6 +516,14 @@ class Connection:
     async def _clear(self, event: dict, kind: str) -> None:
         self.odd_byte = b""
         await anyio.to_thread.run_sync(self.live.clear)
+
+
+def online_speakers(ws, settings, rate: int = 24000):
+    """Speaker labels for this session when its URL asks (``?speakers=auto``), else None."""
+    if ws.query_params.get("speakers", "").lower() not in ("auto", "1", "true", "on"):
+        return None
+    from engine.speakers.online import OnlineSpeakers
+    return OnlineSpeakers(rate, getattr(settings, "speaker_model", None))
 
 
 # --------------------------------------------------------------------------- the route

@@ -176,16 +176,32 @@ def page_concurrency(settings) -> int:
 def compliance_highlight(rows, pii, watch_list):
     from compliance.service import highlight
     return highlight(rows, bool(pii), watch_list)
+SPEAKER_CHOICES = [("Off", "off"), ("Automatic", "auto")] + [(str(n), str(n))
+                                                              for n in range(2, 7)]
+
+
+def page_speakers(value, settings):
+    """The page's Speakers menu -> a SpeakerRequest (or None for Off)."""
+    from engine.speakers.options import SpeakerError, SpeakerRequest, parse_count
+    if value in (None, "", "off"):
+        return None
+    try:
+        num, lo, hi = parse_count(value)
+    except SpeakerError as e:
+        raise RequestError(str(e), 400, "speakers") from None
+    return SpeakerRequest(num, lo, hi, embedding_model=getattr(settings, "speaker_model", None))
 
 
 def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
                  title: str = "Fun-ASR-MLT-Nano speech recognition", live=None,
                  metrics=None) -> gr.Blocks:
-    def transcribe(files, microphone, language, itn, hotwords, progress=gr.Progress()):
+    def transcribe(files, microphone, language, itn, hotwords, speakers="off",
+                   progress=gr.Progress()):
         t0, status = time.perf_counter(), 500
         with request_id_scope() as rid:  # one id per transcription: its logs and its caller
             try:
-                out = _transcribe(files, microphone, language, itn, hotwords, progress, rid)
+                out = _transcribe(files, microphone, language, itn, hotwords, progress, rid,
+                                  speakers)
                 status = 200 if out is not None else 400
                 if out is None:
                     # nothing to transcribe: the user's slip, not a failure: a notice, no red
@@ -213,7 +229,7 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                 if metrics is not None:
                     metrics.observe_request(PAGE_ROUTE, status, time.perf_counter() - t0)
 
-    def _transcribe(files, microphone, language, itn, hotwords, progress, rid):
+    def _transcribe(files, microphone, language, itn, hotwords, progress, rid, speakers="off"):
         """The outputs, or None when there is nothing to transcribe."""
         items = []
         for f in files or []:
@@ -227,7 +243,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         words = parse_hotwords(hotwords)
         opts = Options(language=language, itn=bool(itn), hotwords=words,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                       max_audio_seconds=settings.max_audio_seconds)
+                       max_audio_seconds=settings.max_audio_seconds,
+                       speakers=page_speakers(speakers, settings))
 
         def report(frac, msg):   # no "0.0%" while nothing can be counted yet (the first load)
             progress(frac if frac > 0 else None, desc=msg)
@@ -237,7 +254,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])
         public = [{k: r[k] for k in ("file", "duration", "language", "language_name",
-                                     "processing_time", "text", "error", "segments")}
+                                     "processing_time", "text", "error", "segments",
+                                     "speakers", "speakers_error") if k in r}
                   for r in rows]
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return table, combined_transcript(rows), downloads, public, status_markdown(holder)
@@ -278,6 +296,9 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                                           elem_id="itn")
                     hotwords = gr.Textbox(label="Hotwords", lines=1, elem_id="hotwords",
                                           placeholder="names or terms, comma separated")
+                    speakers = gr.Dropdown(SPEAKER_CHOICES, value="off", label="Speakers",
+                                           info="Label who speaks (A, B, ...): the count "
+                                           "estimated, or given", elem_id="speakers")
                     with gr.Row():
                         run = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
                         clear = gr.Button("Clear", elem_id="clear")
@@ -329,7 +350,7 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
 
         run.click(first_load_status, [files, microphone], status, queue=False,
                   show_progress="hidden", api_visibility="private").then(
-            transcribe, [files, microphone, language, itn, hotwords],
+            transcribe, [files, microphone, language, itn, hotwords, speakers],
             [table, transcript, downloads, raw, status], api_name="transcribe",
             api_description="Transcribe uploaded files and/or a microphone recording.",
             show_progress_on=[transcript, table]).then(   # never drawn over the status line

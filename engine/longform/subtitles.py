@@ -182,7 +182,8 @@ def shape_cues(segments, max_chars: int = 42, max_lines: int = 2,
             done += sum(widths[i:j])
             t1 = end if j == len(tokens) else start + per_col * done
             lines = _wrap(tokens[i:j], max_chars, max_lines) or ["".join(tokens[i:j]).strip()]
-            cues.append({"start": round(t0, 3), "end": round(t1, 3), "lines": lines})
+            cues.append({"start": round(t0, 3), "end": round(t1, 3), "lines": lines,
+                         **({"speaker": seg["speaker"]} if seg.get("speaker") else {})})
             i, t0 = j, t1
     return cues
 
@@ -212,8 +213,11 @@ def to_txt(segments) -> str:
 def to_srt(segments, max_chars: int = 42, max_lines: int = 2, max_cue_s: float = 7.0) -> str:
     out = []
     for i, c in enumerate(shape_cues(segments, max_chars, max_lines, max_cue_s), 1):
+        lines = list(c["lines"])
+        if c.get("speaker"):          # who speaks, as subtitlers write it: "A: text"
+            lines[0] = f"{c['speaker']}: {lines[0]}"
         out.append(f"{i}\n{_timestamp(c['start'], ',')} --> {_timestamp(c['end'], ',')}\n"
-                   + "\n".join(map(_srt_text, c["lines"])) + "\n")
+                   + "\n".join(map(_srt_text, lines)) + "\n")
     return "\n".join(out)
 
 
@@ -229,17 +233,21 @@ def _srt_text(s: str) -> str:
 def to_vtt(segments, max_chars: int = 42, max_lines: int = 2, max_cue_s: float = 7.0) -> str:
     out = ["WEBVTT\n"]
     for c in shape_cues(segments, max_chars, max_lines, max_cue_s):
-        out.append(f"{_timestamp(c['start'], '.')} --> {_timestamp(c['end'], '.')}\n"
+        voice = f"<v {_vtt_escape(c['speaker'])}>" if c.get("speaker") else ""   # WebVTT voice span
+        out.append(f"{_timestamp(c['start'], '.')} --> {_timestamp(c['end'], '.')}\n" + voice
                    + "\n".join(_vtt_escape(line) for line in c["lines"]) + "\n")
     return "\n".join(out)
 
 
 def to_tsv(segments) -> str:
     """``start<TAB>end<TAB>text`` with times in seconds (3 decimals) and a header line."""
-    rows = ["start\tend\ttext"]
-    for s in _segments(segments):
+    segs = _segments(segments)
+    who = any("speaker" in s for s in segs)      # a speaker column where speakers were asked for
+    rows = ["start\tend\tspeaker\ttext" if who else "start\tend\ttext"]
+    for s in segs:
         text = " ".join(str(s.get("text", "")).split())
-        rows.append(f"{float(s['start']):.3f}\t{float(s['end']):.3f}\t{text}")
+        spk = f"{s.get('speaker') or ''}\t" if who else ""
+        rows.append(f"{float(s['start']):.3f}\t{float(s['end']):.3f}\t{spk}{text}")
     return "\n".join(rows) + "\n"
 
 

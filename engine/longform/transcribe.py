@@ -32,7 +32,7 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
                     max_segment_s=vad.MAX_SEGMENT_S, progress=None, *, name=None, max_new_tokens=512,
-                    vad_options=None, max_seconds=None) -> dict:
+                    vad_options=None, max_seconds=None, spans=None) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
     ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
@@ -43,6 +43,8 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     ``vad_options``: extra keyword arguments for ``vad.segments_from_probabilities``.
     ``max_seconds``: the longest audio accepted; longer raises ``AudioTooLong`` (during the VAD
     pass, before any decoding), whatever the file's header claims.
+    ``spans``: ``[(start_s, end_s)]`` to transcribe instead of the VAD's segments (speaker turns,
+    engine.speakers.transcript), sorted, not overlapping, each under 30 s.
     """
     spelled = describe_language(language)   # an unknown language fails before any work
     try:
@@ -53,8 +55,9 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     except AudioError as e:
         return {"text": "", "segments": [], "duration": 0.0, "error": str(e), **spelled}
     duration = n / SAMPLE_RATE
-    spans = vad.segments_from_probabilities(probs, n, max_segment_s=max_segment_s,
-                                            **(vad_options or {}))
+    if spans is None:
+        spans = vad.segments_from_probabilities(probs, n, max_segment_s=max_segment_s,
+                                                **(vad_options or {}))
     opts = dict(language=language, itn=itn, batch_size=batch_size,
                 hotwords=hotwords if isinstance(hotwords, str) else list(hotwords),
                 max_new_tokens=max_new_tokens)
