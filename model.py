@@ -37,6 +37,7 @@ from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import MIN_SECONDS, Frontend, too_short  # noqa: E402
 from engine.languages import describe_language, model_language_name  # noqa: E402
+from engine.language_id import label_all  # noqa: E402
 from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
@@ -441,8 +442,9 @@ class FunASRNano(nn.Module):
         input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
         the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
 
-        Each dict: ``key, file, text, text_tn, language`` (the ISO code given, or ``"auto"``),
-        ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
+        Each dict: ``key, file, text, text_tn, language`` (the ISO code given; with none given
+        the one heard, engine.language_id, with ``language_probability``; ``"auto"`` when the
+        text has no letters), ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
         (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
         engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
         as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``."""
@@ -461,6 +463,12 @@ class FunASRNano(nn.Module):
                                                        hotwords, max_new_tokens, ignore_eos,
                                                        repetition_guard)):
                 results[i].update(r)
+        if lang_name is None:   # no language given: say which one was heard (engine.language_id)
+            def respeak(ws):
+                return [r["text"] for r in self.transcribe(
+                    ws, None, False, hotwords, batch_size, max_new_tokens,
+                    repetition_guard=repetition_guard)]
+            label_all(results, waves, itn, None if ignore_eos else respeak)
         return results
 
     def _decode_safely(self, chunk, waves, keys, *args):

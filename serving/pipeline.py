@@ -31,6 +31,7 @@ from typing import Callable
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
 from engine.frontend import MIN_SECONDS, too_short
+from engine.language_id import language_fields
 from engine.languages import Language, describe_language, resolve_language
 from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
@@ -195,7 +196,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             row = rows[i]
             share = elapsed * row["duration"] / chunk_seconds  # one model call for the batch
             row.update(processing_time=round(share, 3), text=res.get("text", ""),
-                       finish_reason=res.get("finish_reason"))
+                       finish_reason=res.get("finish_reason"), **_heard(res))
             if res.get("error"):
                 row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
             row["segments"] = single_segment(row["text"], row["duration"], row["finish_reason"])
@@ -214,7 +215,8 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             continue
         row.update(processing_time=round(time.perf_counter() - t0, 3), longform=True,
                    text=res.get("text", ""), segments=list(res.get("segments") or []),
-                   duration=round(float(res.get("duration") or row["duration"]), 3))
+                   duration=round(float(res.get("duration") or row["duration"]), 3),
+                   **_heard(res))
         if res.get("error"):
             if row["segments"]:   # segments failed in the model: engine text, kept in the log
                 row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
@@ -234,6 +236,14 @@ def transcribe_long(model, src, name: str, language: str | None, opts: Options, 
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
                  max_seconds=opts.max_audio_seconds)
+
+
+def _heard(res: dict) -> dict:
+    """The detected language of an engine result (none given), for its row."""
+    if res.get("language_probability") is None:
+        return {}
+    return {**language_fields(res), **({"languages": res["languages"]} if res.get("languages")
+                                       else {})}
 
 
 def _model_error(name: str, detail: str) -> str:

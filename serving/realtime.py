@@ -43,6 +43,7 @@ import numpy as np
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from engine.language_id import detect
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
 from .access import check_access
@@ -303,7 +304,7 @@ class Connection:
             self.send({"type": "conversation.item.input_audio_transcription.completed",
                        "item_id": item, "content_index": 0, "transcript": e.text,
                        "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
-                       "start": e.start, "end": e.end})
+                       "start": e.start, "end": e.end, **self._heard(e.text)})
             self.items.pop(e.item, None)
         elif e.kind == "failed":
             log.warning("realtime %s: %s failed: %s", self.id, item, e.error)
@@ -316,6 +317,14 @@ class Connection:
             self.items.pop(e.item, None)
         elif e.kind == "cleared":
             self.send({"type": "input_audio_buffer.cleared"})
+
+    def _heard(self, text: str) -> dict:
+        """Extension fields of a completed item with no language set: the one heard
+        (engine.language_id, from the text: ``language``, ``language_name``,
+        ``language_probability``)."""
+        if self.config.language is not None:
+            return {}
+        return detect(text) or {}
 
     def _model_unavailable(self, message: str) -> None:
         if not self.model_error_sent:

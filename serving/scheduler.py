@@ -46,6 +46,9 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from engine.language_id import label_all
+from engine.languages import model_language_name
+
 from .request_id import peek as current_request_id
 
 log = logging.getLogger("funasr_nano.scheduler")
@@ -163,6 +166,13 @@ class Scheduler:
             self._ensure_thread()
             self._cv.notify_all()
         req.done.wait()
+        if model_language_name(language) is None:   # none given: the one heard
+            def respeak(ws):
+                return [r["text"] for r in self.transcribe(
+                    ws, None, False, hotwords, max_new_tokens=max_new_tokens,
+                    repetition_guard=repetition_guard, priority=priority, caller=req.caller)]
+            # live partials come many times a second: their text alone decides
+            label_all(results, waves, itn, None if ignore_eos or rank == LIVE else respeak)
         self.metrics.request_done(priority, time.perf_counter() - req.submitted,
                                   sum(r["duration"] for r in results if not r.get("error")))
         return results
