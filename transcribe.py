@@ -7,7 +7,9 @@
         FILE...
 
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
-file failed, 0 otherwise. Files longer than --max-segment-seconds are cut at pauses by the voice
+file failed, 0 otherwise. With no --language, each result says the language heard (language,
+language_name, language_probability; per segment for long files). Several files in srt or vtt
+need --output-dir (one subtitle file per recording). Files longer than --max-segment-seconds are cut at pauses by the voice
 activity detector and decoded segment by segment.
 
     python transcribe.py --ray --output-dir OUT [--replicas N] INPUT...   # a corpus on Ray Data
@@ -24,6 +26,9 @@ from pathlib import Path
 
 from engine.audio import vad
 from serving import corpus
+
+
+SUBTITLES = ("srt", "vtt")   # formats that hold one recording each
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="json: one line per file with text, language, segments, error; txt: "
                    "the text; srt, vtt: subtitles; tsv: start, end, text (default: json)")
     p.add_argument("--output-dir", default=None, help="write one FILE.<format> per input "
-                   "here instead of printing to stdout (default: print)")
+                   "here instead of printing to stdout (default: print; srt and vtt print "
+                   "only one file: several need this)")
     p.add_argument("--quiet", action="store_true", help="no progress, no log lines, no "
                    "demo-model notice: only warnings and errors on stderr (and one line while "
                    "the CPU kernels compile, once per machine)")
@@ -82,6 +88,12 @@ def main(argv=None) -> int:
         warnings.simplefilter("ignore")   # library warnings are noise to a script's user
     if args.ray:
         return corpus.run(args)
+    if args.format in SUBTITLES and len(args.files) > 1 and not args.output_dir:
+        # a subtitle file belongs to one recording: glued documents are no valid SRT/VTT
+        print(f"error: --format {args.format} writes one subtitle file per recording; with "
+              f"{len(args.files)} files give --output-dir DIR (one FILE.{args.format} each), "
+              f"or transcribe one file at a time", file=sys.stderr)
+        return 2
     from engine.languages import resolve_language
     from model import FunASRNano
     from serving.model_choice import choose_model

@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from engine.language_id import language_fields, openai_languages
@@ -28,7 +29,8 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
     for i, s in enumerate(row["segments"]):
         segments.append({"id": i, "seek": 0, "start": float(s["start"]), "end": float(s["end"]),
                          "text": s.get("text", ""), "tokens": [], "temperature": 0.0,
-                         "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0,
+                         # real or absent: avg_logprob and no_speech_prob (never placeholders)
+                         "compression_ratio": compression_ratio(s.get("text", "")),
                          **({"flag": s["flag"]} if s.get("flag") else {}),
                          **{k: s[k] for k in ("language", "language_probability") if k in s}})
     return {"task": "transcribe",
@@ -36,6 +38,13 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
             "duration": row["duration"], "text": row["text"], "segments": segments,
             "model": model, "processing_time": row["processing_time"],
             "finish_reason": row.get("finish_reason")}
+
+
+def compression_ratio(text: str) -> float:
+    """As Whisper computes it: UTF-8 bytes over their zlib-compressed size (a looping text
+    compresses well: Whisper's decoder distrusts a segment above 2.4). 0.0 for no text."""
+    data = text.encode("utf-8")
+    return round(len(data) / len(zlib.compress(data)), 3) if data else 0.0
 
 
 def _language(row: dict) -> dict:

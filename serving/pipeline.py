@@ -114,10 +114,11 @@ def _row(name: str, lang: Language | None) -> dict:
 
 def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                      progress: Callable[[float, str], None] | None = None,
-                     caller: str | None = None) -> list[dict]:
+                     caller: str | None = None, on_segments=None) -> list[dict]:
     """``items``: (display name, path or bytes). Rows in input order. ``progress(fraction,
     message)`` is called as the batch advances (by seconds of audio done). ``caller``: who is
-    asking, for the scheduler's fairness (default: the current request id)."""
+    asking, for the scheduler's fairness (default: the current request id).
+    ``on_segments(index, segments)``: a long file's segments as each batch of them is done."""
     caller = caller or request_id.peek() or request_id.new_id()
     lang = parse_language(opts.language)
     code = lang.code if lang else None
@@ -209,7 +210,9 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         try:
             res = transcribe_long(holder.client("bulk", caller), src, row["file"], code, opts,
                                   lambda d, n, _dur=row["duration"], _name=row["file"]: report(
-                                      _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"))
+                                      _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"),
+                                  **({"on_segments": lambda segs, _i=i: on_segments(_i, segs)}
+                                     if on_segments else {}))
         except AudioTooLong as e:
             row.update(error=str(e), error_kind="too_long", duration=0.0)
             continue
@@ -228,14 +231,15 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     return rows
 
 
-def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress) -> dict:
+def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress,
+                    on_segments=None) -> dict:
     """The one call into engine.longform (VAD segmentation, batched decoding, joining);
     ``model``: anything with the engine's ``transcribe`` (here the holder's bulk client)."""
     from engine.longform import transcribe_long as _long
     return _long(model, src, language=language, itn=opts.itn,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
-                 max_seconds=opts.max_audio_seconds)
+                 max_seconds=opts.max_audio_seconds, on_segments=on_segments)
 
 
 def _heard(res: dict) -> dict:

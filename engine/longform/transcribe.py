@@ -33,7 +33,7 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
                     max_segment_s=vad.MAX_SEGMENT_S, progress=None, *, name=None, max_new_tokens=512,
-                    vad_options=None, max_seconds=None) -> dict:
+                    vad_options=None, max_seconds=None, on_segments=None) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
     ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
@@ -45,6 +45,8 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     ``vad_options``: extra keyword arguments for ``vad.segments_from_probabilities``.
     ``max_seconds``: the longest audio accepted; longer raises ``AudioTooLong`` (during the VAD
     pass, before any decoding), whatever the file's header claims.
+    ``on_segments(new_segments)``: called with each batch's segments, in order, as they are
+    done (the API's ``stream=true`` sends them on).
     """
     spelled = describe_language(language)   # an unknown language fails before any work
     try:
@@ -64,7 +66,10 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     if progress:
         progress(0, len(spans))
     for batch in _batched(_cut(src, name, spans, max_seconds), max(1, batch_size)):
-        segments += [seg for group in _decode_guarded(model, batch, opts, probs) for seg in group]
+        new = [seg for group in _decode_guarded(model, batch, opts, probs) for seg in group]
+        segments += new
+        if on_segments:
+            on_segments(new)
         done += len(batch)
         if progress:
             progress(done, len(spans))
