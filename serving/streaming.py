@@ -103,9 +103,10 @@ async def respond(run, language: str | None, error_of, limiter) -> Response:
             while True:
                 kind, value = item
                 if kind == "segments":
-                    piece = deltas.add([s.get("text", "") for s in value])
-                    if piece:
-                        yield sse(delta_event(piece))
+                    for seg in value:   # one delta per segment
+                        piece = deltas.add([seg.get("text", "")])
+                        if piece:
+                            yield sse(delta_event(piece))
                 elif kind == "done":
                     row = value[0]
                     failed = error_of(row)
