@@ -37,7 +37,7 @@ from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import MIN_SECONDS, Frontend, too_short  # noqa: E402
 from engine.languages import describe_language, model_language_name  # noqa: E402
-from engine.language_id import label_all  # noqa: E402
+from engine.language_id import SPOKEN_TOKENS, label_all  # noqa: E402
 from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
@@ -466,7 +466,7 @@ class FunASRNano(nn.Module):
         if lang_name is None:   # no language given: say which one was heard (engine.language_id)
             def respeak(ws):
                 return [r["text"] for r in self.transcribe(
-                    ws, None, False, hotwords, batch_size, max_new_tokens,
+                    ws, None, False, hotwords, batch_size, min(max_new_tokens, SPOKEN_TOKENS),
                     repetition_guard=repetition_guard)]
             label_all(results, waves, itn, None if ignore_eos else respeak)
         return results

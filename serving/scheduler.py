@@ -46,7 +46,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from engine.language_id import label_all
+from engine.language_id import SPOKEN_TOKENS, label_all
 from engine.languages import model_language_name
 
 from .request_id import peek as current_request_id
@@ -169,7 +169,7 @@ class Scheduler:
         if model_language_name(language) is None:   # none given: the one heard
             def respeak(ws):
                 return [r["text"] for r in self.transcribe(
-                    ws, None, False, hotwords, max_new_tokens=max_new_tokens,
+                    ws, None, False, hotwords, max_new_tokens=min(max_new_tokens, SPOKEN_TOKENS),
                     repetition_guard=repetition_guard, priority=priority, caller=req.caller)]
             # live partials come many times a second: their text alone decides
             label_all(results, waves, itn, None if ignore_eos or rank == LIVE else respeak)
