@@ -37,7 +37,7 @@ from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import MIN_SECONDS, Frontend, too_short  # noqa: E402
 from engine.languages import describe_language, model_language_name  # noqa: E402
-from engine.language_id import SPOKEN_TOKENS, label_all  # noqa: E402
+from engine.language_id import SPOKEN_TOKENS, label_all, preload  # noqa: E402
 from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
@@ -455,6 +455,8 @@ class FunASRNano(nn.Module):
         results, waves = self.load_inputs(inputs, language, keys)
         keys = [r["key"] for r in results]
         lang_name = model_language_name(language)
+        if lang_name is None:
+            preload()   # the language classifier loads while the batch decodes
         # Similar lengths together: less padding, and results do not depend on batch neighbours.
         order = sorted(waves, key=lambda i: len(waves[i]))
         for start in range(0, len(order), max(1, batch_size)):

@@ -62,6 +62,13 @@ def _classifier():
         return _identifier
 
 
+def preload() -> None:
+    """Load the classifier in the background (about 3 s on first use: its model is stored
+    xz-compressed), so that it overlaps the decoding whose text it will label."""
+    if _identifier is None:
+        threading.Thread(target=_classifier, name="language-id-load", daemon=True).start()
+
+
 def _han_count(text: str) -> int:
     return sum(1 for c in text if "CJK UNIFIED" in unicodedata.name(c, ""))
 

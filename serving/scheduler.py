@@ -46,7 +46,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from engine.language_id import SPOKEN_TOKENS, label_all
+from engine.language_id import SPOKEN_TOKENS, label_all, preload
 from engine.languages import model_language_name
 
 from .request_id import peek as current_request_id
@@ -152,6 +152,8 @@ class Scheduler:
         model = self.model
         prompt = model.prompt_ids(language, itn, hotwords)  # bad language or hotwords: raises
         results, waves = model.load_inputs(inputs, language, keys)  # in the caller's thread
+        if model_language_name(language) is None:
+            preload()   # the language classifier loads while this decodes
         if not waves:
             return results
         req = _Request(results, priority, caller or _new_caller(), current_request_id(),
