@@ -437,7 +437,8 @@ class FunASRNano(nn.Module):
 
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
-                   ignore_eos: bool = False, repetition_guard: bool = True) -> list[dict]:
+                   ignore_eos: bool = False, repetition_guard: bool = True,
+                   detect_language: bool = True) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
         input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
         the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
@@ -447,7 +448,8 @@ class FunASRNano(nn.Module):
         text has no letters), ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
         (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
         engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
-        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``."""
+        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``.
+        ``detect_language=False``: no language detection (live partials), ``"auto"`` stays."""
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
         hotwords = list(hotwords or ())
@@ -455,7 +457,8 @@ class FunASRNano(nn.Module):
         results, waves = self.load_inputs(inputs, language, keys)
         keys = [r["key"] for r in results]
         lang_name = model_language_name(language)
-        if lang_name is None:
+        detect_language = detect_language and lang_name is None
+        if detect_language:
             preload()   # the language classifier loads while the batch decodes
         # Similar lengths together: less padding, and results do not depend on batch neighbours.
         order = sorted(waves, key=lambda i: len(waves[i]))
@@ -465,7 +468,7 @@ class FunASRNano(nn.Module):
                                                        hotwords, max_new_tokens, ignore_eos,
                                                        repetition_guard)):
                 results[i].update(r)
-        if lang_name is None:   # no language given: say which one was heard (engine.language_id)
+        if detect_language:   # no language given: say which one was heard (engine.language_id)
             def respeak(ws):
                 return [r["text"] for r in self.transcribe(
                     ws, None, False, hotwords, batch_size, min(max_new_tokens, SPOKEN_TOKENS),

@@ -202,7 +202,7 @@ def report(info: dict) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--per-language", type=int, default=40,
                    help="generated sentences per demo language (each in 2 forms; default: 40)")
     p.add_argument("--no-audio", action="store_true", help="text side only")

@@ -152,7 +152,7 @@ class Scheduler:
         model = self.model
         prompt = model.prompt_ids(language, itn, hotwords)  # bad language or hotwords: raises
         results, waves = model.load_inputs(inputs, language, keys)  # in the caller's thread
-        if model_language_name(language) is None:
+        if model_language_name(language) is None and rank != LIVE:
             preload()   # the language classifier loads while this decodes
         if not waves:
             return results
@@ -168,13 +168,14 @@ class Scheduler:
             self._ensure_thread()
             self._cv.notify_all()
         req.done.wait()
-        if model_language_name(language) is None:   # none given: the one heard
+        # none given: the one heard. Not for live partials, many a second: the live paths
+        # label their finished utterances themselves (serving.realtime)
+        if model_language_name(language) is None and rank != LIVE:
             def respeak(ws):
                 return [r["text"] for r in self.transcribe(
                     ws, None, False, hotwords, max_new_tokens=min(max_new_tokens, SPOKEN_TOKENS),
                     repetition_guard=repetition_guard, priority=priority, caller=req.caller)]
-            # live partials come many times a second: their text alone decides
-            label_all(results, waves, itn, None if ignore_eos or rank == LIVE else respeak)
+            label_all(results, waves, itn, None if ignore_eos else respeak)
         self.metrics.request_done(priority, time.perf_counter() - req.submitted,
                                   sum(r["duration"] for r in results if not r.get("error")))
         return results
@@ -447,6 +448,8 @@ class SerialScheduler:
             kwargs["ignore_eos"] = True
         if not repetition_guard:
             kwargs["repetition_guard"] = False
+        if rank == LIVE:   # live partials: no language detection (as Scheduler)
+            kwargs["detect_language"] = False
         with self._counts:
             self._waiting[rank] += 1
         with self._lock:
