@@ -1,5 +1,6 @@
 """HTTP API on the app's port: GET /health, GET /metrics (Prometheus), GET /v1/models and the
-OpenAI-compatible POST /v1/audio/transcriptions.
+OpenAI-compatible POST /v1/audio/transcriptions (with ``stream=true``: server-sent events,
+serving.streaming).
 
 Each request waits for its results in a worker thread (never on the event loop) while the
 scheduler batches it with everyone else's work (serving.scheduler); the request id (the

@@ -16,7 +16,8 @@ which stops at ``max_audio_seconds`` (HTTP 413). Memory is one short clip or one
 
 A bad input gives its own row an error and never stops the others. Every row is a dict:
 ``file, duration, language, language_name, processing_time, text, error, error_kind, segments,
-finish_reason`` (language: the ISO code given or ``"auto"``, engine.languages.describe_language)
+finish_reason`` (language: the ISO code given; none given, the one heard with
+``language_probability`` (engine.language_id), or ``"auto"`` when the text tells nothing)
 with ``error_kind`` one of None, "audio" (cannot be decoded: HTTP 400), "too_long" (HTTP 413),
 "model" (decoding failed: HTTP 500). ``segments`` is ``[{start, end, text}]``: the long-form
 segments, or one segment 0..duration for a single utterance.
