@@ -201,3 +201,39 @@ def test_stream_errors_are_openai_errors(client):
         client.audio.transcriptions.create(model="x", file=f, stream=True,
                                            response_format="srt")
     assert e.value.body["param"] == "stream"
+
+
+def test_an_error_after_the_first_delta_is_an_openai_error_event():
+    """A long file whose later segments fail in the model: the deltas sent stay sent, then an
+    ``error`` event in OpenAI's shape, which the SDK raises as APIError (serving.streaming with
+    a stand-in for the pipeline, in a real app, through the real SDK)."""
+    import anyio
+    import openai
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from serving import streaming
+    from serving.api import _failure
+
+    app = FastAPI()
+
+    def run(on_segments):
+        on_segments(0, [{"start": 0.0, "end": 5.0, "text": "first part"}])
+        return [{"file": "long.wav", "text": "first part", "duration": 60.0,
+                 "error": "long.wav: decoding failed: internal error (request id x)",
+                 "error_kind": "model", "language": "auto"}]
+
+    @app.post("/v1/audio/transcriptions")
+    async def route():
+        return await streaming.respond(run, None, _failure, anyio.CapacityLimiter(2))
+
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="x", max_retries=0,
+                           http_client=TestClient(app))
+    stream = client.audio.transcriptions.create(model="x", file=("long.wav", b"RIFF"),
+                                                stream=True)
+    first = next(iter(stream))
+    assert first.type == "transcript.text.delta" and first.delta == "first part"
+    with pytest.raises(openai.APIError) as e:
+        next(iter(stream))
+    assert "decoding failed" in e.value.message
+    assert e.value.body["code"] == "decoding_failed" and e.value.body["type"] == "server_error"
