@@ -37,6 +37,7 @@ from engine.repetition import collapse_repeats, looks_looping  # noqa: E402
 from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import MIN_SECONDS, Frontend, too_short  # noqa: E402
 from engine.languages import describe_language, model_language_name  # noqa: E402
+from engine.language_id import SPOKEN_TOKENS, label_all, preload  # noqa: E402
 from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
@@ -436,16 +437,19 @@ class FunASRNano(nn.Module):
 
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
-                   ignore_eos: bool = False, repetition_guard: bool = True) -> list[dict]:
+                   ignore_eos: bool = False, repetition_guard: bool = True,
+                   detect_language: bool = True) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
         input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
         the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
 
-        Each dict: ``key, file, text, text_tn, language`` (the ISO code given, or ``"auto"``),
-        ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
+        Each dict: ``key, file, text, text_tn, language`` (the ISO code given; with none given
+        the one heard, engine.language_id, with ``language_probability``; ``"auto"`` when the
+        text has no letters), ``language_name`` (English, or ``"automatic"``), ``duration, error, finish_reason``
         (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
         engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
-        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``."""
+        as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``.
+        ``detect_language=False``: no language detection (live partials), ``"auto"`` stays."""
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
         hotwords = list(hotwords or ())
@@ -453,6 +457,9 @@ class FunASRNano(nn.Module):
         results, waves = self.load_inputs(inputs, language, keys)
         keys = [r["key"] for r in results]
         lang_name = model_language_name(language)
+        detect_language = detect_language and lang_name is None
+        if detect_language:
+            preload()   # the language classifier loads while the batch decodes
         # Similar lengths together: less padding, and results do not depend on batch neighbours.
         order = sorted(waves, key=lambda i: len(waves[i]))
         for start in range(0, len(order), max(1, batch_size)):
@@ -461,6 +468,12 @@ class FunASRNano(nn.Module):
                                                        hotwords, max_new_tokens, ignore_eos,
                                                        repetition_guard)):
                 results[i].update(r)
+        if detect_language:   # no language given: say which one was heard (engine.language_id)
+            def respeak(ws):
+                return [r["text"] for r in self.transcribe(
+                    ws, None, False, hotwords, batch_size, min(max_new_tokens, SPOKEN_TOKENS),
+                    repetition_guard=repetition_guard)]
+            label_all(results, waves, itn, None if ignore_eos else respeak)
         return results
 
     def _decode_safely(self, chunk, waves, keys, *args):

@@ -9,11 +9,13 @@
         [--quiet] FILE...
 
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
-file failed, 0 otherwise. Files longer than --max-segment-seconds are cut at pauses by the voice
-activity detector and decoded segment by segment. With --speakers, each file is diarized
-first and its speaker turns are transcribed: segments carry "speaker" (A, B, ... in order of
-first speech, or the names of --speaker-names), SRT/VTT/TSV show it, --format rttm writes the
-turns (see docs/speakers.md).
+file failed, 0 otherwise. With no --language, each result says the language heard (language,
+language_name, language_probability; per segment for long files). Several files in srt or vtt
+need --output-dir (one subtitle file per recording). Files longer than --max-segment-seconds are
+cut at pauses by the voice activity detector and decoded segment by segment. With --speakers,
+each file is diarized first and its speaker turns are transcribed: segments carry "speaker" (A,
+B, ... in order of first speech, or the names of --speaker-names), SRT/VTT/TSV show it, --format
+rttm writes the turns (see docs/speakers.md).
 
     python transcribe.py --ray --output-dir OUT [--replicas N] INPUT...   # a corpus on Ray Data
 
@@ -30,6 +32,9 @@ from pathlib import Path
 from compliance import cli as compliance_cli
 from engine.audio import vad
 from serving import corpus
+
+
+SUBTITLES = ("srt", "vtt")   # formats that hold one recording each
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a WeSpeaker / CAM++ style ONNX speaker embedding model to use instead "
                    "of the packaged GE2E encoder")
     p.add_argument("--output-dir", default=None, help="write one FILE.<format> per input "
-                   "here instead of printing to stdout (default: print)")
+                   "here instead of printing to stdout (default: print; srt and vtt print "
+                   "only one file: several need this)")
     p.add_argument("--quiet", action="store_true", help="no progress, no log lines, no "
                    "demo-model notice: only warnings and errors on stderr (and one line while "
                    "the CPU kernels compile, once per machine)")
@@ -140,6 +146,12 @@ def main(argv=None) -> int:
         return 2
     if args.ray:
         return corpus.run(args, detector)
+    if args.format in SUBTITLES and len(args.files) > 1 and not args.output_dir:
+        # a subtitle file belongs to one recording: glued documents are no valid SRT/VTT
+        print(f"error: --format {args.format} writes one subtitle file per recording; with "
+              f"{len(args.files)} files give --output-dir DIR (one FILE.{args.format} each), "
+              f"or transcribe one file at a time", file=sys.stderr)
+        return 2
     from engine.languages import resolve_language
     from model import FunASRNano
     from serving.model_choice import choose_model

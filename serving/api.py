@@ -1,5 +1,6 @@
 """HTTP API on the app's port: GET /health, GET /metrics (Prometheus), GET /v1/models and the
-OpenAI-compatible POST /v1/audio/transcriptions.
+OpenAI-compatible POST /v1/audio/transcriptions (with ``stream=true``: server-sent events,
+serving.streaming).
 
 Each request waits for its results in a worker thread (never on the event loop) while the
 scheduler batches it with everyone else's work (serving.scheduler); the request id (the
@@ -18,7 +19,7 @@ from fastapi.responses import Response
 
 from compliance import service as compliance
 
-from . import errors
+from . import errors, streaming
 from .access import access_required, check_access, credentials_ok  # noqa: F401 (realtime)
 from .errors import error_response  # noqa: F401 (one error shape; re-exported)
 from .diarized import SpeakerError, settings_speaker_model, speaker_request
@@ -90,7 +91,7 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
                              prompt: str | None = Form(None),
                              response_format: str = Form("json"),
                              temperature: float | None = Form(None),
-                             itn: bool = Form(True),
+                             itn: bool = Form(True), stream: bool = Form(False),
                              watch_list: str | None = Form(None), pii: str | None = Form(None),
                              redact: bool = Form(False)):
         denied = check_access(request, settings)
@@ -130,26 +131,51 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
         opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds, speakers=speakers)
+        if stream:   # server-sent events (serving.streaming), as OpenAI's streaming models
+            if response_format not in ("json", "text"):
+                return error_response(400, f"stream=true sends text events; response_format "
+                                      f"{response_format} cannot be streamed (use json or text, "
+                                      f"or stream=false)", "stream")
+            parsed = parse_language(language)
+            return await streaming.respond(
+                lambda on_segments: transcribe_items(holder, [(name, data)], opts,
+                                                     on_segments=on_segments),
+                parsed.code if parsed else None, _failure, limiter)
         try:
             rows = await anyio.to_thread.run_sync(
                 transcribe_items, holder, [(name, data)], opts, limiter=limiter)
-        except ModelUnavailable as e:
-            return error_response(503, str(e), None, "model_unavailable",
-                                  headers={"Retry-After": str(round(RETRY_AFTER_FAILURE_S))})
-        except RequestError as e:
-            return error_response(e.status, str(e), e.param)
+        except (ModelUnavailable, RequestError) as e:
+            return _failure(e)
         row = rows[0]
         if row["error"]:
-            status = {"audio": 400, "too_long": 413}.get(row["error_kind"], 500)
-            return error_response(status, row["error"], "file" if status < 500 else None,
-                                  {"audio": "invalid_audio", "too_long": "audio_too_long"}.get(
-                                      row["error_kind"], "decoding_failed"))
+            return _failure(row)
         row = compliance.apply(row, detector, redact)
         body, media_type = render(row, response_format, holder.info()["model"])
         log.info("api: %s (%.1f s audio) in %.2f s", name, row["duration"], row["processing_time"])
         return Response(body, media_type=media_type)
 
     return router
+
+
+def _failure(what) -> Response | None:
+    """The error answer for a failed transcription: an exception, or a result row whose
+    ``error`` is set (None for a row without one). Text from unexpected exceptions stays in
+    the log."""
+    if isinstance(what, ModelUnavailable):
+        return error_response(503, str(what), None, "model_unavailable",
+                              headers={"Retry-After": str(round(RETRY_AFTER_FAILURE_S))})
+    if isinstance(what, RequestError):
+        return error_response(what.status, str(what), what.param)
+    if isinstance(what, BaseException):
+        log.error("api: transcription failed", exc_info=what)
+        return error_response(500, "transcription failed (see the server log)", None,
+                              "decoding_failed")
+    if not what.get("error"):
+        return None
+    status = {"audio": 400, "too_long": 413}.get(what["error_kind"], 500)
+    return error_response(status, what["error"], "file" if status < 500 else None,
+                          {"audio": "invalid_audio", "too_long": "audio_too_long"}.get(
+                              what["error_kind"], "decoding_failed"))
 
 
 def install(app: FastAPI, settings, holder, started_at: float | None = None, live=None,

@@ -30,7 +30,8 @@ log = logging.getLogger("funasr_nano.corpus")
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp4", ".webm",
                   ".mka", ".mkv", ".wma", ".aiff", ".aif"}
-JSON_FIELDS = ("key", "file", "text", "text_tn", "language", "language_name", "duration",
+JSON_FIELDS = ("key", "file", "text", "text_tn", "language", "language_name",
+               "language_probability", "duration",
                "processing_time", "segments", "timestamps", "finish_reason", "error",
                "speakers", "turns", "speakers_error", "compliance")
 RESULTS = "results.jsonl"

@@ -10,9 +10,11 @@ import re
 import shutil
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
-from engine.languages import describe_language
+from engine.language_id import language_fields, openai_languages
+from engine.languages import describe_language  # noqa: F401 (kept for importers)
 from engine.longform.subtitles import to_srt, to_txt, to_vtt
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
@@ -28,11 +30,13 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
     for i, s in enumerate(row["segments"]):
         segments.append({"id": i, "seek": 0, "start": float(s["start"]), "end": float(s["end"]),
                          "text": s.get("text", ""), "tokens": [], "temperature": 0.0,
-                         "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0,
+                         # real or absent: avg_logprob and no_speech_prob (never placeholders)
+                         "compression_ratio": compression_ratio(s.get("text", "")),
                          **({"flag": s["flag"]} if s.get("flag") else {}),
-                         **({"speaker": s["speaker"]} if "speaker" in s else {})})
+                         **{k: s[k] for k in ("language", "language_probability", "speaker")
+                            if k in s}})
     return {"task": "transcribe",
-            **describe_language(row.get("language")),
+            **_language(row),
             "duration": row["duration"], "text": row["text"], "segments": segments,
             "model": model, "processing_time": row["processing_time"],
             "finish_reason": row.get("finish_reason"), **speakers_fields(row),
@@ -60,12 +64,24 @@ def diarized_json(row: dict, model: str | None = None) -> dict:
             "processing_time": row["processing_time"], **speakers_fields(row)}
 
 
+def compression_ratio(text: str) -> float:
+    """As Whisper computes it: UTF-8 bytes over their zlib-compressed size (a looping text
+    compresses well: Whisper's decoder distrusts a segment above 2.4). 0.0 for no text."""
+    data = text.encode("utf-8")
+    return round(len(data) / len(zlib.compress(data)), 3) if data else 0.0
+
+
+def _language(row: dict) -> dict:
+    """language, language_name; detected: language_probability and OpenAI's languages."""
+    langs = openai_languages(row)
+    return {**language_fields(row), **({"languages": langs} if langs else {})}
+
+
 def render(row: dict, response_format: str, model: str | None = None) -> tuple[str, str]:
     """(body, media type) for one transcribed file."""
     if response_format == "json":
         # OpenAI's json is {"text"}; the language, spelled as everywhere here, comes along
-        body = json.dumps({"text": row["text"], **describe_language(row.get("language"))},
-                          ensure_ascii=False)
+        body = json.dumps({"text": row["text"], **_language(row)}, ensure_ascii=False)
     elif response_format == "verbose_json":
         body = json.dumps(verbose_json(row, model), ensure_ascii=False)
     elif response_format == "diarized_json":
@@ -139,7 +155,7 @@ def write_downloads(rows: list[dict], model: str | None = None,
         txt = "".join(f"[{r['file']}]\n{to_txt(r['segments'])}\n" for r in ok)
     (out / "transcript.txt").write_text(txt, encoding="utf-8")
     paths.append(str(out / "transcript.txt"))
-    doc = [{"file": r["file"], "duration": r["duration"], **describe_language(r.get("language")),
+    doc = [{"file": r["file"], "duration": r["duration"], **language_fields(r),
             "processing_time": r["processing_time"], "text": r["text"], "error": r["error"],
             "segments": r["segments"], **speakers_fields(r)} for r in rows]
     (out / "transcript.json").write_text(

@@ -171,6 +171,9 @@ class PageLive:
                or "auto", "processing_time": 0.0,
                "text": join_texts([s["text"] for s in segments], self._language),
                "error": None, "segments": segments}
+        if self._language is None:   # none given: the language heard (engine.language_id)
+            from engine.language_id import detect
+            row.update(detect(row["text"]) or {})
         return write_downloads([row], model)
 
 

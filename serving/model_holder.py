@@ -36,8 +36,11 @@ class ModelUnavailable(RuntimeError):
 
 
 def _default_loader(spec: str, device: str, dtype: str):
+    from engine.language_id import preload
     from model import FunASRNano
-    return FunASRNano.from_pretrained(spec, device=device, dtype=dtype)
+    model = FunASRNano.from_pretrained(spec, device=device, dtype=dtype)
+    preload()   # the language classifier (3 s) now, not in the first live session's way
+    return model
 
 
 def default_device() -> str:

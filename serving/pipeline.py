@@ -16,7 +16,8 @@ which stops at ``max_audio_seconds`` (HTTP 413). Memory is one short clip or one
 
 A bad input gives its own row an error and never stops the others. Every row is a dict:
 ``file, duration, language, language_name, processing_time, text, error, error_kind, segments,
-finish_reason`` (language: the ISO code given or ``"auto"``, engine.languages.describe_language)
+finish_reason`` (language: the ISO code given; none given, the one heard with
+``language_probability`` (engine.language_id), or ``"auto"`` when the text tells nothing)
 with ``error_kind`` one of None, "audio" (cannot be decoded: HTTP 400), "too_long" (HTTP 413),
 "model" (decoding failed: HTTP 500). ``segments`` is ``[{start, end, text}]``: the long-form
 segments, or one segment 0..duration for a single utterance.
@@ -31,6 +32,7 @@ from typing import Callable
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
 from engine.frontend import MIN_SECONDS, too_short
+from engine.language_id import language_fields
 from engine.languages import Language, describe_language, resolve_language
 from engine.prompt import MAX_HOTWORD_CHARS, HotwordsError, check_hotwords
 
@@ -115,10 +117,11 @@ def _row(name: str, lang: Language | None) -> dict:
 
 def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                      progress: Callable[[float, str], None] | None = None,
-                     caller: str | None = None) -> list[dict]:
+                     caller: str | None = None, on_segments=None) -> list[dict]:
     """``items``: (display name, path or bytes). Rows in input order. ``progress(fraction,
     message)`` is called as the batch advances (by seconds of audio done). ``caller``: who is
-    asking, for the scheduler's fairness (default: the current request id)."""
+    asking, for the scheduler's fairness (default: the current request id).
+    ``on_segments(index, segments)``: a long file's segments as each batch of them is done."""
     caller = caller or request_id.peek() or request_id.new_id()
     lang = parse_language(opts.language)
     code = lang.code if lang else None
@@ -197,7 +200,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             row = rows[i]
             share = elapsed * row["duration"] / chunk_seconds  # one model call for the batch
             row.update(processing_time=round(share, 3), text=res.get("text", ""),
-                       finish_reason=res.get("finish_reason"))
+                       finish_reason=res.get("finish_reason"), **_heard(res))
             if res.get("error"):
                 row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
             row["segments"] = single_segment(row["text"], row["duration"], row["finish_reason"])
@@ -207,11 +210,13 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     for i, src in long:
         row = rows[i]
         t0 = time.perf_counter()
-        def run(spans=None, _src=src, _row=row):
+        def run(spans=None, _src=src, _row=row, _i=i):
             return transcribe_long(holder.client("bulk", caller), _src, _row["file"], code, opts,
                                    lambda d, n, _dur=_row["duration"], _name=_row["file"]: report(
                                        _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"),
-                                   **({"spans": spans} if spans is not None else {}))
+                                   spans=spans,
+                                   on_segments=(lambda segs: on_segments(_i, segs))
+                                   if on_segments else None)
         try:
             if opts.speakers:   # speaker turns are what gets transcribed (serving.diarized)
                 res = transcribe_with_speakers(src, row["file"], opts.speakers, run,
@@ -224,7 +229,8 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             continue
         row.update(processing_time=round(time.perf_counter() - t0, 3), longform=True,
                    text=res.get("text", ""), segments=list(res.get("segments") or []),
-                   duration=round(float(res.get("duration") or row["duration"]), 3))
+                   duration=round(float(res.get("duration") or row["duration"]), 3),
+                   **_heard(res))
         if res.get("error"):
             if row["segments"]:   # segments failed in the model: engine text, kept in the log
                 row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
@@ -237,14 +243,23 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
 
 
 def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress,
-                    spans=None) -> dict:
+                    spans=None, on_segments=None) -> dict:
     """The one call into engine.longform (VAD segmentation, batched decoding, joining);
     ``model``: anything with the engine's ``transcribe`` (here the holder's bulk client)."""
     from engine.longform import transcribe_long as _long
     return _long(model, src, language=language, itn=opts.itn,
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
-                 max_seconds=opts.max_audio_seconds, spans=spans)
+                 max_seconds=opts.max_audio_seconds, spans=spans,
+                 on_segments=on_segments)
+
+
+def _heard(res: dict) -> dict:
+    """The detected language of an engine result (none given), for its row."""
+    if res.get("language_probability") is None:
+        return {}
+    return {**language_fields(res), **({"languages": res["languages"]} if res.get("languages")
+                                       else {})}
 
 
 def _model_error(name: str, detail: str) -> str:

@@ -46,6 +46,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from compliance import service as compliance_service
 from compliance.live import LiveMonitor
 from compliance.report import render_html
+from engine.language_id import detect
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
 from .access import check_access
@@ -354,7 +355,7 @@ class Connection:
             self.send({"type": "conversation.item.input_audio_transcription.completed",
                        "item_id": item, "content_index": 0, "transcript": e.text,
                        "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
-                       "start": e.start, "end": e.end,
+                       "start": e.start, "end": e.end, **self._heard(e.text),
                        **({"speaker": speaker} if self.speakers is not None else {})})
             if self.monitor is not None:     # compliance.alert events follow the final
                 self.stable.pop(e.item, None)
@@ -371,6 +372,14 @@ class Connection:
             self.items.pop(e.item, None)
         elif e.kind == "cleared":
             self.send({"type": "input_audio_buffer.cleared"})
+
+    def _heard(self, text: str) -> dict:
+        """Extension fields of a completed item with no language set: the one heard
+        (engine.language_id, from the text: ``language``, ``language_name``,
+        ``language_probability``)."""
+        if self.config.language is not None:
+            return {}
+        return detect(text) or {}
 
     def _model_unavailable(self, message: str) -> None:
         if not self.model_error_sent:

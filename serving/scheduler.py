@@ -46,6 +46,9 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from engine.language_id import SPOKEN_TOKENS, label_all, preload
+from engine.languages import model_language_name
+
 from .request_id import peek as current_request_id
 
 log = logging.getLogger("funasr_nano.scheduler")
@@ -149,6 +152,8 @@ class Scheduler:
         model = self.model
         prompt = model.prompt_ids(language, itn, hotwords)  # bad language or hotwords: raises
         results, waves = model.load_inputs(inputs, language, keys)  # in the caller's thread
+        if model_language_name(language) is None and rank != LIVE:
+            preload()   # the language classifier loads while this decodes
         if not waves:
             return results
         req = _Request(results, priority, caller or _new_caller(), current_request_id(),
@@ -163,6 +168,14 @@ class Scheduler:
             self._ensure_thread()
             self._cv.notify_all()
         req.done.wait()
+        # none given: the one heard. Not for live partials, many a second: the live paths
+        # label their finished utterances themselves (serving.realtime)
+        if model_language_name(language) is None and rank != LIVE:
+            def respeak(ws):
+                return [r["text"] for r in self.transcribe(
+                    ws, None, False, hotwords, max_new_tokens=min(max_new_tokens, SPOKEN_TOKENS),
+                    repetition_guard=repetition_guard, priority=priority, caller=req.caller)]
+            label_all(results, waves, itn, None if ignore_eos else respeak)
         self.metrics.request_done(priority, time.perf_counter() - req.submitted,
                                   sum(r["duration"] for r in results if not r.get("error")))
         return results
@@ -435,6 +448,8 @@ class SerialScheduler:
             kwargs["ignore_eos"] = True
         if not repetition_guard:
             kwargs["repetition_guard"] = False
+        if rank == LIVE:   # live partials: no language detection (as Scheduler)
+            kwargs["detect_language"] = False
         with self._counts:
             self._waiting[rank] += 1
         with self._lock:

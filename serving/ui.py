@@ -44,6 +44,14 @@ CSS = """
 """
 
 
+def heard_label(row: dict) -> str:
+    """The Language column: the language given (``en (English)``), the one heard with how sure
+    (``heard: en (English) 93%``), or ``auto`` where nothing could be told."""
+    label = language_label(row["language"])
+    p = row.get("language_probability")
+    return label if p is None or label == "auto" else f"heard: {label} {p:.0%}"
+
+
 def language_choices() -> list[tuple[str, str]]:
     """("Automatic", "auto") then each language by its own name and its English name; the value
     is the ISO code, which the engine maps to the exact name the model was trained with."""
@@ -250,12 +258,12 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
             progress(frac if frac > 0 else None, desc=msg)
 
         rows = transcribe_items(holder, items, opts, progress=report, caller=rid)
-        table = [[r["file"], r["duration"], language_label(r["language"]), r["processing_time"],
+        table = [[r["file"], r["duration"], heard_label(r), r["processing_time"],
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])
         public = [{k: r[k] for k in ("file", "duration", "language", "language_name",
-                                     "processing_time", "text", "error", "segments",
-                                     "speakers", "speakers_error") if k in r}
+                                     "language_probability", "processing_time", "text", "error",
+                                     "segments", "speakers", "speakers_error") if k in r}
                   for r in rows]
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return table, combined_transcript(rows), downloads, public, status_markdown(holder)

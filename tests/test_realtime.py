@@ -162,6 +162,10 @@ def test_two_utterances_at_24khz_equal_the_offline_api(app):
         want = offline_text(app, span(pcm, 24000, c["start"], c["end"]), 24000)
         assert c["transcript"] == want.strip() and want.strip()
     assert completed[0]["end"] <= completed[1]["start"]
+    # no language set: each completed item says the one heard (extension fields)
+    assert [(c["language"], c["language_name"]) for c in completed] == [
+        ("en", "English"), ("fi", "Finnish")]
+    assert all(0.5 < c["language_probability"] <= 1 for c in completed)
     assert wait_health(app, "live_sessions", 0)["live_sessions"] == 0
 
 
@@ -198,6 +202,7 @@ def test_openai_realtime_client_transcribes(app):
     want = offline_text(app, span(pcm, 24000, extra["start"], extra["end"]), 24000,
                         language="pt")
     assert done.transcript == want.strip()
+    assert "language_probability" not in extra   # the session set its language
 
 
 def test_manual_commit_at_16khz_with_the_older_session_event(app):

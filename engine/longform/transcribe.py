@@ -20,6 +20,7 @@ import numpy as np
 
 from ..audio import vad
 from ..audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, stream_audio
+from ..language_id import summarize
 from ..languages import describe_language
 from ..repetition import collapse_repeats, looks_looping
 from .subtitles import join_texts
@@ -32,12 +33,13 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
                     max_segment_s=vad.MAX_SEGMENT_S, progress=None, *, name=None, max_new_tokens=512,
-                    vad_options=None, max_seconds=None, spans=None) -> dict:
+                    vad_options=None, max_seconds=None, spans=None, on_segments=None) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
     ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
     Returns ``{"text", "segments": [{"start", "end", "text"[, "flag"][, "error"]}], "duration",
-    "error", "language", "language_name"}`` (language as in ``engine.languages.describe_language``);
+    "error", "language", "language_name"}`` (language as in ``engine.languages.describe_language``;
+    with none given, the one heard, per segment and for the whole: engine.language_id);
     an unreadable input gives ``error`` (naming the input) and no segments.
     ``progress(done_segments, total_segments)`` is called before the first batch and after each.
     ``vad_options``: extra keyword arguments for ``vad.segments_from_probabilities``.
@@ -45,6 +47,8 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     pass, before any decoding), whatever the file's header claims.
     ``spans``: ``[(start_s, end_s)]`` to transcribe instead of the VAD's segments (speaker turns,
     engine.speakers.transcript), sorted, not overlapping, each under 30 s.
+    ``on_segments(new_segments)``: called with each batch's segments, in order, as they are
+    done (the API's ``stream=true`` sends them on).
     """
     spelled = describe_language(language)   # an unknown language fails before any work
     try:
@@ -65,14 +69,20 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     if progress:
         progress(0, len(spans))
     for batch in _batched(_cut(src, name, spans, max_seconds), max(1, batch_size)):
-        segments += [seg for group in _decode_guarded(model, batch, opts, probs) for seg in group]
+        new = [seg for group in _decode_guarded(model, batch, opts, probs) for seg in group]
+        segments += new
+        if on_segments:
+            on_segments(new)
         done += len(batch)
         if progress:
             progress(done, len(spans))
     errors = [s["error"] for s in segments if s.get("error")]
     summary = f"{len(errors)} of {len(segments)} segments failed: {errors[0]}" if errors else None
+    text = join_texts([s["text"] for s in segments], language)
+    if spelled["language"] == "auto":   # none given: the one heard (engine.language_id)
+        spelled = summarize(segments, text) or spelled
     return {
-        "text": join_texts([s["text"] for s in segments], language),
+        "text": text,
         "segments": segments,
         "duration": round(duration, 3),
         "error": summary,
@@ -141,6 +151,8 @@ def _decode_guarded(model, items, opts, probs, depth=0) -> list[list[dict]]:
             seg["flag"] = "repetition"
         if res.get("error"):
             seg["error"] = res["error"]
+        if "language_probability" in res:   # detected (no language given): per segment
+            seg.update(language=res["language"], language_probability=res["language_probability"])
         out.append([seg])
     if retry:
         redone = _decode_guarded(model, halves, opts, probs, depth + 1)
