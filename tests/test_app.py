@@ -405,8 +405,8 @@ def test_docs_flags_table_is_current():
 
     from serving.settings import flags_table
 
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "APP.md").read_text(encoding="utf-8")
-    assert flags_table() in docs, "docs/APP.md: paste serving.settings.flags_table() output"
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert flags_table() in docs, "docs/deployment.md: paste serving.settings.flags_table() output"
 
 
 def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):
