@@ -56,17 +56,11 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO))
-
-from benchmark import loadavg, machine_info, speech_dir  # noqa: E402
+from bench._common import REPO, RESULTS, AppProcess, loadavg, machine_info, speech_dir
 
 SR = 16000
 FIRST_CLIP = "lhotse_librispeech_2412-153948-0000.flac"
@@ -109,64 +103,15 @@ def wav_bytes(wave: np.ndarray) -> bytes:
 
 
 # =============================================================================== the app
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str, timeout: float = 10.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-class App:
-    def __init__(self, args, mode: str, logdir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = logdir / f"app-{mode}.log"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("FUNASR_NANO_", "GRADIO_SERVER_"))}
-        env.update(GRADIO_ANALYTICS_ENABLED="False", FUNASR_NANO_OFFLINE="1")
-        cmd = [sys.executable, str(REPO / "app.py"), "--model", str(args.model_dir),
-               "--dtype", args.dtype, "--device", "cpu", "--batch-size", str(args.batch_size),
-               "--scheduler", mode, "--bench-tokens", str(args.tokens), "--preload",
-               "--host", "127.0.0.1", "--port", str(self.port),
-               "--max-audio-minutes", str(max(60, args.long_minutes + 1)),
-               "--max-upload-mb", "500", "--log-level", "warning"]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        self.load_seconds = None
-
-    def wait_loaded(self, timeout: float = 900) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app.py exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                h = get_json(self.url + "/health", 2)
-                if h.get("load_error"):
-                    raise RuntimeError(h["load_error"])
-                k = h.get("kernels") or {}
-                on_kernels = k.get("in_use") is not False or k.get("state") in ("failed",
-                                                                                "disabled")
-                if h["model_loaded"] and on_kernels:  # not the plain path while they compile
-                    self.load_seconds = h.get("load_seconds")
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"model not loaded after {timeout} s")
-
-    def health(self) -> dict:
-        return get_json(self.url + "/health")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # a long file may still be decoding: no graceful wait
-            self.proc.wait(30)
-        self._log.close()
+def start_app(args, mode: str, logdir: Path) -> AppProcess:
+    """The app in ``mode`` (batch or serial) with the benchmark's flags; killed, not stopped, at
+    the end (a long file may still be decoding)."""
+    return AppProcess(["--model", str(args.model_dir), "--dtype", args.dtype, "--device", "cpu",
+                       "--batch-size", str(args.batch_size), "--scheduler", mode,
+                       "--bench-tokens", str(args.tokens), "--preload",
+                       "--max-audio-minutes", str(max(60, args.long_minutes + 1)),
+                       "--max-upload-mb", "500", "--log-level", "warning"],
+                      logdir / f"app-{mode}.log")
 
 
 def post(url: str, name: str, data: bytes, timeout: float = 3600) -> tuple[float, dict]:
@@ -192,7 +137,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
     """The app in ``mode``; each lone and concurrent repeat right after the same case through
     ``engine`` (idle meanwhile), so that each pair saw the same machine."""
     out = {"mode": mode}
-    app = App(args, mode, logdir)
+    app = start_app(args, mode, logdir)
     try:
         t0 = time.perf_counter()
         app.wait_loaded()
@@ -214,7 +159,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
             barrier = threading.Barrier(len(clips))
             res = [None] * len(clips)
 
-            def client(i):
+            def client(i, barrier=barrier, res=res):
                 barrier.wait()
                 took, body = post(app.url, f"c{i}.wav", clips[i])
                 res[i] = (time.perf_counter(), took, body)  # (answered at, latency, body)
@@ -284,7 +229,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
             print(f"  {mode}: {args.seconds:g} s during long {out['during_long']['p50']:.2f} s",
                   flush=True)
     finally:
-        app.stop()
+        app.stop(graceful=False)
     return out
 
 
@@ -292,7 +237,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
 ENGINE_CHILD = r"""
 import json, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[1])
+# sys.argv[1] is the checkout, our cwd: `python -c` puts it first on sys.path
 from model import FunASRNano
 waves = list(np.load(sys.argv[2]))
 asr = FunASRNano.from_pretrained(sys.argv[3], device="cpu", dtype=sys.argv[4])
@@ -492,7 +437,7 @@ def main(argv=None) -> int:
     p.add_argument("--trees-dir", type=Path,
                    default=Path.home() / ".cache" / "funasr-nano" / "bench-trees",
                    help="where --baseline-rev's files are unpacked (kept for later runs)")
-    p.add_argument("--results-dir", type=Path, default=BENCH / "results")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--no-save", action="store_true")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 clients, 2 s clips, 8 tokens, 1 repeat, 3 min long file")

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from engine.kernels import int8, prepared
+from engine.kernels import int8
 from model import FunASRNano
 
 pytestmark = pytest.mark.skipif(not int8.available(), reason="this torch has no fbgemm")

@@ -37,8 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_lang import LANGS, make_sentence, number_phrase  # noqa: E402
+from tools.demo_lang import LANGS, make_sentence, number_phrase
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / ".cache" / "demo_data"

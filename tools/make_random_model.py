@@ -49,7 +49,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zlib
@@ -58,8 +57,7 @@ from pathlib import Path
 import torch
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fetch_assets import TOKENIZER_FILES, fetch_qwen3_tokenizer  # noqa: E402
+from tools.fetch_assets import TOKENIZER_FILES, fetch_qwen3_tokenizer
 
 TOOL_VERSION = 1  # bump whenever the output for a given (size, seed, ctc) changes
 REPO = Path(__file__).resolve().parents[1]
@@ -272,8 +270,6 @@ def engine_shapes(model_dir: Path) -> dict[str, torch.Size]:
     """The same names and shapes from this repository's FunASRNano (model.py), built from the
     same config on the meta device: for machines without funasr (bench/gpu_check.py on a bare
     GPU machine). tests/test_random_model.py checks that both give the same checkpoint."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     from engine.checkpoint import model_files, read_config
     from model import FunASRNano
 

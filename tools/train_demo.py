@@ -25,7 +25,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -34,16 +33,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from engine.adaptor import low_frame_rate_length
+from engine.frontend import Frontend
+from engine.languages import LANGUAGES
+from engine.prompt import SYSTEM_PROMPT, chatml_pieces, instruction
+from tools.demo_tokenizer import build_tokenizer, padded_vocab_size
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from engine.adaptor import low_frame_rate_length  # noqa: E402
-from engine.frontend import Frontend  # noqa: E402
-from engine.languages import LANGUAGES  # noqa: E402
-from engine.prompt import instruction, chatml_pieces, SYSTEM_PROMPT  # noqa: E402
-
-from demo_tokenizer import build_tokenizer, padded_vocab_size  # noqa: E402
 
 LLM_DIR = "Qwen3-demo"
 MODEL_NAMES = {lang.code: lang.model_name for lang in LANGUAGES}
@@ -66,7 +62,7 @@ DIMS = dict(
 
 def demo_configs(vocab_size: int, bos: int, eos: int) -> tuple[dict, dict]:
     """(config.yaml, Qwen3 config.json): the official files' fields with the demo's sizes, no CTC."""
-    from make_random_model import model_config, qwen3_config
+    from tools.make_random_model import model_config, qwen3_config
 
     cfg = model_config("tiny")
     for key in ("ctc_decoder", "detach_ctc_decoder", "ctc_decoder_conf", "ctc_weight", "ctc_conf"):
@@ -90,7 +86,7 @@ def demo_configs(vocab_size: int, bos: int, eos: int) -> tuple[dict, dict]:
 
 def write_layout(model_dir: Path, tok_texts: list[str], vocab: int) -> Path:
     """Everything but model.pt: config.yaml, configuration.json, Qwen3-demo/ (tokenizer + config)."""
-    from make_random_model import CONFIGURATION_JSON, GENERATION_CONFIG
+    from tools.make_random_model import CONFIGURATION_JSON, GENERATION_CONFIG
 
     llm_dir = model_dir / LLM_DIR
     tok = build_tokenizer(tok_texts, llm_dir, vocab)
@@ -342,7 +338,7 @@ def forward_loss(model, feats, lengths, items, ctc_head=None, tied_blank=None):
 
 def cer(ref: str, hyp: str, lang: str) -> tuple[int, int]:
     from rapidfuzz.distance import Levenshtein
-    from eval_demo import normalize
+    from tools.eval_demo import normalize
     r, h = normalize(ref, lang), normalize(hyp, lang)
     return Levenshtein.distance(r, h), max(len(r), 1)
 
