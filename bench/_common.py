@@ -72,7 +72,7 @@ def loadavg() -> list[float] | None:
 
 
 # ------------------------------------------------------------------------------ speech data
-SR = 16000
+from engine import SAMPLE_RATE as SR  # noqa: E402  (engine/__init__.py: no dependency)
 FIRST_CLIP = "lhotse_librispeech_2412-153948-0000.flac"   # 36.9 s; the benchmarks' first window
 SPEECH_DIR_CANDIDATES = (REPO.parent / "shared/data/speech", Path("/work/shared/data/speech"))
 

@@ -25,9 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench._common import REPO, build_inputs, loadavg, machine_info
+from bench._common import REPO, SR, build_inputs, loadavg, machine_info
 
-SR = 16000
 LOADED = re.compile(r"loaded .* in ([0-9.]+) s")
 
 

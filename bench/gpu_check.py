@@ -300,6 +300,23 @@ def _row_line(r):
             f"{_f(r['peak_gpu_gib'], '.2f')} GiB")
 
 
+def _parity_line(par: dict, meta: dict) -> str:
+    n = par["clips"]
+    facts = [f"texts identical {par['identical_texts']}/{n}",
+             f"token counts identical {par['identical_counts']}/{n}",
+             f"first-token logits max |diff| {par['logits_max_abs_diff']:.3g} (logit std "
+             f"{par['logits_std']:.3g}, ratio {_f(par['logits_rel_diff'], '.2g')})"]
+    return f"fp32 parity (CPU dynamic vs {meta['device']} static, {n} clips): " + ", ".join(facts) + "."
+
+
+def _agreement_line(agr: dict, meta: dict) -> str:
+    return (f"bf16 vs fp32 on {meta['device']} ({agr['clips']} clips, {meta['tokens']} forced "
+            f"tokens): texts identical {agr['identical_texts']}/{agr['clips']}, median tokens "
+            f"in common before the first difference {agr['same_first_tokens_median']}, "
+            f"character edit rate {agr['char_edit_rate']:.3f} (random weights: rounding flips "
+            "tokens far more often than trained weights would).")
+
+
 def markdown(meta, report) -> str:
     steps = {s["step"]: s for s in report.steps}
     dev = (steps.get("machine", {}).get("data") or {}).get("device", {})
@@ -313,12 +330,7 @@ def markdown(meta, report) -> str:
         lines.append(f"| {s['step']} | {'ok' if s['ok'] else 'FAILED: ' + s['error'][:200]} "
                      f"| {s['seconds']} |")
     par = steps.get("fp32 parity", {}).get("data")
-    if par:
-        lines += ["", f"fp32 parity (CPU dynamic vs {meta['device']} static, {par['clips']} clips): "
-                  f"texts identical {par['identical_texts']}/{par['clips']}, token counts "
-                  f"identical {par['identical_counts']}/{par['clips']}, first-token logits max "
-                  f"|diff| {par['logits_max_abs_diff']:.3g} (logit std {par['logits_std']:.3g}, "
-                  f"ratio {_f(par['logits_rel_diff'], '.2g')})."]
+    lines += ["", _parity_line(par, meta)] if par else []
     for mode in ("fp32", "bf16"):
         sd = steps.get(f"sdpa kernels {mode}")
         if sd:
@@ -327,13 +339,7 @@ def markdown(meta, report) -> str:
                       + ("ok" if sd["ok"] else "FAILED (" + sd["error"][:200] + ")")
                       + (f"; attention kernels run: {', '.join(seen)}" if seen else "") + "."]
     agr = steps.get("bf16 agreement", {}).get("data")
-    if agr:
-        lines += ["", f"bf16 vs fp32 on {meta['device']} ({agr['clips']} clips, {meta['tokens']} "
-                  f"forced tokens): texts identical {agr['identical_texts']}/{agr['clips']}, "
-                  f"median tokens in common before the first difference "
-                  f"{agr['same_first_tokens_median']}, character edit rate "
-                  f"{agr['char_edit_rate']:.3f} (random weights: rounding flips tokens far more "
-                  "often than trained weights would)."]
+    lines += ["", _agreement_line(agr, meta)] if agr else []
     rows = [r for s in report.steps if s["step"].startswith("speed") for r in (s.get("data") or [])]
     if rows:
         lines += ["", "| case | mode | decoder | first token ms | ms/step | e2e s | RTFx | tok/s "

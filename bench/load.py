@@ -60,9 +60,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import REPO, RESULTS, AppProcess, loadavg, machine_info, speech_dir
+from bench._common import REPO, RESULTS, SR, AppProcess, loadavg, machine_info, speech_dir
 
-SR = 16000
 FIRST_CLIP = "lhotse_librispeech_2412-153948-0000.flac"
 
 
@@ -328,41 +327,42 @@ def baseline_worktree(rev: str, trees: Path) -> tuple[Path, str]:
 
 
 # =============================================================================== report
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def table(res: dict, args) -> str:
-    n = args.clients
+    n, secs = args.clients, f"{args.seconds:g}"
     rows = ["| case | path | wall s | p50 s | p95 s | max s | req/s | audio s per s | "
             "engine in the same repeats |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def latencies(d):
+        return f"{d['p50']:.2f}", f"{d['p95']:.2f}", f"{d['max']:.2f}"
+
     for m in res["modes"]:
         name = "one at a time (--scheduler serial)" if m["mode"] == "serial" else \
             "scheduler (--scheduler batch)"
-        lo = m["lone"]
-        rows.append(f"| lone 1 x {args.seconds:g} s | {name} | - | {lo['p50']:.2f} | "
-                    f"{lo['p95']:.2f} | {lo['max']:.2f} | - | - | "
-                    f"lone {statistics.median(lo['engine']):.2f} s |")
-        c = m["concurrent"]
-        rows.append(f"| {n} x {args.seconds:g} s concurrent | {name} | {c['wall']:.2f} | "
-                    f"{c['p50']:.2f} | {c['p95']:.2f} | {c['max']:.2f} | {c['req_per_s']:.2f} | "
-                    f"{c['audio_s_per_s']:.1f} | {n}-file batch "
-                    f"{statistics.median(c['engine_batch']):.2f} s |")
+        lo, c = m["lone"], m["concurrent"]
+        rows.append(_row(f"lone 1 x {secs} s", name, "-", *latencies(lo), "-", "-",
+                         f"lone {statistics.median(lo['engine']):.2f} s"))
+        rows.append(_row(f"{n} x {secs} s concurrent", name, f"{c['wall']:.2f}", *latencies(c),
+                         f"{c['req_per_s']:.2f}", f"{c['audio_s_per_s']:.1f}",
+                         f"{n}-file batch {statistics.median(c['engine_batch']):.2f} s"))
         if "during_long" in m and m["during_long"]["n"]:
-            d = m["during_long"]
-            rows.append(f"| 1 x {args.seconds:g} s during a {args.long_minutes:g} min file | "
-                        f"{name} | - | {d['p50']:.2f} | {d['p95']:.2f} | {d['max']:.2f} | - | - "
-                        f"| - |")
-    e = res["engine"]
-    rows.append(f"| engine: one {n}-file batch (no HTTP), all repeats | FunASRNano.transcribe | "
-                f"{e['batch']:.2f} | - | - | - | {n / e['batch']:.2f} | "
-                f"{n * args.seconds / e['batch']:.1f} | - |")
-    rows.append(f"| engine: lone 1 x {args.seconds:g} s (no HTTP), all repeats | this checkout "
-                f"| - | {e['lone']:.2f} | - | - | - | - | - |")
+            rows.append(_row(f"1 x {secs} s during a {args.long_minutes:g} min file", name, "-",
+                             *latencies(m["during_long"]), "-", "-", "-"))
+    engines = [("all repeats", "FunASRNano.transcribe", "this checkout", res["engine"])]
     if res.get("baseline"):
-        b = res["baseline"]
         rev = f"{args.baseline_rev} ({res['baseline_sha'][:9]})"
-        rows.append(f"| engine: one {n}-file batch (no HTTP) | {rev} | {b['batch']:.2f} | - | "
-                    f"- | - | {n / b['batch']:.2f} | {n * args.seconds / b['batch']:.1f} | - |")
-        rows.append(f"| engine: lone 1 x {args.seconds:g} s (no HTTP) | {rev} | - | "
-                    f"{b['lone']:.2f} | - | - | - | - | - |")
+        engines.append(("", rev, rev, res["baseline"]))
+    for note, batch_path, lone_path, e in engines:
+        suffix = f", {note}" if note else ""
+        rows.append(_row(f"engine: one {n}-file batch (no HTTP){suffix}", batch_path,
+                         f"{e['batch']:.2f}", "-", "-", "-", f"{n / e['batch']:.2f}",
+                         f"{n * args.seconds / e['batch']:.1f}", "-"))
+        rows.append(_row(f"engine: lone 1 x {secs} s (no HTTP){suffix}", lone_path, "-",
+                         f"{e['lone']:.2f}", "-", "-", "-", "-", "-"))
     return "\n".join(rows)
 
 
