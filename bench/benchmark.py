@@ -777,7 +777,7 @@ def _quietly(fn, *a, **k):
         print(f"[bench] could not write intermediate results: {e}", file=sys.stderr)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -810,29 +810,21 @@ def main(argv=None) -> None:
     p.add_argument("--child", choices=("ours", "reference", "bandwidth"), help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    args.threads = args.threads or os.cpu_count() or 1
-    if args.merge:
-        print(merge_results(args.merge, args.out_stem))
-        return
-    if args.device == "auto":
-        try:
-            import torch
-            args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            args.device = "cpu"
-    if not args.child:
-        import signal
-        def on_term(signum, _frame):
-            print(f"[bench] stopped by signal {signum}; results so far are in the result files",
-                  file=sys.stderr, flush=True)
-            sys.exit(128 + signum)
-        signal.signal(signal.SIGTERM, on_term)
-    if args.child == "bandwidth":
-        return bandwidth_main(args)
-    if args.child:
-        return child_main(args)
+    return p
 
+
+def _stop_on_sigterm() -> None:
+    import signal
+
+    def on_term(signum, _frame):
+        print(f"[bench] stopped by signal {signum}; results so far are in the result files",
+              file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def plan(args, p: argparse.ArgumentParser) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The cases, engines and modes to run, and what is skipped (and why)."""
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     for c in cases:
         parse_case(c)
@@ -853,6 +845,59 @@ def main(argv=None) -> None:
     if "reference" in engines:
         skipped += [f"reference {m}: the reference has no such mode" for m in modes
                     if m not in REFERENCE_MODES]
+    return cases, engines, modes, skipped
+
+
+def write_results(meta: dict, args, cases: list[str], stem: Path, entries, bws, logdir,
+                  partial: bool) -> str:
+    """The table (and, unless --no-save, the .md and .json result files) from what has run so far."""
+    # The best sample: other work on the machine only ever lowers what a probe sees, and
+    # the floor is what the hardware allows.
+    meta["bandwidth"] = ({k: max(b[k] for b in bws) for k in ("copy_gbps", "read_gbps")}
+                         | {"samples": bws}) if bws else None
+    meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+    meta["loadavg"]["end"] = loadavg()
+    meta["partial"] = partial
+    rows = summarize(entries, cases, args, meta["bandwidth"])
+    text = header(meta) + "\n\n" + markdown(rows, meta)
+    agree = agreement(rows)
+    text += "\n\n" + agree if agree else ""
+    logs = {k: (Path(logdir) / f"{k.replace('/', '-')}.log").read_text(errors="replace")
+            [-4000:] for k, e in entries.items() if e.get("load_error") or e.get("errors")}
+    result = {"meta": meta, "rows": rows,
+              "load": {k: {kk: v for kk, v in e.items() if kk != "runs"}
+                       for k, e in entries.items()},
+              "runs": {k: e["runs"] for k, e in entries.items()}, "child_logs": logs}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if not args.no_save:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{stem}.md").write_text(
+            f"# Benchmark {stem.name}{' (partial: the run was still going or was stopped)' if partial else ''}\n\n"
+            f"Command: `python bench/{meta['command']}`\n\n{text}\n")
+        Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    return text
+
+
+def main(argv=None) -> None:
+    p = build_parser()
+    args = p.parse_args(argv)
+    args.threads = args.threads or os.cpu_count() or 1
+    if args.merge:
+        print(merge_results(args.merge, args.out_stem))
+        return
+    if args.device == "auto":
+        try:
+            import torch
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            args.device = "cpu"
+    if args.child == "bandwidth":
+        return bandwidth_main(args)
+    if args.child:
+        return child_main(args)
+    _stop_on_sigterm()
+    cases, engines, modes, skipped = plan(args, p)
 
     args.model_dir = str(resolve_model_dir(args))
     started = _dt.datetime.now()
@@ -863,37 +908,11 @@ def main(argv=None) -> None:
             "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None
                                                              else sys.argv[1:])),
             "skipped": skipped}
-
     host = re.sub(r"[^A-Za-z0-9_.-]+", "_", socket.gethostname()) or "host"
     stem = Path(args.results_dir) / f"{host}-{started.strftime('%Y%m%d-%H%M')}"
 
     def finish(entries, bws, logdir, partial):
-        # The best sample: other work on the machine only ever lowers what a probe sees, and
-        # the floor is what the hardware allows.
-        meta["bandwidth"] = ({k: max(b[k] for b in bws) for k in ("copy_gbps", "read_gbps")}
-                             | {"samples": bws}) if bws else None
-        meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-        meta["loadavg"]["end"] = loadavg()
-        meta["partial"] = partial
-        rows = summarize(entries, cases, args, meta["bandwidth"])
-        text = header(meta) + "\n\n" + markdown(rows, meta)
-        agree = agreement(rows)
-        text += "\n\n" + agree if agree else ""
-        logs = {k: (Path(logdir) / f"{k.replace('/', '-')}.log").read_text(errors="replace")
-                [-4000:] for k, e in entries.items() if e.get("load_error") or e.get("errors")}
-        result = {"meta": meta, "rows": rows,
-                  "load": {k: {kk: v for kk, v in e.items() if kk != "runs"}
-                           for k, e in entries.items()},
-                  "runs": {k: e["runs"] for k, e in entries.items()}, "child_logs": logs}
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
-        if not args.no_save:
-            stem.parent.mkdir(parents=True, exist_ok=True)
-            Path(f"{stem}.md").write_text(
-                f"# Benchmark {stem.name}{' (partial: the run was still going or was stopped)' if partial else ''}\n\n"
-                f"Command: `python bench/{meta['command']}`\n\n{text}\n")
-            Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
-        return text
+        return write_results(meta, args, cases, stem, entries, bws, logdir, partial)
 
     with tempfile.TemporaryDirectory(prefix="funasr-bench-") as tmp:
         import numpy as np

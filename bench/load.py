@@ -38,7 +38,7 @@ concurrent case in batch mode are checked against those of the serial mode (each
 decoded alone): "same texts" in the table.
 
 Results: a markdown table on stdout and bench/results/<host>-<date>-load-<dtype>.md and .json, with the
-machine (bench/benchmark.py's machine_info) and the load average before and after.
+machine (bench/_common.py's machine_info) and the load average before and after.
 """
 from __future__ import annotations
 
