@@ -50,7 +50,7 @@ log = logging.getLogger("funasr_nano")
 # exactly fp32. int8: CPU only, every Linear of encoder, adaptor and decoder in int8 with int8
 # activations (fbgemm's dynamic quantisation; lossy, fastest). engine/placement.py decides.
 MODES = ("fp32", "bf16", "int8")
-SAMPLE_RATE = 16000
+from engine import SAMPLE_RATE  # noqa: E402
 # "static": engine.cuda_decoding (fixed-shape steps, CUDA graphs on CUDA); "dynamic":
 # engine.batching.greedy_generate. Default: static on CUDA, dynamic on CPU (its kernels).
 DECODERS = ("static", "dynamic")

@@ -19,13 +19,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tools"))
+from bench._common import REPO
 
 
 def clips_from_args(args) -> list[dict]:
@@ -61,7 +58,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     import torch
-    from eval_demo import cer_counts
+
+    from tools.eval_demo import cer_counts
     from model import FunASRNano
 
     torch.set_num_threads(torch.get_num_threads())

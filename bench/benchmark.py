@@ -31,7 +31,7 @@ Per repeat of a case, in each engine (both timed the same way):
              funasr's extract_fbank with its WavFrontend, clip by clip as its generate() does)
   encoder    audio encoder + adaptor on those features (ours batched as transcribe() does;
              the reference clip by clip, as its generate() does)
-  prefill    wall of the LLM generate call (ours: engine.decoding.greedy_generate, reference:
+  prefill    wall of the LLM generate call (ours: engine.batching.greedy_generate, reference:
              HF llm.generate) inside an end-to-end run with 1 new token
   decode     ms per decode step = (LLM generate wall with T tokens - with 1 token) / (T - 1),
              both from end-to-end runs; a step yields one token for each of the N sequences
@@ -52,9 +52,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import math
 import os
-import platform
 import re
 import socket
 import statistics
@@ -65,10 +63,8 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SPEECH_DIR_CANDIDATES = (REPO.parent / "shared/data/speech", Path("/work/shared/data/speech"))
-FIRST_CLIP = "lhotse_librispeech_2412-153948-0000.flac"
-SR = 16000
+from bench._common import REPO, build_inputs, cer, loadavg, machine_info, median, parse_case
+
 DEFAULT_CASES = "1x10s,1x30s,8x10s,32x10s"
 REFERENCE_MODES = ("fp32", "bf16")
 MARK = "@@BENCH@@ "  # prefix of the protocol lines on a child's stdout (funasr prints too)
@@ -76,105 +72,18 @@ GIB = 1024 ** 3
 
 
 # =============================================================================== helpers
-def parse_case(case: str) -> tuple[int, float]:
-    m = re.fullmatch(r"(\d+)x(\d+(?:\.\d+)?)s", case.strip())
-    if not m or int(m.group(1)) < 1:
-        raise argparse.ArgumentTypeError(f"bad case {case!r}: expected NxSs, e.g. 8x10s")
-    return int(m.group(1)), float(m.group(2))
-
-
-def median(xs):
-    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    return statistics.median(xs) if xs else None
-
-
 def peak_rss_bytes() -> int:
     import resource
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(kb) * (1 if sys.platform == "darwin" else 1024)
 
 
-def machine_info(device: str) -> dict:
-    info = {"host": socket.gethostname(), "platform": platform.platform(),
-            "python": platform.python_version(), "cpu_count": os.cpu_count()}
-    try:
-        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                 if ln.startswith("model name")]
-        flags = next((ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")), "")
-        info["cpu"] = names[0] if names else platform.processor()
-        info["cpu_flags"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8",
-                                         "avx512_vnni", "avx_vnni") if f" {f}" in flags]
-    except OSError:
-        info["cpu"] = platform.processor()
-    try:
-        mem = next(ln for ln in open("/proc/meminfo") if ln.startswith("MemTotal"))
-        info["ram_gib"] = round(int(mem.split()[1]) / 1024 ** 2, 1)
-    except (OSError, StopIteration):
-        pass
-    try:
-        import torch
-        info["torch"] = torch.__version__
-        if device.startswith("cuda") and torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except Exception:  # noqa: BLE001
-        pass
-    for pkg in ("funasr", "transformers"):
-        try:
-            from importlib.metadata import version
-            info[pkg] = version(pkg)
-        except Exception:  # noqa: BLE001
-            pass
-    return info
-
-
-def loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None
-
-
 # =============================================================================== inputs
-def speech_dir() -> Path:
-    env = os.environ.get("SPEECH_DATA")
-    for cand in ([Path(env)] if env else []) + list(SPEECH_DIR_CANDIDATES):
-        if (cand / "en" / FIRST_CLIP).is_file():
-            return cand
-    raise SystemExit(f"speech data not found: need en/{FIRST_CLIP} under ../shared/data/speech "
-                     "or $SPEECH_DATA")
-
-
-def build_inputs(cases: list[str]) -> tuple[dict, dict]:
-    """{case: [float32 arrays]} and a description, from the concatenated English clips."""
-    import numpy as np
-    sys.path.insert(0, str(REPO))
-    from engine.audio import load_audio
-
-    en = speech_dir() / "en"
-    files = [en / FIRST_CLIP] + sorted(p for p in en.iterdir()
-                                       if p.is_file() and p.name != FIRST_CLIP
-                                       and p.suffix.lower() in (".wav", ".flac", ".mp3", ".ogg"))
-    concat = np.concatenate([load_audio(str(p), SR) for p in files]).astype(np.float32)
-    total = len(concat)
-    out, desc = {}, {"source": [p.name for p in files], "concat_seconds": round(total / SR, 2)}
-    for case in cases:
-        n, seconds = parse_case(case)
-        length = int(round(seconds * SR))
-        if length > total:
-            raise SystemExit(f"case {case}: the English clips only have {total / SR:.1f} s")
-        starts = [0] if n == 1 else [round(i * (total - length) / (n - 1)) for i in range(n)]
-        out[case] = [concat[s:s + length].copy() for s in starts]
-        desc[case] = {"clips": n, "seconds": seconds, "offsets_s": [round(s / SR, 2)
-                                                                   for s in starts]}
-    return out, desc
-
-
 # =============================================================================== model dir
 def resolve_model_dir(args) -> Path:
     def complete(d: Path) -> bool:
         return all((d / f).is_file() for f in ("model.pt", "config.yaml", "Qwen3-0.6B/config.json"))
 
-    sys.path.insert(0, str(REPO))
     if args.model_dir:
         d = Path(args.model_dir).expanduser().resolve()
         if complete(d):
@@ -268,7 +177,6 @@ class Timer:
 class OursRunner:
     def __init__(self, args):
         import torch
-        sys.path.insert(0, str(REPO))
         import model as ours_mod
         self.torch, self.mod, self.device = torch, ours_mod, args.device
         self.timer = Timer(args.device)
@@ -561,7 +469,6 @@ def measure_bandwidth(args) -> dict | None:
 def our_modes() -> list[str]:
     """The dtypes/modes the engine offers: model.MODES if it defines one, else the distinct
     entries of model.DTYPES (aliases such as float32/bfloat16 dropped)."""
-    sys.path.insert(0, str(REPO))
     try:
         import model as ours_mod
     except Exception as e:  # noqa: BLE001
@@ -773,17 +680,6 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines + ([""] + ["Errors and notes:"] + notes if notes else []))
 
 
-def _edits(a: str, b: str) -> int:
-    """Character edit distance (Levenshtein)."""
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def agreement(rows) -> str:
     """Every mode's texts (64 forced tokens per sequence, last repeat) against ours in fp32:
     sequences with the same text, and the character error rate between the two."""
@@ -796,10 +692,10 @@ def agreement(rows) -> str:
         if not ref or not r.get("texts") or (r["engine"], r["mode"]) == ("ours", "fp32"):
             continue
         same = sum(a == b for a, b in zip(ref, r["texts"]))
-        cer = sum(_edits(a, b) for a, b in zip(ref, r["texts"])) / max(1, sum(map(len, ref)))
-        r["same_as_fp32"], r["cer_vs_fp32"] = f"{same}/{len(ref)}", cer
+        rate = cer(ref, r["texts"])
+        r["same_as_fp32"], r["cer_vs_fp32"] = f"{same}/{len(ref)}", rate
         lines.append(f"| {r['case']} | {r['engine']} | {r['mode']} | {same}/{len(ref)} | "
-                     f"{cer * 100:.1f}% |")
+                     f"{rate * 100:.1f}% |")
     if len(lines) == 2:
         return ""
     return ("Agreement (outputs of the timed runs; random weights give nearly flat logits, so "
@@ -881,7 +777,7 @@ def _quietly(fn, *a, **k):
         print(f"[bench] could not write intermediate results: {e}", file=sys.stderr)
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -914,29 +810,21 @@ def main(argv=None) -> None:
     p.add_argument("--child", choices=("ours", "reference", "bandwidth"), help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--inputs", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    args.threads = args.threads or os.cpu_count() or 1
-    if args.merge:
-        print(merge_results(args.merge, args.out_stem))
-        return
-    if args.device == "auto":
-        try:
-            import torch
-            args.device = "cuda" if torch.cuda.is_available() else "cpu"
-        except ImportError:
-            args.device = "cpu"
-    if not args.child:
-        import signal
-        def on_term(signum, _frame):
-            print(f"[bench] stopped by signal {signum}; results so far are in the result files",
-                  file=sys.stderr, flush=True)
-            sys.exit(128 + signum)
-        signal.signal(signal.SIGTERM, on_term)
-    if args.child == "bandwidth":
-        return bandwidth_main(args)
-    if args.child:
-        return child_main(args)
+    return p
 
+
+def _stop_on_sigterm() -> None:
+    import signal
+
+    def on_term(signum, _frame):
+        print(f"[bench] stopped by signal {signum}; results so far are in the result files",
+              file=sys.stderr, flush=True)
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def plan(args, p: argparse.ArgumentParser) -> tuple[list[str], list[str], list[str], list[str]]:
+    """The cases, engines and modes to run, and what is skipped (and why)."""
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     for c in cases:
         parse_case(c)
@@ -957,6 +845,59 @@ def main(argv=None) -> None:
     if "reference" in engines:
         skipped += [f"reference {m}: the reference has no such mode" for m in modes
                     if m not in REFERENCE_MODES]
+    return cases, engines, modes, skipped
+
+
+def write_results(meta: dict, args, cases: list[str], stem: Path, entries, bws, logdir,
+                  partial: bool) -> str:
+    """The table (and, unless --no-save, the .md and .json result files) from what has run so far."""
+    # The best sample: other work on the machine only ever lowers what a probe sees, and
+    # the floor is what the hardware allows.
+    meta["bandwidth"] = ({k: max(b[k] for b in bws) for k in ("copy_gbps", "read_gbps")}
+                         | {"samples": bws}) if bws else None
+    meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
+    meta["loadavg"]["end"] = loadavg()
+    meta["partial"] = partial
+    rows = summarize(entries, cases, args, meta["bandwidth"])
+    text = header(meta) + "\n\n" + markdown(rows, meta)
+    agree = agreement(rows)
+    text += "\n\n" + agree if agree else ""
+    logs = {k: (Path(logdir) / f"{k.replace('/', '-')}.log").read_text(errors="replace")
+            [-4000:] for k, e in entries.items() if e.get("load_error") or e.get("errors")}
+    result = {"meta": meta, "rows": rows,
+              "load": {k: {kk: v for kk, v in e.items() if kk != "runs"}
+                       for k, e in entries.items()},
+              "runs": {k: e["runs"] for k, e in entries.items()}, "child_logs": logs}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    if not args.no_save:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        Path(f"{stem}.md").write_text(
+            f"# Benchmark {stem.name}{' (partial: the run was still going or was stopped)' if partial else ''}\n\n"
+            f"Command: `python bench/{meta['command']}`\n\n{text}\n")
+        Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    return text
+
+
+def main(argv=None) -> None:
+    p = build_parser()
+    args = p.parse_args(argv)
+    args.threads = args.threads or os.cpu_count() or 1
+    if args.merge:
+        print(merge_results(args.merge, args.out_stem))
+        return
+    if args.device == "auto":
+        try:
+            import torch
+            args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            args.device = "cpu"
+    if args.child == "bandwidth":
+        return bandwidth_main(args)
+    if args.child:
+        return child_main(args)
+    _stop_on_sigterm()
+    cases, engines, modes, skipped = plan(args, p)
 
     args.model_dir = str(resolve_model_dir(args))
     started = _dt.datetime.now()
@@ -967,37 +908,11 @@ def main(argv=None) -> None:
             "command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None
                                                              else sys.argv[1:])),
             "skipped": skipped}
-
     host = re.sub(r"[^A-Za-z0-9_.-]+", "_", socket.gethostname()) or "host"
     stem = Path(args.results_dir) / f"{host}-{started.strftime('%Y%m%d-%H%M')}"
 
     def finish(entries, bws, logdir, partial):
-        # The best sample: other work on the machine only ever lowers what a probe sees, and
-        # the floor is what the hardware allows.
-        meta["bandwidth"] = ({k: max(b[k] for b in bws) for k in ("copy_gbps", "read_gbps")}
-                             | {"samples": bws}) if bws else None
-        meta["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
-        meta["loadavg"]["end"] = loadavg()
-        meta["partial"] = partial
-        rows = summarize(entries, cases, args, meta["bandwidth"])
-        text = header(meta) + "\n\n" + markdown(rows, meta)
-        agree = agreement(rows)
-        text += "\n\n" + agree if agree else ""
-        logs = {k: (Path(logdir) / f"{k.replace('/', '-')}.log").read_text(errors="replace")
-                [-4000:] for k, e in entries.items() if e.get("load_error") or e.get("errors")}
-        result = {"meta": meta, "rows": rows,
-                  "load": {k: {kk: v for kk, v in e.items() if kk != "runs"}
-                           for k, e in entries.items()},
-                  "runs": {k: e["runs"] for k, e in entries.items()}, "child_logs": logs}
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=1))
-        if not args.no_save:
-            stem.parent.mkdir(parents=True, exist_ok=True)
-            Path(f"{stem}.md").write_text(
-                f"# Benchmark {stem.name}{' (partial: the run was still going or was stopped)' if partial else ''}\n\n"
-                f"Command: `python bench/{meta['command']}`\n\n{text}\n")
-            Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
-        return text
+        return write_results(meta, args, cases, stem, entries, bws, logdir, partial)
 
     with tempfile.TemporaryDirectory(prefix="funasr-bench-") as tmp:
         import numpy as np

@@ -25,13 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench._common import REPO, SR, build_inputs, loadavg, machine_info
 
-from benchmark import build_inputs, loadavg, machine_info  # noqa: E402
-
-SR = 16000
 LOADED = re.compile(r"loaded .* in ([0-9.]+) s")
 
 

@@ -38,13 +38,8 @@ from pathlib import Path
 import requests
 import soundfile as sf
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "tests"))
-from benchmark import SR, build_inputs, loadavg, machine_info  # noqa: E402
-from _app_server import AppProcess, get_json  # noqa: E402  (the app as a subprocess)
-from _image import Container  # noqa: E402  (the image as a container, as the image tests run it)
+from bench._common import REPO, SR, AppProcess, build_inputs, get_json, loadavg, machine_info
+from bench._image import Container  # the image as a container, as the image tests run it
 
 
 def proc_memory(pid: int) -> dict:

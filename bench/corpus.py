@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,10 +27,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SPEECH = next((p for p in (ROOT.parent / "shared/data/speech", Path("/work/shared/data/speech"))
-               if (p / "manifest.tsv").exists()), None)
+from bench._common import REPO as ROOT, find_speech_dir, machine_info
+
+SPEECH = find_speech_dir("manifest.tsv")
 # Ray on loopback only, no usage reports, no token between our own processes.
 RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
            "RAY_AUTH_MODE": "disabled"}
@@ -53,14 +50,6 @@ def make_corpus(out: Path, n: int, seconds: float) -> float:
         sf.write(out / f"f{i:03d}.wav", wave, 16000)
         total += len(wave) / 16000
     return total
-
-
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-            "python": platform.python_version()}
 
 
 def run_case(name: str, cmd: list[str], env: dict) -> dict:
@@ -122,7 +111,7 @@ def main(argv=None) -> int:
             print(f"  {row}", file=sys.stderr, flush=True)
     base = rows[0]["wall_s"]
     stamp = time.strftime("%Y%m%d-%H%M")
-    info = {**machine(), "model": args.model, "dtype": args.dtype, "files": args.files,
+    info = {**machine_info(), "model": args.model, "dtype": args.dtype, "files": args.files,
             "seconds": args.seconds, "max_new_tokens": args.max_new_tokens,
             "batch_size": args.batch_size, "date": stamp, "rows": rows}
     out = Path(args.out)
@@ -130,7 +119,7 @@ def main(argv=None) -> int:
     name = f"corpus-{info['host']}-{stamp}"
     (out / f"{name}.json").write_text(json.dumps(info, indent=2) + "\n")
     lines = [f"# Corpus throughput, {stamp}", "",
-             f"Machine: {info['host']}, {info['cpu']}, {info['cores']} cores; Python "
+             f"Machine: {info['host']}, {info['cpu']}, {info['cpu_count']} cores; Python "
              f"{info['python']}. Model: `{Path(args.model).name}` ({args.dtype}), "
              f"{args.files} files x {args.seconds:g} s of real speech, at most "
              f"{args.max_new_tokens} tokens each, batch size {args.batch_size}. Each case is "

@@ -18,29 +18,12 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def health(url):
-    try:
-        with urllib.request.urlopen(url + "/health", timeout=2) as r:
-            return json.loads(r.read())
-    except (urllib.error.URLError, ConnectionError, OSError):
-        return None
+from bench._common import REPO, AppProcess
 
 
 def transcribe(url, audio: Path) -> tuple[int, str]:
@@ -63,38 +46,35 @@ def main(argv=None) -> int:
     audio = Path(args.audio) if args.audio else checkout / "example" / "en.wav"
     python = checkout / ".venv" / "bin" / "python"
     python = python if python.exists() else Path(sys.executable)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     started = _dt.datetime.now()
     events, snaps = [], []
     with tempfile.TemporaryDirectory(prefix="kernel-cache-") as cache, \
             tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FUNASR_NANO_")}
-        env.update(FUNASR_NANO_KERNEL_CACHE=cache, GRADIO_ANALYTICS_ENABLED="False")
         t0 = time.perf_counter()
-        proc = subprocess.Popen([str(python), "app.py", "--port", str(port), *app_args],
-                                cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT)
+        app = AppProcess(app_args, Path(log.name), {"FUNASR_NANO_KERNEL_CACHE": cache},
+                         python=python, checkout=checkout)
+        url, health = app.url, app.health
 
         def note(what, **kw):
             events.append({"t_s": round(time.perf_counter() - t0, 2), "event": what, **kw})
             print(f"{events[-1]['t_s']:7.2f} s  {what} {kw if kw else ''}", flush=True)
 
         try:
-            while health(url) is None:
-                if proc.poll() is not None or time.perf_counter() - t0 > args.timeout:
-                    raise SystemExit(f"app.py did not come up:\n{Path(log.name).read_text()}")
-                time.sleep(0.1)
-            h = health(url)
+            try:
+                app.wait_ready(timeout=args.timeout, poll=0.1)
+            except RuntimeError as e:
+                raise SystemExit(str(e)) from None
+            h = health()
             snaps.append({"t_s": round(time.perf_counter() - t0, 2), "health": h})
             note("port answers", kernels=h.get("kernels"))
             code, body = transcribe(url, audio)
-            h = health(url)
+            h = health()
             snaps.append({"t_s": round(time.perf_counter() - t0, 2), "health": h})
             note("first transcription answered", status=code, text=json.loads(body).get("text")
                  if code == 200 else body[:200], kernels=h.get("kernels"))
             first_s = events[-1]["t_s"]
             while True:
-                h = health(url)
+                h = health()
                 k = (h or {}).get("kernels") or {}
                 if k.get("in_use") or k.get("state") in ("failed", "disabled"):
                     break
@@ -108,11 +88,7 @@ def main(argv=None) -> int:
             note("transcription after the switch", status=code2,
                  text=json.loads(body2).get("text") if code2 == 200 else body2[:200])
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            app.stop()
         app_log = Path(log.name).read_text(errors="replace")
     kernel_lines = [ln for ln in app_log.splitlines()
                     if re.search(r"kernel|model ready|switched|loaded ", ln, re.I)]

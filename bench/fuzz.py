@@ -23,9 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from benchmark import loadavg, machine_info  # noqa: E402
+from bench._common import REPO, loadavg, machine_info
 
 
 def _table(title: str, counts: dict) -> list[str]:

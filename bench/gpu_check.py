@@ -48,13 +48,8 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
+from bench._common import REPO, SR, build_inputs, edit_distance, machine_info, median, parse_case, speech_dir
 
-from benchmark import build_inputs, machine_info, median, parse_case  # noqa: E402
-
-SR = 16000
 CASES = "1x10s,8x10s,64x10s"
 QUICK_CASES = "1x10s,2x10s"
 # The GPU machine's image has torch (with CUDA) and these (the device tool's KINDS.md); the
@@ -129,11 +124,14 @@ def model_dir(args) -> str:
 
 
 def imported_distributions() -> list[str]:
-    """The installed distributions whose modules this process imported (stdlib excluded)."""
+    """The installed distributions whose modules this process imported: not the standard
+    library (a stray backport such as PyPI's ``typing`` claims its names), not this project
+    (``pip install -e .``)."""
     from importlib.metadata import packages_distributions
     owners = packages_distributions()
-    names = {d for m in list(sys.modules) for d in owners.get(m.split(".")[0], ())}
-    return sorted({n.lower().replace("_", "-") for n in names})
+    tops = {m.split(".")[0] for m in list(sys.modules)} - set(sys.stdlib_module_names)
+    names = {d for m in tops for d in owners.get(m, ())}
+    return sorted({n.lower().replace("_", "-") for n in names} - {"funasr-nano-server"})
 
 
 def load(path: str, device: str, dtype: str):
@@ -233,16 +231,6 @@ def fp32_parity(cpu, dev, waves, tokens) -> dict:
                            for i, (x, y, s) in enumerate(zip(a, b, same_text)) if not s][:5]}
 
 
-def _edits(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
 def bf16_agreement(fp32, bf16, waves, tokens) -> dict:
     a = transcribe(fp32, waves, "static", tokens, ignore_eos=True)
     b = transcribe(bf16, waves, "static", tokens, ignore_eos=True)
@@ -253,7 +241,7 @@ def bf16_agreement(fp32, bf16, waves, tokens) -> dict:
     return {"clips": len(waves), "identical_texts": sum(x["text"] == y["text"]
                                                         for x, y in zip(a, b)),
             "same_first_tokens_median": median(prefix),
-            "char_edit_rate": sum(_edits(x["text"], y["text"]) for x, y in zip(a, b)) / chars}
+            "char_edit_rate": sum(edit_distance(x["text"], y["text"]) for x, y in zip(a, b)) / chars}
 
 
 def speed(asr, mode, inputs, cases, tokens, repeats) -> list[dict]:
@@ -312,6 +300,23 @@ def _row_line(r):
             f"{_f(r['peak_gpu_gib'], '.2f')} GiB")
 
 
+def _parity_line(par: dict, meta: dict) -> str:
+    n = par["clips"]
+    facts = [f"texts identical {par['identical_texts']}/{n}",
+             f"token counts identical {par['identical_counts']}/{n}",
+             f"first-token logits max |diff| {par['logits_max_abs_diff']:.3g} (logit std "
+             f"{par['logits_std']:.3g}, ratio {_f(par['logits_rel_diff'], '.2g')})"]
+    return f"fp32 parity (CPU dynamic vs {meta['device']} static, {n} clips): " + ", ".join(facts) + "."
+
+
+def _agreement_line(agr: dict, meta: dict) -> str:
+    return (f"bf16 vs fp32 on {meta['device']} ({agr['clips']} clips, {meta['tokens']} forced "
+            f"tokens): texts identical {agr['identical_texts']}/{agr['clips']}, median tokens "
+            f"in common before the first difference {agr['same_first_tokens_median']}, "
+            f"character edit rate {agr['char_edit_rate']:.3f} (random weights: rounding flips "
+            "tokens far more often than trained weights would).")
+
+
 def markdown(meta, report) -> str:
     steps = {s["step"]: s for s in report.steps}
     dev = (steps.get("machine", {}).get("data") or {}).get("device", {})
@@ -325,12 +330,7 @@ def markdown(meta, report) -> str:
         lines.append(f"| {s['step']} | {'ok' if s['ok'] else 'FAILED: ' + s['error'][:200]} "
                      f"| {s['seconds']} |")
     par = steps.get("fp32 parity", {}).get("data")
-    if par:
-        lines += ["", f"fp32 parity (CPU dynamic vs {meta['device']} static, {par['clips']} clips): "
-                  f"texts identical {par['identical_texts']}/{par['clips']}, token counts "
-                  f"identical {par['identical_counts']}/{par['clips']}, first-token logits max "
-                  f"|diff| {par['logits_max_abs_diff']:.3g} (logit std {par['logits_std']:.3g}, "
-                  f"ratio {_f(par['logits_rel_diff'], '.2g')})."]
+    lines += ["", _parity_line(par, meta)] if par else []
     for mode in ("fp32", "bf16"):
         sd = steps.get(f"sdpa kernels {mode}")
         if sd:
@@ -339,13 +339,7 @@ def markdown(meta, report) -> str:
                       + ("ok" if sd["ok"] else "FAILED (" + sd["error"][:200] + ")")
                       + (f"; attention kernels run: {', '.join(seen)}" if seen else "") + "."]
     agr = steps.get("bf16 agreement", {}).get("data")
-    if agr:
-        lines += ["", f"bf16 vs fp32 on {meta['device']} ({agr['clips']} clips, {meta['tokens']} "
-                  f"forced tokens): texts identical {agr['identical_texts']}/{agr['clips']}, "
-                  f"median tokens in common before the first difference "
-                  f"{agr['same_first_tokens_median']}, character edit rate "
-                  f"{agr['char_edit_rate']:.3f} (random weights: rounding flips tokens far more "
-                  "often than trained weights would)."]
+    lines += ["", _agreement_line(agr, meta)] if agr else []
     rows = [r for s in report.steps if s["step"].startswith("speed") for r in (s.get("data") or [])]
     if rows:
         lines += ["", "| case | mode | decoder | first token ms | ms/step | e2e s | RTFx | tok/s "
@@ -360,7 +354,7 @@ def markdown(meta, report) -> str:
                          f"{r['e2e_s']:.3f} | {r['rtfx']:.1f} | {r['tok_s']:.0f} | "
                          f"{_f(r['peak_gpu_gib'], '.2f')} | {_f(r['graphs'], 'd')} |")
         lines += ["", "static: engine/cuda_decoding.py (static cache, CUDA graphs on CUDA, one host "
-                  "sync per 8 steps); dynamic: engine/decoding.greedy_generate (the old path)."]
+                  "sync per 8 steps); dynamic: engine/batching.greedy_generate (the old path)."]
     return "\n".join(lines) + "\n"
 
 
@@ -401,7 +395,6 @@ def main(argv=None) -> int:
     meta["model"] = "tiny random" if args.quick else "full-size random (seed 1)"
     inputs, desc = build_inputs(sorted(set(cases) | {"8x10s" if not args.quick else "2x10s"}))
     meta["inputs"] = desc
-    from benchmark import speech_dir
     shared = sorted(str(f) for f in speech_dir().glob("*/*")
                     if f.suffix in (".wav", ".flac", ".mp3"))
     from engine.audio import load_audio

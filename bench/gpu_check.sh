@@ -13,6 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+# the checkout's packages (model, engine, tools): nothing is pip-installed on a bare GPU machine
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PYTHON:-python3}
 if compgen -G ".whl/*.whl" >/dev/null; then
     if "$PY" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; then

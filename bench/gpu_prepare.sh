@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
+# the checkout's packages (bench, tools), installed with pip install -e . or not
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 SPEECH=${SPEECH_DATA:-../shared/data/speech}
 WHEELS=$("$PY" bench/gpu_check.py --wheels)
 rm -rf .whl .gpu

@@ -38,7 +38,7 @@ concurrent case in batch mode are checked against those of the serial mode (each
 decoded alone): "same texts" in the table.
 
 Results: a markdown table on stdout and bench/results/<host>-<date>-load-<dtype>.md and .json, with the
-machine (bench/benchmark.py's machine_info) and the load average before and after.
+machine (bench/_common.py's machine_info) and the load average before and after.
 """
 from __future__ import annotations
 
@@ -56,19 +56,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(REPO))
+from bench._common import REPO, RESULTS, SR, AppProcess, loadavg, machine_info, speech_dir
 
-from benchmark import loadavg, machine_info, speech_dir  # noqa: E402
-
-SR = 16000
 FIRST_CLIP = "lhotse_librispeech_2412-153948-0000.flac"
 
 
@@ -109,64 +102,15 @@ def wav_bytes(wave: np.ndarray) -> bytes:
 
 
 # =============================================================================== the app
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str, timeout: float = 10.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-class App:
-    def __init__(self, args, mode: str, logdir: Path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = logdir / f"app-{mode}.log"
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("FUNASR_NANO_", "GRADIO_SERVER_"))}
-        env.update(GRADIO_ANALYTICS_ENABLED="False", FUNASR_NANO_OFFLINE="1")
-        cmd = [sys.executable, str(REPO / "app.py"), "--model", str(args.model_dir),
-               "--dtype", args.dtype, "--device", "cpu", "--batch-size", str(args.batch_size),
-               "--scheduler", mode, "--bench-tokens", str(args.tokens), "--preload",
-               "--host", "127.0.0.1", "--port", str(self.port),
-               "--max-audio-minutes", str(max(60, args.long_minutes + 1)),
-               "--max-upload-mb", "500", "--log-level", "warning"]
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-        self.load_seconds = None
-
-    def wait_loaded(self, timeout: float = 900) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app.py exited: {self.log_path.read_text()[-3000:]}")
-            try:
-                h = get_json(self.url + "/health", 2)
-                if h.get("load_error"):
-                    raise RuntimeError(h["load_error"])
-                k = h.get("kernels") or {}
-                on_kernels = k.get("in_use") is not False or k.get("state") in ("failed",
-                                                                                "disabled")
-                if h["model_loaded"] and on_kernels:  # not the plain path while they compile
-                    self.load_seconds = h.get("load_seconds")
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError(f"model not loaded after {timeout} s")
-
-    def health(self) -> dict:
-        return get_json(self.url + "/health")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()  # a long file may still be decoding: no graceful wait
-            self.proc.wait(30)
-        self._log.close()
+def start_app(args, mode: str, logdir: Path) -> AppProcess:
+    """The app in ``mode`` (batch or serial) with the benchmark's flags; killed, not stopped, at
+    the end (a long file may still be decoding)."""
+    return AppProcess(["--model", str(args.model_dir), "--dtype", args.dtype, "--device", "cpu",
+                       "--batch-size", str(args.batch_size), "--scheduler", mode,
+                       "--bench-tokens", str(args.tokens), "--preload",
+                       "--max-audio-minutes", str(max(60, args.long_minutes + 1)),
+                       "--max-upload-mb", "500", "--log-level", "warning"],
+                      logdir / f"app-{mode}.log")
 
 
 def post(url: str, name: str, data: bytes, timeout: float = 3600) -> tuple[float, dict]:
@@ -192,7 +136,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
     """The app in ``mode``; each lone and concurrent repeat right after the same case through
     ``engine`` (idle meanwhile), so that each pair saw the same machine."""
     out = {"mode": mode}
-    app = App(args, mode, logdir)
+    app = start_app(args, mode, logdir)
     try:
         t0 = time.perf_counter()
         app.wait_loaded()
@@ -214,7 +158,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
             barrier = threading.Barrier(len(clips))
             res = [None] * len(clips)
 
-            def client(i):
+            def client(i, barrier=barrier, res=res):
                 barrier.wait()
                 took, body = post(app.url, f"c{i}.wav", clips[i])
                 res[i] = (time.perf_counter(), took, body)  # (answered at, latency, body)
@@ -284,7 +228,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
             print(f"  {mode}: {args.seconds:g} s during long {out['during_long']['p50']:.2f} s",
                   flush=True)
     finally:
-        app.stop()
+        app.stop(graceful=False)
     return out
 
 
@@ -292,7 +236,7 @@ def run_mode(args, mode: str, clips: list[bytes], long_wav: bytes | None, logdir
 ENGINE_CHILD = r"""
 import json, sys, time
 import numpy as np
-sys.path.insert(0, sys.argv[1])
+# sys.argv[1] is the checkout, our cwd: `python -c` puts it first on sys.path
 from model import FunASRNano
 waves = list(np.load(sys.argv[2]))
 asr = FunASRNano.from_pretrained(sys.argv[3], device="cpu", dtype=sys.argv[4])
@@ -383,41 +327,42 @@ def baseline_worktree(rev: str, trees: Path) -> tuple[Path, str]:
 
 
 # =============================================================================== report
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
 def table(res: dict, args) -> str:
-    n = args.clients
+    n, secs = args.clients, f"{args.seconds:g}"
     rows = ["| case | path | wall s | p50 s | p95 s | max s | req/s | audio s per s | "
             "engine in the same repeats |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def latencies(d):
+        return f"{d['p50']:.2f}", f"{d['p95']:.2f}", f"{d['max']:.2f}"
+
     for m in res["modes"]:
         name = "one at a time (--scheduler serial)" if m["mode"] == "serial" else \
             "scheduler (--scheduler batch)"
-        lo = m["lone"]
-        rows.append(f"| lone 1 x {args.seconds:g} s | {name} | - | {lo['p50']:.2f} | "
-                    f"{lo['p95']:.2f} | {lo['max']:.2f} | - | - | "
-                    f"lone {statistics.median(lo['engine']):.2f} s |")
-        c = m["concurrent"]
-        rows.append(f"| {n} x {args.seconds:g} s concurrent | {name} | {c['wall']:.2f} | "
-                    f"{c['p50']:.2f} | {c['p95']:.2f} | {c['max']:.2f} | {c['req_per_s']:.2f} | "
-                    f"{c['audio_s_per_s']:.1f} | {n}-file batch "
-                    f"{statistics.median(c['engine_batch']):.2f} s |")
+        lo, c = m["lone"], m["concurrent"]
+        rows.append(_row(f"lone 1 x {secs} s", name, "-", *latencies(lo), "-", "-",
+                         f"lone {statistics.median(lo['engine']):.2f} s"))
+        rows.append(_row(f"{n} x {secs} s concurrent", name, f"{c['wall']:.2f}", *latencies(c),
+                         f"{c['req_per_s']:.2f}", f"{c['audio_s_per_s']:.1f}",
+                         f"{n}-file batch {statistics.median(c['engine_batch']):.2f} s"))
         if "during_long" in m and m["during_long"]["n"]:
-            d = m["during_long"]
-            rows.append(f"| 1 x {args.seconds:g} s during a {args.long_minutes:g} min file | "
-                        f"{name} | - | {d['p50']:.2f} | {d['p95']:.2f} | {d['max']:.2f} | - | - "
-                        f"| - |")
-    e = res["engine"]
-    rows.append(f"| engine: one {n}-file batch (no HTTP), all repeats | FunASRNano.transcribe | "
-                f"{e['batch']:.2f} | - | - | - | {n / e['batch']:.2f} | "
-                f"{n * args.seconds / e['batch']:.1f} | - |")
-    rows.append(f"| engine: lone 1 x {args.seconds:g} s (no HTTP), all repeats | this checkout "
-                f"| - | {e['lone']:.2f} | - | - | - | - | - |")
+            rows.append(_row(f"1 x {secs} s during a {args.long_minutes:g} min file", name, "-",
+                             *latencies(m["during_long"]), "-", "-", "-"))
+    engines = [("all repeats", "FunASRNano.transcribe", "this checkout", res["engine"])]
     if res.get("baseline"):
-        b = res["baseline"]
         rev = f"{args.baseline_rev} ({res['baseline_sha'][:9]})"
-        rows.append(f"| engine: one {n}-file batch (no HTTP) | {rev} | {b['batch']:.2f} | - | "
-                    f"- | - | {n / b['batch']:.2f} | {n * args.seconds / b['batch']:.1f} | - |")
-        rows.append(f"| engine: lone 1 x {args.seconds:g} s (no HTTP) | {rev} | - | "
-                    f"{b['lone']:.2f} | - | - | - | - | - |")
+        engines.append(("", rev, rev, res["baseline"]))
+    for note, batch_path, lone_path, e in engines:
+        suffix = f", {note}" if note else ""
+        rows.append(_row(f"engine: one {n}-file batch (no HTTP){suffix}", batch_path,
+                         f"{e['batch']:.2f}", "-", "-", "-", f"{n / e['batch']:.2f}",
+                         f"{n * args.seconds / e['batch']:.1f}", "-"))
+        rows.append(_row(f"engine: lone 1 x {secs} s (no HTTP){suffix}", lone_path, "-",
+                         f"{e['lone']:.2f}", "-", "-", "-", "-", "-"))
     return "\n".join(rows)
 
 
@@ -492,7 +437,7 @@ def main(argv=None) -> int:
     p.add_argument("--trees-dir", type=Path,
                    default=Path.home() / ".cache" / "funasr-nano" / "bench-trees",
                    help="where --baseline-rev's files are unpacked (kept for later runs)")
-    p.add_argument("--results-dir", type=Path, default=BENCH / "results")
+    p.add_argument("--results-dir", type=Path, default=RESULTS)
     p.add_argument("--no-save", action="store_true")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 2 clients, 2 s clips, 8 tokens, 1 repeat, 3 min long file")

@@ -26,11 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-SR = 16000
-SPEECH = next((p for p in (ROOT.parent / "shared/data/speech", Path("/work/shared/data/speech"))
-               if (p / "manifest.tsv").exists()), None)
+from bench._common import REPO as ROOT, SR, find_speech_dir
+
+SPEECH = find_speech_dir("manifest.tsv")
 
 
 def rss_mb() -> float:

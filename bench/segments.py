@@ -34,19 +34,17 @@ import csv
 import itertools
 import json
 import socket
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-from engine.audio import SAMPLE_RATE as SR, load_audio, vad  # noqa: E402
+from bench._common import REPO as ROOT, SPEECH_DIR_CANDIDATES, machine_info
 
-SPEECH = ROOT.parent / "shared" / "data" / "speech"
+from engine.audio import SAMPLE_RATE as SR, load_audio, vad
+
+SPEECH = SPEECH_DIR_CANDIDATES[0]
 FRAME = 160                 # 10 ms at 16 kHz
 SPEECH_DB = 30.0            # a speech frame is within this many dB of its clip's peak frame
 NOISE_RMS = 3e-4            # about -70 dBFS: the pauses are quiet room noise, not digital zeros
@@ -160,7 +158,6 @@ def main(argv=None):
     ap.add_argument("--no-write", action="store_true", help="print only, write no result files")
     args = ap.parse_args(argv)
 
-    from benchmark import machine_info
     audio, spans = build_recording(load_clips(), args.seconds, seed=args.seed)
     speech_times = speech_frame_times(audio, spans)
     t0 = time.perf_counter()

@@ -42,11 +42,8 @@ import base64
 import datetime as _dt
 import json
 import os
-import platform
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import time
 import urllib.request
@@ -54,11 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench._common import REPO, SPEECH_DIR_CANDIDATES as SPEECH_DIRS, AppProcess, loadavg, machine_info
 
 RATE = 24000
-SPEECH_DIRS = (REPO.parent / "shared/data/speech", Path("/work/shared/data/speech"))
 
 
 # =============================================================================== audio
@@ -109,59 +104,29 @@ def reference_utterances(pcm: np.ndarray) -> list[tuple[float, float]]:
 
 # =============================================================================== the app
 
-class App:
-    def __init__(self, model_dir: str, dtype: str | None, sessions: int, env: dict, log: Path):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log, "wb")
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FUNASR_NANO_")}
-        full_env.update({"GRADIO_ANALYTICS_ENABLED": "False", **env})
-        args = [sys.executable, str(REPO / "app.py"), "--model", model_dir, "--port",
-                str(self.port), "--live-sessions", str(sessions), "--log-level", "warning"]
-        if dtype:
-            args += ["--dtype", dtype]
-        self.proc = subprocess.Popen(args, cwd=REPO, env=full_env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
+def start_app(model_dir: str, dtype: str | None, sessions: int, env: dict, log: Path) -> AppProcess:
+    args = ["--model", model_dir, "--live-sessions", str(sessions), "--log-level", "warning"]
+    return AppProcess(args + (["--dtype", dtype] if dtype else []), log, env)
 
-    def wait(self, timeout=300.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"app.py exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=2) as r:
-                    return json.loads(r.read())
-            except OSError:
-                time.sleep(0.3)
-        raise SystemExit("app.py did not come up")
 
-    def warm_up(self, pcm: np.ndarray) -> float:
-        import io
+def warm_up(url: str, pcm: np.ndarray) -> float:
+    """One offline request (the model loads, the first decode is paid); its seconds."""
+    import io
 
-        import soundfile as sf
-        buf = io.BytesIO()
-        sf.write(buf, pcm, RATE, format="WAV", subtype="PCM_16")
-        body, boundary = buf.getvalue(), "benchboundary"
-        data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-                f"filename=\"w.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode() + body + \
-            f"\r\n--{boundary}--\r\n".encode()
-        req = urllib.request.Request(self.url + "/v1/audio/transcriptions", data=data,
-                                     headers={"Content-Type":
-                                              f"multipart/form-data; boundary={boundary}"})
-        t0 = time.perf_counter()
-        with urllib.request.urlopen(req, timeout=600) as r:
-            r.read()
-        return time.perf_counter() - t0
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
+    import soundfile as sf
+    buf = io.BytesIO()
+    sf.write(buf, pcm, RATE, format="WAV", subtype="PCM_16")
+    body, boundary = buf.getvalue(), "benchboundary"
+    data = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+            f"filename=\"w.wav\"\r\nContent-Type: audio/wav\r\n\r\n").encode() + body + \
+        f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(url + "/v1/audio/transcriptions", data=data,
+                                 headers={"Content-Type":
+                                          f"multipart/form-data; boundary={boundary}"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=600) as r:
+        r.read()
+    return time.perf_counter() - t0
 
 
 # =============================================================================== one stream
@@ -259,16 +224,6 @@ async def run_case(url: str, streams: list[np.ndarray], refs, chunk_ms: int) -> 
 
 # =============================================================================== main
 
-def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    flags = Path("/proc/cpuinfo").read_text()
-    return {"host": socket.gethostname(), "cpu": cpu, "cores": os.cpu_count(),
-            "avx512_vnni": "avx512_vnni" in flags, "load_avg": os.getloadavg(),
-            "python": platform.python_version()}
-
-
 def _cpu_total() -> tuple[float, float]:
     """CPU seconds used by the whole machine, all cores: (user + system, nice). Niced programs
     only get the cores when nothing else wants them."""
@@ -313,19 +268,19 @@ def main(argv=None) -> int:
     else:
         model_dir, clips = args.model, clip_paths("full")
     counts = [int(x) for x in args.streams.split(",")]
-    info = machine()
+    info = {**machine_info(), "load_avg": loadavg()}
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M")
     out_dir = Path(args.results_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"streaming-{info['host']}-{stamp}{('-' + args.tag) if args.tag else ''}"
-    app = App(model_dir, args.dtype, max(counts), env, out_dir / f"{name}.log")
+    app = start_app(model_dir, args.dtype, max(counts), env, out_dir / f"{name}.log")
     results = []
     try:
-        health = app.wait()
-        warm = app.warm_up(build_stream(clips[:1], 1.0, 0)[:RATE * 5])
-        health = app.wait()
+        health = app.wait_ready()
+        warm = warm_up(app.url, build_stream(clips[:1], 1.0, 0)[:RATE * 5])
+        health = app.health()
         print(f"# {args.model} ({health['dtype']}), warm-up {warm:.2f} s; {info['cpu']}, "
-              f"{info['cores']} cores, load {info['load_avg'][0]:.2f}", flush=True)
+              f"{info['cpu_count']} cores, load {info['load_avg'][0]:.2f}", flush=True)
         for n in counts:
             streams = [build_stream(clips, args.seconds, seed) for seed in range(n)]
             refs = [reference_utterances(s) for s in streams]
@@ -359,8 +314,8 @@ def main(argv=None) -> int:
     label = f"{args.model} {health['dtype']}"
     lines = [f"# Live transcription latency: {label}", "",
              f"`python bench/streaming.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
-             f" on {info['host']} ({info['cpu']}, {info['cores']} cores, AVX-512 VNNI "
-             f"{'yes' if info['avx512_vnni'] else 'no'}), load average before "
+             f" on {info['host']} ({info['cpu']}, {info['cpu_count']} cores, AVX-512 VNNI "
+             f"{'yes' if 'avx512_vnni' in info.get('cpu_flags', []) else 'no'}), load average before "
              f"{info['load_avg'][0]:.2f}; {stamp}.", "",
              f"Streams of {args.seconds:g} s each at real-time pace, {args.chunk_ms} ms appends,"
              " pcm16 24 kHz; " + ("forced " + f"{args.tokens_per_second:g} tokens per second of "

@@ -33,10 +33,14 @@ class CheckpointError(ValueError):
 
 
 def how_to_download(hub_id: str = DEFAULT_HUB_ID) -> str:
-    return ("Get the official weights on a machine that can reach a model hub with\n"
-            f"  huggingface-cli download {hub_id} --local-dir ./Fun-ASR-MLT-Nano-2512\n"
-            f"or\n  modelscope download --model {hub_id} --local_dir ./Fun-ASR-MLT-Nano-2512\n"
-            "and pass that folder as --model (or copy model.pt and Qwen3-0.6B/ next to app.py).")
+    """The instructions the log, the page's banner and errors give (the README says the same;
+    tests/test_cli.py runs each command named here)."""
+    hub = "" if hub_id == DEFAULT_HUB_ID else f"{hub_id} "
+    return ("Get the official weights on a machine that can reach Hugging Face (or ModelScope,\n"
+            "when the modelscope package is installed) with\n"
+            f"  python -m engine.download {hub}--local-dir ./Fun-ASR-MLT-Nano-2512\n"
+            "and run\n  python app.py --model ./Fun-ASR-MLT-Nano-2512\n"
+            "(or copy model.pt and Qwen3-0.6B/ next to app.py).")
 
 
 def read_config(model_dir: Path) -> dict:

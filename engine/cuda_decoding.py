@@ -44,12 +44,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .batching import Generation, _per_item
+from .batching import Generation, Sequence, _per_item  # the one Sequence, both loops'
 from .qwen3 import Qwen3ForCausalLM, rotate_half
 from .repetition import loop_at
 
@@ -60,32 +59,6 @@ SYNC_EVERY = 8        # decode steps per host sync
 # the rows' state on the device: one int64 row of this (6, rows) tensor per field
 TOK, POS, RUN, COUNT, LIMIT, EOS_OK = range(6)
 IDLE, END = -1, -2    # codes in the token buffer: the row did not run / picked the end token
-
-
-@dataclass(eq=False)
-class Sequence:
-    """One prompt being decoded. ``row``: its cache row (-1 when not in the batch); ``tag`` is
-    the caller's. While it runs, the cache holds ``length`` columns: the prompt and every token
-    but the last (which is fed at the next step)."""
-    row: int
-    prompt_length: int
-    max_new_tokens: int
-    ignore_eos: bool = False
-    tag: object = None
-    stop_loops: bool = True  # the repetition guard (engine.repetition); never with ignore_eos
-    tokens: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def length(self) -> int:
-        return self.prompt_length + max(len(self.tokens) - 1, 0)
-
-    def generation(self) -> Generation:
-        return Generation(list(self.tokens), self.finish_reason or "length")
 
 
 def bucket(n: int, limit: int) -> int:
@@ -268,6 +241,7 @@ class StaticBatchDecoder:
             s.finish_reason = "stop"
             return True
         s.tokens.append(tok)
+        s.length = s.prompt_length + len(s.tokens) - 1   # columns in the cache (the last token: next step)
         if s.stop_loops and not s.ignore_eos:
             cut = loop_at(s.tokens)
             if cut is not None:

@@ -45,17 +45,21 @@ import threading
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from engine.language_id import SPOKEN_TOKENS, label_all, preload
 from engine.languages import model_language_name
 
 from .request_id import peek as current_request_id
 
+if TYPE_CHECKING:   # the declared interfaces (engine/decoder.py); torch is not imported here
+    from engine.decoder import Decoder, DecodingModel
+
 log = logging.getLogger("funasr_nano.scheduler")
 
 PRIORITIES = ("live", "interactive", "bulk")
 LIVE, INTERACTIVE, BULK = range(3)
-SAMPLE_RATE = 16000
+from engine import SAMPLE_RATE  # noqa: E402
 PREFILL_SECONDS = 80.0       # audio per prefill for live and interactive work (8 x 10 s clips)
 BULK_PREFILL_SECONDS = 30.0  # for bulk work: about one long-audio segment
 GATHER_SECONDS = 0.02        # an idle scheduler's wait for companions of its first newcomer
@@ -120,7 +124,7 @@ class _Work:
 
 
 class Scheduler:
-    def __init__(self, model, batch_size: int = 8, metrics=None,
+    def __init__(self, model: DecodingModel, batch_size: int = 8, metrics=None,
                  max_prefill_seconds: float = PREFILL_SECONDS,
                  gather_seconds: float = GATHER_SECONDS):
         self.model = model
@@ -133,7 +137,7 @@ class Scheduler:
         # per priority: caller -> their queued work, oldest first
         self._waiting: list[OrderedDict[str, deque[_Work]]] = [OrderedDict() for _ in PRIORITIES]
         self._resident: list[_Work] = []  # in the decoder, in order of admission
-        self._decoder = None
+        self._decoder: Decoder | None = None
         self._next_model = None  # replace_model's, taken once nothing decodes
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -335,13 +339,7 @@ class Scheduler:
                                               [w.ignore_eos for w in group], tags=group,
                                               stop_loops=[w.repetition_guard for w in group])
         except Exception as e:  # noqa: BLE001 - isolate the input that fails
-            if len(group) > 1:
-                for w in group:
-                    self._start([w])
-                return
-            [w] = group
-            log.exception("decoding %s failed", w.key, extra={"request_id": w.request.request_id})
-            self._fail(w, e)
+            self._isolate(group, self._start, e)
             return
         took = time.perf_counter() - t0
         self.metrics.prefilled(len(group), took)
@@ -358,20 +356,27 @@ class Scheduler:
                 with self._cv:
                     self._resident.append(w)
 
+    def _isolate(self, works: list[_Work], retry, error: Exception, release: bool = False) -> None:
+        """A prefill or step over ``works`` raised ``error`` (called in its ``except``): each
+        is tried again alone; one that was alone gets the error (its row freed with
+        ``release``) and the others carry on."""
+        if len(works) > 1:
+            for w in works:
+                retry([w])
+            return
+        [w] = works
+        log.exception("decoding %s failed", w.key, extra={"request_id": w.request.request_id})
+        if release:
+            self._decoder.release(w.seq)
+        self._fail(w, error)
+
     def _step(self, batch: list[_Work]) -> None:
         """One decode step for ``batch``; one sequence at a time if it fails."""
         t0 = time.perf_counter()
         try:
             finished = self._decoder.step([w.seq for w in batch])
         except Exception as e:  # noqa: BLE001 - isolate the sequence that fails
-            if len(batch) > 1:
-                for w in batch:
-                    self._step([w])
-                return
-            [w] = batch
-            log.exception("decoding %s failed", w.key, extra={"request_id": w.request.request_id})
-            self._decoder.release(w.seq)
-            self._fail(w, e)
+            self._isolate(batch, self._step, e, release=True)
             return
         self.metrics.stepped(len(batch), time.perf_counter() - t0)
         for s in finished:
@@ -428,7 +433,7 @@ class SerialScheduler:
     """The old path: one ``model.transcribe`` call at a time, in the caller's thread, each
     call's inputs decoded as their own batch. Same interface as Scheduler."""
 
-    def __init__(self, model, batch_size: int = 8, metrics=None):
+    def __init__(self, model: DecodingModel, batch_size: int = 8, metrics=None):
         self.model = model
         self.batch_size = max(1, int(batch_size))
         self.metrics = metrics or _NoMetrics()
@@ -482,7 +487,8 @@ class SerialScheduler:
 
 def make_scheduler(model, mode: str = "batch", batch_size: int = 8, metrics=None):
     """``mode`` "batch" (the scheduler) or "serial" (the old path). A model without the
-    continuous-batching interface (prepare / new_decoder / finish) runs serially."""
+    continuous-batching part of ``engine.decoder.DecodingModel`` (prepare / new_decoder /
+    finish) runs serially."""
     if mode not in ("batch", "serial"):
         raise ValueError(f"scheduler mode must be batch or serial, not {mode!r}")
     batching = all(callable(getattr(model, n, None))

@@ -188,7 +188,7 @@ def parse_settings(argv=None, environ=None) -> Settings:
 
 
 def flags_table() -> str:
-    """The flags as a Markdown table (docs/APP.md is checked against it)."""
+    """The flags as a Markdown table (docs/deployment.md is checked against it)."""
     rows = ["| flag | environment | default | meaning |", "| --- | --- | --- | --- |"]
     for flag, envs, default, typ, text in _FLAGS:
         shown = "off" if typ is bool else ("-" if default is None else default)

@@ -41,7 +41,7 @@ class LocalRayCluster:
         self.address = f"127.0.0.1:{self.port}"
         ray_bin = str(Path(sys.executable).with_name("ray"))
         cmd = [ray_bin, "start", "--head", "--block", "--disable-usage-stats",
-               f"--node-ip-address=127.0.0.1", f"--port={self.port}",
+               "--node-ip-address=127.0.0.1", f"--port={self.port}",
                f"--num-cpus={num_cpus}", "--num-gpus=0",
                f"--object-store-memory={object_store_bytes}", "--include-dashboard=false",
                f"--temp-dir={self.temp_dir}",

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Tests import the top-level modules (`model`, `engine.*`), `tests.reference` and the tools.
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+# ... and so do the bench and tools scripts the tests start, installed (pip install -e .) or not
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
 
 from tests._fixtures import require_funasr, require_speech  # noqa: E402
 from tools.make_random_model import cached_random_model  # noqa: E402

@@ -45,7 +45,6 @@ import contextlib
 import copy
 import io
 import math
-from pathlib import Path
 
 import torch
 

@@ -395,13 +395,13 @@ def test_demo_model_gets_a_banner_and_a_log_line(monkeypatch, app_model_dir, tmp
     fastapi_app, holder = app_module.create_app(parse_settings([], environ={}))
     assert holder.spec == str(demo) and holder.demo
     assert any("Demo model" in r.message and "synthetic speech" in r.message
-               and "huggingface-cli download" in r.message for r in caplog.records)
+               and "python -m engine.download" in r.message for r in caplog.records)
     with TestClient(fastapi_app) as client:
         health = client.get("/health").json()
         assert health["demo"] is True and health["model"] == demo.name   # a name, not a path
         assert health["model_loaded"] is False
         page_config = client.get("/config").text
-        assert "Demo model" in page_config and "huggingface-cli download" in page_config
+        assert "Demo model" in page_config and "python -m engine.download" in page_config
 
 
 def test_docs_flags_table_is_current():
@@ -409,8 +409,8 @@ def test_docs_flags_table_is_current():
 
     from serving.settings import flags_table
 
-    docs = (Path(__file__).resolve().parents[1] / "docs" / "APP.md").read_text(encoding="utf-8")
-    assert flags_table() in docs, "docs/APP.md: paste serving.settings.flags_table() output"
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert flags_table() in docs, "docs/deployment.md: paste serving.settings.flags_table() output"
 
 
 def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):

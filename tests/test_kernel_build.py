@@ -75,7 +75,14 @@ def test_cli_says_it_compiles_and_runs_without(app_model_dir, audio_files, tmp_p
     assert p.returncode == 0, p.stderr
     assert "compiling CPU kernels (once)" in p.stderr
     assert FAKE_MESSAGE in p.stderr and "plain PyTorch" in p.stderr   # and why not
-    assert json.loads(p.stdout.splitlines()[0])["text"]
+    # ... and the transcript is plain PyTorch's: that of a run with the kernels turned off
+    env.update(FUNASR_NANO_NO_KERNELS="1")
+    plain = subprocess.run([PYTHON, str(ROOT / "transcribe.py"), "--model", app_model_dir,
+                            "--max-new-tokens", "4", "--quiet", str(audio_files["tone.wav"])],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    row, want = json.loads(p.stdout.splitlines()[0]), json.loads(plain.stdout.splitlines()[0])
+    assert row["error"] is None and row["file"].endswith("tone.wav") and row["duration"] == 1.5
+    assert row["text"] and (row["text"], row["finish_reason"]) == (want["text"], want["finish_reason"])
 
 
 def _wait_health(app, pred, timeout: float, what: str) -> dict:

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from engine.kernels import int8, prepared
+from engine.kernels import int8
 from model import FunASRNano
 
 pytestmark = pytest.mark.skipif(not int8.available(), reason="this torch has no fbgemm")
@@ -102,8 +102,18 @@ def test_a_changed_checkpoint_is_prepared_again(tiny_model_dir, tmp_path, monkey
     assert torch.equal(w8, fresh_w8)
 
 
-def test_unwritable_cache_still_loads(tiny_model_dir, tmp_path, monkeypatch):
+def test_unwritable_cache_still_loads(tiny_model_dir, clips, tmp_path, monkeypatch):
+    """A cache that cannot be written costs the cache, not the model: the weights are quantised
+    at load as without a cache, and give the same int8 weights and tokens."""
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     m = _load(tiny_model_dir, blocker / "prepared", monkeypatch)
-    assert m.transcribe([torch.zeros(16000).numpy()], max_new_tokens=2)[0]["error"] is None
+    fresh = _load(tiny_model_dir, "off", monkeypatch)
+    got, want = _int8_linears(m), _int8_linears(fresh)
+    assert got.keys() == want.keys() and got
+    assert all(torch.equal(got[n].int8_weight()[0], want[n].int8_weight()[0]) for n in got)
+    [a] = m.transcribe([clips[0]], max_new_tokens=8)
+    [b] = fresh.transcribe([clips[0]], max_new_tokens=8)
+    assert a["error"] is None and a["num_tokens"] > 0
+    assert (a["text"], a["num_tokens"], a["finish_reason"]) == (b["text"], b["num_tokens"], b["finish_reason"])
+    assert not blocker.is_dir() and blocker.read_text() == "not a directory"

@@ -37,12 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_lang import LANGS, make_sentence, number_phrase  # noqa: E402
+from engine import SAMPLE_RATE
+from tools.demo_lang import LANGS, make_sentence, number_phrase
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / ".cache" / "demo_data"
-SR = 16000
+SR = SAMPLE_RATE
 MAX_SECONDS = 6.0
 
 VARIANTS = ["", "m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "croak",

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 import unicodedata
 from pathlib import Path
@@ -83,7 +82,6 @@ def check_examples(asr, folder: Path = EXAMPLES) -> list[dict]:
 
 def evaluate(model_dir: Path, data_dir: Path, batch_size: int = 16, limit: int | None = None,
              conditions=CONDITIONS) -> dict:
-    sys.path.insert(0, str(ROOT))
     from model import FunASRNano
 
     recs = [json.loads(line) for line in open(data_dir / "manifest.jsonl", encoding="utf-8")]

@@ -49,7 +49,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 import zlib
@@ -58,8 +57,7 @@ from pathlib import Path
 import torch
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fetch_assets import TOKENIZER_FILES, fetch_qwen3_tokenizer  # noqa: E402
+from tools.fetch_assets import TOKENIZER_FILES, fetch_qwen3_tokenizer
 
 TOOL_VERSION = 1  # bump whenever the output for a given (size, seed, ctc) changes
 REPO = Path(__file__).resolve().parents[1]
@@ -71,24 +69,27 @@ EOS_GAIN = 2.5
 IM_END = 151645
 NUM_CTC_SPECIALS = 1679  # SenseVoiceTokenizer appends these after the tiktoken ranks
 
+def _size(*, d_model: int, units: int, blocks: int, tp_blocks: int, ctc_layers: int,
+          hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, inter: int) -> dict:
+    """One size's dimensions: the encoder (and the adaptor's and CTC decoder's, which follow
+    its width) and the Qwen3 decoder."""
+    return {"encoder": dict(output_size=d_model, linear_units=units, num_blocks=blocks,
+                            tp_blocks=tp_blocks),
+            "adaptor_ffn": units,
+            "ctc_decoder": dict(ffn_dim=units, llm_dim=d_model, n_layer=ctc_layers),
+            "qwen3": dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                          num_key_value_heads=kv_heads, head_dim=head_dim,
+                          intermediate_size=inter)}
+
+
 SIZES = {
-    "full": {
-        "encoder": dict(output_size=512, linear_units=2048, num_blocks=50, tp_blocks=20),
-        "adaptor_ffn": 2048,
-        "ctc_decoder": dict(ffn_dim=2048, llm_dim=512, n_layer=5),
-        "qwen3": dict(hidden_size=1024, num_hidden_layers=28, num_attention_heads=16,
-                      num_key_value_heads=8, head_dim=128, intermediate_size=3072),
-    },
+    "full": _size(d_model=512, units=2048, blocks=50, tp_blocks=20, ctc_layers=5,
+                  hidden=1024, layers=28, heads=16, kv_heads=8, head_dim=128, inter=3072),
     # Every dimension shrunk, but the same structure: encoders0 + encoders + tp_encoders,
     # GQA with 2 query heads per KV head, kernel 11, LFR 7/6, and the real vocab (151936) so
     # that the real Qwen3 tokenizer works. Heads: encoder 4, adaptor 8 (code default).
-    "tiny": {
-        "encoder": dict(output_size=64, linear_units=128, num_blocks=3, tp_blocks=2),
-        "adaptor_ffn": 128,
-        "ctc_decoder": dict(ffn_dim=128, llm_dim=64, n_layer=2),
-        "qwen3": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16, intermediate_size=128),
-    },
+    "tiny": _size(d_model=64, units=128, blocks=3, tp_blocks=2, ctc_layers=2,
+                  hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, inter=128),
 }
 
 CONFIGURATION_JSON = {
@@ -272,8 +273,6 @@ def engine_shapes(model_dir: Path) -> dict[str, torch.Size]:
     """The same names and shapes from this repository's FunASRNano (model.py), built from the
     same config on the meta device: for machines without funasr (bench/gpu_check.py on a bare
     GPU machine). tests/test_random_model.py checks that both give the same checkpoint."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
     from engine.checkpoint import model_files, read_config
     from model import FunASRNano
 

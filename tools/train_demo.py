@@ -25,7 +25,6 @@ import math
 import os
 import random
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -34,16 +33,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from engine.adaptor import low_frame_rate_length
+from engine.frontend import Frontend
+from engine.languages import LANGUAGES
+from engine.prompt import SYSTEM_PROMPT, chatml_pieces, instruction
+from tools.demo_tokenizer import build_tokenizer, padded_vocab_size
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
-
-from engine.adaptor import low_frame_rate_length  # noqa: E402
-from engine.frontend import Frontend  # noqa: E402
-from engine.languages import LANGUAGES  # noqa: E402
-from engine.prompt import instruction, chatml_pieces, SYSTEM_PROMPT  # noqa: E402
-
-from demo_tokenizer import build_tokenizer, padded_vocab_size  # noqa: E402
 
 LLM_DIR = "Qwen3-demo"
 MODEL_NAMES = {lang.code: lang.model_name for lang in LANGUAGES}
@@ -66,7 +62,7 @@ DIMS = dict(
 
 def demo_configs(vocab_size: int, bos: int, eos: int) -> tuple[dict, dict]:
     """(config.yaml, Qwen3 config.json): the official files' fields with the demo's sizes, no CTC."""
-    from make_random_model import model_config, qwen3_config
+    from tools.make_random_model import model_config, qwen3_config
 
     cfg = model_config("tiny")
     for key in ("ctc_decoder", "detach_ctc_decoder", "ctc_decoder_conf", "ctc_weight", "ctc_conf"):
@@ -90,7 +86,7 @@ def demo_configs(vocab_size: int, bos: int, eos: int) -> tuple[dict, dict]:
 
 def write_layout(model_dir: Path, tok_texts: list[str], vocab: int) -> Path:
     """Everything but model.pt: config.yaml, configuration.json, Qwen3-demo/ (tokenizer + config)."""
-    from make_random_model import CONFIGURATION_JSON, GENERATION_CONFIG
+    from tools.make_random_model import CONFIGURATION_JSON, GENERATION_CONFIG
 
     llm_dir = model_dir / LLM_DIR
     tok = build_tokenizer(tok_texts, llm_dir, vocab)
@@ -342,7 +338,7 @@ def forward_loss(model, feats, lengths, items, ctc_head=None, tied_blank=None):
 
 def cer(ref: str, hyp: str, lang: str) -> tuple[int, int]:
     from rapidfuzz.distance import Levenshtein
-    from eval_demo import normalize
+    from tools.eval_demo import normalize
     r, h = normalize(ref, lang), normalize(hyp, lang)
     return Levenshtein.distance(r, h), max(len(r), 1)
 
@@ -407,7 +403,7 @@ def export(model, work_model_dir: Path, out: Path, dtype: str) -> None:
 # ----------------------------------------------------------------------------------- main
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, nargs="+", default=[ROOT / ".cache" / "demo_data"],
                     help="data sets of tools/demo_data.py; more than one: made with the same seed, "
@@ -456,19 +452,12 @@ def main(argv=None):
                          "of training); ignored when --work has a checkpoint to resume")
     ap.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --work")
     ap.add_argument("--export-only", action="store_true", help="export the checkpoint in --work")
-    args = ap.parse_args(argv)
+    return ap
 
-    torch.set_num_threads(args.threads)
-    auto_steps = not args.steps
-    random.seed(args.seed)
-    np.random.seed(args.seed)
-    recs = read_manifests(args.data)
-    train = [r for r in recs if r["split"] == "train"]
-    test = [r for r in recs if r["split"] == "test"]
-    print(f"[train_demo] {len(train)} training / {len(test)} held-out utterances, "
-          f"{len({r['lang'] for r in train})} languages, "
-          f"{sum(r['duration'] for r in train) / 3600:.2f} h of training audio", flush=True)
 
+def setup_model(args, train: list[dict]):
+    """The working model directory (a fresh layout and tokenizer, or an exported model's as the
+    start of a second stage) and the model built from it, in training mode."""
     model_dir = args.work / "model"
     tok_texts = [t for r in train for t in (r["text_itn"], r["text_noitn"])] + prompt_texts() * 20
     init_dir = args.init_from if args.init_from and args.init_from.is_dir() else None
@@ -484,224 +473,301 @@ def main(argv=None):
     print(f"[train_demo] model: {n_params:,} parameters; vocab {model.tokenizer.vocab_size} "
           f"(embedding rows {model.llm_config.vocab_size}); <|im_end|> = {model.tokenizer.im_end}",
           flush=True)
+    return model_dir, model, init_dir
 
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
 
-    def lr_at(step):
+class Trainer:
+    """The model's optimiser, the auxiliary CTC heads and theirs, the moving average of the
+    weights that is exported, and where training stands (step, idle-machine seconds, the step
+    the encoder CTC stopped): what a checkpoint holds."""
+
+    def __init__(self, args, model, model_dir: Path):
+        self.args, self.model, self.model_dir = args, model, model_dir
+        self.ckpt_path = args.work / "checkpoint.pt"
+        decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+        no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01},
+                                      {"params": no_decay, "weight_decay": 0.0}],
+                                     lr=args.lr, betas=(0.9, 0.98), eps=1e-8)
+        self.ctc_head = self.ctc_opt = self.tied_blank = None
+        self.aux = []
+        if args.ctc_weight > 0:
+            torch.manual_seed(args.seed + 1)
+            self.ctc_head = torch.nn.Linear(model.audio_encoder.output_size(),
+                                            model.llm_config.vocab_size + 1)
+            self.aux += list(self.ctc_head.parameters())
+        if args.adaptor_ctc_weight > 0:
+            torch.manual_seed(args.seed + 2)
+            self.tied_blank = TiedBlank(model.llm_config.hidden_size)
+            self.aux += list(self.tied_blank.parameters())
+        if self.aux:
+            self.ctc_opt = torch.optim.AdamW(self.aux, lr=args.lr, betas=(0.9, 0.98),
+                                             weight_decay=0.01)
+        # exported weights: a moving average over the last ~1/(1-decay) steps, which smooths the
+        # step-to-step noise of a short, small-batch run
+        self.params = [p for _, p in model.named_parameters()]
+        self.ema = [p.detach().clone() for p in self.params] if args.ema > 0 else None
+        self.step, self.trained_seconds = 0, 0.0
+        self.ctc_stop = None  # the step the encoder CTC was switched off (fixed once reached)
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up, then a cosine down to 3% over the schedule (``--steps``)."""
+        args = self.args
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
         total = args.steps or 10 ** 9
         frac = min(1.0, (step - args.warmup) / max(1, total - args.warmup))
         return args.lr * (0.03 + 0.97 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    ctc_head = ctc_opt = tied_blank = None
-    aux = []
-    if args.ctc_weight > 0:
-        torch.manual_seed(args.seed + 1)
-        ctc_head = torch.nn.Linear(model.audio_encoder.output_size(), model.llm_config.vocab_size + 1)
-        aux += list(ctc_head.parameters())
-    if args.adaptor_ctc_weight > 0:
-        torch.manual_seed(args.seed + 2)
-        tied_blank = TiedBlank(model.llm_config.hidden_size)
-        aux += list(tied_blank.parameters())
-    if aux:
-        ctc_opt = torch.optim.AdamW(aux, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.01)
+    # ------------------------------------------------------------------ where it starts
+    def start(self, init_dir: Path | None) -> None:
+        """Resume --work's checkpoint, else start from --init-from (an exported model or a
+        checkpoint), else from the fresh weights."""
+        args = self.args
+        if self.ckpt_path.is_file() and not args.fresh:
+            self._resume()
+        elif init_dir is not None:
+            state = torch.load(init_dir / "model.pt", map_location="cpu",
+                               weights_only=True)["state_dict"]
+            self.model.load_state_dict({k: v.float() for k, v in state.items()})
+            self.model.llm.tie_weights()
+            if self.ema is not None:  # the average starts from the weights it continues
+                self.ema = [p.detach().clone() for p in self.params]
+            print(f"[train_demo] initialised all {len(state)} tensors from "
+                  f"{init_dir / 'model.pt'}", flush=True)
+        elif args.init_from:
+            own = self.model.state_dict()
+            ck = torch.load(args.init_from, map_location="cpu", weights_only=False)
+            if self.ctc_head is not None and "ctc_head" in ck:
+                self.ctc_head.load_state_dict(ck["ctc_head"])
+            keep = {k: v for k, v in ck["model"].items() if k in own and own[k].shape == v.shape}
+            self.model.load_state_dict(keep, strict=False)
+            self.model.llm.tie_weights()
+            print(f"[train_demo] initialised {len(keep)}/{len(own)} tensors from "
+                  f"{args.init_from}; fresh: {sorted(set(own) - set(keep))}", flush=True)
 
-    # exported weights: a moving average over the last ~1/(1-decay) steps, which smooths the
-    # step-to-step noise of a short, small-batch run
-    params = [p for _, p in model.named_parameters()]
-    ema = [p.detach().clone() for p in params] if args.ema > 0 else None
+    def _resume(self) -> None:
+        ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optim"])
+        self.step, self.trained_seconds = ck["step"], ck["seconds"]
+        self.ctc_stop = ck.get("ctc_stop")
+        for part, key in ((self.ctc_head, "ctc_head"), (self.tied_blank, "tied_blank"),
+                          (self.ctc_opt, "ctc_optim")):
+            if part is not None and key in ck:
+                part.load_state_dict(ck[key])
+        if self.ema is not None and "ema" in ck:
+            self.ema = [t.clone() for t in ck["ema"]]
+        self.args.steps = self.args.steps or ck.get("total_steps", 0)
+        print(f"[train_demo] resumed from {self.ckpt_path} at step {self.step} "
+              f"({self.trained_seconds / 60:.1f} min trained)", flush=True)
 
-    ckpt_path = args.work / "checkpoint.pt"
-    step, trained_seconds = 0, 0.0
-    ctc_stop = None  # the step the encoder CTC was switched off (fixed once reached)
-    if ckpt_path.is_file() and not args.fresh:
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optim"])
-        step, trained_seconds, ctc_stop = ck["step"], ck["seconds"], ck.get("ctc_stop")
-        if ctc_head is not None and "ctc_head" in ck:
-            ctc_head.load_state_dict(ck["ctc_head"])
-        if tied_blank is not None and "tied_blank" in ck:
-            tied_blank.load_state_dict(ck["tied_blank"])
-        if ctc_opt is not None and "ctc_optim" in ck:
-            ctc_opt.load_state_dict(ck["ctc_optim"])
-        if ema is not None and "ema" in ck:
-            ema = [t.clone() for t in ck["ema"]]
-        args.steps = args.steps or ck.get("total_steps", 0)
-        print(f"[train_demo] resumed from {ckpt_path} at step {step} "
-              f"({trained_seconds / 60:.1f} min trained)", flush=True)
-    elif init_dir is not None:
-        state = torch.load(init_dir / "model.pt", map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict({k: v.float() for k, v in state.items()})
-        model.llm.tie_weights()
-        if ema is not None:  # the average starts from the weights it continues
-            ema = [p.detach().clone() for p in params]
-        print(f"[train_demo] initialised all {len(state)} tensors from {init_dir / 'model.pt'}",
-              flush=True)
-    elif args.init_from:
-        own = model.state_dict()
-        ck = torch.load(args.init_from, map_location="cpu", weights_only=False)
-        src = ck["model"]
-        if ctc_head is not None and "ctc_head" in ck:
-            ctc_head.load_state_dict(ck["ctc_head"])
-        keep = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
-        model.load_state_dict(keep, strict=False)
-        model.llm.tie_weights()
-        print(f"[train_demo] initialised {len(keep)}/{len(own)} tensors from {args.init_from}; "
-              f"fresh: {sorted(set(own) - set(keep))}", flush=True)
+    def save(self) -> None:
+        """The checkpoint, replaced atomically."""
+        tmp = self.ckpt_path.with_suffix(".tmp")
+        parts = {"ctc_head": self.ctc_head, "tied_blank": self.tied_blank,
+                 "ctc_optim": self.ctc_opt}
+        torch.save({"model": self.model.state_dict(), "optim": self.opt.state_dict(),
+                    "step": self.step, "seconds": self.trained_seconds,
+                    "total_steps": self.args.steps, "ctc_stop": self.ctc_stop,
+                    **{k: v.state_dict() for k, v in parts.items() if v is not None},
+                    **({"ema": self.ema} if self.ema is not None else {})}, tmp)
+        tmp.replace(self.ckpt_path)
+
+    # ------------------------------------------------------------------ the weights out
     @contextlib.contextmanager
-    def averaged_weights():
+    def averaged_weights(self):
         """The model holds the moving average inside the block, its trained weights after."""
-        if ema is None:
+        if self.ema is None:
             yield
             return
         with torch.no_grad():
-            raw = [p.detach().clone() for p in params]
-            torch._foreach_copy_(params, ema)
+            raw = [p.detach().clone() for p in self.params]
+            torch._foreach_copy_(self.params, self.ema)
         try:
             yield
         finally:
             with torch.no_grad():
-                torch._foreach_copy_(params, raw)
+                torch._foreach_copy_(self.params, raw)
 
-    def export_ema():
-        with averaged_weights():
-            export(model, model_dir, args.out, args.export_dtype)
+    def export(self) -> None:
+        with self.averaged_weights():
+            export(self.model, self.model_dir, self.args.out, self.args.export_dtype)
 
-    if args.export_only:
-        export_ema()
-        return
-
-    feats, offsets = load_features(train, args.work / "fbank_train", args.threads)
-    tfeats, toffsets = load_features(test, args.work / "fbank_test", args.threads)
-    lfr_len = np.array([-(-(offsets[i + 1] - offsets[i]) // 6) for i in range(len(train))])
-    batcher = Batcher(model, train, feats, offsets, args.seed)
-    test_batcher = Batcher(model, test, tfeats, toffsets, args.seed)
-
-    def save():
-        tmp = ckpt_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "optim": opt.state_dict(), "step": step,
-                    "seconds": trained_seconds, "total_steps": args.steps, "ctc_stop": ctc_stop,
-                    **({"ctc_head": ctc_head.state_dict()} if ctc_head is not None else {}),
-                    **({"tied_blank": tied_blank.state_dict()} if tied_blank is not None else {}),
-                    **({"ctc_optim": ctc_opt.state_dict()} if ctc_opt is not None else {}),
-                    **({"ema": ema} if ema is not None else {})}, tmp)
-        tmp.replace(ckpt_path)
-
-    # epoch e's batch order is fixed by (seed, e): a resumed run continues the same sequence
-    epoch_batches: dict[int, list] = {}
-
-    def batch_for(s):
-        e, k = 0, s
-        while True:
-            if e not in epoch_batches:
-                epoch_batches[e] = make_batches(lfr_len, args.batch_frames, args.max_batch,
-                                                random.Random(args.seed * 7919 + e))
-            if k < len(epoch_batches[e]):
-                return e, epoch_batches[e][k]
-            k -= len(epoch_batches[e])
-            e += 1
-
-    budget = args.max_minutes * 60
-    wall_budget = args.max_wall_minutes * 60
-    wall_start = time.time()
-    mark = (step, trained_seconds, time.time())
-    seen = tokens = 0
-    loss_acc = acc_acc = ctc_acc = adctc_acc = 0.0
-    n_acc = 0
-    t_log = time.time()
-    while ((not args.steps or step < args.steps) and trained_seconds < budget
-           and time.time() - wall_start < wall_budget):
-        cpu0 = time.process_time()
-        epoch, idx = batch_for(step)
-        for g in opt.param_groups + (ctc_opt.param_groups if ctc_opt else []):
-            g["lr"] = lr_at(step)
-        f, lens, items = batcher.build(idx, step)
-        if ctc_stop is None and args.steps and step >= args.ctc_until * args.steps:
-            ctc_stop = step  # latched: a later re-fit of the schedule must not switch it back on
-            print(f"[train_demo] step {step}: encoder CTC off from here", flush=True)
-        use_ctc = ctc_head is not None and ctc_stop is None
+    # ------------------------------------------------------------------ one step
+    def train_step(self, f, lens, items) -> dict:
+        """One optimiser step on a batch: the losses, token accuracy and gradient norm."""
+        args, model = self.args, self.model
+        for g in self.opt.param_groups + (self.ctc_opt.param_groups if self.ctc_opt else []):
+            g["lr"] = self.lr_at(self.step)
+        if self.ctc_stop is None and args.steps and self.step >= args.ctc_until * args.steps:
+            self.ctc_stop = self.step  # latched: a re-fit of the schedule must not switch it back on
+            print(f"[train_demo] step {self.step}: encoder CTC off from here", flush=True)
+        use_ctc = self.ctc_head is not None and self.ctc_stop is None
         loss, acc, ntok, ctc_loss, ad_ctc_loss = forward_loss(
-            model, f, lens, items, ctc_head if use_ctc else None, tied_blank)
-        opt.zero_grad(set_to_none=True)
+            model, f, lens, items, self.ctc_head if use_ctc else None, self.tied_blank)
+        self.opt.zero_grad(set_to_none=True)
         total = loss
         if ctc_loss is not None:
             total = total + args.ctc_weight * ctc_loss
         if ad_ctc_loss is not None:
             total = total + args.adaptor_ctc_weight * ad_ctc_loss
-        if ctc_opt:
-            ctc_opt.zero_grad(set_to_none=True)
+        if self.ctc_opt:
+            self.ctc_opt.zero_grad(set_to_none=True)
         total.backward()
         # encoder and decoder side clipped apart: the CTC gradient (encoder only) must not
         # scale down the decoder's
         torch.nn.utils.clip_grad_norm_(model.audio_encoder.parameters(), 1.0)
         gnorm = torch.nn.utils.clip_grad_norm_(
             [p for n, p in model.named_parameters() if not n.startswith("audio_encoder.")], 1.0)
-        opt.step()
-        if ctc_opt:
-            torch.nn.utils.clip_grad_norm_([p for p in aux if p.grad is not None], 1.0)
-            ctc_opt.step()
-        if ema is not None:
+        self.opt.step()
+        if self.ctc_opt:
+            torch.nn.utils.clip_grad_norm_([p for p in self.aux if p.grad is not None], 1.0)
+            self.ctc_opt.step()
+        if self.ema is not None:
             # short warm-up so the average does not start from the random init
-            d = min(args.ema, (1 + step) / (10 + step))
+            d = min(args.ema, (1 + self.step) / (10 + self.step))
             with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
-        if ctc_loss is not None:
-            ctc_acc += ctc_loss.item()
-        if ad_ctc_loss is not None:
-            adctc_acc += ad_ctc_loss.item()
-        step += 1
-        trained_seconds += (time.process_time() - cpu0) / args.threads
-        seen += len(idx)
-        tokens += ntok
-        loss_acc += loss.item()
-        acc_acc += acc.item()
-        if auto_steps and step - mark[0] >= (40 if not args.steps else 100):
-            # fit the schedule's length to what is left of both budgets at the recent speed
-            cpu_sps = (trained_seconds - mark[1]) / (step - mark[0])
-            wall_sps = (time.time() - mark[2]) / (step - mark[0])
-            left = min((budget - trained_seconds) / cpu_sps,
-                       (wall_budget - (time.time() - wall_start)) / wall_sps)
-            new_total = max(args.warmup + 100, step + int(0.97 * left))
-            if not args.steps or abs(new_total - args.steps) > 0.05 * args.steps:
-                print(f"[train_demo] {cpu_sps:.2f} s/step (idle-machine), {wall_sps:.2f} s/step "
-                      f"(wall): schedule set to {new_total} steps", flush=True)
-                args.steps = new_total
-            mark = (step, trained_seconds, time.time())
-        n_acc += 1
-        if step % args.log_every == 0:
-            dt = time.time() - t_log
-            eta = min((args.steps - step) * dt / args.log_every if args.steps else budget,
-                      wall_budget - (time.time() - wall_start))
-            print(f"[train_demo] step {step}/{args.steps} epoch {epoch} loss {loss_acc / n_acc:.3f} "
-                  f"tok-acc {acc_acc / n_acc:.3f} ctc {ctc_acc / n_acc:.2f} ad-ctc {adctc_acc / n_acc:.2f} lr {lr_at(step):.2e} gnorm {float(gnorm):.2f} "
-                  f"{seen / dt:.1f} utt/s  {trained_seconds / 60:.1f} idle-min "
-                  f"({(time.time() - wall_start) / 60:.1f} wall-min), ~{eta / 60:.0f} min left",
-                  flush=True)
-            seen = tokens = 0
-            loss_acc = acc_acc = ctc_acc = adctc_acc = 0.0
-            n_acc = 0
-            t_log = time.time()
-        if step % args.save_every == 0:
-            save()
-        if args.eval_every and step % args.eval_every == 0:
-            c = quick_eval(model, test, tfeats, toffsets, test_batcher)
-            print(f"[train_demo] step {step}: held-out CER (quick, 2/lang, ITN on, language given) "
-                  f"{c * 100:.1f}%", flush=True)
-    save()
-    print(f"[train_demo] stopped at step {step} after {trained_seconds / 60:.1f} min of training",
-          flush=True)
-    if ema is not None and args.eval_every:
-        c = quick_eval(model, test, tfeats, toffsets, test_batcher)
-        with averaged_weights():
-            c_ema = quick_eval(model, test, tfeats, toffsets, test_batcher)
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - d)
+        return {"loss": loss.item(), "acc": acc.item(), "tokens": ntok, "gnorm": float(gnorm),
+                "ctc": ctc_loss.item() if ctc_loss is not None else 0.0,
+                "ad_ctc": ad_ctc_loss.item() if ad_ctc_loss is not None else 0.0}
+
+
+def epoch_batches(lfr_len, args):
+    """``batch_for(step)``: the (epoch, utterance indices) of that step. Epoch e's batch order is
+    fixed by (seed, e), so a resumed run continues the same sequence."""
+    batches: dict[int, list] = {}
+
+    def batch_for(s):
+        e, k = 0, s
+        while True:
+            if e not in batches:
+                batches[e] = make_batches(lfr_len, args.batch_frames, args.max_batch,
+                                          random.Random(args.seed * 7919 + e))
+            if k < len(batches[e]):
+                return e, batches[e][k]
+            k -= len(batches[e])
+            e += 1
+    return batch_for
+
+
+class Progress:
+    """The training log: running means over ``--log-every`` steps, and the schedule's length
+    fitted to what is left of both budgets (``--steps 0``)."""
+
+    def __init__(self, trainer: Trainer, auto_steps: bool):
+        self.t, self.auto_steps = trainer, auto_steps
+        args = trainer.args
+        self.budget, self.wall_budget = args.max_minutes * 60, args.max_wall_minutes * 60
+        self.wall_start = time.time()
+        self.mark = (trainer.step, trainer.trained_seconds, time.time())
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums = {"loss": 0.0, "acc": 0.0, "ctc": 0.0, "ad_ctc": 0.0}
+        self.seen = self.n = 0
+        self.t_log = time.time()
+
+    def running(self) -> bool:
+        t, args = self.t, self.t.args
+        return ((not args.steps or t.step < args.steps) and t.trained_seconds < self.budget
+                and time.time() - self.wall_start < self.wall_budget)
+
+    def after_step(self, stats: dict, epoch: int, utterances: int) -> None:
+        for k in self.sums:
+            self.sums[k] += stats[k]
+        self.seen += utterances
+        self.n += 1
+        if self.auto_steps and self.t.step - self.mark[0] >= (40 if not self.t.args.steps else 100):
+            self._fit_schedule()
+        if self.t.step % self.t.args.log_every == 0:
+            self._log(stats, epoch)
+
+    def _fit_schedule(self) -> None:
+        """The schedule's length from the recent speed and what is left of both budgets."""
+        t, args = self.t, self.t.args
+        cpu_sps = (t.trained_seconds - self.mark[1]) / (t.step - self.mark[0])
+        wall_sps = (time.time() - self.mark[2]) / (t.step - self.mark[0])
+        left = min((self.budget - t.trained_seconds) / cpu_sps,
+                   (self.wall_budget - (time.time() - self.wall_start)) / wall_sps)
+        new_total = max(args.warmup + 100, t.step + int(0.97 * left))
+        if not args.steps or abs(new_total - args.steps) > 0.05 * args.steps:
+            print(f"[train_demo] {cpu_sps:.2f} s/step (idle-machine), {wall_sps:.2f} s/step "
+                  f"(wall): schedule set to {new_total} steps", flush=True)
+            args.steps = new_total
+        self.mark = (t.step, t.trained_seconds, time.time())
+
+    def _log(self, stats: dict, epoch: int) -> None:
+        t, args, m = self.t, self.t.args, {k: v / self.n for k, v in self.sums.items()}
+        dt = time.time() - self.t_log
+        eta = min((args.steps - t.step) * dt / args.log_every if args.steps else self.budget,
+                  self.wall_budget - (time.time() - self.wall_start))
+        print(f"[train_demo] step {t.step}/{args.steps} epoch {epoch} loss {m['loss']:.3f} "
+              f"tok-acc {m['acc']:.3f} ctc {m['ctc']:.2f} ad-ctc {m['ad_ctc']:.2f} "
+              f"lr {t.lr_at(t.step):.2e} gnorm {stats['gnorm']:.2f} "
+              f"{self.seen / dt:.1f} utt/s  {t.trained_seconds / 60:.1f} idle-min "
+              f"({(time.time() - self.wall_start) / 60:.1f} wall-min), ~{eta / 60:.0f} min left",
+              flush=True)
+        self._reset()
+
+
+def train(trainer: Trainer, train_set: list[dict], test_set: list[dict], auto_steps: bool) -> None:
+    """Steps until the schedule or a budget ends, saving and evaluating on the way; then the
+    last save, the final held-out CER of the last and the averaged weights, the export."""
+    args, model = trainer.args, trainer.model
+    feats, offsets = load_features(train_set, args.work / "fbank_train", args.threads)
+    tfeats, toffsets = load_features(test_set, args.work / "fbank_test", args.threads)
+    lfr_len = np.array([-(-(offsets[i + 1] - offsets[i]) // 6) for i in range(len(train_set))])
+    batcher = Batcher(model, train_set, feats, offsets, args.seed)
+    test_batcher = Batcher(model, test_set, tfeats, toffsets, args.seed)
+    batch_for = epoch_batches(lfr_len, args)
+    progress = Progress(trainer, auto_steps)
+    while progress.running():
+        cpu0 = time.process_time()
+        epoch, idx = batch_for(trainer.step)
+        f, lens, items = batcher.build(idx, trainer.step)
+        stats = trainer.train_step(f, lens, items)
+        trainer.step += 1
+        trainer.trained_seconds += (time.process_time() - cpu0) / args.threads
+        progress.after_step(stats, epoch, len(idx))
+        if trainer.step % args.save_every == 0:
+            trainer.save()
+        if args.eval_every and trainer.step % args.eval_every == 0:
+            c = quick_eval(model, test_set, tfeats, toffsets, test_batcher)
+            print(f"[train_demo] step {trainer.step}: held-out CER (quick, 2/lang, ITN on, "
+                  f"language given) {c * 100:.1f}%", flush=True)
+    trainer.save()
+    print(f"[train_demo] stopped at step {trainer.step} after "
+          f"{trainer.trained_seconds / 60:.1f} min of training", flush=True)
+    if trainer.ema is not None and args.eval_every:
+        c = quick_eval(model, test_set, tfeats, toffsets, test_batcher)
+        with trainer.averaged_weights():
+            c_ema = quick_eval(model, test_set, tfeats, toffsets, test_batcher)
         print(f"[train_demo] held-out CER (quick): last weights {c * 100:.1f}%, "
               f"moving average (exported) {c_ema * 100:.1f}%", flush=True)
-    export_ema()
+    trainer.export()
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    auto_steps = not args.steps
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    recs = read_manifests(args.data)
+    train_set = [r for r in recs if r["split"] == "train"]
+    test_set = [r for r in recs if r["split"] == "test"]
+    print(f"[train_demo] {len(train_set)} training / {len(test_set)} held-out utterances, "
+          f"{len({r['lang'] for r in train_set})} languages, "
+          f"{sum(r['duration'] for r in train_set) / 3600:.2f} h of training audio", flush=True)
+    model_dir, model, init_dir = setup_model(args, train_set)
+    trainer = Trainer(args, model, model_dir)
+    trainer.start(init_dir)
+    if args.export_only:
+        trainer.export()
+        return
+    train(trainer, train_set, test_set, auto_steps)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import soxr
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
+from engine import SAMPLE_RATE  # noqa: E402
 _NATIVE_BLOCK_S = 30.0       # decode granularity for files; bounds memory when streaming
 _MAX_BLOCK_SAMPLES = 1 << 22  # ... and at most this many samples (all channels) per block: 16 MB
 _MAX_BAD_PACKETS = 1000      # give up on a file that is mostly garbage

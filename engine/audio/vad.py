@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from engine import SAMPLE_RATE
 WINDOW = 512                       # samples per silero window at 16 kHz
 WINDOW_S = WINDOW / SAMPLE_RATE    # 32 ms
 _CONTEXT = 64                      # silero prepends the previous window's last 64 samples
