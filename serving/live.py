@@ -1,5 +1,5 @@
-"""What the live paths (``/v1/realtime`` and the page's Live tab) share: a cap on live sessions,
-and the decode function each ``engine.live.LiveSession`` calls.
+"""What live sessions (``/v1/realtime``, the page's Live tab among its clients) share: a cap on
+live sessions, and the decode function each ``engine.live.LiveSession`` calls.
 
 * ``LiveSessions`` counts open sessions against ``--live-sessions``; a session over the cap is
   refused with a clear message, and ``/health`` reports the count. Each open session holds a
