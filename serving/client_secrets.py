@@ -83,7 +83,7 @@ class ClientSecrets:
             self._forget_expired()
             for known in list(self._live):
                 if hmac.compare_digest(known.encode(), value.encode()):
-                    expires_at, session = self._live.pop(known)
+                    _, session = self._live.pop(known)
                     return True, session
         return False, None
 

@@ -98,6 +98,9 @@ def test_client_secrets_route_and_the_websocket_handshake(app):
     assert mint(app, None, headers={**BEARER, "Content-Type": "application/json"}
                 ).status_code == 200                               # an empty body: defaults
 
+    # secrets hold no live slot until used (#33: page sessions held slots)
+    assert requests.get(app.url + "/health", timeout=10).json()["live_sessions"] == 0
+
     # refused before accepted: nothing, a wrong secret, the key's look-alike
     assert refused(app) == 401
     assert refused(app, "ek_wrong") == 401

@@ -19,19 +19,51 @@
                                       // "network slow"
   const FINISH_TIMEOUT_MS = 60000;    // Stop waits this long for the last finals
 
+  // The worklet collects 100 ms blocks at RATE. Where the context runs at another rate (a
+  // browser that cannot resample a microphone into a 16 kHz context), it resamples itself:
+  // a windowed-sinc low-pass at 0.45 x RATE, evaluated at each output instant.
   const WORKLET = `
     class Capture extends AudioWorkletProcessor {
       constructor() {
         super();
         this.buf = new Float32Array(${SEND_SAMPLES}); this.n = 0;
         this.port.onmessage = (e) => { if (e.data === "flush") this.flush(true); };
+        this.step = sampleRate / ${RATE};          // input samples per output sample
+        if (this.step !== 1) {
+          this.half = Math.ceil(8 * this.step);      // taps each side
+          this.hist = new Float32Array(this.half);   // input not yet consumed, with history
+          this.pos = this.half;                      // next output instant, in hist's samples
+          this.cut = 0.45 / this.step;               // cutoff, cycles per input sample
+        }
+      }
+      resample(ch) {
+        const hist = new Float32Array(this.hist.length + ch.length);
+        hist.set(this.hist); hist.set(ch, this.hist.length);
+        const out = [];
+        while (this.pos + this.half < hist.length) {
+          const c = Math.floor(this.pos), frac = this.pos - c;
+          let acc = 0, norm = 0;
+          for (let k = -this.half + 1; k <= this.half; k++) {
+            const x = k - frac;
+            const w = 0.5 + 0.5 * Math.cos(Math.PI * x / this.half);      // Hann
+            const h = x === 0 ? 2 * this.cut : Math.sin(2 * Math.PI * this.cut * x) / (Math.PI * x);
+            acc += hist[c + k] * h * w; norm += h * w;
+          }
+          out.push(acc / norm);
+          this.pos += this.step;
+        }
+        const drop = Math.max(0, Math.floor(this.pos) - this.half);
+        this.hist = hist.slice(drop);
+        this.pos -= drop;
+        return out;
       }
       flush(last) {
         this.port.postMessage({samples: this.buf.slice(0, this.n), last});
         this.n = 0;
       }
       process(inputs) {
-        const ch = inputs[0] && inputs[0][0];
+        let ch = inputs[0] && inputs[0][0];
+        if (ch && this.step !== 1) ch = this.resample(ch);
         if (ch) {
           for (let i = 0; i < ch.length; i++) {
             this.buf[this.n++] = ch[i];
@@ -105,12 +137,21 @@
         this.stream = await navigator.mediaDevices.getUserMedia({audio: {
           channelCount: 1, echoCancellation: false, noiseSuppression: false,
           autoGainControl: false}});
-        // The context runs at the session's rate: the browser resamples the microphone.
-        this.ctx = new AudioContext({sampleRate: RATE});
+        // The context runs at the session's rate where the browser can resample the
+        // microphone into it (Chromium); elsewhere at its own rate, and the worklet resamples.
+        try {
+          if (window.funasrLiveOwnResampler) throw new Error("resampling in the worklet");
+          this.ctx = new AudioContext({sampleRate: RATE});
+          this.source = this.ctx.createMediaStreamSource(this.stream);
+        } catch (e) {
+          if (this.ctx) this.ctx.close().catch(() => {});
+          const own = window.funasrLiveOwnResampler;   // a rate to try this path with
+          this.ctx = new AudioContext(typeof own === "number" ? {sampleRate: own} : {});
+          this.source = this.ctx.createMediaStreamSource(this.stream);
+        }
         const url = URL.createObjectURL(new Blob([WORKLET], {type: "text/javascript"}));
         await this.ctx.audioWorklet.addModule(url);
         URL.revokeObjectURL(url);
-        this.source = this.ctx.createMediaStreamSource(this.stream);
         this.node = new AudioWorkletNode(this.ctx, "funasr-capture",
                                          {numberOfInputs: 1, numberOfOutputs: 0});
         this.node.port.onmessage = (e) => this.onAudio(e.data);
@@ -164,7 +205,8 @@
         this.stopCapture();
         return this.end((minted && minted.error) || "the live session could not be started");
       }
-      if (this.state !== "starting" && this.state !== "recording") return;
+      // a second Start while a session runs: its secret expires unused
+      if (this.ws || (this.state !== "starting" && this.state !== "recording")) return;
       this.language = (minted.session && minted.session.audio && minted.session.audio.input &&
                        minted.session.audio.input.transcription &&
                        minted.session.audio.input.transcription.language) || null;
