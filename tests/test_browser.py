@@ -98,10 +98,14 @@ def test_upload_transcribe_and_read_results(browser, app, engine, audio_files):
 
 LIVE_KEY = "sk-live-tab-never-in-the-page-7f3a9c"
 # The first clip starts 0.3 s in: a page that lost its first moments would lose "The". All
-# example clips but nl.wav, on which the demo model is borderline ("3 juni" / "3 juli"): it flips
-# with a few samples more or less padding, or another resampler, so no live span of it can be
-# held to the file's text (the others held in every run here; a poor resampler would flip three
-# of them: the test also guards the page's audio quality).
+# example clips but nl.wav, on which the demo model is borderline ("3 juni" / "3 juli" with a few
+# samples more or less padding, or another resampler).
+#
+# The demo model is fragile on some numbers: the offline API gives "15시" for the exact span of
+# ko.wav that a live final covered (the clip alone: "12시"), so a final can differ from the Files
+# tab's text of its clip without any audio lost. The test holds every final to the Files tab's
+# text with the digits' values masked (a lost word, a lost start, "$7." for "$57.50." still
+# fail) and all but at most two exactly.
 LIVE_CLIPS = ["en.wav", "fi.wav", "ko.wav", "zh.wav", "pt.wav", "ja.wav", "id.wav", "sv.wav",
               "pl.wav", "yue.wav", "vi.wav"]
 LIVE_LENGTH_S = 60.0
@@ -173,10 +177,11 @@ def _wait_health(app, key, value, timeout=20.0):
 
 def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path):
     """Chromium's fake microphone plays 60 s of 11 example clips into the Live tab over a
-    throttled connection (16 KB/s up for 20 s, a TCP proxy) while four file transcriptions run
+    throttled connection (8 KB/s up for 20 s, a TCP proxy) while four file transcriptions run
     through the API: the session gets
     every sample (its audio equals the played length), every clip's final equals the API's text
-    for the clip and starts at the clip's onset, the first word is there; the page works with
+    for the clip (digits masked, see LIVE_CLIPS; at most two not exact) and starts at the clip's
+    onset, the first word is there; the page works with
     --api-key set and the key never reaches the browser; Stop leaves the downloads; a closed
     tab frees its session."""
     import json
@@ -227,14 +232,17 @@ def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path):
         page.get_by_role("tab", name="Live").click()
         # a throttled link: for the first 20 s far too slow for the audio (which needs ~45
         # KB/s up), then fast enough to catch up
-        proxy.up_bytes_per_s = 16 * 1024
+        proxy.up_bytes_per_s = 8 * 1024
         page.locator("#live-start").click()
         jobs = [pool.submit(transcribe, name) for name in LIVE_CLIPS]   # 4 at a time
         status = page.locator("#live-status")
         expect(status).to_contain_text("recording", timeout=20_000)
-        slow_seen, throttled = False, True
+        slow_seen, throttled, backlog = False, True, 0.0
         while (at := float(status.get_attribute("data-captured") or 0)) < LIVE_LENGTH_S:
-            slow_seen |= "network slow" in status.inner_text()
+            now = status.inner_text()
+        if "network slow" in now:
+            slow_seen = True
+            backlog = max(backlog, float(re.search(r"slow: ([\d.]+) s", now)[1]))
             if throttled and at > 20:
                 proxy.up_bytes_per_s = None
                 throttled = False
@@ -278,13 +286,21 @@ def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path):
     assert abs(received - captured) < 1e-3, (received, captured)  # nothing lost on the way
     assert f"{len(LIVE_CLIPS)} utterances" in text, (text, finals)
     assert len(finals) == len(LIVE_CLIPS), finals
+    digits = re.compile(r"\d+")
     for name, onset, final in zip(LIVE_CLIPS, onsets, finals):
-        assert final["text"] == files_text[name], (name, final, files_text[name])
+        assert digits.sub("#", final["text"]) == digits.sub("#", files_text[name]), (
+            name, final, files_text[name])
         assert abs(final["start"] - onset) <= 0.5, (name, onset, final)
+    inexact = [(name, final["text"], files_text[name]) for name, final in zip(LIVE_CLIPS, finals)
+               if final["text"] != files_text[name]]
+    assert len(inexact) <= 2, inexact
     assert finals[0]["text"].split()[0] == "The", finals[0]
     cues = list(srt.parse(srt_text))
     assert " ".join(c.content.replace("\n", " ") for c in cues).split() == " ".join(
         f["text"] for f in finals).split()
+    print(f"live tab: captured {captured:.3f} s, received {received:.3f} s, largest backlog "
+          f"{backlog:.1f} s, final start - onset: "
+          f"{[round(f['start'] - o, 2) for f, o in zip(finals, onsets)]}, not exact: {inexact}")
     leaks = [t[:200] for t in seen if LIVE_KEY in t]
     assert not leaks, leaks
     log = demo_app.log_path.read_text(errors="replace")

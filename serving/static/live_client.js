@@ -14,6 +14,10 @@
   const RATE = 16000;                 // the session's rate (session.audio.input.format.rate)
   const SEND_SAMPLES = RATE / 10;     // one append per 100 ms of audio, as OpenAI's examples
   const MAX_IN_FLIGHT = 256 * 1024;   // bytes the socket may hold unsent before we queue here
+  // Audio sent and not yet confirmed by the server (see mark) at most: the rest waits here. A
+  // slow uplink must not hold more than a few seconds of data in front of the WebSocket's
+  // keepalive pong (the server closes a connection whose pong is 20 s late).
+  const MAX_UNCONFIRMED = RATE * 1.5;
   const MARK_EVERY = RATE / 2;        // samples between two delivery marks (see pump)
   const SLOW_AFTER_S = 1.5;           // audio not yet at the server that makes the status say
                                       // "network slow"
@@ -126,6 +130,27 @@
     }
 
     // -- the microphone ------------------------------------------------------------
+    // The audio graph is made before Start (on the page's first click): at Start only the
+    // microphone opens and connects, so what is said right after Start reaches the worklet.
+    prepare(rate) {
+      const want = rate || RATE;
+      if (!this.graph || this.graphRate !== want) {
+        this.graphRate = want;
+        this.graph = (async () => {
+          const ctx = new AudioContext({sampleRate: want});
+          const url = URL.createObjectURL(new Blob([WORKLET], {type: "text/javascript"}));
+          await ctx.audioWorklet.addModule(url);
+          URL.revokeObjectURL(url);
+          const node = new AudioWorkletNode(ctx, "funasr-capture",
+                                            {numberOfInputs: 1, numberOfOutputs: 0});
+          node.port.onmessage = (e) => this.onAudio(e.data);
+          return {ctx, node};
+        })();
+        this.graph.catch(() => { this.graph = null; });
+      }
+      return this.graph;
+    }
+
     async capture() {
       if (this.state === "starting" || this.state === "recording") return;
       this.stopCapture();
@@ -134,27 +159,28 @@
       this.state = "starting";
       this.render();
       try {
-        this.stream = await navigator.mediaDevices.getUserMedia({audio: {
-          channelCount: 1, echoCancellation: false, noiseSuppression: false,
-          autoGainControl: false}});
+        const own = window.funasrLiveOwnResampler;    // a rate to try the fallback with
+        let graph;
+        [this.stream, graph] = await Promise.all([
+          navigator.mediaDevices.getUserMedia({audio: {
+            channelCount: 1, echoCancellation: false, noiseSuppression: false,
+            autoGainControl: false}}),
+          this.prepare(typeof own === "number" ? own : 0)]);
         // The context runs at the session's rate where the browser can resample the
         // microphone into it (Chromium); elsewhere at its own rate, and the worklet resamples.
         try {
-          if (window.funasrLiveOwnResampler) throw new Error("resampling in the worklet");
-          this.ctx = new AudioContext({sampleRate: RATE});
-          this.source = this.ctx.createMediaStreamSource(this.stream);
+          this.source = graph.ctx.createMediaStreamSource(this.stream);
         } catch (e) {
-          if (this.ctx) this.ctx.close().catch(() => {});
-          const own = window.funasrLiveOwnResampler;   // a rate to try this path with
-          this.ctx = new AudioContext(typeof own === "number" ? {sampleRate: own} : {});
-          this.source = this.ctx.createMediaStreamSource(this.stream);
+          graph.ctx.close().catch(() => {});
+          this.graph = null;
+          const probe = new AudioContext();
+          const native = probe.sampleRate;
+          probe.close().catch(() => {});
+          graph = await this.prepare(native);
+          this.source = graph.ctx.createMediaStreamSource(this.stream);
         }
-        const url = URL.createObjectURL(new Blob([WORKLET], {type: "text/javascript"}));
-        await this.ctx.audioWorklet.addModule(url);
-        URL.revokeObjectURL(url);
-        this.node = new AudioWorkletNode(this.ctx, "funasr-capture",
-                                         {numberOfInputs: 1, numberOfOutputs: 0});
-        this.node.port.onmessage = (e) => this.onAudio(e.data);
+        this.ctx = graph.ctx;
+        this.node = graph.node;
         this.source.connect(this.node);
         if (this.ctx.state !== "running") await this.ctx.resume();
         if (this.state === "starting") this.state = "recording";
@@ -179,7 +205,7 @@
     stopCapture() {
       try { if (this.source) this.source.disconnect(); } catch (e) { /* gone */ }
       if (this.stream) this.stream.getTracks().forEach((t) => t.stop());
-      if (this.ctx) this.ctx.close().catch(() => {});
+      if (this.ctx) this.ctx.suspend().catch(() => {});   // kept for the next Start
       this.stream = this.ctx = this.source = this.node = null;
     }
 
@@ -235,10 +261,11 @@
     pump() {
       const ws = this.ws;
       if (!ws || ws.readyState !== WebSocket.OPEN) return;
-      while (this.queued && ws.bufferedAmount < MAX_IN_FLIGHT) {
+      while (this.queued && ws.bufferedAmount < MAX_IN_FLIGHT &&
+             this.sent - this.delivered < MAX_UNCONFIRMED) {
         let n = 0;
         const parts = [];
-        while (this.queue.length && n < SEND_SAMPLES * 5) {
+        while (this.queue.length && n < SEND_SAMPLES * 2) {
           const c = this.queue.shift();
           parts.push(c);
           n += c.length;
@@ -273,6 +300,7 @@
       const t = ev.type || "";
       if (t === "session.updated" && this.marks.length) {
         this.delivered = Math.max(this.delivered, this.marks.shift());
+        this.pump();                  // room for more
       } else if (t === "input_audio_buffer.speech_started") {
         this.open.add(ev.item_id);
       } else if (t === "conversation.item.input_audio_transcription.delta") {
@@ -407,7 +435,11 @@
       status.dataset.delivered = String(this.delivered / RATE);
 
       const partial = $("live-partial");
-      if (partial) partial.textContent = [...this.partials.values()].join(" ");
+      if (partial) {
+        // speech_started shows at once, before the first partial text of the utterance
+        const words = [...this.partials.values()].join(" ");
+        partial.textContent = words || (this.open.size && this.state !== "stopped" ? "…" : "");
+      }
       const list = $("live-finals");
       if (list && list.childElementCount !== n) {
         list.innerHTML = this.finals.map((f) => {
@@ -427,6 +459,11 @@
   }
 
   window.funasrLive = new LiveClient();
+  // the first click anywhere prepares the audio graph (suspended until Start)
+  document.addEventListener("pointerdown", () => {
+    window.funasrLive.prepare(typeof window.funasrLiveOwnResampler === "number" ?
+                              window.funasrLiveOwnResampler : 0);
+  }, {capture: true, once: true});
   // the tab closes: the socket closes with it and the server frees the session at once
   window.addEventListener("pagehide", () => {
     const c = window.funasrLive;
