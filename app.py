@@ -47,7 +47,7 @@ def create_app(settings):
     import gradio as gr
     from fastapi import FastAPI
 
-    from serving import api, errors, realtime, ui
+    from serving import api, client_secrets, errors, live_tab, realtime, ui
     from serving.live import LiveSessions
     from serving.metrics import Metrics
     from serving.model_choice import choose_model
@@ -82,16 +82,18 @@ def create_app(settings):
     metrics.watch(holder, live)
     lifecycle = api.install(app, settings, holder, live=live, metrics=metrics)
     app.state.lifecycle = lifecycle   # main() marks it draining when a stop signal arrives
-    app.include_router(realtime.create_router(settings, holder, live))
+    secrets = client_secrets.ClientSecrets()   # the page's and browsers' way into /v1/realtime
+    app.include_router(client_secrets.create_router(settings, secrets))
+    app.include_router(realtime.create_router(settings, holder, live, secrets))
     blocks = ui.build_blocks(settings, holder, banner=banner, examples_dir=ROOT / "example",
-                             live=live, metrics=metrics)
+                             live=live, metrics=metrics, secrets=secrets)
     blocks.queue(default_concurrency_limit=ui.page_concurrency(settings))
     errors.install_fallback(app)   # after every /v1 route, before the page takes every path
     gr.mount_gradio_app(app, blocks, path="/", server_name=settings.host,
                         server_port=settings.port, auth=settings.auth_pair,
                         allowed_paths=[str(ROOT / "example")],
                         max_file_size=settings.max_upload_bytes, css=ui.CSS, ssr_mode=False,
-                        show_error=True)
+                        show_error=True, head=live_tab.head_html())
     # launch() sets has_launched, and only then does Gradio check the path of every input file
     # (FileData.path) against its upload cache and blocked_paths (gradio.processing_utils.
     # _check_allowed); mount_gradio_app() does not, so without this line any server path named

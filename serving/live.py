@@ -1,8 +1,10 @@
-"""What the live paths (``/v1/realtime`` and the page's Live tab) share: a cap on live sessions,
-and the decode function each ``engine.live.LiveSession`` calls.
+"""What live sessions (``/v1/realtime``, the page's Live tab among its clients) share: a cap on
+live sessions, and the decode function each ``engine.live.LiveSession`` calls.
 
-* ``LiveSessions`` counts open sessions of both paths against ``--live-sessions``; a session over
-  the cap is refused with a clear message, and ``/health`` reports the count.
+* ``LiveSessions`` counts open sessions against ``--live-sessions``; a session over the cap is
+  refused with a clear message, and ``/health`` reports the count. Each open session holds a
+  slot (0 to the cap - 1, the bounded label of its audio counters in ``/metrics``): the audio it
+  received and the audio it dropped (``engine.live.LiveSession.accounting``), read when scraped.
 * ``decode_function(holder, settings, sessions)`` is the session's ``decode``: it goes through
   the shared model path (``holder.transcribe``, the same call and options as the offline API) at
   the scheduler's "live" priority (ahead of files and long-audio segments), with the session as
@@ -43,6 +45,8 @@ class LiveSessions:
     def __init__(self, limit: int):
         self.limit = max(1, int(limit))
         self._open = 0
+        self._slots: dict[int, object] = {}      # slot -> its open LiveSession, or None
+        self._closed_seconds = {s: [0.0, 0.0] for s in range(self.limit)}  # received, dropped
         self._finals = 0          # finals waiting for the model or running, all sessions
         self._lock = threading.Lock()
 
@@ -50,14 +54,36 @@ class LiveSessions:
     def active(self) -> int:
         return self._open
 
-    def acquire(self) -> None:
+    def acquire(self) -> int:
+        """Take a slot (its number) or raise ``TooManySessions``."""
         with self._lock:
             if self._open >= self.limit:
                 raise TooManySessions(f"this server takes at most {self.limit} live session"
                                       f"{'s' if self.limit != 1 else ''} at a time; try again "
                                       "later")
             self._open += 1
+            slot = next(s for s in range(self.limit) if s not in self._slots)
+            self._slots[slot] = None
             log.info("live session opened (%d of %d)", self._open, self.limit)
+            return slot
+
+    def attach(self, slot: int, session) -> None:
+        """The engine LiveSession in ``slot``: /metrics counts its audio."""
+        with self._lock:
+            if slot in self._slots:
+                self._slots[slot] = session
+
+    def audio_seconds(self) -> dict[int, tuple[float, float]]:
+        """slot -> (seconds received, seconds dropped), closed and open sessions together."""
+        with self._lock:
+            out = {s: list(v) for s, v in self._closed_seconds.items()}
+            open_now = dict(self._slots)
+        for slot, session in open_now.items():
+            if session is not None:
+                received, dropped = _seconds_of(session)
+                out[slot][0] += received
+                out[slot][1] += dropped
+        return {s: (v[0], v[1]) for s, v in out.items()}
 
     @property
     def finals_waiting(self) -> int:
@@ -73,10 +99,23 @@ class LiveSessions:
             with self._lock:
                 self._finals -= 1
 
-    def release(self) -> None:
+    def release(self, slot: int | None = None) -> None:
         with self._lock:
+            session = self._slots.pop(slot, None) if slot is not None else None
+            if session is not None:
+                received, dropped = _seconds_of(session)
+                self._closed_seconds[slot][0] += received
+                self._closed_seconds[slot][1] += dropped
+                if dropped:
+                    log.warning("live session in slot %d dropped %.2f s of audio", slot,
+                                dropped)
             self._open = max(0, self._open - 1)
             log.info("live session closed (%d of %d open)", self._open, self.limit)
+
+
+def _seconds_of(session) -> tuple[float, float]:
+    a = session.accounting()
+    return a["received"] / a["sample_rate"], a["dropped"] / a["sample_rate"]
 
 
 def _seconds(inputs) -> float:

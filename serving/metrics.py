@@ -11,8 +11,10 @@ per call), ``decode_steps_total``, ``generated_tokens_total``, ``model_busy_seco
 ``real_time_factor{priority}`` (processing seconds per second of audio). The model:
 ``model_state{state}`` (1 for the current one of not_loaded, loading, loaded, failed),
 ``model_load_seconds``, ``model_info{model,device,dtype,demo}``. Live transcription:
-``live_sessions`` (open sessions of /v1/realtime and the page's Live tab, read from
-serving.live.LiveSessions when scraped).
+``live_sessions`` (open sessions of /v1/realtime, the page's Live tab among them, read from
+serving.live.LiveSessions when scraped), ``live_audio_received_seconds_total{slot}`` and
+``live_audio_dropped_seconds_total{slot}`` (the audio live sessions received and dropped, by
+session slot: 0 to --live-sessions - 1, one session at a time each; dropped stays 0).
 
 Each app has its own registry (``Metrics().registry``), so tests can run several in one process.
 """
@@ -32,6 +34,7 @@ PRIORITIES = ("live", "interactive", "bulk")
 MODEL_STATES = ("not_loaded", "loading", "loaded", "failed")
 # the routes counted by name; everything else is "page" (Gradio's own routes) or "other"
 ROUTES = ("/health", "/metrics", "/v1/models", "/v1/audio/transcriptions", "/v1/realtime",
+          "/v1/realtime/client_secrets",
           "/v1/docs", "/v1/openapi.json")
 PAGE_ROUTE = "page"
 LOGGED_PREFIX = "/v1/"  # one structured log line per request on these routes
@@ -98,6 +101,7 @@ class Metrics:
         self._holder = holder
         if live is not None:
             self.live_sessions.set_function(lambda: live.active)
+            self.registry.register(_LiveAudioCollector(live))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
@@ -164,6 +168,27 @@ class _HolderCollector:
                 waiting.add_metric([priority], float(stats["waiting"].get(priority, 0)))
                 running.add_metric([priority], float(stats["running"].get(priority, 0)))
         yield from (state, load, info, waiting, running)
+
+
+class _LiveAudioCollector:
+    """Audio received and dropped by live sessions, per slot, read when scraped."""
+
+    def __init__(self, live):
+        self.live = live
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+        p = PREFIX
+        received = CounterMetricFamily(p + "live_audio_received_seconds", "Seconds of audio "
+                                       "live sessions received, by session slot",
+                                       labels=["slot"])
+        dropped = CounterMetricFamily(p + "live_audio_dropped_seconds", "Seconds of audio "
+                                      "live sessions received and dropped, by session slot",
+                                      labels=["slot"])
+        for slot, (r, d) in sorted(self.live.audio_seconds().items()):
+            received.add_metric([str(slot)], r)
+            dropped.add_metric([str(slot)], d)
+        yield from (received, dropped)
 
 
 class HttpMetricsMiddleware:

@@ -49,7 +49,7 @@ from compliance.report import render_html
 from engine.language_id import detect
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
-from .access import check_access
+from . import client_secrets
 from .live import LiveSessions, TooManySessions, decode_function
 from .model_holder import ModelUnavailable
 from .pipeline import RequestError, parse_hotwords, parse_language
@@ -542,8 +542,10 @@ def _subprotocol(ws: WebSocket) -> str | None:
     return "realtime" if "realtime" in offered else None
 
 
-def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
+def create_router(settings, holder, sessions: LiveSessions,
+                  secrets: client_secrets.ClientSecrets | None = None) -> APIRouter:
     router = APIRouter()
+    secrets = secrets or client_secrets.ClientSecrets()
     webhook = None
     if getattr(settings, "alert_webhook", None):
         from compliance.alerts import WebhookSender   # live alerts POSTed (--alert-webhook)
@@ -551,7 +553,8 @@ def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
 
     @router.websocket("/v1/realtime")
     async def realtime(ws: WebSocket):
-        denied = check_access(ws, settings)
+        # a key, a login, or a client secret (spent here): see serving/client_secrets.py
+        denied, minted = client_secrets.check_websocket(ws, settings, secrets)
         if denied is not None:
             if "websocket.http.response" in ws.scope.get("extensions", {}):
                 await ws.send_denial_response(denied)
@@ -566,7 +569,7 @@ def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
                 raise ClientError(f"intent {intent[:40]!r} is not supported: this server "
                                   "serves transcription sessions (?intent=transcription)",
                                   "invalid_intent", "intent")
-            sessions.acquire()
+            slot = sessions.acquire()
         except (ClientError, TooManySessions) as e:
             code = e.code if isinstance(e, ClientError) else "session_limit"
             await ws.send_text(json.dumps({
@@ -581,6 +584,9 @@ def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
                 holder.preload_in_background()   # loads while the client starts talking
             conn = Connection(ws, settings, holder, sessions)
             conn.alert_webhook = webhook
+            sessions.attach(slot, conn.live)   # /metrics counts its audio
+            if minted:
+                client_secrets.apply_session(conn, minted)
             log.info("realtime %s: connected", conn.id)
             await conn.run()
         except Exception:  # noqa: BLE001 - one broken session must not take others down
@@ -591,7 +597,7 @@ def create_router(settings, holder, sessions: LiveSessions) -> APIRouter:
                 except RuntimeError:
                     pass
         finally:
-            sessions.release()
+            sessions.release(slot)
             if conn is not None:
                 log.info("realtime %s: closed", conn.id)
 

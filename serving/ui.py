@@ -1,5 +1,5 @@
 """The Gradio page: a Files tab (upload or record, choose a language, transcribe, download) and
-a Live tab (microphone streaming, serving/live_tab.py).
+a Live tab (the browser streams the microphone to /v1/realtime, serving/live_tab.py).
 
 Named API endpoints (usable from gradio_client):
   /transcribe    (files, microphone, language, itn, hotwords)
@@ -41,6 +41,14 @@ CSS = """
 #results th *, #results td * { word-break: normal !important; overflow-wrap: anywhere;
                                hyphens: manual; }
 #results th * { overflow-wrap: normal !important; }
+/* the Live tab (written by serving/static/live_client.js) */
+#live-status { font-weight: 600; margin-bottom: 6px; }
+.live-partial { min-height: 2.6em; color: #6b7280; font-style: italic; }
+.live-finals { max-height: 28em; overflow-y: auto; padding-left: 1.4em; }
+.live-time { color: #6b7280; font-variant-numeric: tabular-nums; }
+.live-speaker, .live-lang { font-size: 0.85em; border-radius: 4px; padding: 0 4px;
+                            background: #e5e7eb; }
+.live-words { font-size: 0.85em; color: #6b7280; }
 """
 
 
@@ -184,6 +192,8 @@ def page_concurrency(settings) -> int:
 def compliance_highlight(rows, pii, watch_list):
     from compliance.service import highlight
     return highlight(rows, bool(pii), watch_list)
+
+
 SPEAKER_CHOICES = [("Off", "off"), ("Automatic", "auto")] + [(str(n), str(n))
                                                               for n in range(2, 7)]
 
@@ -202,7 +212,7 @@ def page_speakers(value, settings):
 
 def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path | None = None,
                  title: str = "Fun-ASR-MLT-Nano speech recognition", live=None,
-                 metrics=None) -> gr.Blocks:
+                 metrics=None, secrets=None) -> gr.Blocks:
     def transcribe(files, microphone, language, itn, hotwords, speakers="off",
                    progress=gr.Progress()):
         t0, status = time.perf_counter(), 500
@@ -345,9 +355,9 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                         hits_note = gr.Markdown("", elem_id="compliance-note")
                         hits_view = gr.HighlightedText(label="Hits", combine_adjacent=False,
                                                        elem_id="compliance-hits")
-        if live is not None:
+        if live is not None and secrets is not None:
             with gr.Tab("Live", id="live", elem_id="tab-live"):
-                build_live_tab(settings, holder, live, language_choices)
+                build_live_tab(settings, holder, secrets, language_choices)
 
         def first_load_status(files, microphone):
             """Before a transcription that will load the model: the status line says so (the

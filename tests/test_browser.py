@@ -96,100 +96,215 @@ def test_upload_transcribe_and_read_results(browser, app, engine, audio_files):
 
 # --------------------------------------------------------------------------- the Live tab
 
+LIVE_KEY = "sk-live-tab-never-in-the-page-7f3a9c"
+# The first clip starts 0.3 s in: a page that lost its first moments would lose "The". All
+# example clips but nl.wav, on which the demo model is borderline ("3 juni" / "3 juli" with a few
+# samples more or less padding, or another resampler).
+#
+# The demo model is fragile on some numbers: the offline API gives "15시" for the exact span of
+# ko.wav that a live final covered (the clip alone: "12시"), so a final can differ from the Files
+# tab's text of its clip without any audio lost. The test holds every final to the Files tab's
+# text with the digits' values masked (a lost word, a lost start, "$7." for "$57.50." still
+# fail) and all but at most two exactly.
+LIVE_CLIPS = ["en.wav", "fi.wav", "ko.wav", "zh.wav", "pt.wav", "ja.wav", "id.wav", "sv.wav",
+              "pl.wav", "yue.wav", "vi.wav"]
+LIVE_LENGTH_S = 60.0
+
+
 @pytest.fixture(scope="module")
 def demo_app(tmp_path_factory):
-    """The app with the demo model (its texts mean something), warmed up."""
+    """The app with the demo model (its texts mean something) and an API key, warmed up."""
     import requests
     from _live_audio import DEMO_MODEL, ROOT
     server = start_app(str(DEMO_MODEL), tmp_path_factory.mktemp("browser_live"),
-                       "--max-new-tokens", "64")
+                       "--max-new-tokens", "64", env={"FUNASR_NANO_API_KEY": LIVE_KEY})
     try:
         with open(ROOT / "example" / "sv.wav", "rb") as f:
             assert requests.post(server.url + "/v1/audio/transcriptions", files={"file": f},
+                                 headers={"Authorization": f"Bearer {LIVE_KEY}"},
                                  timeout=120).status_code == 200
         yield server
     finally:
         server.stop()
 
 
-def _cer(a: str, b: str) -> float:
-    from rapidfuzz.distance import Levenshtein
-    return Levenshtein.distance(a, b) / max(1, len(b))
-
-
-def _fake_microphone(path, clips):
-    """A wav of the clips with pauses; returns (length, end of the last speech) in seconds.
-    Gradio drops the first 100 ms pieces while it opens the stream (the page says when to
-    speak), so it starts with 4 s of silence."""
+def _live_microphone(path):
+    """A 60 s wav: the example clips with pauses, from 0.3 s on, and trailing silence (so
+    Chromium's fake device never joins two clips). Returns the clips' onsets in seconds."""
     import numpy as np
     import soundfile as sf
     from _live_audio import ROOT
 
     from engine.audio import load_audio
-    parts = [np.zeros(4 * 16000, np.float32)]
-    for name in clips:
-        parts += [load_audio(str(ROOT / "example" / name)), np.zeros(24000, np.float32)]
-    parts.append(np.zeros(2 * 16000, np.float32))
-    sf.write(path, np.concatenate(parts), 16000, subtype="PCM_16")
-    return sum(len(p) for p in parts) / 16000, (sum(len(p) for p in parts[:-2])) / 16000
+    clips = [load_audio(str(ROOT / "example" / name)) for name in LIVE_CLIPS]
+    total = int(LIVE_LENGTH_S * 16000)
+    lead = int(0.3 * 16000)
+    gap = (total - lead - sum(len(c) for c in clips) - 2 * 16000) // (len(clips) - 1)
+    assert gap > 1.2 * 16000, gap
+    out, onsets, at = np.zeros(total, np.float32), [], lead
+    for c in clips:
+        out[at:at + len(c)] = c
+        onsets.append(at / 16000)
+        at += len(c) + gap
+    # at 48 kHz, the capture device's rate, so that only the page's 16 kHz context resamples
+    import soxr
+    sf.write(path, soxr.resample(out, 16000, 48000, quality="VHQ"), 48000, subtype="FLOAT")
+    return onsets
 
 
-def test_live_tab_streams_the_microphone(playwright, demo_app, tmp_path):
-    """Chromium's fake microphone plays two example clips; the Live tab shows partial text
-    before the speech ends and, after Stop, both finals with times and the downloads."""
+def _metric(app, name: str) -> float:
+    """The sum of a /metrics series over its labels."""
+    import requests
+    r = requests.get(app.url + "/metrics", headers={"Authorization": f"Bearer {LIVE_KEY}"},
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    text = r.text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name + "{") or line.startswith(name + " "))
+
+
+def _wait_health(app, key, value, timeout=20.0):
     import time
 
+    import requests
+    deadline = time.monotonic() + timeout
+    while True:
+        got = requests.get(app.url + "/health", timeout=10).json()[key]
+        if got == value or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path):
+    """Chromium's fake microphone plays 60 s of 11 example clips into the Live tab over a
+    throttled connection (8 KB/s up for 20 s, a TCP proxy) while four file transcriptions run
+    through the API: the session gets
+    every sample (its audio equals the played length), every clip's final equals the API's text
+    for the clip (digits masked, see LIVE_CLIPS; at most two not exact) and starts at the clip's
+    onset, the first word is there; the page works with
+    --api-key set and the key never reaches the browser; Stop leaves the downloads; a closed
+    tab frees its session."""
+    import json
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
     import srt
     from _live_audio import ROOT
+    from _throttle import ThrottledProxy
     from playwright.sync_api import expect
 
-    clips = ["en.wav", "fi.wav"]
     mic = tmp_path / "mic.wav"
-    length, speech_ends = _fake_microphone(mic, clips)
+    onsets = _live_microphone(mic)
+    files_text = {}
+
+    def transcribe(name):          # the Files tab's text: the same pipeline, through the API
+        with open(ROOT / "example" / name, "rb") as f:
+            r = requests.post(demo_app.url + "/v1/audio/transcriptions", files={"file": f},
+                              headers={"Authorization": f"Bearer {LIVE_KEY}"}, timeout=300)
+        assert r.status_code == 200, r.text
+        files_text[name] = r.json()["text"]
+
+    received_before = _metric(demo_app, "funasr_nano_live_audio_received_seconds_total")
+    seen = []                       # every text the browser received: pages, scripts, frames
     b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + [
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={mic}%noloop"])
+    pool = ThreadPoolExecutor(4)
+    proxy = ThrottledProxy(demo_app.port).start()
+    proxy_url = f"http://127.0.0.1:{proxy.port}"
     try:
-        page = b.new_context(permissions=["microphone"]).new_page()
+        context = b.new_context(permissions=["microphone"])
+        page = context.new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(demo_app.url + "/", timeout=60_000)
+
+        def on_response(response):
+            try:
+                seen.append(response.text())
+            except Exception:  # noqa: BLE001 - bodies of redirects and aborted loads
+                pass
+        page.on("response", on_response)
+        page.on("websocket", lambda ws: (
+            ws.on("framereceived", lambda f: seen.append(str(f))),
+            ws.on("framesent", lambda f: seen.append(str(f)[:200]))))
+        page.goto(proxy_url + "/", timeout=60_000)
         page.get_by_role("tab", name="Live").click()
-        page.locator("#live-mic button", has_text="Record").first.click(timeout=30_000)
-        started = time.monotonic()        # the fake microphone starts playing now
-        page.locator("#live-status").get_by_text("recording").first.wait_for(timeout=20_000)
-        partial_at = None
-        while time.monotonic() - started < length + 5:
-            if page.locator("#live-partial textarea").input_value().strip():
-                partial_at = time.monotonic() - started
-                break
-            time.sleep(0.05)
-        assert partial_at is not None and partial_at < speech_ends, partial_at
-        time.sleep(max(0.0, length + 0.5 - (time.monotonic() - started)))
-        page.locator("#live-mic button", has_text="Stop").first.click()
+        # a throttled link: for the first 20 s far too slow for the audio (which needs ~45
+        # KB/s up), then fast enough to catch up
+        proxy.up_bytes_per_s = 8 * 1024
+        page.locator("#live-start").click()
+        jobs = [pool.submit(transcribe, name) for name in LIVE_CLIPS]   # 4 at a time
+        status = page.locator("#live-status")
+        expect(status).to_contain_text("recording", timeout=20_000)
+        slow_seen, throttled, backlog = False, True, 0.0
+        while (at := float(status.get_attribute("data-captured") or 0)) < LIVE_LENGTH_S:
+            now = status.inner_text()
+        if "network slow" in now:
+            slow_seen = True
+            backlog = max(backlog, float(re.search(r"slow: ([\d.]+) s", now)[1]))
+            if throttled and at > 20:
+                proxy.up_bytes_per_s = None
+                throttled = False
+            time.sleep(0.2)
+        page.locator("#live-stop").click()
         expect(page.locator("#live-downloads")).to_contain_text(re.compile(r"live\s*\.srt"),
-                                                                timeout=60_000)
-        lines = page.locator("#live-transcript textarea").input_value().splitlines()
-        status = page.locator("#live-status").inner_text()
+                                                                timeout=120_000)
+        captured = float(status.get_attribute("data-captured"))
+        state = status.get_attribute("data-state")
+        text = status.inner_text()
+        finals = [{"start": float(li.get_attribute("data-start")),
+                   "end": float(li.get_attribute("data-end")),
+                   "text": li.locator(".live-text").inner_text()}
+                  for li in page.locator("#live-finals li").all()]
         srt_link = page.locator('#live-downloads a[download="live.srt"]').first
         srt_text = page.request.get(srt_link.get_attribute("href")).text()
+        seen.append(page.content())
+        for job in jobs:
+            job.result()
+        assert _wait_health(demo_app, "live_sessions", 0) == 0   # Stop closed the session
+        received = _metric(demo_app, "funasr_nano_live_audio_received_seconds_total") \
+            - received_before
+
+        # a tab closed mid-session frees its slot at once
+        page2 = context.new_page()
+        page2.goto(proxy_url + "/", timeout=60_000)
+        page2.get_by_role("tab", name="Live").click()
+        page2.locator("#live-start").click()
+        assert _wait_health(demo_app, "live_sessions", 1) == 1
+        page2.close()
+        assert _wait_health(demo_app, "live_sessions", 0, timeout=10) == 0
     finally:
+        pool.shutdown(wait=True)
         b.close()
+        proxy.stop()
     assert not errors, errors
-    assert "stopped" in status and "2 utterances" in status, status
-    assert len(lines) == 2, lines
-    expected = [line.split("\t")[2] for line in
-                (ROOT / "example" / "examples.tsv").read_text(encoding="utf-8").splitlines()
-                if line.split("\t")[0] in clips]
-    for line, want in zip(lines, expected):
-        m = re.fullmatch(r"\[(\d+):(\d+\.\d) → (\d+):(\d+\.\d)\] (.+)", line)
-        assert m, line
-        start, end = int(m[1]) * 60 + float(m[2]), int(m[3]) * 60 + float(m[4])
-        assert 0 <= start < end <= length
-        assert _cer(m[5], want) < 0.35, (m[5], want)   # the demo model on its own voices
+    assert _metric(demo_app, "funasr_nano_live_audio_dropped_seconds_total") == 0
+    assert state == "stopped", text
+    assert slow_seen, "the throttled link never made the page queue"
+    assert abs(captured - LIVE_LENGTH_S) / LIVE_LENGTH_S < 0.01, captured
+    assert abs(received - captured) < 1e-3, (received, captured)  # nothing lost on the way
+    assert f"{len(LIVE_CLIPS)} utterances" in text, (text, finals)
+    assert len(finals) == len(LIVE_CLIPS), finals
+    digits = re.compile(r"\d+")
+    for name, onset, final in zip(LIVE_CLIPS, onsets, finals):
+        assert digits.sub("#", final["text"]) == digits.sub("#", files_text[name]), (
+            name, final, files_text[name])
+        assert abs(final["start"] - onset) <= 0.5, (name, onset, final)
+    inexact = [(name, final["text"], files_text[name]) for name, final in zip(LIVE_CLIPS, finals)
+               if final["text"] != files_text[name]]
+    assert len(inexact) <= 2, inexact
+    assert finals[0]["text"].split()[0] == "The", finals[0]
     cues = list(srt.parse(srt_text))
     assert " ".join(c.content.replace("\n", " ") for c in cues).split() == " ".join(
-        line.split("] ", 1)[1] for line in lines).split()
+        f["text"] for f in finals).split()
+    print(f"live tab: captured {captured:.3f} s, received {received:.3f} s, largest backlog "
+          f"{backlog:.1f} s, final start - onset: "
+          f"{[round(f['start'] - o, 2) for f, o in zip(finals, onsets)]}, not exact: {inexact}")
+    leaks = [t[:200] for t in seen if LIVE_KEY in t]
+    assert not leaks, leaks
+    log = demo_app.log_path.read_text(errors="replace")
+    assert LIVE_KEY not in log and "Traceback" not in log, log[-3000:]
 
 
 # --------------------------------------------------------------------------- first use

@@ -637,12 +637,13 @@ def test_page_errors_leave_only_a_request_id(app_model_dir, audio_files, caplog,
 
 
 def test_live_tab_errors_leave_only_a_request_id(app_model_dir, caplog, monkeypatch):
-    """The same for the Live tab: starting a session fails unexpectedly (here as a full disk
-    would); the browser's route (Gradio's queue) gets the request id, not the exception."""
+    """The same for the Live tab: writing its downloads at Stop fails unexpectedly (here as a
+    full disk would); the browser's route (Gradio's queue) gets the request id, not the
+    exception."""
     from fastapi.testclient import TestClient
 
     import app as app_module
-    from serving.live_tab import PageLive
+    from serving import live_tab
     from serving.settings import parse_settings
 
     secret = "/srv/secret/live/session.wav"
@@ -650,17 +651,21 @@ def test_live_tab_errors_leave_only_a_request_id(app_model_dir, caplog, monkeypa
     def broken(*a, **k):
         raise OSError(28, "No space left on device", secret)
 
-    monkeypatch.setattr(PageLive, "start", broken)
+    monkeypatch.setattr(live_tab, "write_downloads", broken)
     caplog.set_level("INFO")
     fastapi_app, _ = app_module.create_app(parse_settings(["--model", app_model_dir],
                                                           environ={}))
     with TestClient(fastapi_app, raise_server_exceptions=False) as client:
         config = client.get("/config").json()
+        stop_id = next(c["id"] for c in config["components"]
+                       if c.get("props", {}).get("elem_id") == "live-stop")
         fn_index, dep = next((i, d) for i, d in enumerate(config["dependencies"])
-                             if any(t[1] == "start_recording" for t in d["targets"]))
+                             if [stop_id, "click"] in [list(t) for t in d["targets"]])
         session = uuid.uuid4().hex
+        transcript = json.dumps({"duration": 2.0, "language": None, "segments": [
+            {"start": 0.1, "end": 1.5, "text": "hello"}]})
         r = client.post("/gradio_api/queue/join", json={
-            "data": [None, "auto", True, ""], "fn_index": fn_index, "session_hash": session,
+            "data": [transcript], "fn_index": fn_index, "session_hash": session,
             "event_data": None, "trigger_id": dep["targets"][0][0]})
         assert r.status_code == 200, r.text
         done = None

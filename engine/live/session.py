@@ -34,6 +34,12 @@ How it works:
   partials of at least 1 s of speech agree on it and on all before it); each partial event
   carries the new stable text (``delta``) and the whole hypothesis.
 
+Nothing a client sends is lost unseen: ``accounting()`` counts the samples received and where
+each went. Every received sample is in exactly one of: an utterance that was committed (its final
+decodes exactly those samples), the silence before or between utterances, the open utterance
+(or, at the end, the audio after the last one), the audio the client cleared, or, without turn
+detection only, a chunk cut at the full buffer (``dropped``, with an error to the client).
+
 Times are seconds from the first sample fed to the session. Memory is bounded: the session keeps
 the open utterance (at most ``vad.max_utterance_s``) plus the prefix padding, or, without turn
 detection, at most ``max_buffer_s`` of uncommitted audio.
@@ -231,6 +237,9 @@ class LiveSession:
         self._rest_until = 0.0             # no partial before this (monotonic)
         self._items = 0
         self._closed = False
+        # the ledger (see accounting()): samples up to _covered are accounted for
+        self._received = self._in_utterances = self._silence = 0
+        self._cleared = self._dropped = self._covered = 0
         self._setup_vad()
         self._worker = threading.Thread(target=self._work, name=f"{name}-decode", daemon=True)
         self._worker.start()
@@ -241,12 +250,22 @@ class LiveSession:
         """Audio fed so far."""
         return self._audio.n / self._rate
 
+    def accounting(self) -> dict:
+        """Samples (at ``options.sample_rate``) received and where they went: ``received ==
+        in_utterances + silence + open + cleared + dropped`` at every moment."""
+        with self._cond:
+            return {"received": self._received, "in_utterances": self._in_utterances,
+                    "silence": self._silence, "open": self._audio.n - self._covered,
+                    "cleared": self._cleared, "dropped": self._dropped,
+                    "sample_rate": self._rate}
+
     def feed(self, chunk) -> None:
         """Append samples (1-D int16, or float in [-1, 1]) at ``options.sample_rate``."""
         x = _as_samples(chunk)
         if self._closed:
             raise LiveError("the session is closed", "session_closed")
         with self._cond:
+            self._received += len(x)
             if self.options.vad is None:
                 room = int(self.options.max_buffer_s * self._rate) - (
                     self._audio.n - self._buffer_start)
@@ -254,6 +273,7 @@ class LiveSession:
                     raise LiveError(f"the input audio buffer holds {self.options.max_buffer_s:g}"
                                     " s, its limit: commit or clear it", "input_audio_buffer_full")
                 full = len(x) > room
+                self._dropped += max(0, len(x) - room)
                 x = x[:room]
             self._audio.append(x)
         if self.options.vad is None:
@@ -299,6 +319,8 @@ class LiveSession:
                 self._utt.done = True
                 self._utt = None
             self._buffer_start = self._audio.n
+            self._cleared += self._audio.n - self._covered
+            self._covered = self._audio.n
             if self._endpointer is not None:
                 self._endpointer.reset()
             self._trim()
@@ -435,6 +457,8 @@ class LiveSession:
 
     # ------------------------------------------------------------------ utterances
     def _new_utterance(self, start: int, onset: int) -> _Utterance:
+        self._silence += max(0, start - self._covered)
+        self._covered = max(self._covered, start)
         utt = _Utterance(self._items, start, onset, partial_end=start)
         self._items += 1
         return utt
@@ -443,6 +467,8 @@ class LiveSession:
         """Under the lock: ``utt`` ends at ``end``; its final comes from a candidate with that
         span, or from a decode queued now."""
         utt.end = end
+        self._in_utterances += max(0, end - max(utt.start, self._covered))
+        self._covered = max(self._covered, end)
         self._emit(LiveEvent("committed", utt.item, start=self._t(utt.start), end=self._t(end)))
         if self._utt is utt:
             self._utt = None
