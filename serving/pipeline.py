@@ -214,9 +214,9 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             return transcribe_long(holder.client("bulk", caller), _src, _row["file"], code, opts,
                                    lambda d, n, _dur=_row["duration"], _name=_row["file"]: report(
                                        _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"),
-                                   spans=spans,
-                                   on_segments=(lambda segs: on_segments(_i, segs))
-                                   if on_segments else None)
+                                   **({"spans": spans} if spans is not None else {}),
+                                   **({"on_segments": lambda segs: on_segments(_i, segs)}
+                                      if on_segments else {}))
         try:
             if opts.speakers:   # speaker turns are what gets transcribed (serving.diarized)
                 res = transcribe_with_speakers(src, row["file"], opts.speakers, run,
