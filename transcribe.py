@@ -3,8 +3,8 @@
 
     python transcribe.py [--model DIR_OR_HUB_ID] [--device cpu|cuda] [--dtype fp32|bf16|int8]
         [--language L] [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
-        [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv] [--output-dir DIR] [--quiet]
-        FILE...
+        [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv] [--word-timestamps]
+        [--output-dir DIR] [--quiet] FILE...
 
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
 file failed, 0 otherwise. Files longer than --max-segment-seconds are cut at pauses by the voice
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="json", choices=["json", "txt", "srt", "vtt", "tsv"],
                    help="json: one line per file with text, language, segments, error; txt: "
                    "the text; srt, vtt: subtitles; tsv: start, end, text (default: json)")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="add word times (words: word, start, end) to the JSON; always on for "
+                   "srt, vtt and tsv, whose cues and rows start and end at words (docs/timing.md)")
     p.add_argument("--output-dir", default=None, help="write one FILE.<format> per input "
                    "here instead of printing to stdout (default: print)")
     p.add_argument("--quiet", action="store_true", help="no progress, no log lines, no "
@@ -125,7 +128,8 @@ def main(argv=None) -> int:
     outputs = corpus.transcribe_files(
         asr, args.files, language=args.language, itn=not args.no_itn, hotwords=hotwords,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
-        max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet)
+        max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet,
+        words=corpus.words_wanted(args))
     results = dict(enumerate(outputs))
 
     failed = 0

@@ -32,7 +32,7 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
                     max_segment_s=vad.MAX_SEGMENT_S, progress=None, *, name=None, max_new_tokens=512,
-                    vad_options=None, max_seconds=None) -> dict:
+                    vad_options=None, max_seconds=None, words=False) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
     ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
@@ -43,6 +43,8 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     ``vad_options``: extra keyword arguments for ``vad.segments_from_probabilities``.
     ``max_seconds``: the longest audio accepted; longer raises ``AudioTooLong`` (during the VAD
     pass, before any decoding), whatever the file's header claims.
+    ``words``: also ``words`` ([{word, start, end}], seconds from the start of the recording,
+    engine.alignment) at the top level and in each segment.
     """
     spelled = describe_language(language)   # an unknown language fails before any work
     try:
@@ -58,6 +60,8 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     opts = dict(language=language, itn=itn, batch_size=batch_size,
                 hotwords=hotwords if isinstance(hotwords, str) else list(hotwords),
                 max_new_tokens=max_new_tokens)
+    if words:
+        opts["words"] = True
     segments, done = [], 0
     if progress:
         progress(0, len(spans))
@@ -68,13 +72,16 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
             progress(done, len(spans))
     errors = [s["error"] for s in segments if s.get("error")]
     summary = f"{len(errors)} of {len(segments)} segments failed: {errors[0]}" if errors else None
-    return {
+    out = {
         "text": join_texts([s["text"] for s in segments], language),
         "segments": segments,
         "duration": round(duration, 3),
         "error": summary,
         **spelled,
     }
+    if words:
+        out["words"] = [w for s in segments for w in s.get("words", ())]
+    return out
 
 
 def _batched(items, n):
@@ -138,12 +145,26 @@ def _decode_guarded(model, items, opts, probs, depth=0) -> list[list[dict]]:
             seg["flag"] = "repetition"
         if res.get("error"):
             seg["error"] = res["error"]
+        if "words" in res or opts.get("words"):
+            seg["words"] = _shifted(res.get("words") or [], it["start"], it["end"], seg["text"],
+                                    bad)
         out.append([seg])
     if retry:
         redone = _decode_guarded(model, halves, opts, probs, depth + 1)
         for j, i in enumerate(retry):
             out[i] = redone[2 * j] + redone[2 * j + 1]
     return out
+
+
+def _shifted(words, start, end, text, collapsed) -> list[dict]:
+    """A segment's word times from its own start to the recording's, inside the segment. A
+    segment whose loop was collapsed here gets its words spread over it, estimated."""
+    if collapsed:
+        from ..alignment import spread_over_speech
+        return [{**w, "start": round(w["start"] + start, 3), "end": round(w["end"] + start, 3)}
+                for w in spread_over_speech(text, [], 0.0, end - start)]
+    return [{**w, "start": round(min(max(w["start"] + start, start), end), 3),
+             "end": round(min(max(w["end"] + start, start), end), 3)} for w in words]
 
 
 def _halves(item, probs):
