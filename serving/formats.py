@@ -29,9 +29,11 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
                          "text": s.get("text", ""), "tokens": [], "temperature": 0.0,
                          "avg_logprob": 0.0, "compression_ratio": 0.0, "no_speech_prob": 0.0,
                          **({"flag": s["flag"]} if s.get("flag") else {})})
+    # timestamp_granularities[]=word: OpenAI's top-level words (ours may add "estimated")
+    words = {"words": list(row["words"])} if row.get("words") is not None else {}
     return {"task": "transcribe",
             **describe_language(row.get("language")),
-            "duration": row["duration"], "text": row["text"], "segments": segments,
+            "duration": row["duration"], "text": row["text"], "segments": segments, **words,
             "model": model, "processing_time": row["processing_time"],
             "finish_reason": row.get("finish_reason")}
 

@@ -212,9 +212,12 @@ def _shape_piece(text, start, end, spans, max_chars, max_lines, max_cue_s):
 
     def word_time(char: int, edge: int) -> float:
         """The start (edge 0) or end (edge 1) of the word holding character ``char``."""
-        for a, b, t0, t1 in spans:
+        for k, (a, b, t0, t1) in enumerate(spans):
             if char < b:
-                return t0 if edge == 0 or char >= a else t1
+                if char >= a:
+                    return t1 if edge else t0
+                # between words: the next one starts, the one before ends
+                return spans[k - 1][3] if edge and k else t0
         return spans[-1][3]
 
     cues = []
