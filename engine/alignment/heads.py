@@ -18,7 +18,10 @@ checkpoint the utterances are the example clips in ``example/`` decoded by the m
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -57,12 +60,41 @@ def pick(scores: np.ndarray, heads: list[tuple[int, int]]) -> list[tuple[int, in
     return [heads[i] for i in order[:MAX_HEADS] if scores[i] >= 0.5 * best and scores[i] > 0]
 
 
+CALIBRATION_TOKENS = 96  # per example clip (they are short sentences)
+
+
+def _cache_file(model) -> Path | None:
+    """Where the choice for this checkpoint is kept: keyed by the weights file (path, size,
+    mtime) and this file's code, under the kernel cache's root (FUNASR_NANO_KERNEL_CACHE's
+    parent, default ~/.cache/funasr-nano)."""
+    weights = getattr(model, "checkpoint_file", None)
+    if not weights:
+        return None
+    try:
+        st = os.stat(weights)
+    except OSError:
+        return None
+    key = hashlib.sha1(f"{os.path.abspath(weights)}|{st.st_size}|{st.st_mtime_ns}|".encode()
+                       + Path(__file__).read_bytes()).hexdigest()[:16]
+    root = os.environ.get("FUNASR_NANO_KERNEL_CACHE")
+    base = Path(root).parent if root else Path.home() / ".cache" / "funasr-nano"
+    return base / "alignment" / f"heads-{key}.json"
+
+
 def choose_for_model(model) -> list[tuple[int, int]]:
     """The alignment heads of ``model`` (a FunASRNano), from its own transcripts of the example
-    clips; kept on the model. Without clips: every head of every layer."""
+    clips; kept on the model and, per checkpoint, on disk. Without clips: every head of every
+    layer."""
     cached = getattr(model, "_alignment_heads", None)
     if cached is not None:
         return cached
+    path = _cache_file(model)
+    if path is not None and path.is_file():
+        try:
+            model._alignment_heads = [tuple(h) for h in json.loads(path.read_text())["heads"]]
+            return model._alignment_heads
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
     from .attention import audio_attention
     cfg = model.llm_config
     heads = [(l, h) for l in range(cfg.num_hidden_layers) for h in range(cfg.num_attention_heads)]
@@ -75,12 +107,20 @@ def choose_for_model(model) -> list[tuple[int, int]]:
         for i in range(0, len(waves), 4):
             batch = waves[i:i + 4]
             prepared = model.prepare(batch, model.prompt_ids(None, True, ()))
-            gens = model._generate([p.embeds for p in prepared], 200, False, True)
+            gens = model._generate([p.embeds for p in prepared], CALIBRATION_TOKENS, False, True)
             ws = audio_attention(model.llm, [p.embeds for p in prepared],
                                  [p.audio_span for p in prepared], [g.tokens for g in gens], heads)
             for w in ws:
                 total += head_scores(w)
         chosen = pick(total / len(waves), heads) or heads
         log.info("alignment heads (layer, head) from %d example clips: %s", len(waves), chosen)
+        if path is not None:
+            try:  # written whole, then renamed: a reader never sees half a file
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(json.dumps({"heads": [list(h) for h in chosen]}))
+                os.replace(tmp, path)
+            except OSError:
+                log.warning("cannot keep the alignment heads in %s", path.parent)
     model._alignment_heads = chosen
     return chosen
