@@ -107,7 +107,8 @@ def write_downloads(rows: list[dict], model: str | None = None,
     paths.append(str(out / "transcript.txt"))
     doc = [{"file": r["file"], "duration": r["duration"], **describe_language(r.get("language")),
             "processing_time": r["processing_time"], "text": r["text"], "error": r["error"],
-            "segments": r["segments"]} for r in rows]
+            "segments": r["segments"], **({"words": r["words"]} if "words" in r else {})}
+           for r in rows]
     (out / "transcript.json").write_text(
         json.dumps({"model": model, "files": doc}, ensure_ascii=False, indent=2) + "\n",
         encoding="utf-8")

@@ -222,7 +222,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         words = parse_hotwords(hotwords)
         opts = Options(language=language, itn=bool(itn), hotwords=words,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                       max_audio_seconds=settings.max_audio_seconds)
+                       max_audio_seconds=settings.max_audio_seconds,
+                       words=True)   # the SRT/VTT downloads' cues start at words; JSON shows them
 
         def report(frac, msg):   # no "0.0%" while nothing can be counted yet (the first load)
             progress(frac if frac > 0 else None, desc=msg)
@@ -232,8 +233,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
                   r["text"] if not r["error"] else f"ERROR: {r['error']}"] for r in rows]
         downloads = write_downloads(rows, holder.info()["model"])
         public = [{k: r[k] for k in ("file", "duration", "language", "language_name",
-                                     "processing_time", "text", "error", "segments")}
-                  for r in rows]
+                                     "processing_time", "text", "error", "segments", "words")
+                   if k in r} for r in rows]
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return table, combined_transcript(rows), downloads, public, status_markdown(holder)
 

@@ -64,8 +64,9 @@ def align(model, items, speech=None) -> list[list[dict]]:
         except Exception:  # noqa: BLE001
             log.exception("word alignment failed; words are estimated")
             words = None
-        out[i] = words if words is not None else spread_over_speech(
-            text.strip(), regions, 0.0, p.seconds or 0.0)
+        if words is None:
+            words = spread_over_speech(text.strip(), regions, 0.0, p.seconds or 0.0)
+        out[i] = words
     return out
 
 

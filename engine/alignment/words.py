@@ -111,10 +111,29 @@ def words_from_token_times(pieces: list[str], starts: np.ndarray, ends: np.ndarr
             for a, b in word_spans(text)]
 
 
+_SMALL_KANA = set("ゃゅょぁぃぅぇぉゎャュョァィゥェォヮ")
+
+
+def _speaking_weight(ch: str) -> float:
+    """About how long a character takes to say, in Latin letters: a kana is one mora (a small
+    one joins the mora before it), a Han character one syllable (Chinese) or two to three morae
+    (Japanese), a digit a short number word, punctuation nothing."""
+    if unicodedata.category(ch).startswith("P") or ch.isspace():
+        return 0.0
+    o = ord(ch)
+    if 0x3040 <= o <= 0x30FF:  # hiragana, katakana, the prolonged sound mark
+        return 0.6 if ch in _SMALL_KANA else 2.0
+    if is_cjk_char(ch):
+        return 5.0
+    if ch.isdigit():
+        return 3.0
+    return 1.0
+
+
 def spread_over_speech(text: str, regions: list[tuple[float, float]], start: float,
                        end: float) -> list[dict]:
     """The fallback: words of ``text`` laid over the speech ``regions`` (seconds) in proportion
-    to their length in characters (a CJK character counts two), every word ``estimated``.
+    to how long they take to say (``_speaking_weight``), every word ``estimated``.
     With no regions, the span ``start``..``end``."""
     spans = word_spans(text.replace(_SIL, " " * len(_SIL)))
     if not spans:
@@ -122,8 +141,8 @@ def spread_over_speech(text: str, regions: list[tuple[float, float]], start: flo
     regions = [(max(a, start), min(b, end)) for a, b in regions if min(b, end) > max(a, start)]
     if not regions:
         regions = [(start, end)]
-    weights = np.array([sum(2 if is_cjk_char(c) else 1 for c in text[a:b]) for a, b in spans],
-                       float)
+    weights = np.array([sum(map(_speaking_weight, text[a:b])) for a, b in spans], float)
+    weights = np.maximum(weights, 0.5)
     edges = np.concatenate([[0.0], np.cumsum(weights)]) / weights.sum()
     speech = np.array([b - a for a, b in regions])
     cum = np.concatenate([[0.0], np.cumsum(speech)])
@@ -141,3 +160,4 @@ def spread_over_speech(text: str, regions: list[tuple[float, float]], start: flo
         words.append({"word": text[a:b], "start": round(w0, 3), "end": round(w1, 3),
                       "estimated": True})
     return words
+
