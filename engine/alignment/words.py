@@ -117,13 +117,15 @@ _SMALL_KANA = set("ゃゅょぁぃぅぇぉゎャュョァィゥェォヮ")
 def _speaking_weight(ch: str) -> float:
     """About how long a character takes to say, in Latin letters: a kana is one mora (a small
     one joins the mora before it), a Han character one syllable (Chinese) or two to three morae
-    (Japanese), a digit a short number word, punctuation nothing."""
-    if unicodedata.category(ch).startswith("P") or ch.isspace():
+    (Japanese), a digit a short number word. Punctuation counts as the width it takes in the
+    text (a full-width mark as a Han character): it stands for a pause, and the VAD's speech
+    regions run on a little past the last word, which these weights measured to absorb."""
+    if ch.isspace():
         return 0.0
     o = ord(ch)
     if 0x3040 <= o <= 0x30FF:  # hiragana, katakana, the prolonged sound mark
         return 0.6 if ch in _SMALL_KANA else 2.0
-    if is_cjk_char(ch):
+    if is_cjk_char(ch):  # Han, and CJK punctuation
         return 5.0
     if ch.isdigit():
         return 3.0
