@@ -44,6 +44,8 @@ def align(model, items, speech=None) -> list[list[dict]]:
         if not text.strip():
             out[i] = []
     weights = {}
+    if todo and getattr(model, "_alignment_score", 1.0) < MIN_SCORE:
+        todo = []  # the checkpoint's best heads failed the bar on the example clips: no pass
     if todo:
         try:
             heads = choose_for_model(model)
@@ -57,15 +59,15 @@ def align(model, items, speech=None) -> list[list[dict]]:
         if out[i] is not None:
             continue
         regions = speech[i]
-        if regions is None:
-            regions = _speech_regions(p)
+        words = None
         try:
+            if regions is None:
+                regions = _speech_regions(p)
             words = _from_weights(model, p, toks, text, weights.get(i), regions)
         except Exception:  # noqa: BLE001
             log.exception("word alignment failed; words are estimated")
-            words = None
         if words is None:
-            words = spread_over_speech(text.strip(), regions, 0.0, p.seconds or 0.0)
+            words = spread_over_speech(text.strip(), regions or [], 0.0, p.seconds or 0.0)
         out[i] = words
     return out
 

@@ -91,7 +91,9 @@ def choose_for_model(model) -> list[tuple[int, int]]:
     path = _cache_file(model)
     if path is not None and path.is_file():
         try:
-            model._alignment_heads = [tuple(h) for h in json.loads(path.read_text())["heads"]]
+            kept = json.loads(path.read_text())
+            model._alignment_score = float(kept["score"])
+            model._alignment_heads = [tuple(h) for h in kept["heads"]]
             return model._alignment_heads
         except (OSError, ValueError, KeyError, TypeError):
             pass
@@ -112,13 +114,18 @@ def choose_for_model(model) -> list[tuple[int, int]]:
                                  [p.audio_span for p in prepared], [g.tokens for g in gens], heads)
             for w in ws:
                 total += head_scores(w)
-        chosen = pick(total / len(waves), heads) or heads
+        mean = total / len(waves)
+        chosen = pick(mean, heads) or heads
+        # how the chosen heads did on the clips: under engine.alignment.MIN_SCORE the checkpoint
+        # is not trusted and its attention pass is skipped
+        model._alignment_score = float(np.mean([mean[heads.index(h)] for h in chosen]))
         log.info("alignment heads (layer, head) from %d example clips: %s", len(waves), chosen)
         if path is not None:
             try:  # written whole, then renamed: a reader never sees half a file
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                tmp.write_text(json.dumps({"heads": [list(h) for h in chosen]}))
+                tmp.write_text(json.dumps({"heads": [list(h) for h in chosen],
+                                           "score": getattr(model, "_alignment_score", 0.0)}))
                 os.replace(tmp, path)
             except OSError:
                 log.warning("cannot keep the alignment heads in %s", path.parent)
