@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings, also
 
 from ctc import CTC, greedy_ids, timestamps as ctc_timestamps  # noqa: E402
 from engine.adaptor import TransformerAdaptor, low_frame_rate_length  # noqa: E402
+from engine.alignment import align as align_words  # noqa: E402
 from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
                                release_freed_memory,
@@ -62,6 +63,11 @@ class Prepared:
     checkpoint with CTC its encoder output (1, T, D) for the CTC text and timestamps."""
     embeds: torch.Tensor
     encoder_out: torch.Tensor | None = None
+    # for word timings (engine.alignment): the audio's positions in ``embeds``, its length in
+    # seconds and its samples (the fallback finds the speech in them)
+    audio_span: tuple[int, int] | None = None
+    seconds: float | None = None
+    wave: object = None
 
 
 def _default_device() -> str:
@@ -335,7 +341,9 @@ class FunASRNano(nn.Module):
         for i, (prefix, suffix) in enumerate(prompt_ids):
             n = low_frame_rate_length(int(lens[i])) if self.use_low_frame_rate else int(lens[i])
             ctc_in = enc[i:i + 1, :int(enc_lens[i])].clone() if self.ctc is not None else None
-            out.append(Prepared(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]), ctc_in))
+            out.append(Prepared(self._embed_prompt(prefix, suffix, adaptor_out[i, :n]), ctc_in,
+                                (len(prefix), len(prefix) + n), len(waves[i]) / SAMPLE_RATE,
+                                waves[i]))
         return out
 
     @staticmethod
@@ -354,10 +362,11 @@ class FunASRNano(nn.Module):
 
     @torch.inference_mode()
     def finish(self, prepared: Prepared, gen: Generation, repetition_guard: bool = True,
-               ignore_eos: bool = False) -> dict:
+               ignore_eos: bool = False, words: bool = False) -> dict:
         """The result fields of one decoded input: text, text_tn, finish_reason, num_tokens and,
         with CTC, ctc_text and timestamps. With ``repetition_guard`` a run the decoder stopped
-        in a loop, or that hit the token limit looking like one, keeps one copy of the loop."""
+        in a loop, or that hit the token limit looking like one, keeps one copy of the loop.
+        ``words``: also ``words`` ([{word, start, end}], engine.alignment)."""
         response = self.tokenizer.decode(gen.tokens)
         reason = gen.finish_reason
         if repetition_guard and not ignore_eos and (
@@ -373,15 +382,22 @@ class FunASRNano(nn.Module):
             r["ctc_text"] = self.ctc_tokenizer.decode(greedy_ids(logp, blank)).replace(
                 "<|nospeech|>", "")
             r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
+        if words:
+            r["words"] = align_words(self, [(prepared, gen.tokens, r["text"])])[0]
         return r
 
     @torch.inference_mode()
     def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False,
-                      repetition_guard=True):
+                      repetition_guard=True, words=False):
         prepared = self.prepare(waves, self.prompt_ids(language, itn, hotwords))
         gens = self._generate([p.embeds for p in prepared], max_new_tokens, ignore_eos,
                               repetition_guard)
-        return [self.finish(p, g, repetition_guard, ignore_eos) for p, g in zip(prepared, gens)]
+        out = [self.finish(p, g, repetition_guard, ignore_eos) for p, g in zip(prepared, gens)]
+        if words:  # one batched alignment pass for the whole batch
+            for r, w in zip(out, align_words(self, [(p, g.tokens, r["text"]) for p, g, r
+                                                    in zip(prepared, gens, out)])):
+                r["words"] = w
+        return out
 
     def load_inputs(self, inputs, language: str | None = None, keys=None):
         """Decode every input to 16 kHz: (results, waves). ``results`` has one dict per input
@@ -438,7 +454,7 @@ class FunASRNano(nn.Module):
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
                    ignore_eos: bool = False, repetition_guard: bool = True,
-                   detect_language: bool = True) -> list[dict]:
+                   detect_language: bool = True, words: bool = False) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
         input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
         the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
@@ -449,7 +465,10 @@ class FunASRNano(nn.Module):
         (``"stop"``, ``"length"`` at the token limit, or ``"repetition"``: the repetition guard,
         engine.repetition, stopped a loop and kept one copy; ``repetition_guard=False`` decodes
         as the reference does), ``num_tokens``, and with a CTC head ``ctc_text, timestamps``.
-        ``detect_language=False``: no language detection (live partials), ``"auto"`` stays."""
+        ``detect_language=False``: no language detection (live partials), ``"auto"`` stays.
+        ``words=True``: also ``words``, ``[{"word", "start", "end"}]`` in seconds from the start
+        of the input, from the decoder's own attention (engine.alignment; ``"estimated": True``
+        on words spread over the speech where that alignment is not trusted)."""
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
         hotwords = list(hotwords or ())
@@ -466,7 +485,7 @@ class FunASRNano(nn.Module):
             chunk = order[start:start + batch_size]
             for i, r in zip(chunk, self._decode_safely(chunk, waves, keys, lang_name, itn,
                                                        hotwords, max_new_tokens, ignore_eos,
-                                                       repetition_guard)):
+                                                       repetition_guard, words)):
                 results[i].update(r)
         if detect_language:   # no language given: say which one was heard (engine.language_id)
             def respeak(ws):

@@ -3,10 +3,10 @@
 
     python transcribe.py [--model DIR_OR_HUB_ID] [--device cpu|cuda] [--dtype fp32|bf16|int8]
         [--language L] [--no-itn] [--hotwords a,b] [--batch-size N] [--max-new-tokens N]
-        [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv|rttm] [--output-dir DIR]
-        [--speakers auto|N|MIN-MAX] [--speaker-names NAME=CLIP,...] [--speaker-model FILE.onnx]
-        [--watch FILE] [--pii] [--redact] [--redact-audio silence|bleep] [--report PATH]
-        [--quiet] FILE...
+        [--max-segment-seconds S] [--format json|txt|srt|vtt|tsv|rttm] [--word-timestamps]
+        [--output-dir DIR] [--speakers auto|N|MIN-MAX] [--speaker-names NAME=CLIP,...]
+        [--speaker-model FILE.onnx] [--watch FILE] [--pii] [--redact]
+        [--redact-audio silence|bleep] [--report PATH] [--quiet] FILE...
 
 Every file gets a result (one JSON line each with --format json); the exit status is 1 when any
 file failed, 0 otherwise. With no --language, each result says the language heard (language,
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speaker-model", default=None, metavar="FILE.onnx",
                    help="a WeSpeaker / CAM++ style ONNX speaker embedding model to use instead "
                    "of the packaged GE2E encoder")
+    p.add_argument("--word-timestamps", action="store_true",
+                   help="add word times (words: word, start, end) to the JSON; always on for "
+                   "srt, vtt and tsv, whose cues and rows start and end at words (docs/timing.md)")
     p.add_argument("--output-dir", default=None, help="write one FILE.<format> per input "
                    "here instead of printing to stdout (default: print; srt and vtt print "
                    "only one file: several need this)")
@@ -198,7 +201,7 @@ def main(argv=None) -> int:
         asr, args.files, language=args.language, itn=not args.no_itn, hotwords=hotwords,
         batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
         max_segment_s=args.max_segment_seconds, progress=progress, quiet=args.quiet,
-        speakers=args.speaker_request)
+        speakers=args.speaker_request, words=corpus.words_wanted(args))
     outputs = compliance_cli.apply(detector, outputs, args.files, args)
     results = dict(enumerate(outputs))
 

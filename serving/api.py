@@ -45,6 +45,24 @@ def display_name(filename: str | None) -> str:
     return (name[:100] + "..." + name[-97:] if len(name) > 200 else name) or "audio"
 
 
+GRANULARITIES = ("word", "segment")
+
+
+def wants_words(granularities, response_format: str) -> bool:
+    """Word timings for this request: ``timestamp_granularities[]`` has "word" (OpenAI: only
+    with verbose_json), or the format is srt/vtt, whose cues start and end at words.
+    RequestError (400) for another value or "word" with json/text."""
+    given = [g.strip().lower() for g in granularities or () if g and g.strip()]
+    bad = [g for g in given if g not in GRANULARITIES]
+    if bad:
+        raise RequestError(f"timestamp_granularities[]: {bad[0][:40]!r} is not one of "
+                           f"{', '.join(GRANULARITIES)}", 400, "timestamp_granularities")
+    if given and response_format != "verbose_json" and response_format not in ("srt", "vtt"):
+        raise RequestError("timestamp_granularities[] needs response_format verbose_json",
+                           400, "timestamp_granularities")
+    return "word" in given or response_format in ("srt", "vtt")
+
+
 def create_api(settings, holder, started_at: float | None = None, live=None,
                metrics=None) -> APIRouter:
     router = APIRouter()
@@ -93,7 +111,9 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
                              temperature: float | None = Form(None),
                              itn: bool = Form(True), stream: bool = Form(False),
                              watch_list: str | None = Form(None), pii: str | None = Form(None),
-                             redact: bool = Form(False)):
+                             redact: bool = Form(False),
+                             timestamp_granularities: list[str] | None = Form(
+                                 None, alias="timestamp_granularities[]")):
         denied = check_access(request, settings)
         if denied:
             return denied
@@ -102,6 +122,7 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
             return error_response(400, f"response_format must be one of "
                                   f"{', '.join(RESPONSE_FORMATS)}", "response_format")
         try:
+            words = wants_words(timestamp_granularities, response_format)
             parse_language(language)
             hotwords = parse_hotwords(prompt)
             detector = compliance.detector_from_request(watch_list, pii)
@@ -130,7 +151,8 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
                                   "invalid_audio")
         opts = Options(language=language, itn=itn, hotwords=hotwords,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
-                       max_audio_seconds=settings.max_audio_seconds, speakers=speakers)
+                       max_audio_seconds=settings.max_audio_seconds, speakers=speakers,
+                       words=words)
         if stream:   # server-sent events (serving.streaming), as OpenAI's streaming models
             if response_format not in ("json", "text"):
                 return error_response(400, f"stream=true sends text events; response_format "

@@ -32,7 +32,7 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a", ".aac", ".mp
                   ".mka", ".mkv", ".wma", ".aiff", ".aif"}
 JSON_FIELDS = ("key", "file", "text", "text_tn", "language", "language_name",
                "language_probability", "duration",
-               "processing_time", "segments", "timestamps", "finish_reason", "error",
+               "processing_time", "segments", "words", "timestamps", "finish_reason", "error",
                "speakers", "turns", "speakers_error", "compliance")
 RESULTS = "results.jsonl"
 MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
@@ -42,19 +42,20 @@ MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 
 def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords=(),
                      batch_size=8, max_new_tokens=512, max_segment_s=None,
-                     progress=None, quiet=False, speakers=None) -> list[dict]:
+                     progress=None, quiet=False, speakers=None, words=False) -> list[dict]:
     """One result dict per file, in order: files up to ``max_segment_s`` (default: the longest
     segment the VAD makes, engine.audio.vad.MAX_SEGMENT_S) decoded ``batch_size`` at a time,
     longer ones through ``engine.longform.transcribe_long``. What the CLI prints and what each
     Ray worker returns. ``speakers``: an engine.speakers.options.SpeakerRequest: every file is
-    diarized and its speaker turns transcribed (serving.diarized)."""
+    diarized and its speaker turns transcribed (serving.diarized). ``words``: word timings
+    (engine.alignment) in ``words`` and in each segment."""
     from engine.audio import probe_duration, vad
     from engine.longform import transcribe_long
 
     if max_segment_s is None:
         max_segment_s = vad.MAX_SEGMENT_S
 
-    opts = dict(language=language, itn=itn, hotwords=list(hotwords))
+    opts = dict(language=language, itn=itn, hotwords=list(hotwords), words=words)
     results: dict[int, dict] = {}
     short = []
     for i, f in enumerate(files):
@@ -99,11 +100,19 @@ def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords
                 seg = {"start": 0.0, "end": r["duration"], "text": r["text"].strip()}
                 if r.get("finish_reason") == "repetition":   # the guard cut a loop here
                     seg["flag"] = "repetition"
+                if words:
+                    seg["words"] = r.get("words") or []
                 r["segments"] = [seg]
             results[i] = r
         if progress:
             progress(min(start + len(chunk), len(short)), len(short))
     return [results[i] for i in range(len(files))]
+
+
+def words_wanted(args) -> bool:
+    """Word timings: asked for (--word-timestamps), or a subtitle/TSV format, whose cues and
+    rows are timed by them."""
+    return bool(getattr(args, "word_timestamps", False)) or args.format in ("srt", "vtt", "tsv")
 
 
 def render(r: dict, fmt: str) -> str:
@@ -374,7 +383,8 @@ def _run_on_ray(args, model_path: str, todo: list[str], keys: dict, results_path
                        hotwords=[w.strip() for w in args.hotwords.split(",") if w.strip()],
                        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                        max_segment_s=args.max_segment_seconds,
-                       speakers=getattr(args, "speaker_request", None))
+                       speakers=getattr(args, "speaker_request", None),
+                       words=words_wanted(args))
         calls = max(1, -(-len(todo) // per_call))
         replicas = min(args.replicas, calls)     # no replica without a file to take
         ds = ray.data.from_items([{"file": f, "key": keys[f]} for f in todo],

@@ -35,9 +35,11 @@ def verbose_json(row: dict, model: str | None = None) -> dict:
                          **({"flag": s["flag"]} if s.get("flag") else {}),
                          **{k: s[k] for k in ("language", "language_probability", "speaker")
                             if k in s}})
+    # timestamp_granularities[]=word: OpenAI's top-level words (ours may add "estimated")
+    words = {"words": list(row["words"])} if row.get("words") is not None else {}
     return {"task": "transcribe",
             **_language(row),
-            "duration": row["duration"], "text": row["text"], "segments": segments,
+            "duration": row["duration"], "text": row["text"], "segments": segments, **words,
             "model": model, "processing_time": row["processing_time"],
             "finish_reason": row.get("finish_reason"), **speakers_fields(row),
             **({"compliance": row["compliance"]} if row.get("compliance") else {})}
@@ -157,7 +159,8 @@ def write_downloads(rows: list[dict], model: str | None = None,
     paths.append(str(out / "transcript.txt"))
     doc = [{"file": r["file"], "duration": r["duration"], **language_fields(r),
             "processing_time": r["processing_time"], "text": r["text"], "error": r["error"],
-            "segments": r["segments"], **speakers_fields(r)} for r in rows]
+            "segments": r["segments"], **speakers_fields(r),
+            **({"words": r["words"]} if "words" in r else {})} for r in rows]
     (out / "transcript.json").write_text(
         json.dumps({"model": model, "files": doc}, ensure_ascii=False, indent=2) + "\n",
         encoding="utf-8")

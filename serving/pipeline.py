@@ -62,6 +62,7 @@ class Options:
     batch_size: int = 8
     max_audio_seconds: float | None = None
     speakers: object | None = None       # engine.speakers.options.SpeakerRequest: diarize
+    words: bool = False                  # word timings (engine.alignment): rows get ``words``
 
 
 def parse_language(value) -> Language | None:
@@ -193,7 +194,8 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
         results = holder.transcribe([w for _, w in chunk], language=code, itn=opts.itn,
                                     hotwords=list(opts.hotwords), batch_size=len(chunk),
                                     max_new_tokens=opts.max_new_tokens, keys=names,
-                                    priority="interactive", caller=caller)
+                                    priority="interactive", caller=caller,
+                                    **({"words": True} if opts.words else {}))
         elapsed = time.perf_counter() - t0
         chunk_seconds = sum(rows[i]["duration"] for i, _ in chunk) or 1.0
         for (i, _), res in zip(chunk, results, strict=True):
@@ -204,6 +206,10 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             if res.get("error"):
                 row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
             row["segments"] = single_segment(row["text"], row["duration"], row["finish_reason"])
+            if opts.words:
+                row["words"] = res.get("words") or []
+                for seg in row["segments"]:
+                    seg["words"] = row["words"]
             done += row["duration"]
         report(0.0, f"done {len(names)} file(s)")
 
@@ -231,6 +237,8 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                    text=res.get("text", ""), segments=list(res.get("segments") or []),
                    duration=round(float(res.get("duration") or row["duration"]), 3),
                    **_heard(res))
+        if opts.words:
+            row["words"] = list(res.get("words") or [])
         if res.get("error"):
             if row["segments"]:   # segments failed in the model: engine text, kept in the log
                 row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
@@ -251,7 +259,7 @@ def transcribe_long(model, src, name: str, language: str | None, opts: Options, 
                  hotwords=list(opts.hotwords), batch_size=opts.batch_size, progress=progress,
                  name=name, max_new_tokens=opts.max_new_tokens,
                  max_seconds=opts.max_audio_seconds, spans=spans,
-                 on_segments=on_segments)
+                 on_segments=on_segments, **({"words": True} if opts.words else {}))
 
 
 def _heard(res: dict) -> dict:

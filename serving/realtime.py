@@ -18,7 +18,8 @@ the older update), ``input_audio_buffer.speech_started`` / ``.speech_stopped`` /
 * ``delta`` is the newly *stable* text of the open utterance (never taken back, so clients can
   append it); the delta event also carries ``partial`` (the whole current hypothesis) and
   ``start`` / ``end`` (seconds of session audio it covers);
-* ``completed`` carries ``start`` / ``end`` (seconds from the session's first sample) and
+* ``completed`` carries ``words`` (``[{word, start, end}]``, docs/timing.md), ``start`` / ``end``
+  (seconds from the session's first sample) and
   ``usage: {"type": "duration", "seconds": ...}``; its ``transcript`` equals the offline API's
   text for those samples with the same options.
 
@@ -263,7 +264,7 @@ class Connection:
 
     def _new_session(self) -> LiveSession:
         options = LiveOptions(max_new_tokens=self.settings.max_new_tokens,
-                              batch_size=self.settings.batch_size,
+                              batch_size=self.settings.batch_size, words=True,
                               **self.config.live_changes())
         decode = decode_function(self.holder, self.settings, self.sessions)
 
@@ -356,7 +357,8 @@ class Connection:
                        "item_id": item, "content_index": 0, "transcript": e.text,
                        "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
                        "start": e.start, "end": e.end, **self._heard(e.text),
-                       **({"speaker": speaker} if self.speakers is not None else {})})
+                       **({"speaker": speaker} if self.speakers is not None else {}),
+                       **({"words": e.words} if e.words is not None else {})})
             if self.monitor is not None:     # compliance.alert events follow the final
                 self.stable.pop(e.item, None)
                 self.monitor.on_final(item, e.text, e.start, e.end, self.config.language)

@@ -113,6 +113,7 @@ class _Work:
     queued_at: float = field(default_factory=time.perf_counter)
     prepared: object = None
     seq: object = None
+    words: bool = False  # word timings (engine.alignment) when it finishes
 
     @property
     def seconds(self) -> float:
@@ -147,7 +148,8 @@ class Scheduler:
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int | None = None, max_new_tokens: int = 512, keys=None,
                    ignore_eos: bool = False, repetition_guard: bool = True,
-                   priority: str = "interactive", caller: str | None = None) -> list[dict]:
+                   priority: str = "interactive", caller: str | None = None,
+                   words: bool = False) -> list[dict]:
         """``FunASRNano.transcribe`` through the shared batch: one dict per input, in order;
         blocks until all of them are done. ``priority``: "live", "interactive" or "bulk";
         ``caller``: who is asking, for fairness (default: this call alone). ``batch_size`` is
@@ -167,7 +169,7 @@ class Scheduler:
                 raise RuntimeError("the scheduler is closed")
             for i, wave in waves.items():
                 work = _Work(req, i, wave, prompt, int(max_new_tokens), bool(ignore_eos),
-                             bool(repetition_guard), rank, next(self._order))
+                             bool(repetition_guard), rank, next(self._order), words=words)
                 self._waiting[rank].setdefault(req.caller, deque()).append(work)
             self._ensure_thread()
             self._cv.notify_all()
@@ -392,7 +394,7 @@ class Scheduler:
         self._leave(w)
         try:
             result = self.model.finish(w.prepared, w.seq.generation(), w.repetition_guard,
-                                       w.ignore_eos)
+                                       w.ignore_eos, **({"words": True} if w.words else {}))
         except Exception as e:  # noqa: BLE001
             log.exception("decoding %s failed", w.key, extra={"request_id": w.request.request_id})
             self._fail(w, e)
@@ -444,7 +446,7 @@ class SerialScheduler:
 
     def transcribe(self, inputs, language=None, itn=True, hotwords=(), batch_size=None,
                    max_new_tokens=512, keys=None, ignore_eos=False, repetition_guard=True,
-                   priority="interactive", caller=None) -> list[dict]:
+                   priority="interactive", caller=None, words=False) -> list[dict]:
         rank = priority_rank(priority)
         t0 = time.perf_counter()
         kwargs = dict(language=language, itn=itn, hotwords=hotwords, keys=keys,
@@ -455,6 +457,8 @@ class SerialScheduler:
             kwargs["repetition_guard"] = False
         if rank == LIVE:   # live partials: no language detection (as Scheduler)
             kwargs["detect_language"] = False
+        if words:
+            kwargs["words"] = True
         with self._counts:
             self._waiting[rank] += 1
         with self._lock:

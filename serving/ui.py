@@ -262,7 +262,8 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         opts = Options(language=language, itn=bool(itn), hotwords=words,
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds,
-                       speakers=page_speakers(speakers, settings))
+                       speakers=page_speakers(speakers, settings),
+                       words=True)   # the SRT/VTT downloads' cues start at words; JSON shows them
 
         def report(frac, msg):   # no "0.0%" while nothing can be counted yet (the first load)
             progress(frac if frac > 0 else None, desc=msg)
@@ -273,7 +274,7 @@ def build_blocks(settings, holder, banner: str | None = None, examples_dir: Path
         downloads = write_downloads(rows, holder.info()["model"])
         public = [{k: r[k] for k in ("file", "duration", "language", "language_name",
                                      "language_probability", "processing_time", "text", "error",
-                                     "segments", "speakers", "speakers_error") if k in r}
+                                     "segments", "words", "speakers", "speakers_error") if k in r}
                   for r in rows]
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return table, combined_transcript(rows), downloads, public, status_markdown(holder)

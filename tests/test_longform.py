@@ -178,8 +178,12 @@ def test_merging_and_min_segment(clips):
 def test_segment_edges_keep_speech(speech_dir, tmp_path):
     """Issue 19's bounds, on 2 minutes of the bench's recording (bench/segments.py: every clip,
     2-4 s pauses of faint noise) transcribed from FLAC by the demo model with the default
-    segmentation: at most 0.5% of the speech frames (10 ms, within 30 dB of the clip's peak)
-    outside every segment, no edge more than 0.5 s into a pause, no segment over 30 s."""
+    segmentation: at most 0.7% of the speech frames (10 ms, within 30 dB of the clip's peak)
+    outside every segment, no edge more than 0.5 s into a pause, no segment over 30 s. (Issue
+    19 set 0.5% when pauses under 5 s were merged; issue 30 merges only under 1.5 s, so that a 3 s
+    pause between two clips, two languages, ends a segment: 0.625% here, all of it frames a
+    median 55 ms before a segment's padded start, where silero's probability is under 0.03: the
+    low sound before a clip's first word, bench/results/timing-*.md)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     import segments as bench
     from model import FunASRNano
@@ -192,14 +196,14 @@ def test_segment_edges_keep_speech(speech_dir, tmp_path):
     res = transcribe_long(model, path)
     assert res["error"] is None and res["text"]
     got = bench.measure([(s["start"], s["end"]) for s in res["segments"]], spans, speech)
-    assert got["speech_outside_pct"] <= 0.5, got
+    assert got["speech_outside_pct"] <= 0.7, got
     assert got["edge_in_pause_s"] <= 0.5, got
     assert got["max_s"] <= 30.0, got
     # the recording is hard enough to tell: the old defaults (0.1 s pad, merging only across
     # gaps under 0.8 s) break the bound on it
     p, n = vad.speech_probabilities(stream_audio(path))
     old = vad.segments_from_probabilities(p, n, pad_s=0.1, merge_gap_s=0.8, target_segment_s=None)
-    assert bench.measure(old, spans, speech)["speech_outside_pct"] > 0.5, "too easy to tell"
+    assert bench.measure(old, spans, speech)["speech_outside_pct"] > 0.7, "too easy to tell"
 
 
 def test_streaming_memory_is_flat(recording):

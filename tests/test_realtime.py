@@ -203,6 +203,11 @@ def test_openai_realtime_client_transcribes(app):
                         language="pt")
     assert done.transcript == want.strip()
     assert "language_probability" not in extra   # the session set its language
+    # extension: the final's words, in session time, inside the item's span (lead-in 0.6 s)
+    words = extra["words"]
+    assert "".join(w["word"] for w in words).replace(" ", "") == done.transcript.replace(" ", "")
+    assert all(extra["start"] <= w["start"] <= w["end"] <= extra["end"] for w in words), words
+    assert abs(words[0]["start"] - 0.6) <= 0.3, words
 
 
 def test_manual_commit_at_16khz_with_the_older_session_event(app):

@@ -42,11 +42,13 @@ PAD_S = 0.45             # context on each side. An edge then lies at most the p
                          # window inside a pause, while the speech kept varies with the recording,
                          # so the pad is as large as a 0.5 s bound on edges allows (faster-whisper
                          # pads 0.4 s)
-MERGE_GAP_S = 5.0        # neighbours closer than this are merged ...
+MERGE_GAP_S = 1.5        # neighbours closer than this are merged (was 5 s: a 3 s pause between
+                         # two speakers or languages then fell inside one segment, whose text the
+                         # model mixes up; bench/results/segments-vm-20261203-1514.md: 1.5 s keeps
+                         # all but 0.47% of the speech frames, 5 s 0.26%) ...
 TARGET_SEGMENT_S = 20.0  # ... while the merged segment stays within this: fewer edges to lose
                          # speech at, and more context for the decoder. 30 s keeps slightly more,
-                         # but a segment's subtitle cues are timed by interpolation, so longer
-                         # segments time them more coarsely
+                         # and cues are timed by word times (engine.alignment) inside them
 MIN_SEGMENT_S = 1.0      # shorter segments join a neighbour (very short inputs decode poorly)
 
 _session = None
@@ -303,3 +305,14 @@ def _pad(groups, duration, pad_s):
         hi = duration if i + 1 == len(groups) else (end + groups[i + 1][0] * WINDOW_S) / 2
         segs.append((round(max(lo, start - pad_s), 3), round(min(hi, end + pad_s), 3)))
     return segs
+
+
+def speech_regions(probs: np.ndarray, n_samples: int | None = None, threshold: float = THRESHOLD,
+                   min_silence_s: float = MIN_SILENCE_S) -> list[tuple[float, float]]:
+    """The speech regions ``[(start_s, end_s), ...]`` of step 1 of
+    ``segments_from_probabilities`` (no merging, no padding): where words can be
+    (engine.alignment moves word edges that fall in a pause onto them)."""
+    probs = np.asarray(probs, dtype=np.float32)
+    end_s = (n_samples / SAMPLE_RATE) if n_samples is not None else len(probs) * WINDOW_S
+    regions = _speech_regions(probs, threshold, max(1, round(min_silence_s / WINDOW_S)))
+    return [(s * WINDOW_S, min(e * WINDOW_S, end_s)) for s, e in regions]

@@ -91,6 +91,7 @@ class LiveOptions:
     first_partial_s: float = 0.3             # speech before the first partial of an utterance
     partial_rest: float = 1.0                # idle time after a partial, x its decode time
     max_buffer_s: float = 300.0              # uncommitted audio kept without turn detection
+    words: bool = False                      # finals with word times (engine.alignment)
 
     def validate(self) -> None:
         if not 8000 <= int(self.sample_rate) <= 192000:
@@ -119,6 +120,7 @@ class LiveEvent:
     error: str | None = None
     result: dict | None = None
     decode_s: float | None = None
+    words: list | None = None   # a final's words (options.words), seconds as start / end
 
 
 @dataclass
@@ -485,9 +487,11 @@ class LiveSession:
 
     def _job(self, kind: str, utt: _Utterance, start: int, end: int) -> _Job:
         o = self.options
-        return _Job(kind, utt, start, end, self._audio.slice(start, end),
-                    {"language": o.language, "itn": o.itn, "hotwords": list(o.hotwords),
-                     "max_new_tokens": o.max_new_tokens, "batch_size": o.batch_size})
+        options = {"language": o.language, "itn": o.itn, "hotwords": list(o.hotwords),
+                   "max_new_tokens": o.max_new_tokens, "batch_size": o.batch_size}
+        if o.words and kind != "partial":  # a candidate may become the final
+            options["words"] = True
+        return _Job(kind, utt, start, end, self._audio.slice(start, end), options)
 
     def _trim(self) -> None:
         keep = self._audio.n
@@ -635,9 +639,14 @@ class LiveSession:
                                  end=self._t(utt.end), error=error or "decoding failed"))
             return
         text = (result.get("text") or "").strip()
+        words = None
+        if result.get("words") is not None:  # from the utterance's start to the session's
+            t0 = self._t(utt.start)
+            words = [{**w, "start": round(w["start"] + t0, 3), "end": round(w["end"] + t0, 3)}
+                     for w in result["words"]]
         self._emit(LiveEvent("final", utt.item, start=self._t(utt.start), end=self._t(utt.end),
                              text=text, delta=utt.stable.finish(text), result=result,
-                             decode_s=took))
+                             decode_s=took, words=words))
 
 
 class _DecodeAsModel:

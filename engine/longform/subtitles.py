@@ -6,8 +6,9 @@ Every writer also accepts a ``transcribe_long`` result dict and uses its ``segme
 Shaping (SRT/VTT): a cue has at most ``max_lines`` lines of ``max_chars`` columns (a CJK character
 is two columns) and lasts at most ``max_cue_s`` seconds (defaults 42 / 2 / 7 s, the usual
 broadcast limits). A longer segment is split into cues at word boundaries, or, for Chinese and
-Japanese text without spaces, between characters, preferring punctuation. The model gives no word
-times, so cue times are interpolated in proportion to text length.
+Japanese text without spaces, between characters, preferring punctuation. Segments with ``words``
+(engine.alignment) time their cues by them and never run a cue over a pause longer than 1 s;
+without words, cue times are interpolated in proportion to text length.
 """
 
 from __future__ import annotations
@@ -151,40 +152,96 @@ def _hard_split_long_tokens(tokens, max_chars):
     return out
 
 
+MAX_PAUSE_IN_CUE_S = 1.0  # a cue never runs over a pause between words longer than this
+
+
+def _pieces(seg, max_pause_s):
+    """A segment as ``(text, start, end, word spans)`` pieces: with ``words`` (engine.alignment)
+    one piece per run of words without a pause over ``max_pause_s``, timed by its words, each
+    word's character span in the piece's text kept; without words the segment itself."""
+    words = [w for w in seg.get("words") or () if str(w.get("word", "")).strip()]
+    text = " ".join(str(seg.get("text", "")).split())
+    if not words:
+        return [(text, float(seg["start"]), float(seg["end"]), None)] if text else []
+    runs, cur = [], [words[0]]
+    for w in words[1:]:
+        if float(w["start"]) - float(cur[-1]["end"]) > max_pause_s:
+            runs.append(cur)
+            cur = []
+        cur.append(w)
+    runs.append(cur)
+    out = []
+    for run in runs:
+        piece, spans = "", []
+        for w in run:
+            word = " ".join(str(w["word"]).split())
+            if piece and not (is_cjk_char(piece[-1]) and is_cjk_char(word[0])):
+                piece += " "
+            spans.append((len(piece), len(piece) + len(word), float(w["start"]), float(w["end"])))
+            piece += word
+        out.append((piece, float(run[0]["start"]), float(run[-1]["end"]), spans))
+    return out
+
+
 def shape_cues(segments, max_chars: int = 42, max_lines: int = 2,
-               max_cue_s: float = 7.0) -> list[dict]:
+               max_cue_s: float = 7.0, max_pause_s: float = MAX_PAUSE_IN_CUE_S) -> list[dict]:
     """Segments -> cues ``{"start", "end", "lines": [str, ...]}`` within the shaping limits.
 
     Each cue is grown while it fits (lines and duration); the break is then placed at the best
     point (sentence end, clause end, word boundary, the latest among equals) in the last two
-    thirds of that span, so cues are neither cut mid-phrase nor left very short."""
+    thirds of that span, so cues are neither cut mid-phrase nor left very short. A segment with
+    ``words`` has its cues start at their first word and end at their last, and a pause between
+    words over ``max_pause_s`` always ends a cue; without words, cue times are interpolated in
+    proportion to text length."""
     cues = []
     for seg in _segments(segments):
-        text = " ".join(str(seg.get("text", "")).split())
-        if not text:
-            continue
-        start, end = float(seg["start"]), float(seg["end"])
-        tokens = _hard_split_long_tokens(_tokens(text), max_chars)
-        widths = [_width(t) for t in tokens]
-        spaces = [len(t) - len(t.rstrip()) for t in tokens]
-        total = sum(widths) or 1
-        per_col = (end - start) / total        # seconds per column of text
-        i, done, t0 = 0, 0, start
-        while i < len(tokens):
-            j, w = i + 1, widths[i]             # tokens[i:j] fits; grow it while it still does
-            while (j < len(tokens) and (w + widths[j]) * per_col <= max_cue_s
-                   and _line_count(widths[i:j + 1], spaces[i:j + 1], max_chars) <= max_lines):
-                w += widths[j]
-                j += 1
-            if j < len(tokens):
-                lo = i + max(1, (j - i + 1) // 3)
-                j = max(range(lo, j + 1), key=lambda k: (_break_quality(tokens[k - 1]), k))
-            done += sum(widths[i:j])
-            t1 = end if j == len(tokens) else start + per_col * done
-            lines = _wrap(tokens[i:j], max_chars, max_lines) or ["".join(tokens[i:j]).strip()]
-            cues.append({"start": round(t0, 3), "end": round(t1, 3), "lines": lines,
-                         **({"speaker": seg["speaker"]} if seg.get("speaker") else {})})
-            i, t0 = j, t1
+        for text, start, end, spans in _pieces(seg, max_pause_s):
+            cues += _shape_piece(text, start, end, spans, max_chars, max_lines, max_cue_s,
+                                  seg.get("speaker"))
+    return cues
+
+
+def _shape_piece(text, start, end, spans, max_chars, max_lines, max_cue_s, speaker=None):
+    tokens = _hard_split_long_tokens(_tokens(text), max_chars)
+    widths = [_width(t) for t in tokens]
+    spaces = [len(t) - len(t.rstrip()) for t in tokens]
+    offsets = [0]
+    for t in tokens:
+        offsets.append(offsets[-1] + len(t))
+    total = sum(widths) or 1
+    per_col = (end - start) / total        # seconds per column of text
+
+    def word_time(char: int, edge: int) -> float:
+        """The start (edge 0) or end (edge 1) of the word holding character ``char``."""
+        for k, (a, b, t0, t1) in enumerate(spans):
+            if char < b:
+                if char >= a:
+                    return t1 if edge else t0
+                # between words: the next one starts, the one before ends
+                return spans[k - 1][3] if edge and k else t0
+        return spans[-1][3]
+
+    cues = []
+    i, done, t0 = 0, 0, start
+    while i < len(tokens):
+        j, w = i + 1, widths[i]             # tokens[i:j] fits; grow it while it still does
+        while (j < len(tokens) and (w + widths[j]) * per_col <= max_cue_s
+               and _line_count(widths[i:j + 1], spaces[i:j + 1], max_chars) <= max_lines):
+            w += widths[j]
+            j += 1
+        if j < len(tokens):
+            lo = i + max(1, (j - i + 1) // 3)
+            j = max(range(lo, j + 1), key=lambda k: (_break_quality(tokens[k - 1]), k))
+        done += sum(widths[i:j])
+        t1 = end if j == len(tokens) else start + per_col * done
+        if spans:
+            t0 = word_time(offsets[i], 0)
+            last = offsets[j] - 1 - (len(tokens[j - 1]) - len(tokens[j - 1].rstrip()))
+            t1 = max(t0, word_time(max(last, offsets[i]), 1))
+        lines = _wrap(tokens[i:j], max_chars, max_lines) or ["".join(tokens[i:j]).strip()]
+        cues.append({"start": round(t0, 3), "end": round(t1, 3), "lines": lines,
+                     **({"speaker": speaker} if speaker else {})})
+        i, t0 = j, t1
     return cues
 
 
@@ -240,14 +297,20 @@ def to_vtt(segments, max_chars: int = 42, max_lines: int = 2, max_cue_s: float =
 
 
 def to_tsv(segments) -> str:
-    """``start<TAB>end<TAB>text`` with times in seconds (3 decimals) and a header line."""
+    """``start<TAB>end<TAB>text`` with times in seconds (3 decimals) and a header line (a
+    speaker column where speakers were asked for). A segment with ``words`` gives a row per run
+    of words without a pause over 1 s, timed by its first and last word."""
     segs = _segments(segments)
-    who = any("speaker" in s for s in segs)      # a speaker column where speakers were asked for
-    rows = ["start\tend\tspeaker\ttext" if who else "start\tend\ttext"]
+    who = any("speaker" in s for s in segs)
+    rows = ["start	end	speaker	text" if who else "start	end	text"]
     for s in segs:
-        text = " ".join(str(s.get("text", "")).split())
-        spk = f"{s.get('speaker') or ''}\t" if who else ""
-        rows.append(f"{float(s['start']):.3f}\t{float(s['end']):.3f}\t{spk}{text}")
+        spk = f"{s.get('speaker') or ''}	" if who else ""
+        if not s.get("words"):
+            text = " ".join(str(s.get("text", "")).split())
+            rows.append(f"{float(s['start']):.3f}	{float(s['end']):.3f}	{spk}{text}")
+            continue
+        for text, start, end, _ in _pieces(s, MAX_PAUSE_IN_CUE_S):
+            rows.append(f"{start:.3f}	{end:.3f}	{spk}{text}")
     return "\n".join(rows) + "\n"
 
 

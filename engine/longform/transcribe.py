@@ -33,7 +33,8 @@ MIN_WINDOW_S = 2.0         # pieces shorter than this are not split again
 
 def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size=8,
                     max_segment_s=vad.MAX_SEGMENT_S, progress=None, *, name=None, max_new_tokens=512,
-                    vad_options=None, max_seconds=None, spans=None, on_segments=None) -> dict:
+                    vad_options=None, max_seconds=None, spans=None, on_segments=None,
+                    words=False) -> dict:
     """Transcribe a recording of any length with ``model.transcribe`` (the engine API).
 
     ``src``: a path, bytes, a binary file object, an ``(array, sr)`` tuple or a 16 kHz array.
@@ -49,6 +50,8 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     engine.speakers.transcript), sorted, not overlapping, each under 30 s.
     ``on_segments(new_segments)``: called with each batch's segments, in order, as they are
     done (the API's ``stream=true`` sends them on).
+    ``words``: also ``words`` ([{word, start, end}], seconds from the start of the recording,
+    engine.alignment) at the top level and in each segment.
     """
     spelled = describe_language(language)   # an unknown language fails before any work
     try:
@@ -65,6 +68,8 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     opts = dict(language=language, itn=itn, batch_size=batch_size,
                 hotwords=hotwords if isinstance(hotwords, str) else list(hotwords),
                 max_new_tokens=max_new_tokens)
+    if words:
+        opts["words"] = True
     segments, done = [], 0
     if progress:
         progress(0, len(spans))
@@ -81,13 +86,16 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
     text = join_texts([s["text"] for s in segments], language)
     if spelled["language"] == "auto":   # none given: the one heard (engine.language_id)
         spelled = summarize(segments, text) or spelled
-    return {
+    out = {
         "text": text,
         "segments": segments,
         "duration": round(duration, 3),
         "error": summary,
         **spelled,
     }
+    if words:
+        out["words"] = [w for s in segments for w in s.get("words", ())]
+    return out
 
 
 def _batched(items, n):
@@ -153,12 +161,26 @@ def _decode_guarded(model, items, opts, probs, depth=0) -> list[list[dict]]:
             seg["error"] = res["error"]
         if "language_probability" in res:   # detected (no language given): per segment
             seg.update(language=res["language"], language_probability=res["language_probability"])
+        if "words" in res or opts.get("words"):
+            seg["words"] = _shifted(res.get("words") or [], it["start"], it["end"], seg["text"],
+                                    bad)
         out.append([seg])
     if retry:
         redone = _decode_guarded(model, halves, opts, probs, depth + 1)
         for j, i in enumerate(retry):
             out[i] = redone[2 * j] + redone[2 * j + 1]
     return out
+
+
+def _shifted(words, start, end, text, collapsed) -> list[dict]:
+    """A segment's word times from its own start to the recording's, inside the segment. A
+    segment whose loop was collapsed here gets its words spread over it, estimated."""
+    if collapsed:
+        from ..alignment import spread_over_speech
+        return [{**w, "start": round(w["start"] + start, 3), "end": round(w["end"] + start, 3)}
+                for w in spread_over_speech(text, [], 0.0, end - start)]
+    return [{**w, "start": round(min(max(w["start"] + start, start), end), 3),
+             "end": round(min(max(w["end"] + start, start), end), 3)} for w in words]
 
 
 def _halves(item, probs):

@@ -1,0 +1,422 @@
+"""Word timings and subtitle cues against references whose times are known because we built them.
+
+    python bench/timing.py words                 # demo model, synthetic speech, 12 languages
+    python bench/timing.py cues                  # demo model, the 12 example clips + 3 s pauses
+    python bench/timing.py cost                  # full-size random model, with vs without words
+    python bench/timing.py all
+
+words: for each of the demo's 12 languages, held-out plain sentences of tools/demo_lang.py are
+spoken by espeak-ng (through libespeak-ng, so its WORD events give each word's start in the
+audio) as connected speech, after 0.3-0.7 s of lead-in, over quiet noise (-70 dBFS). Words are the
+sentence's words (Chinese and Cantonese: characters, read as pinyin syllables and characters;
+Japanese: the template's pieces, read as kana), joined by spaces so that espeak-ng's words are
+ours. A word's reference start is its WORD event (the first sample above 1e-3 from there), its
+end the last sample above 1e-3 before the next word's start. The demo model transcribes each
+recording with ``words=True`` (language given, ITN off); the hypothesis words are matched to
+the reference words by their characters (difflib; case and punctuation ignored) and every
+matched word's |start error| and |end error| is pooled per language: median and 90th
+percentile. (Words spoken one at a time with pauses between them were tried first: the demo,
+trained on sentences, hears them as lists of numbers.)
+
+cues: the 12 example clips joined by 3 s pauses, over and over (about 3 minutes, 30 clips) as
+the issue describes, through ``engine.longform.transcribe_long`` and the VTT writer with the
+CLI's defaults (word timings on): each clip's first cue start against its speech onset (the
+first 10 ms frame within 30 dB of the clip's loudest), and whether any cue spans a pause longer
+than 1 s (a cue overlapping two clips).
+
+cost: the full-size random-weight checkpoint (tools/make_random_model.py full), 4 clips of
+speech from ../shared/data/speech in one batch, decoding a fixed 32 tokens each (``ignore_eos``:
+random weights make meaningless token counts), ``transcribe`` with and without ``words=True``,
+alternating, 3 rounds each; the ratio of the medians. Random weights have no heads worth
+choosing, so the heads are set in the deepest layer: the upper bound, where the extra pass runs
+the whole decoder over prompt and tokens.
+
+Writes bench/results/timing-<host>-<YYYYMMDD-HHMM>.md and .json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import difflib
+import json
+import platform
+import random
+import re
+import socket
+import sys
+import time
+import unicodedata
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+SR = 16000
+NOISE_RMS = 3e-4
+LANGS = ["zh", "en", "yue", "ja", "ko", "id", "vi", "pt", "nl", "pl", "sv", "fi"]
+SPEED = {"zh": 150, "yue": 150, "ja": 160, "ko": 150}
+
+
+# ----------------------------------------------------------------------------- synthetic words
+
+def _units(lang: str, rng: random.Random):
+    """(surface, say) pieces of one held-out sentence."""
+    import demo_lang as dl
+    spec = dl.LANGS[lang]
+    plain = [p for p in spec["plain"] if dl.n_combinations(p[1]) >= 100] or spec["plain"]
+    template, slots = rng.choice(plain)
+    if lang == "ja":
+        surface_t, reading_t = dl.split_ja(template)
+        values = {name: dl.split_ja(rng.choice(slots[name])) for name in slots}
+        units = []
+        for piece_s, piece_r in zip(re.split(r"(\{[A-Z]\})", surface_t),
+                                    re.split(r"(\{[A-Z]\})", reading_t)):
+            m = re.fullmatch(r"\{([A-Z])\}", piece_s)
+            s, r = values[m.group(1)] if m else (piece_s, piece_r)
+            s, r = s.strip("。、 "), r.strip("。、 ")
+            if s:
+                units.append((s, r))
+        return units
+    form, _ = dl._fill(lang, template, slots, rng)
+    text = form.noitn
+    if lang in ("zh", "yue"):
+        chars = [c for c in text if unicodedata.category(c).startswith("L")]
+        return [(c, dl._zh_say(c) if lang == "zh" else c) for c in chars]
+    words = [w.strip(".,!?;:") for w in text.split()]
+    return [(w, w) for w in words if w]
+
+
+class _Espeak:
+    """libespeak-ng through ctypes: connected speech and the start of every word (its WORD
+    events: character position in the text, audio position in ms)."""
+
+    def __init__(self):
+        import ctypes as C
+
+        class Event(C.Structure):
+            _fields_ = [("type", C.c_int), ("unique_identifier", C.c_uint),
+                        ("text_position", C.c_int), ("length", C.c_int),
+                        ("audio_position", C.c_int), ("sample", C.c_int),
+                        ("user_data", C.c_void_p), ("id", C.c_char * 8)]
+
+        self.C, self.lib = C, C.CDLL("libespeak-ng.so.1")
+        self.rate = self.lib.espeak_Initialize(2, 0, None, 0)  # AUDIO_OUTPUT_SYNCHRONOUS
+        self.proto = C.CFUNCTYPE(C.c_int, C.POINTER(C.c_short), C.c_int, C.POINTER(Event))
+        self.samples, self.events = [], []
+
+        def cb(wav, n, ev):
+            if wav and n > 0:
+                self.samples.append(np.ctypeslib.as_array(wav, (n,)).copy())
+            i = 0
+            while ev[i].type != 0:
+                if ev[i].type == 1:  # espeakEVENT_WORD
+                    self.events.append((ev[i].text_position, ev[i].length,
+                                        ev[i].audio_position / 1000.0))
+                i += 1
+            return 0
+
+        self._cb = self.proto(cb)
+        self.lib.espeak_SetSynthCallback(self._cb)
+
+    def say(self, text: str, voice: str, rate: int):
+        self.samples, self.events = [], []
+        self.lib.espeak_SetVoiceByName(voice.encode())
+        self.lib.espeak_SetParameter(1, rate, 0)  # espeakRATE
+        raw = text.encode("utf-8")
+        self.lib.espeak_Synth(raw, len(raw) + 1, 0, 1, 0, 1, None, None)  # POS_CHARACTER, UTF8
+        self.lib.espeak_Synchronize()
+        pcm = (np.concatenate(self.samples) if self.samples else np.zeros(0, np.int16))
+        pcm = pcm.astype(np.float32) / 32768.0
+        import soxr
+        return soxr.resample(pcm, self.rate, SR).astype(np.float32), list(self.events)
+
+
+_ESPEAK = None
+
+
+def synth_recording(lang: str, seed: int):
+    """(audio, [(surface, start_s, end_s)]) of one sentence in connected speech: the words are
+    the units of ``_units`` joined by spaces, their starts espeak-ng's word events, their ends the
+    last sample above 1e-3 before the next word starts."""
+    global _ESPEAK
+    import demo_lang as dl
+    if _ESPEAK is None:
+        _ESPEAK = _Espeak()
+    rng = random.Random(f"{lang}-{seed}")
+    units = _units(lang, rng)
+    voice = dl.LANGS[lang]["voices"][0]
+    say, where = "", []
+    for surface, spoken in units:
+        if say:
+            say += " "
+        where.append((len(say), len(say) + len(spoken)))
+        say += spoken
+    pcm, events = _ESPEAK.say(say, voice, SPEED.get(lang, 165))
+    lead = rng.uniform(0.3, 0.7)
+    # character positions (1-based, counted in characters) -> the unit that holds them
+    starts = {}
+    for pos, _, t in events:
+        for k, (a, b) in enumerate(where):
+            if a <= pos - 1 < b and k not in starts:
+                starts[k] = t
+    loud = np.abs(pcm) > 1e-3
+    ref = []
+    ks = sorted(starts)
+    for j, k in enumerate(ks):
+        t0 = starts[k]
+        t1 = starts[ks[j + 1]] if j + 1 < len(ks) else len(pcm) / SR
+        a, b = int(t0 * SR), int(t1 * SR)
+        idx = np.flatnonzero(loud[a:b])
+        if not len(idx):
+            continue
+        ref.append((units[k][0], lead + (a + idx[0]) / SR, lead + (a + idx[-1] + 1) / SR))
+    audio = np.concatenate([np.zeros(int(lead * SR), np.float32), pcm,
+                            np.zeros(int(0.4 * SR), np.float32)])
+    audio = audio + np.random.default_rng(seed).normal(0, NOISE_RMS, len(audio)).astype(np.float32)
+    return audio.astype(np.float32), ref
+
+
+def _norm(s: str) -> str:
+    return "".join(c.lower() for c in s if unicodedata.category(c)[0] in "LN")
+
+
+def match_errors(ref, words) -> list[tuple[float, float]]:
+    """(|start error|, |end error|) of every reference word whose characters all match the
+    hypothesis and start and end hypothesis words."""
+    rs, r_owner = "", []
+    for k, (s, _, _) in enumerate(ref):
+        n = _norm(s)
+        rs += n
+        r_owner += [k] * len(n)
+    hs, h_owner = "", []
+    for k, w in enumerate(words):
+        n = _norm(w["word"])
+        hs += n
+        h_owner += [k] * len(n)
+    mapping = {}
+    for a, b, size in difflib.SequenceMatcher(None, rs, hs, autojunk=False).get_matching_blocks():
+        for d in range(size):
+            mapping[a + d] = b + d
+    errs = []
+    pos = 0
+    for k, (s, t0, t1) in enumerate(ref):
+        n = len(_norm(s))
+        first, last = pos, pos + n - 1
+        pos += n
+        if n == 0 or first not in mapping or last not in mapping:
+            continue
+        h0, h1 = mapping[first], mapping[last]
+        w0, w1 = h_owner[h0], h_owner[h1]
+        if (h0 > 0 and h_owner[h0 - 1] == w0) or (h1 + 1 < len(hs) and h_owner[h1 + 1] == w1):
+            continue  # the hypothesis word is longer than the reference word: no clean match
+        errs.append((abs(words[w0]["start"] - t0), abs(words[w1]["end"] - t1)))
+    return errs
+
+
+def bench_words(model, per_lang: int = 10) -> dict:
+    out = {}
+    for lang in LANGS:
+        recs = [synth_recording(lang, s) for s in range(per_lang)]
+        res = model.transcribe([a for a, _ in recs], language=lang, itn=False, words=True)
+        starts, ends, n_ref, estimated = [], [], 0, 0
+        for (audio, ref), r in zip(recs, res):
+            n_ref += len(ref)
+            estimated += sum(1 for w in r.get("words") or [] if w.get("estimated"))
+            for e0, e1 in match_errors(ref, r.get("words") or []):
+                starts.append(e0)
+                ends.append(e1)
+        both = np.array(starts + ends)
+        out[lang] = {"recordings": per_lang, "ref_words": n_ref, "matched": len(starts),
+                     "estimated_words": estimated,
+                     "start_median": float(np.median(starts)) if starts else None,
+                     "end_median": float(np.median(ends)) if ends else None,
+                     "median": float(np.median(both)) if len(both) else None,
+                     "p90": float(np.percentile(both, 90)) if len(both) else None}
+        print(lang, out[lang], flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- cues, long audio
+
+def example_recording(pause_s: float = 3.0, seconds: float = 180.0):
+    """The example clips in order, repeated, joined by ``pause_s`` of quiet noise: (audio,
+    [(name, onset_s, end_s)]) with each clip's speech onset and speech end."""
+    from engine.audio import load_audio
+    clips = [(p.stem, load_audio(str(p))) for p in sorted((ROOT / "example").glob("*.wav"))]
+    parts, spans, t = [], [], 0.0
+    pause = np.zeros(int(pause_s * SR), np.float32)
+    parts.append(pause)
+    t = len(pause) / SR
+    while t < seconds:
+        for name, a in clips:
+            frames = a[: len(a) // 160 * 160].reshape(-1, 160)
+            db = 10 * np.log10((frames ** 2).mean(1) + 1e-12)
+            loud = np.flatnonzero(db >= db.max() - 30)
+            spans.append((name, t + loud[0] * 0.01, t + (loud[-1] + 1) * 0.01))
+            parts += [a, pause]
+            t += (len(a) + len(pause)) / SR
+            if t >= seconds:
+                break
+    audio = np.concatenate(parts)
+    audio = audio + np.random.default_rng(0).normal(0, NOISE_RMS, len(audio)).astype(np.float32)
+    return audio.astype(np.float32), spans
+
+
+def cue_report(cues, spans, max_pause: float = 1.0) -> dict:
+    """First-cue start error per clip, and cues that span a pause longer than ``max_pause``."""
+    errs, missing = [], []
+    for name, on, off in spans:
+        inside = [c for c in cues if c["end"] > on - 1.5 and c["start"] < off]
+        if not inside:
+            missing.append(name)
+            continue
+        errs.append(min(inside, key=lambda c: c["start"])["start"] - on)
+    spanning = []
+    gaps = [(spans[i][2], spans[i + 1][1]) for i in range(len(spans) - 1)]
+    for c in cues:
+        for a, b in gaps:
+            if b - a > max_pause and c["start"] < a and c["end"] > b:
+                spanning.append(c)
+    e = np.abs(np.array(errs)) if errs else np.array([np.inf])
+    return {"clips": len(spans), "with_cue": len(errs), "missing": missing,
+            "median_abs": float(np.median(e)), "max_abs": float(e.max()),
+            "within_0.3": int((e <= 0.3).sum()), "signed": [round(x, 3) for x in errs],
+            "cues_spanning_pause": len(spanning)}
+
+
+def bench_cues(model) -> dict:
+    from engine.longform import transcribe_long
+    from engine.longform.subtitles import shape_cues
+    audio, spans = example_recording()
+    out = {}
+    for words in (True, False):
+        t0 = time.perf_counter()
+        res = transcribe_long(model, audio, words=words)
+        took = time.perf_counter() - t0
+        rep = cue_report(shape_cues(res), spans)
+        rep.update(seconds=round(len(audio) / SR, 1), segments=len(res["segments"]),
+                   decode_s=round(took, 2))
+        out["words" if words else "no_words"] = rep
+        print("words" if words else "no words", {k: v for k, v in rep.items() if k != "signed"},
+              flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- cost
+
+def _random_full_dir() -> Path:
+    """The full-size random-weight checkpoint, built once per machine (tools/make_random_model.py)."""
+    from make_random_model import cached_random_model
+    return cached_random_model("full", 1, ctc=False)
+
+
+def bench_cost_run(rounds: int = 3, tokens: int = 32, n_clips: int = 4) -> dict:
+    from engine.audio import load_audio
+    from model import FunASRNano
+    speech = ROOT.parent / "shared" / "data" / "speech"
+    clips = [load_audio(str(p)) for p in sorted(speech.glob("*/*.*"))
+             if p.suffix in (".wav", ".flac", ".mp3")][:n_clips]
+    if len(clips) < n_clips:  # without the shared clips: the example clips
+        clips = [load_audio(str(p)) for p in sorted((ROOT / "example").glob("*.wav"))][:n_clips]
+    m = FunASRNano.from_pretrained(str(_random_full_dir()), device="cpu")
+    # Random weights have no heads worth choosing: the bound is heads in the deepest layer,
+    # where the extra pass runs the whole decoder (the real choice can only be cheaper)
+    m._alignment_heads = [(m.llm_config.num_hidden_layers - 1, h) for h in range(6)]
+    kw = dict(max_new_tokens=tokens, ignore_eos=True, batch_size=n_clips)
+    times = {False: [], True: []}
+    m.transcribe(clips[:1], **kw)  # warm-up
+    for _ in range(rounds):
+        for words in (False, True):
+            t0 = time.perf_counter()
+            m.transcribe(clips, words=words, **kw)
+            times[words].append(time.perf_counter() - t0)
+    a, b = float(np.median(times[False])), float(np.median(times[True]))
+    out = {"clips": len(clips), "audio_s": round(sum(len(c) for c in clips) / SR, 1),
+           "tokens_each": tokens, "without_s": [round(x, 2) for x in times[False]],
+           "with_s": [round(x, 2) for x in times[True]], "ratio": round(b / a, 3),
+           "kernels": m.describe()["kernels"], "heads": [list(h) for h in m._alignment_heads],
+           "load_average": os.getloadavg()[0]}
+    print("cost", out, flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+
+def write_report(results: dict) -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
+    base = ROOT / "bench" / "results" / f"timing-{socket.gethostname()}-{stamp}"
+    machine = {"host": socket.gethostname(), "cpu": platform.processor() or platform.machine(),
+               "python": platform.python_version()}
+    try:
+        import os
+        machine["cores"] = len(os.sched_getaffinity(0))
+    except Exception:  # noqa: BLE001
+        pass
+    results = {"machine": machine, **results}
+    base.with_suffix(".json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    lines = [f"# bench/timing.py, {stamp} UTC", "", f"Machine: {machine}", ""]
+    if "words" in results:
+        how = ("the attention alignment forced on (--force-attention)"
+               if results.get("forced_attention") else "defaults")
+        lines += [f"## Word boundaries: demo model, synthetic speech (espeak-ng), {how}", "",
+                  "| language | ref words | matched | estimated | median abs error (s) | "
+                  "p90 (s) | start median | end median |", "|---|---|---|---|---|---|---|---|"]
+        for lang, r in results["words"].items():
+            f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+            lines.append(f"| {lang} | {r['ref_words']} | {r['matched']} | {r['estimated_words']}"
+                         f" | {f(r['median'])} | {f(r['p90'])} | {f(r['start_median'])} | "
+                         f"{f(r['end_median'])} |")
+        lines.append("")
+    if "cues" in results:
+        lines += ["## Cue starts: the 12 example clips joined by 3 s pauses (VTT, CLI defaults)",
+                  "", "| word timings | clips | median abs (s) | max abs (s) | within 0.3 s | "
+                  "cues spanning a pause > 1 s | segments |", "|---|---|---|---|---|---|---|"]
+        for k, r in results["cues"].items():
+            lines.append(f"| {k} | {r['clips']} | {r['median_abs']:.3f} | {r['max_abs']:.3f} | "
+                         f"{r['within_0.3']} | {r['cues_spanning_pause']} | {r['segments']} |")
+        lines.append("")
+    if "cost" in results:
+        r = results["cost"]
+        lines += ["## Cost: full-size random-weight model, CPU", "",
+                  f"{r['clips']} clips ({r['audio_s']} s), {r['tokens_each']} tokens each, "
+                  f"kernels {r['kernels']}: without words {r['without_s']} s, with "
+                  f"{r['with_s']} s; ratio of medians **{r['ratio']}**", ""]
+    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(base.with_suffix(".md"))
+    return base
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    ap.add_argument("what", choices=["words", "cues", "cost", "all"])
+    ap.add_argument("--model", default=str(ROOT / "models" / "demo"))
+    ap.add_argument("--per-lang", type=int, default=10)
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--force-attention", action="store_true",
+                    help="words: take the attention alignment even where the trust criterion "
+                    "rejects it (engine.alignment.MIN_SCORE = 0), to compare with the fallback")
+    args = ap.parse_args(argv)
+    results = {}
+    if args.force_attention:
+        import engine.alignment
+        engine.alignment.MIN_SCORE = 0.0
+        results["forced_attention"] = True
+    if args.what in ("words", "cues", "all"):
+        from model import FunASRNano
+        model = FunASRNano.from_pretrained(args.model, device="cpu")
+        if args.what in ("words", "all"):
+            results["words"] = bench_words(model, args.per_lang)
+        if args.what in ("cues", "all"):
+            results["cues"] = bench_cues(model)
+    if args.what in ("cost", "all"):
+        results["cost"] = bench_cost_run()
+    if not args.no_write:
+        write_report(results)
+
+
+if __name__ == "__main__":
+    main()
