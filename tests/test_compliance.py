@@ -175,11 +175,16 @@ def test_cli_watch_pii_redact_report_on_the_demo_model(tmp_path):
     srt = (out / "en.srt").read_text(encoding="utf-8")
     assert "The [COMPLIANCE] costs $57.50." in srt and "ticket" not in srt
     assert "böcker" not in (out / "sv.srt").read_text(encoding="utf-8")
-    # the redacted audio: silent over the hit (its segment: the whole clip here), and no copy
-    # for a file without hits
+    # the redacted audio: silent over the hit (srt has word times: the word's span), the same
+    # samples elsewhere, and no copy for a file without hits
     red, sr = sf.read(out / "en.redacted.wav", dtype="int16")
     orig, sr0 = sf.read(ROOT / "example" / "en.wav", dtype="int16")
-    assert sr == sr0 and len(red) == len(orig) and not red.any() and orig.any()
+    hit = report["items"][0]["hits"][0]
+    assert hit["time_source"] == "words", hit
+    a, b = int(round(hit["start"] * sr)), int(round(hit["end"] * sr))
+    assert sr == sr0 and len(red) == len(orig) and 0 <= a < b <= len(orig)
+    assert not red[a:b].any() and orig[a:b].any()
+    assert np.array_equal(red[:a], orig[:a]) and np.array_equal(red[b:], orig[b:])
     assert not (out / "fi.redacted.wav").exists()
     bad = tmp_path / "bad.tsv"
     bad.write_text("fine\nsecret\tnosuchcat\n", encoding="utf-8")
