@@ -45,6 +45,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
+from . import limits
 from .access import check_access
 from .live import LiveSessions, TooManySessions, decode_function
 from .model_holder import ModelUnavailable
@@ -56,6 +57,9 @@ RATES = (24000, 16000)
 CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER, CLOSE_ERROR = 1008, 1009, 1013, 1011
 SUPPORTED_IGNORED = ("noise_reduction", "include", "input_audio_noise_reduction", "modalities",
                      "client_secret", "type", "object", "id", "expires_at")
+
+
+_TOO_DEEP = object()
 
 
 def _id(prefix: str) -> str:
@@ -135,7 +139,7 @@ class Config:
         td = _obj(value, where)
         kind = td.get("type", "server_vad")
         if kind != "server_vad":
-            raise ClientError(f"turn_detection type {kind!r} is not supported; use "
+            raise ClientError(f"turn_detection type {limits.shown(kind)} is not supported; use "
                               "'server_vad' or null", param=f"{where}.type")
         vad = VadOptions() if self.vad is None else VadOptions(**vars(self.vad))
         for key, attr, lo, hi in (("threshold", "threshold", 0.0, 1.0),
@@ -197,10 +201,10 @@ def _rate(fmt, where: str) -> int:
     if isinstance(fmt, dict):
         kind, rate = fmt.get("type", "audio/pcm"), fmt.get("rate", 24000)
     if kind not in ("pcm16", "audio/pcm"):
-        raise ClientError(f"audio format {kind!r} is not supported; send pcm16 "
+        raise ClientError(f"audio format {limits.shown(kind)} is not supported; send pcm16 "
                           "(audio/pcm, 16-bit little-endian mono)", param=where)
     if isinstance(rate, bool) or rate not in RATES:
-        raise ClientError(f"sample rate {rate!r} is not supported; use 24000 or 16000",
+        raise ClientError(f"sample rate {limits.shown(rate)} is not supported; use 24000 or 16000",
                           param=f"{where}.rate" if isinstance(fmt, dict) else where)
     return int(rate)
 
@@ -216,7 +220,15 @@ class Connection:
         # The model's folder name, not its path (the session object goes to every client).
         self.config = Config(Path(str(holder.info()["model"])).name or "fun-asr-nano")
         self.loop = asyncio.get_running_loop()
+        # Server events, serialized, waiting for the client to read them: bounded per connection
+        # (limits.REALTIME_OUTBOX_*); a client that leaves more unread is closed (slow reader).
         self.outbox: asyncio.Queue = asyncio.Queue()
+        self.outbox_bytes = 0
+        self.slow_reader = False
+        self._reader: anyio.CancelScope | None = None
+        self.finals_room = asyncio.Event()
+        self.events = limits.RateLimit(limits.REALTIME_EVENT_RATE, limits.REALTIME_EVENT_BURST)
+        self.audio = limits.RateLimit(limits.REALTIME_AUDIO_SPEED, limits.REALTIME_AUDIO_BURST_S)
         self.items: dict[int, str] = {}
         self.previous_item: str | None = None
         self.odd_byte = b""
@@ -246,7 +258,24 @@ class Connection:
 
     # -- sending
     def send(self, event: dict) -> None:
-        self.outbox.put_nowait({"event_id": _id("event"), **event})
+        if self.slow_reader:
+            return
+        text = json.dumps({"event_id": _id("event"), **event}, ensure_ascii=False)
+        if (self.outbox.qsize() >= limits.REALTIME_OUTBOX_EVENTS
+                or self.outbox_bytes + len(text) > limits.REALTIME_OUTBOX_BYTES):
+            # The client does not read what it is sent: drop its backlog and end the session
+            # (an error event could not reach it either). See run().
+            self.slow_reader = True
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
+            self.outbox_bytes = 0
+            log.warning("realtime %s: the client left %d events unread: closed (slow reader)",
+                        self.id, limits.REALTIME_OUTBOX_EVENTS)
+            if self._reader is not None:
+                self._reader.cancel()
+            return
+        self.outbox_bytes += len(text)
+        self.outbox.put_nowait(text)
 
     def error(self, message: str, code: str, param: str | None = None,
               event_id: str | None = None, kind: str = "invalid_request_error") -> None:
@@ -259,7 +288,8 @@ class Connection:
                 event = await self.outbox.get()
                 if event is None:
                     return
-                await self.ws.send_text(json.dumps(event, ensure_ascii=False))
+                self.outbox_bytes -= len(event)
+                await self.ws.send_text(event)
         except (WebSocketDisconnect, RuntimeError, OSError):
             return   # the client is gone; the receiving side notices too
 
@@ -305,6 +335,7 @@ class Connection:
                        "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
                        "start": e.start, "end": e.end})
             self.items.pop(e.item, None)
+            self.finals_room.set()
         elif e.kind == "failed":
             log.warning("realtime %s: %s failed: %s", self.id, item, e.error)
             message = (e.error if e.error and e.error.startswith("cannot load the model")
@@ -314,6 +345,7 @@ class Connection:
                        "error": {"type": "server_error", "code": "transcription_failed",
                                  "message": message, "param": None}})
             self.items.pop(e.item, None)
+            self.finals_room.set()
         elif e.kind == "cleared":
             self.send({"type": "input_audio_buffer.cleared"})
 
@@ -330,13 +362,19 @@ class Connection:
         limit = self.settings.live_max_message_bytes
         try:
             while True:
+                await self._wait_for_finals()
+                if self.slow_reader:
+                    return await self._close_slow_reader()
                 try:
-                    with anyio.fail_after(idle):
-                        message = await self.ws.receive()
+                    with anyio.CancelScope() as self._reader:
+                        with anyio.fail_after(idle):
+                            message = await self.ws.receive()
                 except TimeoutError:
                     self.error(f"no message for {idle:g} s: the session is closed",
                                "idle_timeout")
                     return await self.flush_and_close(CLOSE_POLICY, "idle timeout")
+                if self.slow_reader:
+                    return await self._close_slow_reader()
                 if message["type"] == "websocket.disconnect":
                     return
                 text, data = message.get("text"), message.get("bytes")
@@ -348,11 +386,17 @@ class Connection:
                                "in smaller appends",
                                "message_too_large")
                     return await self.flush_and_close(CLOSE_TOO_BIG, "message too big")
+                await self.events.take(1)   # over the rate: read more slowly (limits)
                 if text is None:
                     self.error("binary messages are not supported: send JSON text events",
                                "invalid_event")
                     continue
                 await self._handle(text)
+                # let the sender run: the outbox grows only while the client does not read,
+                # not because a burst of events was answered faster than this loop yields
+                await asyncio.sleep(0)
+                if self.slow_reader:
+                    return await self._close_slow_reader()
         except WebSocketDisconnect:
             return
         finally:
@@ -360,16 +404,47 @@ class Connection:
             if not self._send_task.done():
                 self._send_task.cancel()
 
+    async def _wait_for_finals(self) -> None:
+        """While this session has more than limits.REALTIME_PENDING_FINALS finals waiting for
+        the model, its socket is not read (the client's sends block): a client cannot queue
+        more work, and memory, than the model takes from it."""
+        deadline = self.loop.time() + limits.REALTIME_FINALS_WAIT_S
+        while (len(self.items) > limits.REALTIME_PENDING_FINALS + 1
+               and self.loop.time() < deadline and not self.slow_reader):
+            self.finals_room.clear()
+            with anyio.move_on_after(max(0.0, deadline - self.loop.time())):
+                await self.finals_room.wait()
+
+    async def _close_slow_reader(self) -> None:
+        """The client left too much unread: stop sending and close (1008) without waiting for
+        it to read the close frame for long."""
+        if not self._send_task.done():
+            self._send_task.cancel()
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with anyio.move_on_after(2):
+                try:
+                    await self.ws.close(CLOSE_POLICY, "slow reader")
+                except (RuntimeError, OSError, WebSocketDisconnect):
+                    pass
+
     async def _handle(self, text: str) -> None:
         try:
             event = json.loads(text)
         except ValueError as e:
             self.error(f"the message is not valid JSON: {e}", "invalid_json")
             return
+        except RecursionError:
+            event = _TOO_DEEP   # nested past Python's recursion limit: refused just below
+        if event is _TOO_DEEP or limits.json_depth(event) > limits.REALTIME_MAX_DEPTH:
+            self.error(f"the event is nested deeper than {limits.REALTIME_MAX_DEPTH} levels",
+                       "invalid_event")
+            return
         if not isinstance(event, dict):
             self.error("an event must be a JSON object", "invalid_event")
             return
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        if event_id is not None and len(event_id) > limits.EVENT_ID_CHARS:
+            event_id = event_id[:limits.EVENT_ID_CHARS] + "..."   # echoed bounded
         kind = event.get("type")
         if not isinstance(kind, str):
             self.error("The 'type' field is missing.", "invalid_event", "type", event_id)
@@ -422,6 +497,8 @@ class Connection:
             raw = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise ClientError("audio is not valid base64", "invalid_audio", "audio") from None
+        # over 20x real time (after a burst): read more slowly (limits.REALTIME_AUDIO_*)
+        await self.audio.take(len(raw) / 2 / self.config.rate)
         raw = self.odd_byte + raw
         cut = len(raw) // 2 * 2
         self.odd_byte = raw[cut:]   # a sample split across two appends
