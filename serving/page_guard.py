@@ -8,7 +8,8 @@
   what the user sent; anything else is an internal error: logged under a request id, and the
   user sees the id only. ``install()`` puts it in front of Gradio's ``error_payload``.
 * ``PageGuard``: an ASGI middleware answering ``/gradio_api/queue/data`` for a session the queue
-  does not know with a plain 404 before Gradio starts its event stream (Gradio raised the 404
+  does not know (and ``/gradio_api/call/NAME/EVENT`` for an unknown event) with a plain 404
+  before Gradio starts its event stream (Gradio raised the 404
   inside the stream, which uvicorn logged as "Exception in ASGI application" with a traceback,
   once per request).
 """
@@ -25,6 +26,8 @@ from .limits import ECHO_CHARS, escape_control
 log = logging.getLogger("funasr_nano.app")
 
 QUEUE_DATA = "/gradio_api/queue/data"
+_CALL = re.compile(r"/gradio_api/(?:call|run)/([^/]+)/?$")
+_CALL_RESULT = re.compile(r"/gradio_api/call/[^/]+/([^/]+)$")
 _CANNOT_MOVE = re.compile(r"^Cannot move (.*) to the gradio cache dir", re.S)
 
 
@@ -41,10 +44,31 @@ def error_text(exc: BaseException) -> str:
                 "correct the value")
     if ("didn't receive enough input values" in text or "Original error" in text
             or "Could not preprocess" in text or "Could not postprocess" in text):
-        return ("the request's values do not fit this page's inputs (the files, the "
-                "microphone, the language, ITN and the hotwords, in that order); reload the "
-                "page and try again")
+        return FIT_MESSAGE
+    if _raised_by_gradio(exc):
+        # Gradio's own code (its examples handler, its payload models) choking on a value the
+        # client sent: the client's mistake, not a fault of ours
+        log.info("request %s: page request refused: %s", request_id.current(),
+                 escape_control(f"{type(exc).__name__}: {text}")[:300])
+        return FIT_MESSAGE
     return request_id.internal_error(log, "page request", exc)
+
+
+FIT_MESSAGE = ("the request's values do not fit this page's inputs (the files, the microphone, "
+               "the language, ITN and the hotwords, in that order); reload the page and try "
+               "again")
+_INPUT_ERRORS = (TypeError, ValueError, LookupError, AttributeError)
+
+
+def _raised_by_gradio(exc: BaseException) -> bool:
+    """True for a TypeError/ValueError/... whose innermost frame is Gradio's or pydantic's."""
+    if not isinstance(exc, _INPUT_ERRORS):
+        return False
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    where = last.tb_frame.f_code.co_filename if last is not None else ""
+    return any(part in where for part in ("/gradio/", "/pydantic/", "/pydantic_core/"))
 
 
 def install() -> None:
@@ -67,6 +91,10 @@ def install() -> None:
     gradio.queueing.error_payload = error_payload
 
 
+def _api_names(blocks) -> set:
+    return {getattr(fn, "api_name", None) for fn in getattr(blocks, "fns", {}).values()}
+
+
 class PageGuard:
     """See the module docstring. ``blocks``: the mounted gr.Blocks (its queue)."""
 
@@ -74,20 +102,73 @@ class PageGuard:
         self.app, self.blocks = app, blocks
 
     async def __call__(self, scope, receive, send):
-        if (scope["type"] == "http" and scope["path"].endswith(QUEUE_DATA)
-                and scope.get("method") == "GET"):
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            session = (query.get("session_hash") or [""])[0]
+        if scope["type"] == "http" and scope.get("method") == "GET":
+            path = scope["path"]
             queue = getattr(self.blocks, "_queue", None)
-            known = getattr(queue, "pending_messages_per_session", None)
-            if known is not None and session not in known:
-                return await _not_found(send)
-        return await self.app(scope, receive, send)
+            sessions = getattr(queue, "pending_messages_per_session", None)
+            if sessions is not None and path.endswith(QUEUE_DATA):
+                query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+                if (query.get("session_hash") or [""])[0] not in sessions:
+                    return await _not_found(send)
+            elif sessions is not None and _CALL_RESULT.search(path):
+                # the result stream of /gradio_api/call/NAME: Gradio looks the event up the
+                # same way and raises its 404 inside the stream
+                event_id = _CALL_RESULT.search(path).group(1)
+                pending = getattr(queue, "pending_event_ids_session", {}) or {}
+                if (event_id not in getattr(queue, "event_ids_to_events", {})
+                        and event_id not in sessions
+                        and not any(event_id in ids for ids in pending.values())):
+                    return await _not_found(send)
+        if scope["type"] != "http" or scope["path"].startswith("/v1"):
+            return await self.app(scope, receive, send)   # /v1/*: serving.guard answers
+        named = _CALL.search(scope["path"]) if scope.get("method") == "POST" else None
+        if named and named.group(1) not in _api_names(self.blocks):
+            return await _json(send, 404, {"detail": f"no such function: "
+                                           f"{escape_control(named.group(1))[:ECHO_CHARS]}"})
+        started = held = False
+
+        async def tracked(message):
+            # Starlette's ServerErrorMiddleware (inside Gradio's app) answers an exception with
+            # a plain "Internal Server Error" 500 and raises it on: that answer is held back and
+            # replaced below (a 400 for the client's values, else a 500 with a request id)
+            nonlocal started, held
+            if message["type"] == "http.response.start" and message["status"] == 500:
+                held = True
+            if held:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+            if held:
+                message = request_id.internal_error(log, f"page request {scope['path'][:200]}")
+                await _json(send, 500, {"detail": message})
+            return
+        except Exception as e:  # noqa: BLE001
+            # an exception out of a Gradio route (its request models rejecting a client's
+            # values): uvicorn would log "Exception in ASGI application" with the traceback
+            if started:   # answered already (Gradio's 500): the details go to our log
+                request_id.internal_error(log, f"page request {scope['path'][:200]}", e)
+                return
+            if _raised_by_gradio(e) or type(e).__name__ == "ValidationError":
+                log.info("page request %s %s refused: %s", scope.get("method"),
+                         escape_control(scope["path"])[:200],
+                         escape_control(f"{type(e).__name__}: {e}")[:300])
+                return await _json(send, 400, {"detail": FIT_MESSAGE})
+            message = request_id.internal_error(log, f"page request {scope['path'][:200]}", e)
+            return await _json(send, 500, {"detail": message})
 
 
 async def _not_found(send) -> None:
-    body = b'{"detail":"no such session: join the queue first"}'
-    await send({"type": "http.response.start", "status": 404,
+    await _json(send, 404, {"detail": "no such session or event: join the queue first"})
+
+
+async def _json(send, status: int, content: dict) -> None:
+    import json
+    body = json.dumps(content).encode()
+    await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
