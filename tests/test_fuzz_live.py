@@ -20,7 +20,6 @@ ASGI application". Budget: ``FUNASR_NANO_FUZZ_CASES`` cases per test (here 100 u
 from __future__ import annotations
 
 import base64
-import collections
 import json
 import os
 import re
@@ -55,9 +54,14 @@ INTERNAL = ("Traceback", "Exception", "Original error", "IndexError", "KeyError"
 
 @pytest.fixture(scope="module")
 def live_app(app_model_dir, tmp_path_factory):
+    # --preload: the model is in memory before the idle RSS is taken
     server = start_app(app_model_dir, tmp_path_factory.mktemp("fuzz_live"),
-                       "--max-new-tokens", "4", "--live-sessions", "2",
+                       "--max-new-tokens", "4", "--live-sessions", "2", "--preload",
                        "--live-max-message-mb", "1", "--live-idle-seconds", "30")
+    deadline = time.monotonic() + 120
+    while not requests.get(server.url + "/health", timeout=10).json().get("model_loaded"):
+        assert time.monotonic() < deadline, "the model did not load"
+        time.sleep(0.5)
     yield server
     server.stop()
 
@@ -237,8 +241,6 @@ def _sse(app, url, where) -> None:
                 _no_internal_text(line, where)
                 if '"msg": "process_completed"' in line or '"msg":"process_completed"' in line:
                     break
-            if line.startswith("event: complete") or line.startswith("event: error"):
-                pass
 
 
 def test_page_routes_answer_any_request_cleanly(live_app):
