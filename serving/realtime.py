@@ -497,7 +497,7 @@ class Connection:
             raw = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise ClientError("audio is not valid base64", "invalid_audio", "audio") from None
-        # over 20x real time (after a burst): read more slowly (limits.REALTIME_AUDIO_*)
+        # over 5x real time (after a burst): read more slowly (limits.REALTIME_AUDIO_*)
         await self.audio.take(len(raw) / 2 / self.config.rate)
         raw = self.odd_byte + raw
         cut = len(raw) // 2 * 2
