@@ -24,9 +24,14 @@ the older update), ``input_audio_buffer.speech_started`` / ``.speech_stopped`` /
 
 Limits, each with an ``error`` event and a close code: ``--live-sessions`` sessions at a time
 (1013 try again later), ``--live-max-message-mb`` per message (1009 message too big),
-``--live-idle-seconds`` without a message (1008). Malformed JSON, unknown events and bad base64
-get an ``error`` event and the session goes on. A client that disconnects frees its session at
-once (its running decode finishes unseen).
+``--live-idle-seconds`` without a message (1008). Malformed JSON, JSON nested deeper than 16
+levels, unknown events and bad base64 get an ``error`` event and the session goes on. A client
+that disconnects frees its session at once (its running decode finishes unseen).
+
+Per connection (serving.limits, docs/security.md): events are read at most 200/s and audio at
+most 5x real time (after bursts; beyond, the socket is read more slowly); while more than 2 of
+the session's finals wait for the model the socket is not read; a client's values are echoed
+cut short; a client that leaves 256 events or 1 MB unread is closed as a slow reader (1008).
 """
 from __future__ import annotations
 
