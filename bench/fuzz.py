@@ -121,7 +121,10 @@ def main(argv=None) -> int:
         return 0
 
     report = Path(tempfile.mkdtemp(prefix="fuzz-")) / "fuzz.json"
-    cmd = [sys.executable, "-m", "pytest", "-q", *args.tests]
+    # its own basetemp: pytest keeps only the last 3 of /tmp/pytest-of-USER/pytest-N, so any
+    # other pytest run on the machine during a long run would delete its server's files
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+           "--basetemp", str(report.parent / "basetemp"), *args.tests]
     env = {**os.environ, "FUNASR_NANO_FUZZ_CASES": str(args.cases),
            "FUNASR_NANO_FUZZ_REPORT": str(report)}
     shown = (f"FUNASR_NANO_FUZZ_CASES={args.cases} FUNASR_NANO_FUZZ_REPORT=FILE "

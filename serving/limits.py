@@ -24,7 +24,7 @@ EVENT_ID_CHARS = 64             # a realtime client's event_id echoed in an erro
 REALTIME_MAX_DEPTH = 16         # JSON nesting of one event (OpenAI's events need 5)
 REALTIME_EVENT_RATE = 200.0     # events read per second, sustained ...
 REALTIME_EVENT_BURST = 400      # ... after a burst of this many
-REALTIME_AUDIO_SPEED = 5.0      # seconds of audio read per second, sustained (5x real time) ...
+REALTIME_AUDIO_SPEED = 2.0      # seconds of audio read per second, sustained (2x real time) ...
 REALTIME_AUDIO_BURST_S = 60.0   # ... after a burst of this much audio
 REALTIME_OUTBOX_EVENTS = 256    # server events a client may leave unread ...
 REALTIME_OUTBOX_BYTES = 1 << 20  # ... or bytes of them; beyond either it is closed (1008)
@@ -85,12 +85,16 @@ class RateLimit:
         self.tokens = min(self.burst, self.tokens + (now - self.t) * self.rate)
         self.t = now
 
-    async def take(self, n: float = 1.0) -> None:
+    def take_later(self, n: float = 1.0) -> float:
+        """Take ``n`` now; the seconds to wait before going on (0 within the rate)."""
         n = min(float(n), self.burst)   # one big message waits for a full bucket, not forever
         self._refill()
-        if self.tokens < n:
-            wait = (n - self.tokens) / self.rate
-            self.waited += wait
-            await asyncio.sleep(wait)
-            self._refill()
         self.tokens -= n
+        wait = max(0.0, -self.tokens / self.rate)
+        self.waited += wait
+        return wait
+
+    async def take(self, n: float = 1.0) -> None:
+        wait = self.take_later(n)
+        if wait:
+            await asyncio.sleep(wait)

@@ -68,7 +68,8 @@ def _raised_by_gradio(exc: BaseException) -> bool:
     while tb is not None:
         last, tb = tb, tb.tb_next
     where = last.tb_frame.f_code.co_filename if last is not None else ""
-    return any(part in where for part in ("/gradio/", "/pydantic/", "/pydantic_core/"))
+    return any(part in where for part in ("/gradio/", "/gradio_client/", "/pydantic/",
+                                          "/pydantic_core/"))
 
 
 def install() -> None:

@@ -29,7 +29,7 @@ levels, unknown events and bad base64 get an ``error`` event and the session goe
 that disconnects frees its session at once (its running decode finishes unseen).
 
 Per connection (serving.limits, docs/security.md): events are read at most 200/s and audio at
-most 5x real time (after bursts; beyond, the socket is read more slowly); while more than 2 of
+most 2x real time (after bursts; beyond, the socket is read more slowly); while more than 2 of
 the session's finals wait for the model the socket is not read; a client's values are echoed
 cut short; a client that leaves 256 events or 1 MB unread is closed as a slow reader (1008).
 """
@@ -231,7 +231,7 @@ class Connection:
         self.outbox_bytes = 0
         self.slow_reader = False
         self._reader: anyio.CancelScope | None = None
-        self.finals_room = asyncio.Event()
+        self._ahead: asyncio.Future | None = None   # a message read during a pause
         self.events = limits.RateLimit(limits.REALTIME_EVENT_RATE, limits.REALTIME_EVENT_BURST)
         self.audio = limits.RateLimit(limits.REALTIME_AUDIO_SPEED, limits.REALTIME_AUDIO_BURST_S)
         self.items: dict[int, str] = {}
@@ -274,8 +274,9 @@ class Connection:
             while not self.outbox.empty():
                 self.outbox.get_nowait()
             self.outbox_bytes = 0
-            log.warning("realtime %s: the client left %d events unread: closed (slow reader)",
-                        self.id, limits.REALTIME_OUTBOX_EVENTS)
+            log.warning("realtime %s: the client left over %d events or %d KB unread: closed "
+                        "(slow reader)", self.id, limits.REALTIME_OUTBOX_EVENTS,
+                        limits.REALTIME_OUTBOX_BYTES >> 10)
             if self._reader is not None:
                 self._reader.cancel()
             return
@@ -340,7 +341,6 @@ class Connection:
                        "usage": {"type": "duration", "seconds": round(e.end - e.start, 3)},
                        "start": e.start, "end": e.end})
             self.items.pop(e.item, None)
-            self.finals_room.set()
         elif e.kind == "failed":
             log.warning("realtime %s: %s failed: %s", self.id, item, e.error)
             message = (e.error if e.error and e.error.startswith("cannot load the model")
@@ -350,7 +350,6 @@ class Connection:
                        "error": {"type": "server_error", "code": "transcription_failed",
                                  "message": message, "param": None}})
             self.items.pop(e.item, None)
-            self.finals_room.set()
         elif e.kind == "cleared":
             self.send({"type": "input_audio_buffer.cleared"})
 
@@ -373,7 +372,7 @@ class Connection:
                 try:
                     with anyio.CancelScope() as self._reader:
                         with anyio.fail_after(idle):
-                            message = await self.ws.receive()
+                            message = await self._receive()
                 except TimeoutError:
                     self.error(f"no message for {idle:g} s: the session is closed",
                                "idle_timeout")
@@ -391,7 +390,9 @@ class Connection:
                                "in smaller appends",
                                "message_too_large")
                     return await self.flush_and_close(CLOSE_TOO_BIG, "message too big")
-                await self.events.take(1)   # over the rate: read more slowly (limits)
+                # over the rate: read more slowly (limits)
+                if not await self._pause(self.events.take_later(1)):
+                    return   # the client left meanwhile
                 if text is None:
                     self.error("binary messages are not supported: send JSON text events",
                                "invalid_event")
@@ -408,17 +409,42 @@ class Connection:
             self.live.close()
             if not self._send_task.done():
                 self._send_task.cancel()
+            if self._ahead is not None and not self._ahead.done():
+                self._ahead.cancel()
 
     async def _wait_for_finals(self) -> None:
         """While this session has more than limits.REALTIME_PENDING_FINALS finals waiting for
         the model, its socket is not read (the client's sends block): a client cannot queue
         more work, and memory, than the model takes from it."""
         deadline = self.loop.time() + limits.REALTIME_FINALS_WAIT_S
-        while (len(self.items) > limits.REALTIME_PENDING_FINALS + 1
+        while (self.live.pending_finals > limits.REALTIME_PENDING_FINALS
                and self.loop.time() < deadline and not self.slow_reader):
-            self.finals_room.clear()
-            with anyio.move_on_after(max(0.0, deadline - self.loop.time())):
-                await self.finals_room.wait()
+            # re-checked twice a second, watching for the client leaving meanwhile
+            if not await self._pause(min(0.5, max(0.01, deadline - self.loop.time()))):
+                raise WebSocketDisconnect()
+
+    async def _receive(self) -> dict:
+        """The next message: one read ahead by ``_pause``, else from the socket."""
+        if self._ahead is not None:
+            task, self._ahead = self._ahead, None
+            return await task
+        return await self.ws.receive()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a rate limit, a full queue of finals) while watching the socket:
+        False as soon as the client has gone (its slot is freed at once, not after the wait).
+        At most one message is read ahead meanwhile; it is handled next."""
+        if seconds <= 0:
+            return True
+        if self._ahead is None:
+            self._ahead = asyncio.ensure_future(self.ws.receive())
+        done, _ = await asyncio.wait({self._ahead}, timeout=seconds)
+        if done and not self._ahead.cancelled() and self._ahead.exception() is None and \
+                self._ahead.result()["type"] == "websocket.disconnect":
+            return False
+        if done and not self._ahead.cancelled() and self._ahead.exception() is not None:
+            return False
+        return True
 
     async def _close_slow_reader(self) -> None:
         """The client left too much unread: stop sending and close (1008) without waiting for
@@ -502,8 +528,9 @@ class Connection:
             raw = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise ClientError("audio is not valid base64", "invalid_audio", "audio") from None
-        # over 5x real time (after a burst): read more slowly (limits.REALTIME_AUDIO_*)
-        await self.audio.take(len(raw) / 2 / self.config.rate)
+        # over 2x real time (after a burst): read more slowly (limits.REALTIME_AUDIO_*)
+        if not await self._pause(self.audio.take_later(len(raw) / 2 / self.config.rate)):
+            raise WebSocketDisconnect()
         raw = self.odd_byte + raw
         cut = len(raw) // 2 * 2
         self.odd_byte = raw[cut:]   # a sample split across two appends

@@ -179,7 +179,7 @@ def test_event_flood_leaves_health_and_other_clients_served(app, audio_files):
         t.join(30)
     # generous for a loaded 2-core CI machine (the finding: 2 s and 11-16 s)
     assert sorted(polls)[8] < 1.0, polls
-    assert took < 6.0, took
+    assert took < 10.0, took
 
 
 # --------------------------------------------------------------------------- HTTP

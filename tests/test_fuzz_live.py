@@ -56,7 +56,7 @@ INTERNAL = ("Traceback", "Exception", "Original error", "IndexError", "KeyError"
 def live_app(app_model_dir, tmp_path_factory):
     # --preload: the model is in memory before the idle RSS is taken
     server = start_app(app_model_dir, tmp_path_factory.mktemp("fuzz_live"),
-                       "--max-new-tokens", "4", "--live-sessions", "2", "--preload",
+                       "--max-new-tokens", "4", "--live-sessions", "4", "--preload",
                        "--live-max-message-mb", "1", "--live-idle-seconds", "30")
     deadline = time.monotonic() + 120
     while not requests.get(server.url + "/health", timeout=10).json().get("model_loaded"):
