@@ -29,6 +29,7 @@ import argparse
 import base64
 import datetime as _dt
 import json
+import multiprocessing
 import os
 import re
 import socket
@@ -215,8 +216,10 @@ def measure(port: int, pid: int, client: str, seconds: float, wav: bytes) -> dic
                       timeout=120)
     time.sleep(2)
     idle = _rss(pid)
-    stop = threading.Event()
-    worker = threading.Thread(target=globals()[client], args=(port, stop), daemon=True)
+    # the abusive client in a process of its own: its loops must not take this one's GIL
+    ctx = multiprocessing.get_context("fork")
+    stop = ctx.Event()
+    worker = ctx.Process(target=globals()[client], args=(port, stop), daemon=True)
     worker.start()
     time.sleep(1.0)
     polls, posts, peak = [], [], idle
@@ -242,6 +245,8 @@ def measure(port: int, pid: int, client: str, seconds: float, wav: bytes) -> dic
         time.sleep(max(0.0, 0.25 - (time.monotonic() - t0)))
     stop.set()
     worker.join(15)
+    if worker.is_alive():
+        worker.kill()
     time.sleep(5)
     after = _rss(pid)
     polls.sort()
