@@ -48,10 +48,29 @@ def error_text(exc: BaseException) -> str:
     if _raised_by_gradio(exc):
         # Gradio's own code (its examples handler, its payload models) choking on a value the
         # client sent: the client's mistake, not a fault of ours
-        log.info("request %s: page request refused: %s", request_id.current(),
-                 escape_control(f"{type(exc).__name__}: {text}")[:300])
+        log.warning("request %s: page request refused: %s", request_id.current(),
+                    escape_control(f"{type(exc).__name__}: {text}")[:300], exc_info=exc)
+        if any("processing_utils" in f.filename for f in _frames(exc)):
+            return ("a file in the request is not one uploaded to this page; upload the file "
+                    "and try again")
         return FIT_MESSAGE
     return request_id.internal_error(log, "page request", exc)
+
+
+def _validation(exc: BaseException | None) -> bool:
+    """A request model's ValidationError (pydantic's, FastAPI's), or one that led to ``exc``
+    (FastAPI's answer to it failing: an infinite number cannot be written back as JSON)."""
+    seen = 0
+    while exc is not None and seen < 5:
+        if type(exc).__name__.endswith("ValidationError"):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
+
+
+def _frames(exc: BaseException):
+    import traceback
+    return traceback.extract_tb(exc.__traceback__)
 
 
 FIT_MESSAGE = ("the request's values do not fit this page's inputs (the files, the microphone, "
@@ -60,16 +79,24 @@ FIT_MESSAGE = ("the request's values do not fit this page's inputs (the files, t
 _INPUT_ERRORS = (TypeError, ValueError, LookupError, AttributeError)
 
 
+_LIBRARY = ("/gradio/", "/gradio_client/", "/pydantic/", "/pydantic_core/", "/safehttpx/",
+            "/httpx/", "/httpcore/")
+_OURS = ("/serving/ui.py", "/serving/pipeline.py", "/engine/", "/model.py")
+
+
 def _raised_by_gradio(exc: BaseException) -> bool:
-    """True for a TypeError/ValueError/... whose innermost frame is Gradio's or pydantic's."""
-    if not isinstance(exc, _INPUT_ERRORS):
-        return False
-    tb, last = exc.__traceback__, None
+    """True for an exception raised in Gradio's (or pydantic's) code while it read a request's
+    values: the innermost frame is theirs, and either it is a TypeError/ValueError/... or no
+    frame of this project's code is on the way (it never reached our handlers). Logged with
+    its traceback (serving.logs), so a Gradio bug is not lost; the client gets a 400."""
+    tb, frames = exc.__traceback__, []
     while tb is not None:
-        last, tb = tb, tb.tb_next
-    where = last.tb_frame.f_code.co_filename if last is not None else ""
-    return any(part in where for part in ("/gradio/", "/gradio_client/", "/pydantic/",
-                                          "/pydantic_core/"))
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    if not frames or not any(part in frames[-1] for part in _LIBRARY):
+        return False
+    ours = any(part in f for f in frames for part in _OURS)
+    return isinstance(exc, (*_INPUT_ERRORS, ArithmeticError)) or not ours
 
 
 def install() -> None:
@@ -153,7 +180,7 @@ class PageGuard:
             if started:   # answered already (Gradio's 500): the details go to our log
                 request_id.internal_error(log, f"page request {scope['path'][:200]}", e)
                 return
-            if _raised_by_gradio(e) or type(e).__name__ == "ValidationError":
+            if _raised_by_gradio(e) or _validation(e):
                 log.info("page request %s %s refused: %s", scope.get("method"),
                          escape_control(scope["path"])[:200],
                          escape_control(f"{type(e).__name__}: {e}")[:300])
