@@ -51,7 +51,7 @@ def render(meta: dict) -> str:
              f"{' --tests ' + ' '.join(meta['tests']) if meta.get('tests') else ''}`). "
              "The audio fuzzing's server runs with `--max-upload-mb 2 --max-audio-minutes 1 "
              "--body-timeout 10 --max-new-tokens 4`, the live one's with `--max-new-tokens 4 "
-             "--live-sessions 2 --live-max-message-mb 1 --live-idle-seconds 30`; both with the "
+             "--live-sessions 4 --live-max-message-mb 1 --live-idle-seconds 30 --preload`; both with the "
              "tiny random-weight model.", "",
              f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, {m.get('ram_gib')} GiB, "
              f"torch {m.get('torch')}, Python {m.get('python')}; load average {load['start']} "
