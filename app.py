@@ -100,6 +100,9 @@ def create_app(settings):
     # in a request to /gradio_api/call/* or the queue would be read. Examples are moved into
     # the cache when the page is built, so they pass.
     blocks.has_launched = True
+    from serving.page_guard import PageGuard, install as install_page_errors
+    install_page_errors()   # Gradio's own error texts: a sentence for the user, no server path
+    app.add_middleware(PageGuard, blocks=blocks)
     if settings.preload:
         holder.preload_in_background()
     return app, holder
@@ -121,7 +124,17 @@ def main(argv=None) -> int:
             app.state.lifecycle.draining = True
             super().handle_exit(sig, frame)
 
+    from serving.connections import protocol_class, ws_protocol_class
+    from serving.limits import HEADER_TIMEOUT_S, WS_PING_INTERVAL_S, WS_PING_TIMEOUT_S
     server = Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                   # request headers get a deadline (serving.connections)
+                                   http=protocol_class(min(HEADER_TIMEOUT_S,
+                                                           settings.body_timeout)),
+                                   # a WebSocket client that stops reading (no pong) is
+                                   # closed within ping interval + timeout
+                                   ws=ws_protocol_class(),
+                                   ws_ping_interval=WS_PING_INTERVAL_S,
+                                   ws_ping_timeout=WS_PING_TIMEOUT_S,
                                    log_level=settings.log_level.lower(),
                                    log_config=uvicorn_log_config(settings.log_format),
                                    timeout_graceful_shutdown=settings.stop_timeout,

@@ -87,7 +87,10 @@ def resolve_language(value: str | None) -> Language | None:
     lang = _LOOKUP.get(key) or _LOOKUP.get(key.split("-")[0])
     if lang is None:
         known = ", ".join(f"{x.code} ({x.english})" for x in LANGUAGES)
-        raise ValueError(f"unknown language {value!r}; use 'auto' or one of: {known}")
+        # the value quoted cut short: a client's 1 MB "language" is not echoed whole
+        text = str(value)
+        shown = repr(value) if len(text) <= 40 else f"{text[:40]!r}... ({len(text):,} characters)"
+        raise ValueError(f"unknown language {shown}; use 'auto' or one of: {known}")
     return lang
 
 

@@ -11,7 +11,9 @@ For /v1/* (and the page's upload route, for the cap):
 * the key (or Basic auth) is checked from the headers, before the body is read (401);
 * ``Content-Length`` over ``--max-upload-mb`` is 413 before reading; a chunked body as soon as
   it passes the limit;
-* at most ``--max-uploads`` request bodies are received at once (503 with Retry-After beyond);
+* at most ``--max-uploads`` request bodies are received at once (503 with Retry-After beyond),
+  and at most ``--max-uploads-per-client`` of them from one client address, so one client's
+  slow uploads cannot hold every slot;
 * an error no route handled is a 500 in the OpenAI shape with the request id, and a request
   still running when the stop grace period (``--stop-timeout``) ends is answered 503.
 WebSocket connections pass through (/v1/realtime checks its own credentials before accepting).
@@ -33,6 +35,7 @@ log = logging.getLogger("funasr_nano.app")
 FORM_SLACK_BYTES = 1 << 20          # multipart headers and the small form fields around a file
 MIN_BODY_RATE = 16 * 1024           # bytes/s a body must average once --body-timeout has passed
 UPLOAD_PATHS = ("/gradio_api/upload",)   # the page's uploads count against --max-uploads too
+PAGE_API = "/gradio_api/"
 
 
 @dataclass
@@ -46,6 +49,7 @@ class RequestGuard:
         self.app, self.settings = app, settings
         self.lifecycle = lifecycle or Lifecycle()
         self.uploads = 0   # bodies being received now (counted ones); one event loop: no lock
+        self.per_client: dict[str, int] = {}   # the same, per client address
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -69,9 +73,14 @@ class _Exchange:
         path, root = scope["path"], scope.get("root_path") or ""
         self.path = path[len(root):] if root and path.startswith(root) else path
         self.api = is_api(self.path)
+        # the page's own requests (queue joins, calls): JSON of a few fields and file
+        # references, bounded like a form's fields (its uploads have --max-upload-mb)
+        self.page_json = (self.path.startswith(PAGE_API) and self.path not in UPLOAD_PATHS)
         self.started = self.rejected = False
         self.body_done = not self._has_body()
         self.counted = False
+        client = scope.get("client")
+        self.client = str(client[0]) if client else "?"
 
     def _has_body(self) -> bool:
         length = self.headers.get(b"content-length")
@@ -93,12 +102,24 @@ class _Exchange:
                 if not length.strip().isdigit():
                     return await self.reject(400, "invalid Content-Length", None)
                 return await self.too_large(int(length))
+        if self.page_json:
+            length = self.headers.get(b"content-length")
+            if length is not None and length.strip().isdigit() and \
+                    int(length) > FORM_SLACK_BYTES:
+                return await self.too_large(int(length), FORM_SLACK_BYTES)
         if not self.body_done and (self.api or self.path in UPLOAD_PATHS):
             if guard.uploads >= settings.max_uploads:
                 return await self.reject(503, f"this server receives at most "
                                          f"{settings.max_uploads} uploads at once; retry shortly",
                                          "too_many_uploads", {"Retry-After": "2"})
+            per_client = settings.uploads_per_client
+            if guard.per_client.get(self.client, 0) >= per_client:
+                return await self.reject(503, f"this server receives at most {per_client} "
+                                         "uploads at once from one client; retry when one "
+                                         "has finished", "too_many_uploads",
+                                         {"Retry-After": "2"})
             guard.uploads += 1
+            guard.per_client[self.client] = guard.per_client.get(self.client, 0) + 1
             self.counted = True
         try:
             await self.guard.app(self.scope, self.receive, self.send)
@@ -129,6 +150,11 @@ class _Exchange:
         if self.counted:
             self.counted = False
             self.guard.uploads -= 1
+            left = self.guard.per_client.get(self.client, 1) - 1
+            if left > 0:
+                self.guard.per_client[self.client] = left
+            else:
+                self.guard.per_client.pop(self.client, None)
 
     async def receive(self):
         if self.rejected:
@@ -150,6 +176,9 @@ class _Exchange:
             elif self.api and self._seen > self.upload_limit():
                 await self.too_large(self._seen)
                 return {"type": "http.disconnect"}
+            elif self.page_json and self._seen > FORM_SLACK_BYTES:
+                await self.too_large(self._seen, FORM_SLACK_BYTES)
+                return {"type": "http.disconnect"}
             elapsed = time.monotonic() - self._t0
             if not self.body_done and elapsed > timeout and self._seen < MIN_BODY_RATE * elapsed:
                 return await self._timed_out(f"{self._seen / elapsed / 1024:.1f} KB/s, under the "
@@ -163,7 +192,11 @@ class _Exchange:
                           "request_timeout")
         return {"type": "http.disconnect"}
 
-    async def too_large(self, size: int):
+    async def too_large(self, size: int, limit: int | None = None):
+        if limit is not None:
+            return await self.reject(413, f"a request of {size / (1 << 20):.1f} MB is over this "
+                                     f"route's limit of {limit / (1 << 20):g} MB",
+                                     "request_too_large")
         mb = self.guard.settings.max_upload_mb
         return await self.reject(413, f"upload of {size / (1 << 20):.1f} MB is over this "
                                  f"server's limit of {mb:g} MB", "file_too_large", param="file")

@@ -25,9 +25,14 @@ the older update), ``input_audio_buffer.speech_started`` / ``.speech_stopped`` /
 
 Limits, each with an ``error`` event and a close code: ``--live-sessions`` sessions at a time
 (1013 try again later), ``--live-max-message-mb`` per message (1009 message too big),
-``--live-idle-seconds`` without a message (1008). Malformed JSON, unknown events and bad base64
-get an ``error`` event and the session goes on. A client that disconnects frees its session at
-once (its running decode finishes unseen).
+``--live-idle-seconds`` without a message (1008). Malformed JSON, JSON nested deeper than 16
+levels, unknown events and bad base64 get an ``error`` event and the session goes on. A client
+that disconnects frees its session at once (its running decode finishes unseen).
+
+Per connection (serving.limits, docs/security.md): events are read at most 200/s and audio at
+most 2x real time (after bursts; beyond, the socket is read more slowly); while more than 2 of
+the session's finals wait for the model the socket is not read; a client's values are echoed
+cut short; a client that leaves 256 events or 1 MB unread is closed as a slow reader (1008).
 """
 from __future__ import annotations
 
@@ -50,7 +55,7 @@ from compliance.report import render_html
 from engine.language_id import detect
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession, VadOptions
 
-from . import client_secrets
+from . import client_secrets, limits
 from .live import LiveSessions, TooManySessions, decode_function
 from .model_holder import ModelUnavailable
 from .pipeline import RequestError, parse_hotwords, parse_language
@@ -61,6 +66,9 @@ RATES = (24000, 16000)
 CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_LATER, CLOSE_ERROR = 1008, 1009, 1013, 1011
 SUPPORTED_IGNORED = ("noise_reduction", "include", "input_audio_noise_reduction", "modalities",
                      "client_secret", "type", "object", "id", "expires_at")
+
+
+_TOO_DEEP = object()
 
 
 def _id(prefix: str) -> str:
@@ -143,7 +151,7 @@ class Config:
         td = _obj(value, where)
         kind = td.get("type", "server_vad")
         if kind != "server_vad":
-            raise ClientError(f"turn_detection type {kind!r} is not supported; use "
+            raise ClientError(f"turn_detection type {limits.shown(kind)} is not supported; use "
                               "'server_vad' or null", param=f"{where}.type")
         vad = VadOptions() if self.vad is None else VadOptions(**vars(self.vad))
         for key, attr, lo, hi in (("threshold", "threshold", 0.0, 1.0),
@@ -232,10 +240,10 @@ def _rate(fmt, where: str) -> int:
     if isinstance(fmt, dict):
         kind, rate = fmt.get("type", "audio/pcm"), fmt.get("rate", 24000)
     if kind not in ("pcm16", "audio/pcm"):
-        raise ClientError(f"audio format {kind!r} is not supported; send pcm16 "
+        raise ClientError(f"audio format {limits.shown(kind)} is not supported; send pcm16 "
                           "(audio/pcm, 16-bit little-endian mono)", param=where)
     if isinstance(rate, bool) or rate not in RATES:
-        raise ClientError(f"sample rate {rate!r} is not supported; use 24000 or 16000",
+        raise ClientError(f"sample rate {limits.shown(rate)} is not supported; use 24000 or 16000",
                           param=f"{where}.rate" if isinstance(fmt, dict) else where)
     return int(rate)
 
@@ -251,7 +259,15 @@ class Connection:
         # The model's folder name, not its path (the session object goes to every client).
         self.config = Config(Path(str(holder.info()["model"])).name or "fun-asr-nano")
         self.loop = asyncio.get_running_loop()
+        # Server events, serialized, waiting for the client to read them: bounded per connection
+        # (limits.REALTIME_OUTBOX_*); a client that leaves more unread is closed (slow reader).
         self.outbox: asyncio.Queue = asyncio.Queue()
+        self.outbox_bytes = 0
+        self.slow_reader = False
+        self._reader: anyio.CancelScope | None = None
+        self._ahead: asyncio.Future | None = None   # a message read during a pause
+        self.events = limits.RateLimit(limits.REALTIME_EVENT_RATE, limits.REALTIME_EVENT_BURST)
+        self.audio = limits.RateLimit(limits.REALTIME_AUDIO_SPEED, limits.REALTIME_AUDIO_BURST_S)
         self.items: dict[int, str] = {}
         self.previous_item: str | None = None
         self.odd_byte = b""
@@ -295,7 +311,25 @@ class Connection:
 
     # -- sending
     def send(self, event: dict) -> None:
-        self.outbox.put_nowait({"event_id": _id("event"), **event})
+        if self.slow_reader:
+            return
+        text = json.dumps({"event_id": _id("event"), **event}, ensure_ascii=False)
+        if (self.outbox.qsize() >= limits.REALTIME_OUTBOX_EVENTS
+                or self.outbox_bytes + len(text) > limits.REALTIME_OUTBOX_BYTES):
+            # The client does not read what it is sent: drop its backlog and end the session
+            # (an error event could not reach it either). See run().
+            self.slow_reader = True
+            while not self.outbox.empty():
+                self.outbox.get_nowait()
+            self.outbox_bytes = 0
+            log.warning("realtime %s: the client left over %d events or %d KB unread: closed "
+                        "(slow reader)", self.id, limits.REALTIME_OUTBOX_EVENTS,
+                        limits.REALTIME_OUTBOX_BYTES >> 10)
+            if self._reader is not None:
+                self._reader.cancel()
+            return
+        self.outbox_bytes += len(text)
+        self.outbox.put_nowait(text)
 
     def error(self, message: str, code: str, param: str | None = None,
               event_id: str | None = None, kind: str = "invalid_request_error") -> None:
@@ -308,7 +342,8 @@ class Connection:
                 event = await self.outbox.get()
                 if event is None:
                     return
-                await self.ws.send_text(json.dumps(event, ensure_ascii=False))
+                self.outbox_bytes -= len(event)
+                await self.ws.send_text(event)
         except (WebSocketDisconnect, RuntimeError, OSError):
             return   # the client is gone; the receiving side notices too
 
@@ -396,13 +431,19 @@ class Connection:
         limit = self.settings.live_max_message_bytes
         try:
             while True:
+                await self._wait_for_finals()
+                if self.slow_reader:
+                    return await self._close_slow_reader()
                 try:
-                    with anyio.fail_after(idle):
-                        message = await self.ws.receive()
+                    with anyio.CancelScope() as self._reader:
+                        with anyio.fail_after(idle):
+                            message = await self._receive()
                 except TimeoutError:
                     self.error(f"no message for {idle:g} s: the session is closed",
                                "idle_timeout")
                     return await self.flush_and_close(CLOSE_POLICY, "idle timeout")
+                if self.slow_reader:
+                    return await self._close_slow_reader()
                 if message["type"] == "websocket.disconnect":
                     return
                 text, data = message.get("text"), message.get("bytes")
@@ -414,17 +455,73 @@ class Connection:
                                "in smaller appends",
                                "message_too_large")
                     return await self.flush_and_close(CLOSE_TOO_BIG, "message too big")
+                # over the rate: read more slowly (limits)
+                if not await self._pause(self.events.take_later(1)):
+                    return   # the client left meanwhile
                 if text is None:
                     self.error("binary messages are not supported: send JSON text events",
                                "invalid_event")
                     continue
                 await self._handle(text)
+                # let the sender run: the outbox grows only while the client does not read,
+                # not because a burst of events was answered faster than this loop yields
+                await asyncio.sleep(0)
+                if self.slow_reader:
+                    return await self._close_slow_reader()
         except WebSocketDisconnect:
             return
         finally:
             self.live.close()
             if not self._send_task.done():
                 self._send_task.cancel()
+            if self._ahead is not None and not self._ahead.done():
+                self._ahead.cancel()
+
+    async def _wait_for_finals(self) -> None:
+        """While this session has more than limits.REALTIME_PENDING_FINALS finals waiting for
+        the model, its socket is not read (the client's sends block): a client cannot queue
+        more work, and memory, than the model takes from it."""
+        deadline = self.loop.time() + limits.REALTIME_FINALS_WAIT_S
+        while (self.live.pending_finals > limits.REALTIME_PENDING_FINALS
+               and self.loop.time() < deadline and not self.slow_reader):
+            # re-checked twice a second, watching for the client leaving meanwhile
+            if not await self._pause(min(0.5, max(0.01, deadline - self.loop.time()))):
+                raise WebSocketDisconnect()
+
+    async def _receive(self) -> dict:
+        """The next message: one read ahead by ``_pause``, else from the socket."""
+        if self._ahead is not None:
+            task, self._ahead = self._ahead, None
+            return await task
+        return await self.ws.receive()
+
+    async def _pause(self, seconds: float) -> bool:
+        """Wait ``seconds`` (a rate limit, a full queue of finals) while watching the socket:
+        False as soon as the client has gone (its slot is freed at once, not after the wait).
+        At most one message is read ahead meanwhile; it is handled next."""
+        if seconds <= 0:
+            return True
+        if self._ahead is None:
+            self._ahead = asyncio.ensure_future(self.ws.receive())
+        done, _ = await asyncio.wait({self._ahead}, timeout=seconds)
+        if done and not self._ahead.cancelled() and self._ahead.exception() is None and \
+                self._ahead.result()["type"] == "websocket.disconnect":
+            return False
+        if done and not self._ahead.cancelled() and self._ahead.exception() is not None:
+            return False
+        return True
+
+    async def _close_slow_reader(self) -> None:
+        """The client left too much unread: stop sending and close (1008) without waiting for
+        it to read the close frame for long."""
+        if not self._send_task.done():
+            self._send_task.cancel()
+        if self.ws.application_state == WebSocketState.CONNECTED:
+            with anyio.move_on_after(2):
+                try:
+                    await self.ws.close(CLOSE_POLICY, "slow reader")
+                except (RuntimeError, OSError, WebSocketDisconnect):
+                    pass
 
     async def _handle(self, text: str) -> None:
         try:
@@ -432,10 +529,18 @@ class Connection:
         except ValueError as e:
             self.error(f"the message is not valid JSON: {e}", "invalid_json")
             return
+        except RecursionError:
+            event = _TOO_DEEP   # nested past Python's recursion limit: refused just below
+        if event is _TOO_DEEP or limits.json_depth(event) > limits.REALTIME_MAX_DEPTH:
+            self.error(f"the event is nested deeper than {limits.REALTIME_MAX_DEPTH} levels",
+                       "invalid_event")
+            return
         if not isinstance(event, dict):
             self.error("an event must be a JSON object", "invalid_event")
             return
         event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+        if event_id is not None and len(event_id) > limits.EVENT_ID_CHARS:
+            event_id = event_id[:limits.EVENT_ID_CHARS] + "..."   # echoed bounded
         kind = event.get("type")
         if not isinstance(kind, str):
             self.error("The 'type' field is missing.", "invalid_event", "type", event_id)
@@ -510,6 +615,9 @@ class Connection:
             raw = base64.b64decode(audio, validate=True)
         except (binascii.Error, ValueError):
             raise ClientError("audio is not valid base64", "invalid_audio", "audio") from None
+        # over 2x real time (after a burst): read more slowly (limits.REALTIME_AUDIO_*)
+        if not await self._pause(self.audio.take_later(len(raw) / 2 / self.config.rate)):
+            raise WebSocketDisconnect()
         raw = self.odd_byte + raw
         cut = len(raw) // 2 * 2
         self.odd_byte = raw[cut:]   # a sample split across two appends

@@ -46,6 +46,9 @@ _FLAGS = [
      "largest /v1/realtime message in MB (larger: error event, close code 1009)"),
     ("--max-uploads", ("FUNASR_NANO_MAX_UPLOADS",), 16, int,
      "request bodies received at once on /v1/* and the page's upload route (more: HTTP 503)"),
+    ("--max-uploads-per-client", ("FUNASR_NANO_MAX_UPLOADS_PER_CLIENT",), None, int,
+     "of those, bodies received at once from one client address (default: half of "
+     "--max-uploads; more: HTTP 503)"),
     ("--body-timeout", ("FUNASR_NANO_BODY_TIMEOUT",), 30.0, float,
      "longest pause in seconds while a request body arrives; after that long the body must "
      "also average 16 KB/s (slower: HTTP 408)"),
@@ -85,6 +88,7 @@ class Settings:
     live_idle_seconds: float = 60.0
     live_max_message_mb: float = 4.0
     max_uploads: int = 16
+    max_uploads_per_client: int | None = None
     body_timeout: float = 30.0
     stop_timeout: float = 15.0
     preload: bool = False
@@ -106,6 +110,13 @@ class Settings:
     @property
     def live_max_message_bytes(self) -> int:
         return int(self.live_max_message_mb * 1024 * 1024)
+
+    @property
+    def uploads_per_client(self) -> int:
+        """Bodies received at once from one client address (default: half of --max-uploads)."""
+        if self.max_uploads_per_client:
+            return min(self.max_uploads_per_client, self.max_uploads)
+        return max(1, self.max_uploads // 2)
 
     @property
     def auth_pair(self) -> tuple[str, str] | None:

@@ -42,7 +42,7 @@ def app(ray_cluster, serve_port, app_model_dir, tmp_path_factory):
                           # 20 clients post at once below; with the default cap of 16 bodies in
                           # flight a slow moment answers some of them 503 (seen once here). The
                           # cap itself is test_security.py's.
-                          "--max-uploads", "32",
+                          "--max-uploads", "32", "--max-uploads-per-client", "32",
                           "--max-new-tokens", str(MAX_NEW_TOKENS))
     try:
         yield server.wait_ready(replicas=2)

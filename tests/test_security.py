@@ -149,7 +149,8 @@ def test_gradio_client_cannot_name_server_files(app, tmp_path, audio_files):
         try:
             out = client.predict([_file_data(path)], None, "auto", True, "", api_name="/transcribe")
         except Exception as e:  # noqa: BLE001 - gradio_client raises the server's error
-            answers.append(str(e).replace(path, "PATH").replace(os.path.abspath(path), "PATH"))
+            answers.append(str(e).replace(path, "PATH").replace(os.path.abspath(path), "PATH")
+                           .replace(os.path.basename(path), "NAME"))   # (issue 33: the name)
             continue
         raise AssertionError(f"{path}: transcribed {out[1]!r}")
     assert all("not found" not in a and "not an audio" not in a for a in answers), answers

@@ -248,6 +248,12 @@ class LiveSession:
 
     # ------------------------------------------------------------------ public
     @property
+    def pending_finals(self) -> int:
+        """Finals queued or running (a server bounds what one client may queue)."""
+        busy = self._busy
+        return len(self._finals) + (1 if busy is not None and busy.kind == "final" else 0)
+
+    @property
     def seconds(self) -> float:
         """Audio fed so far."""
         return self._audio.n / self._rate
