@@ -184,7 +184,6 @@ def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path):
     onset, the first word is there; the page works with
     --api-key set and the key never reaches the browser; Stop leaves the downloads; a closed
     tab frees its session."""
-    import json
     import time
     from concurrent.futures import ThreadPoolExecutor
 

@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import base64
 import io
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from engine.audio import load_audio
 from engine.speakers import models
@@ -39,6 +35,7 @@ from engine.speakers.transcript import (
     to_rttm,
 )
 
+ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
 PAUSE = np.zeros(int(0.6 * SR), np.float32)
 
@@ -253,9 +250,8 @@ def test_http_diarized_json_with_the_openai_sdk(conversation, voices, tmp_path):
     """The real app; OpenAI's own client asks for diarized_json with two known speakers."""
     from openai import BadRequestError, OpenAI
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _app_server import start_app
-    from _live_audio import DEMO_MODEL
+    from tests._app_server import start_app
+    from tests._live_audio import DEMO_MODEL
     jfk, libri = voices
     app = start_app(str(DEMO_MODEL), tmp_path, "--max-new-tokens", "64")
     try:
@@ -314,9 +310,8 @@ def test_realtime_two_voices_get_two_consistent_labels(voices, tmp_path):
     24 kHz; every completed utterance carries the label of its voice, two labels in all."""
     import threading
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from _app_server import start_app
-    from _live_audio import DEMO_MODEL
+    from tests._app_server import start_app
+    from tests._live_audio import DEMO_MODEL
     from test_realtime import append_all, recv, ws_connect
 
     jfk, libri = voices

@@ -201,7 +201,7 @@ class OnnxEmbedding:
             raise ModelMissing(f"speaker embedding model not found: {os.path.basename(path)}")
         try:
             self.session = _ort_session(path)
-        except Exception as e:   # not an ONNX file, or a broken one
+        except Exception as e:  # noqa: BLE001 - not an ONNX file, or a broken one: any error
             raise ModelMissing(f"{os.path.basename(path)} is not a loadable ONNX embedding model: "
                                f"{type(e).__name__}") from None
         inp = self.session.get_inputs()
