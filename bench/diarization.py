@@ -21,21 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
+from bench._common import RESULTS, machine_info, speech_dir
 from engine.audio import load_audio
 from engine.speakers.diarize import diarize
-
-SPEECH = ROOT.parent / "shared" / "data" / "speech"
 
 
 def read_rttm(path):
@@ -74,12 +68,13 @@ def hypothesis(d, uri):
 def _speakers():
     """{speaker id: [16 kHz arrays]} from the shared clips' manifest."""
     import csv
-    rows = list(csv.DictReader(open(SPEECH / "manifest.tsv"), delimiter="\t"))
+    speech = speech_dir("manifest.tsv")
+    rows = list(csv.DictReader(open(speech / "manifest.tsv"), delimiter="\t"))
     spk = {}
     for r in rows:
         p = r["path"]
         sid = "ljspeech" if "ljspeech" in p else p   # LJSpeech: one reader
-        spk.setdefault(sid, []).append(load_audio(str(SPEECH / p)))
+        spk.setdefault(sid, []).append(load_audio(str(speech / p)))
     return spk
 
 
@@ -199,8 +194,12 @@ def speed(model_dir, files, dtype="int8", max_new_tokens=48, repeats=2):
         run()                                    # warm-up
         t = {"asr": [], "diarize": [], "asr+speakers": []}
         for _ in range(repeats):                 # interleaved, so load changes hit all three
-            t0 = time.perf_counter(); res = run(); t["asr"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter(); diarize(f); t["diarize"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            res = run()
+            t["asr"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            diarize(f)
+            t["diarize"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             transcribe_with_speakers(f, f, SpeakerRequest(), run)
             t["asr+speakers"].append(time.perf_counter() - t0)
@@ -229,7 +228,7 @@ def main(argv=None):
                     help="per segment in the speed runs (a random model never stops early)")
     ap.add_argument("--speed-repeats", type=int, default=2)
     ap.add_argument("--tag", default="run")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
     opts = {}
     if a.step:
@@ -283,14 +282,8 @@ def _pooled_oracle(fn, name, entries, opts):
 def write(results, a, sp=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                machine = f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-                break
-    except OSError:
-        pass
+    m = machine_info("cpu")
+    machine = f"{m.get('cpu')}, {m.get('cpu_count')} CPUs"
     lines = [f"# Diarization ({a.tag})", "", f"Machine: {machine}. Command: "
              f"`python bench/diarization.py {' '.join(sys.argv[1:])}`", "",
              "| set | files | min | DER no collar | miss / FA / conf | DER 0.25 s collar | "
