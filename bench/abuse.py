@@ -30,26 +30,20 @@ import base64
 import datetime as _dt
 import json
 import multiprocessing
-import os
 import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO))
-from _raw_ws import frame, open_raw  # noqa: E402
-from benchmark import loadavg, machine_info  # noqa: E402
+from bench._common import REPO, AppProcess, loadavg, machine_info
+from bench._raw_ws import drain_in_background, frame, open_raw
 
 PATH = "/v1/realtime?intent=transcription"
 CLIENTS = ("none", "event_flood", "never_reading", "slow_uploads", "unfinished_headers",
@@ -59,12 +53,6 @@ CLIENTS = ("none", "event_flood", "never_reading", "slow_uploads", "unfinished_h
 def _rss(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return next(int(x.split()[1]) for x in f if x.startswith("VmRSS")) / 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- abusive clients
@@ -77,14 +65,7 @@ def none(port, stop):
 def event_flood(port, stop):
     sock = open_raw("127.0.0.1", port, PATH)
     data = frame(json.dumps({"type": "flood.nope", "event_id": "f"})) * 100
-
-    def drain():
-        try:
-            while sock.recv(1 << 16):
-                pass
-        except OSError:
-            pass
-    threading.Thread(target=drain, daemon=True).start()
+    drain_in_background(sock)
     sock.settimeout(1)
     while not stop.is_set():
         try:
@@ -187,14 +168,7 @@ def queued_finals(port, stop):
     while not stop.is_set():
         try:
             sock = open_raw("127.0.0.1", port, PATH)
-
-            def drain(s=sock):
-                try:
-                    while s.recv(1 << 16):
-                        pass
-                except OSError:
-                    pass
-            threading.Thread(target=drain, daemon=True).start()
+            drain_in_background(sock)
             sock.settimeout(1)
             sock.sendall(update)
             while not stop.is_set():
@@ -261,26 +235,15 @@ def measure(port: int, pid: int, client: str, seconds: float, wav: bytes) -> dic
                     and peak - idle <= 100 and after - idle <= 100)}
 
 
-def run_app(app_dir: Path, model: str, log_path: Path):
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FUNASR_NANO_")}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", FUNASR_NANO_OFFLINE="1")
-    log = open(log_path, "wb")
-    proc = subprocess.Popen([sys.executable, str(app_dir / "app.py"), "--host", "127.0.0.1",
-                             "--port", str(port), "--model", model, "--max-new-tokens", "8",
-                             "--preload"], cwd=app_dir, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).json().get(
-                    "model_loaded"):
-                return proc, port
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError(f"app.py did not start: see {log_path}")
+def run_app(app_dir: Path, model: str, log_path: Path) -> AppProcess:
+    app = AppProcess(["--model", model, "--max-new-tokens", "8", "--preload"], log_path,
+                     checkout=app_dir)
+    try:
+        app.wait_loaded(180, on_kernels=False)
+    except RuntimeError:
+        app.stop(graceful=False)
+        raise RuntimeError(f"app.py did not start: see {log_path}") from None
+    return app
 
 
 def render(meta: dict) -> str:
@@ -324,15 +287,11 @@ def main(argv=None) -> int:
     results = []
     for client in args.clients:      # a fresh server per client: one's damage is not another's
         log_path = Path(tempfile.mkdtemp(prefix="abuse-")) / "app.log"
-        proc, port = run_app(app_dir, args.model, log_path)
+        app = run_app(app_dir, args.model, log_path)
         try:
-            r = measure(port, proc.pid, client, args.seconds, wav)
+            r = measure(app.port, app.proc.pid, client, args.seconds, wav)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            app.stop()
         print(json.dumps(r), flush=True)
         results.append(r)
     try:

@@ -20,24 +20,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
-import socket
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import phonenumbers
+from stdnum import iban as _iban
+from stdnum import luhn
+from stdnum.cn import ric
 
-import phonenumbers  # noqa: E402
-from stdnum import iban as _iban  # noqa: E402
-from stdnum import luhn  # noqa: E402
-from stdnum.cn import ric  # noqa: E402
-
-from compliance import Detector, WatchList  # noqa: E402
-from compliance import numwords  # noqa: E402
-from compliance.pii import _AT_DOT, REGION  # noqa: E402
+from bench._common import REPO, RESULTS, machine_info
+from compliance import Detector, WatchList, numwords
+from compliance.pii import _AT_DOT, REGION
 
 # carrier: "{X}" is the item; neg: a sentence with numbers that are no personal data
 # (ITN on / off); terms: three watch terms of the language (the last of two words or, for
@@ -311,12 +306,12 @@ def e2e(detector_for, out_rows):
     reference text (examples.tsv); and detection time against transcription time."""
     import csv
     from model import FunASRNano
-    asr = FunASRNano.from_pretrained(str(ROOT / "models" / "demo"), device="cpu", dtype="fp32")
-    rows = list(csv.DictReader(open(ROOT / "example" / "examples.tsv", encoding="utf-8"),
+    asr = FunASRNano.from_pretrained(str(REPO / "models" / "demo"), device="cpu", dtype="fp32")
+    rows = list(csv.DictReader(open(REPO / "example" / "examples.tsv", encoding="utf-8"),
                                delimiter="\t"))
     res = {}
     for itn in (True, False):
-        files = [str(ROOT / "example" / r["file"]) for r in rows]
+        files = [str(REPO / "example" / r["file"]) for r in rows]
         asr.transcribe(files[:1], itn=itn)     # warm
         t0 = time.perf_counter()
         outs = asr.transcribe(files, itn=itn, language=None)
@@ -358,7 +353,7 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-kind", type=int, default=8)
     ap.add_argument("--e2e", action="store_true", help="also the demo model on example/*.wav")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     table = []
@@ -418,10 +413,11 @@ def main(argv=None):
                "load_10000_terms_s": round(t_load, 3),
                "match_ms_25_terms": round(t_small * 1000, 3),
                "match_ms_10000_terms": round(t_large * 1000, 3)}
-    machine = socket.gethostname()
+    info = machine_info("cpu")
+    machine = info["host"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    doc = {"machine": machine, "cpu": platform.processor() or platform.machine(),
+    doc = {"machine": machine, "cpu": info.get("cpu"),
            "seed": args.seed, "per_kind": args.per_kind, "summary": summary, "table": table,
            "misses": all_miss[:200], "false_positives": all_fp[:200], "e2e": e2e_res,
            "e2e_rows": e2e_rows}

@@ -15,48 +15,43 @@ import argparse
 import base64
 import csv
 import json
-import socket
 import statistics
 import sys
 import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from websockets.sync.client import connect
 
-from _app_server import start_app  # noqa: E402
-from _live_audio import recording  # noqa: E402
-from websockets.sync.client import connect  # noqa: E402
-
-sys.path.insert(0, str(ROOT / "bench"))
-from compliance_bench import E2E_TERMS  # noqa: E402
+from bench._common import REPO, RESULTS, AppProcess, loadavg, machine_info
+from bench._live_audio import recording
+from bench.compliance_bench import E2E_TERMS
 
 LEAD, PAUSE = 0.6, 1.5
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    rows = list(csv.DictReader(open(ROOT / "example" / "examples.tsv", encoding="utf-8"),
+    rows = list(csv.DictReader(open(REPO / "example" / "examples.tsv", encoding="utf-8"),
                                delimiter="\t"))
     clips = tuple(r["file"] for r in rows)
     import soundfile as sf
     ends, t = [], LEAD
     for i, c in enumerate(clips):
-        t += (PAUSE if i else 0) + sf.info(str(ROOT / "example" / c)).duration
+        t += (PAUSE if i else 0) + sf.info(str(REPO / "example" / c)).duration
         ends.append(t)
     pcm = recording(clips, rate=16000, lead_s=LEAD, pause_s=PAUSE)
     terms = "\n".join(f"{w}\tcompliance" for ws in E2E_TERMS.values() for w in ws)
     import tempfile
-    server = start_app(str(ROOT / "models" / "demo"), Path(tempfile.mkdtemp()),
-                       "--max-new-tokens", "64")
+    server = AppProcess(["--model", str(REPO / "models" / "demo"), "--max-new-tokens", "64"],
+                        Path(tempfile.mkdtemp()) / "app.log")
     try:
+        server.wait_ready(120)
         # warm the model (first decode) with one clip through the API
         import requests
-        with open(ROOT / "example" / "en.wav", "rb") as f:
+        with open(REPO / "example" / "en.wav", "rb") as f:
             requests.post(server.url + "/v1/audio/transcriptions", files={"file": f}, timeout=120)
         ws = connect(server.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription",
                      max_size=None, open_timeout=30, legacy=True)
@@ -109,12 +104,12 @@ def main(argv=None) -> int:
                        "final_latency_s": round(final_at[a["item_id"]] - ends[k], 3),
                        "after_final_ms": round((now - final_at[a["item_id"]]) * 1000, 1)})
     med = statistics.median(lat) if lat else None
-    host = socket.gethostname()
-    import os
-    load = os.getloadavg()[0]
+    m = machine_info("cpu")
+    host, cpus = m["host"], m["cpu_count"]
+    load = (loadavg() or [float("nan")])[0]
     after = [d["after_final_ms"] for d in detail]
     fin = statistics.median([d["final_latency_s"] for d in detail]) if detail else None
-    doc = {"machine": host, "load_average_1min": round(load, 1), "cpus": os.cpu_count(),
+    doc = {"machine": host, "load_average_1min": round(load, 1), "cpus": cpus,
            "median_final_latency_s": fin and round(fin, 3),
            "max_alert_after_final_ms": max(after) if after else None, "clips": len(clips), "alerts": len(alerts),
            "median_latency_s": med and round(med, 3),
@@ -131,7 +126,7 @@ def main(argv=None) -> int:
              f"the end of the clip to its alert: median {med:.2f} s, max {max(lat):.2f} s; to its "
              f"final (the completed event): median {fin:.2f} s; the alert follows its final by at "
              f"most {max(after):.1f} ms. Load average at the end: {load:.1f} on "
-             f"{os.cpu_count()} CPUs." if lat else "no alerts", "",
+             f"{cpus} CPUs." if lat else "no alerts", "",
              "| clip | term | transcribed | alert latency (s) | final latency (s) | alert after final (ms) |",
              "| --- | --- | --- | ---: | ---: | ---: |"]
     lines += [f"| {d['clip']} | {d['term']} | {d['text']} | {d['latency_s']:.2f} | "

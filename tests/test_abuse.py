@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _app_server import app_model_dir, audio_files, start_app  # noqa: E402,F401
-from _raw_ws import frame, open_raw  # noqa: E402
+from bench._raw_ws import drain_in_background, frame, open_raw  # noqa: E402
 
 PATH = "/v1/realtime?intent=transcription"
 
@@ -143,14 +143,7 @@ def test_event_flood_leaves_health_and_other_clients_served(app, audio_files):
     def flood():
         sock = open_raw("127.0.0.1", app.port, PATH)
         data = frame(json.dumps({"type": "flood.nope", "event_id": "f"}))
-
-        def drain():                             # it reads its error events, as fast as it can
-            try:
-                while sock.recv(1 << 16):
-                    pass
-            except OSError:
-                pass
-        threading.Thread(target=drain, daemon=True).start()
+        drain_in_background(sock)                # it reads its error events, as fast as it can
         try:
             while not stop.is_set():
                 sock.sendall(data * 100)

@@ -115,7 +115,7 @@ LIVE_LENGTH_S = 60.0
 def demo_app(tmp_path_factory):
     """The app with the demo model (its texts mean something) and an API key, warmed up."""
     import requests
-    from _live_audio import DEMO_MODEL, ROOT
+    from bench._live_audio import DEMO_MODEL, ROOT
     server = start_app(str(DEMO_MODEL), tmp_path_factory.mktemp("browser_live"),
                        "--max-new-tokens", "64", env={"FUNASR_NANO_API_KEY": LIVE_KEY})
     try:
@@ -133,7 +133,7 @@ def _live_microphone(path):
     Chromium's fake device never joins two clips). Returns the clips' onsets in seconds."""
     import numpy as np
     import soundfile as sf
-    from _live_audio import ROOT
+    from bench._live_audio import ROOT
 
     from engine.audio import load_audio
     clips = [load_audio(str(ROOT / "example" / name)) for name in LIVE_CLIPS]
@@ -189,7 +189,7 @@ def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path):
 
     import requests
     import srt
-    from _live_audio import ROOT
+    from bench._live_audio import ROOT
     from _throttle import ThrottledProxy
     from playwright.sync_api import expect
 
@@ -343,7 +343,7 @@ def test_first_use_of_the_page(playwright, tmp_path):
 
     import numpy as np
     import soundfile as sf
-    from _live_audio import DEMO_MODEL, ROOT
+    from bench._live_audio import DEMO_MODEL, ROOT
     from playwright.sync_api import expect
 
     from engine.audio import load_audio

@@ -299,7 +299,7 @@ def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(demo_
 
     from websockets.sync.client import connect
 
-    from _live_audio import recording
+    from bench._live_audio import recording
     from compliance.alerts import verify
 
     server = demo_app

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _live_audio import DEMO_MODEL, recording, span  # noqa: E402
+from bench._live_audio import DEMO_MODEL, recording, span  # noqa: E402
 
 from engine.live import Endpointer, LiveError, LiveOptions, LiveSession, VadOptions  # noqa: E402
 from engine.live.stable import StablePrefix, agreed_prefix  # noqa: E402

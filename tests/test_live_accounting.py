@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _live_audio import recording  # noqa: E402
+from bench._live_audio import recording  # noqa: E402
 
 from engine.live import LiveError, LiveOptions, LiveSession  # noqa: E402
 

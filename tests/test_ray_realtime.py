@@ -12,7 +12,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import test_realtime  # noqa: E402
 from test_realtime import AUTH, KEY, offline_text  # noqa: E402
-from _live_audio import DEMO_MODEL, recording  # noqa: E402
+from bench._live_audio import DEMO_MODEL, recording  # noqa: E402
 
 from tests._ray_cluster import ServeProcess, serve_port_fixture  # noqa: E402
 

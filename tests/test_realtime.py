@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _app_server import get_json, start_app  # noqa: E402
-from _live_audio import DEMO_MODEL, recording, span, wav_bytes  # noqa: E402
+from bench._live_audio import DEMO_MODEL, recording, span, wav_bytes  # noqa: E402
 
 KEY = "k3y"
 AUTH = "ann:pw"

@@ -251,7 +251,7 @@ def test_http_diarized_json_with_the_openai_sdk(conversation, voices, tmp_path):
     from openai import BadRequestError, OpenAI
 
     from tests._app_server import start_app
-    from tests._live_audio import DEMO_MODEL
+    from bench._live_audio import DEMO_MODEL
     jfk, libri = voices
     app = start_app(str(DEMO_MODEL), tmp_path, "--max-new-tokens", "64")
     try:
@@ -311,7 +311,7 @@ def test_realtime_two_voices_get_two_consistent_labels(voices, tmp_path):
     import threading
 
     from tests._app_server import start_app
-    from tests._live_audio import DEMO_MODEL
+    from bench._live_audio import DEMO_MODEL
     from test_realtime import append_all, recv, ws_connect
 
     jfk, libri = voices

@@ -1,5 +1,6 @@
-"""Recordings for the live tests: example clips (the demo model's languages, so its texts mean
-something) joined with pauses, as pcm16 at any rate, and the offline text of a span."""
+"""Recordings for the live tests and bench/compliance_live.py: example clips (the demo model's
+languages, so its texts mean something) joined with pauses, as pcm16 at any rate, and the
+offline text of a span."""
 from __future__ import annotations
 
 import io

@@ -1,12 +1,14 @@
-"""A WebSocket client that never reads (written for the abuse tests: every library client reads
-its socket in the background). A hand-made handshake and masked text frames (RFC 6455) over a
-plain socket with a small receive buffer, so the server's events back up on the server."""
+"""A WebSocket client that never reads (for bench/abuse.py and tests/test_abuse.py: every library
+client reads its socket in the background). A hand-made handshake and masked text frames
+(RFC 6455) over a plain socket with a small receive buffer, so the server's events back up on
+the server."""
 from __future__ import annotations
 
 import base64
 import os
 import socket
 import struct
+import threading
 
 
 def open_raw(host: str, port: int, path: str, headers: dict | None = None,
@@ -32,6 +34,20 @@ def open_raw(host: str, port: int, path: str, headers: dict | None = None,
     if b" 101 " not in head.split(b"\r\n")[0]:
         raise ConnectionError(head.decode("latin-1"))
     return s
+
+
+def drain_in_background(sock: socket.socket) -> threading.Thread:
+    """Read and drop what the server sends, in a daemon thread, until the socket closes (a client
+    that does read its events, as fast as it can)."""
+    def drain():
+        try:
+            while sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+    t = threading.Thread(target=drain, daemon=True)
+    t.start()
+    return t
 
 
 def frame(text: str | bytes, opcode: int = 1) -> bytes:
