@@ -24,27 +24,21 @@ import argparse
 import csv
 import json
 import random
-import socket
-import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tools"))
-from engine import language_id  # noqa: E402
-from engine.languages import LANGUAGES  # noqa: E402
+from bench._common import REPO, RESULTS, machine_info
+from engine import language_id
+from engine.languages import LANGUAGES
 
-TEXTS = ROOT / "bench" / "data" / "language_texts.tsv"
-EXAMPLES = ROOT / "example"
-DEMO = ROOT / "models" / "demo"
+TEXTS = REPO / "bench" / "data" / "language_texts.tsv"
+EXAMPLES = REPO / "example"
+DEMO = REPO / "models" / "demo"
 NO_SPACES = {"zh", "yue", "ja", "th"}
 
 
 def demo_sentences(n: int) -> dict[str, list[str]]:
-    from demo_lang import LANGS, make_sentence
+    from tools.demo_lang import LANGS, make_sentence
     out = {}
     for lang in LANGS:
         rng = random.Random(f"langid-{lang}")
@@ -134,7 +128,6 @@ def audio_side() -> dict:
 
 
 def report(info: dict) -> str:
-    from benchmark import machine_info  # noqa: F401 (recorded in info)
     m = info["machine"]
     lines = [f"# Language heard: engine.language_id ({info['started']})", "",
              f"Machine: {m['host']}: {m.get('cpu', '?')}, {m.get('cpu_count')} cores, "
@@ -209,8 +202,6 @@ def main(argv=None):
     p.add_argument("--no-write", action="store_true", help="print only")
     args = p.parse_args(argv)
     from importlib.metadata import version
-
-    from benchmark import machine_info
     info = {"started": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "machine": machine_info("cpu"), "py3langid": version("py3langid"),
             "text": text_side(args.per_language)}
@@ -220,7 +211,7 @@ def main(argv=None):
     print(text)
     if not args.no_write:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-        out = ROOT / "bench" / "results" / f"language-id-{socket.gethostname()}-{stamp}"
+        out = RESULTS / f"language-id-{info['machine']['host']}-{stamp}"
         out.with_suffix(".md").write_text(text + "\n", encoding="utf-8")
         out.with_suffix(".json").write_text(json.dumps(info, indent=1, ensure_ascii=False) + "\n",
                                             encoding="utf-8")
