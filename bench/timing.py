@@ -36,14 +36,11 @@ Writes bench/results/timing-<host>-<YYYYMMDD-HHMM>.md and .json.
 from __future__ import annotations
 
 import argparse
-import os
 import difflib
 import json
-import platform
+import os
 import random
 import re
-import socket
-import sys
 import time
 import unicodedata
 from datetime import datetime, timezone
@@ -51,11 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tools"))
+from bench._common import REPO, RESULTS, SR, find_speech_dir, machine_info
 
-SR = 16000
 NOISE_RMS = 3e-4
 LANGS = ["zh", "en", "yue", "ja", "ko", "id", "vi", "pt", "nl", "pl", "sv", "fi"]
 SPEED = {"zh": 150, "yue": 150, "ja": 160, "ko": 150}
@@ -65,7 +59,7 @@ SPEED = {"zh": 150, "yue": 150, "ja": 160, "ko": 150}
 
 def _units(lang: str, rng: random.Random):
     """(surface, say) pieces of one held-out sentence."""
-    import demo_lang as dl
+    from tools import demo_lang as dl
     spec = dl.LANGS[lang]
     plain = [p for p in spec["plain"] if dl.n_combinations(p[1]) >= 100] or spec["plain"]
     template, slots = rng.choice(plain)
@@ -143,7 +137,7 @@ def synth_recording(lang: str, seed: int):
     the units of ``_units`` joined by spaces, their starts espeak-ng's word events, their ends the
     last sample above 1e-3 before the next word starts."""
     global _ESPEAK
-    import demo_lang as dl
+    from tools import demo_lang as dl
     if _ESPEAK is None:
         _ESPEAK = _Espeak()
     rng = random.Random(f"{lang}-{seed}")
@@ -246,7 +240,7 @@ def example_recording(pause_s: float = 3.0, seconds: float = 180.0):
     """The example clips in order, repeated, joined by ``pause_s`` of quiet noise: (audio,
     [(name, onset_s, end_s)]) with each clip's speech onset and speech end."""
     from engine.audio import load_audio
-    clips = [(p.stem, load_audio(str(p))) for p in sorted((ROOT / "example").glob("*.wav"))]
+    clips = [(p.stem, load_audio(str(p))) for p in sorted((REPO / "example").glob("*.wav"))]
     parts, spans, t = [], [], 0.0
     pause = np.zeros(int(pause_s * SR), np.float32)
     parts.append(pause)
@@ -310,18 +304,18 @@ def bench_cues(model) -> dict:
 
 def _random_full_dir() -> Path:
     """The full-size random-weight checkpoint, built once per machine (tools/make_random_model.py)."""
-    from make_random_model import cached_random_model
+    from tools.make_random_model import cached_random_model
     return cached_random_model("full", 1, ctc=False)
 
 
 def bench_cost_run(rounds: int = 3, tokens: int = 32, n_clips: int = 4) -> dict:
     from engine.audio import load_audio
     from model import FunASRNano
-    speech = ROOT.parent / "shared" / "data" / "speech"
-    clips = [load_audio(str(p)) for p in sorted(speech.glob("*/*.*"))
+    speech = find_speech_dir()
+    clips = [load_audio(str(p)) for p in sorted(speech.glob("*/*.*") if speech else [])
              if p.suffix in (".wav", ".flac", ".mp3")][:n_clips]
     if len(clips) < n_clips:  # without the shared clips: the example clips
-        clips = [load_audio(str(p)) for p in sorted((ROOT / "example").glob("*.wav"))][:n_clips]
+        clips = [load_audio(str(p)) for p in sorted((REPO / "example").glob("*.wav"))][:n_clips]
     m = FunASRNano.from_pretrained(str(_random_full_dir()), device="cpu")
     # Random weights have no heads worth choosing: the bound is heads in the deepest layer,
     # where the extra pass runs the whole decoder (the real choice can only be cheaper)
@@ -348,11 +342,10 @@ def bench_cost_run(rounds: int = 3, tokens: int = 32, n_clips: int = 4) -> dict:
 
 def write_report(results: dict) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
-    base = ROOT / "bench" / "results" / f"timing-{socket.gethostname()}-{stamp}"
-    machine = {"host": socket.gethostname(), "cpu": platform.processor() or platform.machine(),
-               "python": platform.python_version()}
+    m = machine_info("cpu")
+    base = RESULTS / f"timing-{m['host']}-{stamp}"
+    machine = {"host": m["host"], "cpu": m.get("cpu"), "python": m["python"]}
     try:
-        import os
         machine["cores"] = len(os.sched_getaffinity(0))
     except Exception:  # noqa: BLE001
         pass
@@ -393,7 +386,7 @@ def write_report(results: dict) -> Path:
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     ap.add_argument("what", choices=["words", "cues", "cost", "all"])
-    ap.add_argument("--model", default=str(ROOT / "models" / "demo"))
+    ap.add_argument("--model", default=str(REPO / "models" / "demo"))
     ap.add_argument("--per-lang", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--force-attention", action="store_true",

@@ -16,14 +16,13 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "models" / "demo"
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
 from tests._fixtures import missing  # noqa: E402
 
 if not (DEMO / "model.pt").is_file():
     missing(f"no demo checkpoint: {DEMO / 'model.pt'} is missing", module_level=True)
 
-import timing  # noqa: E402  (bench/timing.py: the recording and the cue report)
+from bench import timing  # noqa: E402  (the recording and the cue report)
 
 CLIPS = sorted((ROOT / "example").glob("*.wav"))
 
