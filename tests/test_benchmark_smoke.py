@@ -102,8 +102,7 @@ def test_floor_counts_every_decode_weight_once(tiny_model_dir, mode):
     """The floor's bytes: each decoder projection and the lm_head once (their int8 tensors in
     int8 mode, which are unpacked afresh for every state dict; the lm_head's int8 copy where the
     greedy pick is screened by it), plus the norms."""
-    sys.path.insert(0, str(REPO / "bench"))
-    from benchmark import decode_weight_bytes
+    from bench.benchmark import decode_weight_bytes
     from model import FunASRNano
     llm = FunASRNano.from_pretrained(str(tiny_model_dir), device="cpu", dtype=mode).llm
     per_weight = 1 if mode == "int8" else 2  # int8, or the bf16 checkpoint's own tensors
