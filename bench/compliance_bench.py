@@ -162,22 +162,11 @@ def iban(rng, lang):
     lengths = {"DE": 18, "BG": 18, "HR": 17, "CZ": 20, "DK": 14, "NL": 14, "EE": 16, "FI": 14,
                "GR": 23, "HU": 24, "IE": 18, "LV": 17, "LT": 16, "MT": 27, "PL": 24, "PT": 21,
                "RO": 20, "SK": 20, "SI": 15, "SE": 20}
+    # the countries whose BBAN starts with letters: a bank code of theirs, then digits
+    bank = {"NL": "ABNA", "BG": "BNBG", "IE": "AIBK", "LV": "BANK", "MT": "MALT", "RO": "AAAA"}
+    prefix = bank.get(cc, "")
     for _ in range(500):
-        n = lengths[cc]
-        if cc in ("NL",):
-            bban = "ABNA" + "".join(str(rng.randint(0, 9)) for _ in range(10))
-        elif cc in ("BG",):
-            bban = "BNBG" + "".join(str(rng.randint(0, 9)) for _ in range(14))
-        elif cc in ("IE",):
-            bban = "AIBK" + "".join(str(rng.randint(0, 9)) for _ in range(14))
-        elif cc in ("LV",):
-            bban = "BANK" + "".join(str(rng.randint(0, 9)) for _ in range(13))
-        elif cc in ("MT",):
-            bban = "MALT" + "".join(str(rng.randint(0, 9)) for _ in range(23))
-        elif cc in ("RO",):
-            bban = "AAAA" + "".join(str(rng.randint(0, 9)) for _ in range(16))
-        else:
-            bban = "".join(str(rng.randint(0, 9)) for _ in range(n))
+        bban = prefix + "".join(str(rng.randint(0, 9)) for _ in range(lengths[cc] - len(prefix)))
         check = _iban.calc_check_digits(cc + "00" + bban)
         num = cc + check + bban
         if _iban.is_valid(num):
