@@ -773,6 +773,24 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines + ([""] + ["Errors and notes:"] + notes if notes else []))
 
 
+def floor_lines(rows, meta) -> str:
+    """The memory floor of each engine and mode: bytes one decode step reads / bandwidth."""
+    bw = (meta.get("bandwidth") or {}).get("copy_gbps")
+    seen, lines = set(), []
+    for r in rows:
+        key = (r["engine"], r["mode"])
+        if key in seen or not r.get("weight_bytes"):
+            continue
+        seen.add(key)
+        floor = f", floor {r['weight_bytes'] / (bw * 1e9) * 1e3:.1f} ms" if bw else ""
+        lines.append(f"- {r['engine']} {r['mode']}: {r['weight_bytes'] / 1e6:.0f} MB read per "
+                     f"decode step{floor}")
+    if not lines:
+        return ""
+    return (f"Memory floor (bytes of weights read per decode step / {bw or float('nan'):.1f} "
+            "GB/s copy bandwidth):\n\n" + "\n".join(lines))
+
+
 def _edits(a: str, b: str) -> int:
     """Character edit distance (Levenshtein)."""
     prev = list(range(len(b) + 1))
@@ -981,6 +999,8 @@ def main(argv=None) -> None:
         meta["partial"] = partial
         rows = summarize(entries, cases, args, meta["bandwidth"])
         text = header(meta) + "\n\n" + markdown(rows, meta)
+        floors = floor_lines(rows, meta)
+        text += "\n\n" + floors if floors else ""
         agree = agreement(rows)
         text += "\n\n" + agree if agree else ""
         logs = {k: (Path(logdir) / f"{k.replace('/', '-')}.log").read_text(errors="replace")

@@ -144,9 +144,12 @@ def ensure_gguf(model_dir: Path, cache: Path, gtype: str) -> Path:
     src = llama_src(cache)
     tmp = out.with_suffix(".tmp")
     env = dict(os.environ, PYTHONPATH=str(src / "gguf-py"))  # the converter's own gguf-py
-    subprocess.run(["nice", "-n", "19", sys.executable, str(src / "convert_hf_to_gguf.py"),
-                    str(hf), "--outtype", gtype.lower(), "--outfile", str(tmp)],
-                   check=True, env=env, stdout=subprocess.DEVNULL)
+    r = subprocess.run(["nice", "-n", "19", sys.executable, str(src / "convert_hf_to_gguf.py"),
+                        str(hf), "--outtype", gtype.lower(), "--outfile", str(tmp)],
+                       env=env, capture_output=True, text=True)  # it logs every tensor
+    if r.returncode:
+        raise RuntimeError(f"convert_hf_to_gguf.py --outtype {gtype.lower()} failed: "
+                           + " | ".join(r.stderr.strip().splitlines()[-4:]))
     tmp.rename(out)
     return out
 
