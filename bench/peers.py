@@ -24,9 +24,9 @@ What it does
   * Workload (both sides): N sequences (1 and 8) of a ``--prompt`` (150) token prompt of random
     tokens, prefilled together, then ``--tokens`` (64) decode steps, each a token for every
     sequence. llama_step times the prefill and the generation steps as batched-bench does
-    (``-npp 150 -ntg 64 -npl 1,8``, random tokens, synchronised decode calls); ours: ``engine.batching.greedy_generate`` on the
-    prompts' embeddings with ``ignore_eos``: prefill = the call with 1 new token, decode ms per
-    step = (call with T tokens - call with 1) / (T - 1).
+    (``-npp 150 -ntg 64 -npl 1,8``, random tokens, synchronised decode calls); ours: the loop of ``engine.batching.greedy_generate``
+    (its BatchDecoder) on the prompts' embeddings with ``ignore_eos``, timed inside: prefill =
+    ``add`` (prompts in, first token picked), decode ms per step = the T - 1 ``step`` calls / (T - 1).
   * Peak RSS: ours from getrusage in the child (the whole model: audio encoder included, which
     llama.cpp does not load); llama.cpp's from wait4() on its process.
   * Memory floor: bytes one decode step reads (ours: decode_weight_bytes of benchmark.py;
@@ -207,7 +207,7 @@ def child_main(args) -> None:
     try:
         sys.path.insert(0, str(REPO))
         import model as ours_mod
-        from engine.batching import greedy_generate
+        from engine.batching import BatchDecoder
         t0 = time.perf_counter()
         asr = ours_mod.FunASRNano.from_pretrained(args.model_dir, device="cpu", dtype=args.mode)
         load_s = time.perf_counter() - t0
@@ -220,15 +220,20 @@ def child_main(args) -> None:
             prompts = [llm.embed(ids[i]) for i in range(ids.shape[0])]
 
         def run(n, t):
+            """(prefill s, decode s per step) of one greedy_generate-equivalent call: the
+            decoder's own prefill (add: prompts in, first token picked), then t - 1 steps."""
             with torch.inference_mode():
+                dec = BatchDecoder(llm, eos, (), rows=n)
                 t0 = time.perf_counter()
-                gens = greedy_generate(llm, prompts[:n], eos, t, ignore_eos=True,
-                                       stop_loops=False)
-                dt = time.perf_counter() - t0
-            counts = [len(g.tokens) for g in gens]
+                seqs = dec.add(prompts[:n], t, True, stop_loops=False)
+                t1 = time.perf_counter()
+                while dec.active:
+                    dec.step()
+                t2 = time.perf_counter()
+            counts = [len(q.generation().tokens) for q in seqs]
             if counts != [t] * n:
                 raise RuntimeError(f"generated {counts} tokens, expected {t} each")
-            return dt
+            return t1 - t0, (t2 - t1) / (t - 1)
         run(1, 2)  # warm-up
         send({"event": "ready", "load_s": load_s, "weight_bytes": B.decode_weight_bytes(llm)})
     except BaseException as e:  # noqa: BLE001
@@ -242,10 +247,9 @@ def child_main(args) -> None:
         try:
             by_n = {}
             for n in req["batches"]:
-                t1 = run(n, 1)
-                tt = run(n, args.tokens)
-                by_n[n] = {"prefill_tok_s": n * args.prompt / t1,
-                           "decode_ms": (tt - t1) / (args.tokens - 1) * 1e3}
+                prefill_s, step_s = run(n, args.tokens)
+                by_n[n] = {"prefill_tok_s": n * args.prompt / prefill_s,
+                           "decode_ms": step_s * 1e3}
             send({"event": "result", "by_n": by_n, "peak_rss": B.peak_rss_bytes()})
         except BaseException as e:  # noqa: BLE001
             send({"event": "error", "error": f"{type(e).__name__}: {e}",
@@ -382,6 +386,8 @@ def main(argv=None) -> None:
     args.batches = [int(x) for x in str(args.batches).split(",") if x.strip()]
     if args.dry_run:
         args.repeats, args.prompt, args.tokens, args.bw_bytes = 1, 8, 4, 64 * 2 ** 20
+    if args.tokens < 2:
+        p.error("--tokens must be at least 2 (a prefill and at least one decode step)")
     if args.child:
         return child_main(args)
     args.device = "cpu"
@@ -414,8 +420,8 @@ def main(argv=None) -> None:
         print(f"[peers] {notes[-1]}", file=sys.stderr)
         llama_bin = None
 
-    logdir = Path(args.results_dir) / "logs"
-    logdir.mkdir(parents=True, exist_ok=True)
+    import tempfile
+    logdir = Path(tempfile.mkdtemp(prefix="funasr-peers-"))  # child stderr; tails in errors
     la_start = B.loadavg()
     probes = [B.measure_bandwidth(args)]
     results = {}
@@ -449,6 +455,7 @@ def main(argv=None) -> None:
         finally:
             child.close()
         probes.append(B.measure_bandwidth(args))
+    shutil.rmtree(logdir, ignore_errors=True)
     probes = [x for x in probes if x]
     bw = max(probes, key=lambda x: x["copy_gbps"]) if probes else None
     rows = summarize(results, args, bw and bw["copy_gbps"])
