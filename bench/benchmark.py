@@ -680,6 +680,24 @@ def markdown(rows, meta) -> str:
     return "\n".join(lines + ([""] + ["Errors and notes:"] + notes if notes else []))
 
 
+def floor_lines(rows, meta) -> str:
+    """The memory floor of each engine and mode: bytes one decode step reads / bandwidth."""
+    bw = (meta.get("bandwidth") or {}).get("copy_gbps")
+    seen, lines = set(), []
+    for r in rows:
+        key = (r["engine"], r["mode"])
+        if key in seen or not r.get("weight_bytes"):
+            continue
+        seen.add(key)
+        floor = f", floor {r['weight_bytes'] / (bw * 1e9) * 1e3:.1f} ms" if bw else ""
+        lines.append(f"- {r['engine']} {r['mode']}: {r['weight_bytes'] / 1e6:.0f} MB read per "
+                     f"decode step{floor}")
+    if not lines:
+        return ""
+    return (f"Memory floor (bytes of weights read per decode step / {bw or float('nan'):.1f} "
+            "GB/s copy bandwidth):\n\n" + "\n".join(lines))
+
+
 def agreement(rows) -> str:
     """Every mode's texts (64 forced tokens per sequence, last repeat) against ours in fp32:
     sequences with the same text, and the character error rate between the two."""
@@ -755,6 +773,8 @@ def merge_results(paths, out_stem=None) -> str:
     rows = summarize(entries, cases, types.SimpleNamespace(tokens=meta["tokens"]),
                      meta["bandwidth"])
     text = header(meta) + "\n\n" + markdown(rows, meta)
+    floors = floor_lines(rows, meta)
+    text += "\n\n" + floors if floors else ""
     agree = agreement(rows)
     text += "\n\n" + agree if agree else ""
     if out_stem:
@@ -860,6 +880,8 @@ def write_results(meta: dict, args, cases: list[str], stem: Path, entries, bws, 
     meta["partial"] = partial
     rows = summarize(entries, cases, args, meta["bandwidth"])
     text = header(meta) + "\n\n" + markdown(rows, meta)
+    floors = floor_lines(rows, meta)
+    text += "\n\n" + floors if floors else ""
     agree = agreement(rows)
     text += "\n\n" + agree if agree else ""
     logs = {k: (Path(logdir) / f"{k.replace('/', '-')}.log").read_text(errors="replace")

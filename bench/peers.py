@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""Speed against the peers: this engine's Qwen3 decoder against llama.cpp on the same weights.
+
+    python bench/peers.py                          # full-size random model, 3 repeats
+    python bench/peers.py --repeats 5 --modes int8
+    python bench/peers.py --size tiny --dry-run    # seconds: the plumbing only (CI)
+
+What it does
+  * Model: the random-weight checkpoint of bench/benchmark.py (tools/make_random_model.py,
+    ``--size full --seed 1``; the test fixture ``cached_random_model("full", 1)``).
+  * llama.cpp: the llama.cpp that the ``llama-cpp-python`` sdist (pinned below, fetched from
+    PyPI with pip) vendors (0c1e570), configured with cmake (native CPU, no GPU, OpenMP) and
+    built with ninja under ``nice -n 19``, 2 jobs, into .cache/peers/ (never committed): its
+    library only (libllama + ggml), driven by bench/llama_step.cpp, a ~100-line copy of the
+    timing loop of llama.cpp's tools/batched-bench without that tool's dependency on llama.cpp's
+    "common" library (half the build). ``--llama-step PATH`` takes an already built driver.
+  * GGUF: the checkpoint's ``llm.*`` tensors written as a Hugging Face Qwen3 folder (the
+    model's own config.json and tokenizer) and converted with the sdist's own
+    ``convert_hf_to_gguf.py`` to F32, BF16 and Q8_0 (cached beside the build).
+  * Pairs: our fp32 / bf16 / int8 against llama.cpp's F32 / BF16 / Q8_0.
+  * One run, interleaved: per repeat, our child (resident, loaded once) runs the workload,
+    then llama_step runs the same one, so other work on the machine hits both
+    alike; medians over ``--repeats``.
+  * Workload (both sides): N sequences (1 and 8) of a ``--prompt`` (150) token prompt of random
+    tokens, prefilled together, then ``--tokens`` (64) decode steps, each a token for every
+    sequence. llama_step times the prefill and the generation steps as batched-bench does
+    (``-npp 150 -ntg 64 -npl 1,8``, random tokens, synchronised decode calls); ours: the loop of ``engine.batching.greedy_generate``
+    (its BatchDecoder) on the prompts' embeddings with ``ignore_eos``, timed inside: prefill =
+    ``add`` (prompts in, first token picked), decode ms per step = the T - 1 ``step`` calls / (T - 1).
+  * Peak RSS: ours from getrusage in the child (the whole model: audio encoder included, which
+    llama.cpp does not load); llama.cpp's from wait4() on its process.
+  * Memory floor: bytes one decode step reads (ours: decode_weight_bytes of benchmark.py;
+    llama.cpp: the GGUF's tensor bytes, its tied embedding counted once as the output matrix)
+    over the memory bandwidth (benchmark.py's 1 GiB torch copy, same threads, best probe).
+
+Cells give both values and ours / peer: for ms lower is better (ratio < 1: ours faster); for
+tok/s higher is better (ratio > 1: ours faster); for RSS lower is better.
+
+Results: a markdown table on stdout and, unless ``--no-save``, bench/results/<host>-peers-<date>.md
+and .json. A peer that cannot be built or run here is reported in the table with the reason;
+the rest of the run goes on.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+import benchmark as B  # helpers: machine info, bandwidth probe, weight bytes)
+
+LLAMA_CPP_PYTHON = "0.3.36"  # its sdist vendors llama.cpp 0c1e570 (the issue's measurement)
+CACHE = REPO / ".cache/peers"
+PAIRS = {"fp32": "F32", "bf16": "BF16", "int8": "Q8_0"}  # our mode -> GGUF type
+MARK = B.MARK
+
+
+# =============================================================================== llama.cpp
+def llama_src(cache: Path) -> Path:
+    """The llama.cpp tree vendored by the pinned llama-cpp-python sdist (downloaded once)."""
+    root = cache / f"llama_cpp_python-{LLAMA_CPP_PYTHON}"
+    src = root / "vendor/llama.cpp"
+    if (src / "CMakeLists.txt").is_file():
+        return src
+    cache.mkdir(parents=True, exist_ok=True)
+    sdist = cache / f"llama_cpp_python-{LLAMA_CPP_PYTHON}.tar.gz"
+    if not sdist.is_file():
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary",
+                        ":all:", f"llama-cpp-python=={LLAMA_CPP_PYTHON}", "-d", str(cache)],
+                       check=True)
+    with tarfile.open(sdist) as tar:
+        tar.extractall(cache, filter="data")
+    return src
+
+
+def llama_build(cache: Path, jobs: int = 2) -> Path:
+    """Path of the llama_step driver (bench/llama_step.cpp) linked against libllama and ggml
+    as built from llama_src() (target ``llama`` only: not llama.cpp's "common" library);
+    rebuilt when the driver's source is newer than the binary."""
+    build = cache / "build"
+    driver_src = REPO / "bench/llama_step.cpp"
+    binary = build / "bin/llama_step"
+    if binary.is_file() and binary.stat().st_mtime >= driver_src.stat().st_mtime:
+        return binary
+    src = llama_src(cache)
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
+    if not (build / "build.ninja").is_file():
+        subprocess.run(nice + ["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja",
+                               "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+                               "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
+                               "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
+                               "-DBUILD_SHARED_LIBS=OFF", "-DGGML_OPENMP=ON"],
+                       check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(nice + ["ninja", "-C", str(build), f"-j{jobs}", "llama"], check=True,
+                   stdout=subprocess.DEVNULL)
+    libs = [next(build.rglob(name)) for name in
+            ("libllama.a", "libggml.a", "libggml-cpu.a", "libggml-base.a")]
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(nice + ["g++", "-O2", "-std=c++17", "-I", str(src / "include"),
+                           "-I", str(src / "ggml/include"), str(driver_src), "-o", str(binary),
+                           *map(str, libs), "-fopenmp", "-lpthread", "-ldl", "-lm"],
+                   check=True)
+    return binary
+
+
+def export_hf_decoder(model_dir: Path, out: Path) -> Path:
+    """The checkpoint's Qwen3 decoder as a Hugging Face folder (config, tokenizer, safetensors
+    of the llm.* tensors as stored, bf16), the input of llama.cpp's converter."""
+    if (out / "model.safetensors").is_file():
+        return out
+    import torch
+    from safetensors.torch import save_file
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in (model_dir / "Qwen3-0.6B").iterdir():
+        shutil.copy(f, tmp / f.name)
+    state = torch.load(model_dir / "model.pt", map_location="cpu", mmap=True)["state_dict"]
+    tensors = {k[len("llm."):]: v.contiguous() for k, v in state.items() if k.startswith("llm.")}
+    cfg = json.loads((tmp / "config.json").read_text())
+    if cfg.get("tie_word_embeddings"):
+        tensors.pop("lm_head.weight", None)  # tied: the converter writes token_embd once
+    save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    tmp.rename(out)
+    return out
+
+
+def ensure_gguf(model_dir: Path, cache: Path, gtype: str) -> Path:
+    name = model_dir.name
+    out = cache / "gguf" / f"{name}-{gtype}.gguf"
+    if out.is_file():
+        return out
+    hf = export_hf_decoder(model_dir, cache / "gguf" / f"{name}-hf")
+    src = llama_src(cache)
+    tmp = out.with_suffix(".tmp")
+    env = dict(os.environ, PYTHONPATH=str(src / "gguf-py"))  # the converter's own gguf-py
+    r = subprocess.run(["nice", "-n", "19", sys.executable, str(src / "convert_hf_to_gguf.py"),
+                        str(hf), "--outtype", gtype.lower(), "--outfile", str(tmp)],
+                       env=env, capture_output=True, text=True, check=False)  # logs every tensor
+    if r.returncode:
+        raise RuntimeError(f"convert_hf_to_gguf.py --outtype {gtype.lower()} failed: "
+                           + " | ".join(r.stderr.strip().splitlines()[-4:]))
+    tmp.rename(out)
+    return out
+
+
+def gguf_step_bytes(path: Path) -> int:
+    """Bytes of the tensors a decode step reads: all but the token embedding (one row), plus
+    the output matrix, which is the token embedding when tied."""
+    sys.path.insert(0, str(llama_src(Path(CACHE)) / "gguf-py"))  # the sdist's own gguf-py
+    from gguf import GGUFReader
+    r = GGUFReader(str(path))
+    names = {t.name: int(t.n_bytes) for t in r.tensors}
+    total = sum(v for k, v in names.items() if k != "token_embd.weight")
+    if "output.weight" not in names:
+        total += names.get("token_embd.weight", 0)
+    return total
+
+
+def run_llama(binary: Path, gguf: Path, prompt: int, tokens: int, batches: list[int],
+              threads: int) -> dict:
+    """One llama_step run; {N: {prefill_tok_s, decode_ms}} and its peak RSS."""
+    cmd = [str(binary), str(gguf), str(threads), str(prompt), str(tokens),
+           ",".join(map(str, batches))]
+    import tempfile
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True)
+        # wait4, not Popen.wait: it also gives this process's own peak RSS
+        _, status, ru = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        out, err = out.read(), err.read()
+    res = {}
+    for line in (out + "\n" + err).splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"speed_pp"' in line:
+            d = json.loads(line)
+            res[int(d["pl"])] = {"prefill_tok_s": d["speed_pp"],
+                                 "decode_ms": d["t_tg"] / d["tg"] * 1e3}
+    if proc.returncode or not res:
+        raise RuntimeError(f"llama_step failed (exit {proc.returncode}): "
+                           + " | ".join(err.strip().splitlines()[-4:]))
+    return {"by_n": res, "peak_rss": ru.ru_maxrss * 1024}
+
+
+# =============================================================================== ours
+def child_main(args) -> None:
+    """Our engine in one mode: load once, then answer {"n": N} with the workload's timings."""
+    import torch
+    B._exit_with_parent()
+    torch.set_num_threads(args.threads)
+
+    def send(obj):
+        sys.stdout.write(MARK + json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    try:
+        sys.path.insert(0, str(REPO))
+        import model as ours_mod
+        from engine.batching import BatchDecoder
+        t0 = time.perf_counter()
+        asr = ours_mod.FunASRNano.from_pretrained(args.model_dir, device="cpu", dtype=args.mode)
+        load_s = time.perf_counter() - t0
+        llm, eos = asr.llm, asr.tokenizer.im_end
+        gen = torch.Generator().manual_seed(0)
+        vocab = llm.model.embed_tokens.weight.shape[0]
+        ids = torch.randint(0, min(vocab, 150000), (max(args.batches), args.prompt),
+                            generator=gen)
+        with torch.inference_mode():
+            prompts = [llm.embed(ids[i]) for i in range(ids.shape[0])]
+
+        def run(n, t):
+            """(prefill s, decode s per step) of one greedy_generate-equivalent call: the
+            decoder's own prefill (add: prompts in, first token picked), then t - 1 steps."""
+            with torch.inference_mode():
+                dec = BatchDecoder(llm, eos, (), rows=n)
+                t0 = time.perf_counter()
+                seqs = dec.add(prompts[:n], t, True, stop_loops=False)
+                t1 = time.perf_counter()
+                while dec.active:
+                    dec.step()
+                t2 = time.perf_counter()
+            counts = [len(q.generation().tokens) for q in seqs]
+            if counts != [t] * n:
+                raise RuntimeError(f"generated {counts} tokens, expected {t} each")
+            return t1 - t0, (t2 - t1) / (t - 1)
+        run(1, 2)  # warm-up
+        send({"event": "ready", "load_s": load_s, "weight_bytes": B.decode_weight_bytes(llm)})
+    except BaseException as e:  # noqa: BLE001
+        send({"event": "error", "error": f"{type(e).__name__}: {e}",
+              "traceback": traceback.format_exc()})
+        return
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["cmd"] == "quit":
+            break
+        try:
+            by_n = {}
+            for n in req["batches"]:
+                prefill_s, step_s = run(n, args.tokens)
+                by_n[n] = {"prefill_tok_s": n * args.prompt / prefill_s,
+                           "decode_ms": step_s * 1e3}
+            send({"event": "result", "by_n": by_n, "peak_rss": B.peak_rss_bytes()})
+        except BaseException as e:  # noqa: BLE001
+            send({"event": "error", "error": f"{type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc()})
+
+
+class OursChild(B.Child):
+    def __init__(self, mode, args, logdir):  # B.Child's protocol, our command line
+        self.engine, self.mode = "ours", mode
+        self.log_path = Path(logdir) / f"peers-ours-{mode}.log"
+        self.log = open(self.log_path, "w")
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--mode", mode,
+               "--model-dir", str(args.model_dir), "--threads", str(args.threads),
+               "--prompt", str(args.prompt), "--tokens", str(args.tokens),
+               "--batches", ",".join(map(str, args.batches))]
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=self.log, text=True, cwd=str(REPO), env=env)
+
+
+# =============================================================================== table
+def _by(run, n):
+    return run["by_n"].get(n, run["by_n"].get(str(n)))
+
+
+def summarize(results, args, bw_gbps) -> list[dict]:
+    rows = []
+    for mode, ent in results.items():
+        ours, peer = ent.get("ours", []), ent.get("llama", [])
+        for n in args.batches:
+            row = {"mode": mode, "peer": f"llama.cpp {PAIRS[mode]}", "n": n}
+            for side, runs in (("ours", ours), ("peer", peer)):
+                runs = [r for r in runs if _by(r, n)]
+                if runs:
+                    row[f"{side}_decode_ms"] = statistics.median(_by(r, n)["decode_ms"]
+                                                                 for r in runs)
+                    row[f"{side}_prefill_tok_s"] = statistics.median(
+                        _by(r, n)["prefill_tok_s"] for r in runs)
+                    rss = [r["peak_rss"] for r in runs if r.get("peak_rss")]
+                    row[f"{side}_rss_gb"] = max(rss) / B.GIB if rss else None
+            for side in ("ours", "peer"):
+                wb = ent.get(f"{side}_weight_bytes")
+                if wb and bw_gbps:
+                    row[f"{side}_floor_ms"] = wb / (bw_gbps * 1e9) * 1e3
+                    row[f"{side}_step_mb"] = wb / 1e6
+            rows.append(row)
+    return rows
+
+
+def _cell(a, b, fmt="{:.1f}"):
+    if a is None and b is None:
+        return "-"
+    s = f"{fmt.format(a) if a is not None else '-'} / {fmt.format(b) if b is not None else '-'}"
+    if a is not None and b:
+        s += f" (**{a / b:.2f}**)"
+    return s
+
+
+def markdown(rows, meta) -> str:
+    head = ("| mode (ours / peer) | N | decode ms/step, ours / peer (ratio) | "
+            "x floor (ours) | prefill tok/s, ours / peer (ratio) | peak RSS GB, ours / peer "
+            "(ratio) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        xf = (r["ours_decode_ms"] / r["ours_floor_ms"]
+              if r.get("ours_decode_ms") and r.get("ours_floor_ms") else None)
+        lines.append(
+            f"| {r['mode']} / {r['peer']} | {r['n']} | "
+            f"{_cell(r.get('ours_decode_ms'), r.get('peer_decode_ms'))} | "
+            f"{'-' if xf is None else f'{xf:.2f}'} | "
+            f"{_cell(r.get('ours_prefill_tok_s'), r.get('peer_prefill_tok_s'), '{:.0f}')} | "
+            f"{_cell(r.get('ours_rss_gb'), r.get('peer_rss_gb'), '{:.2f}')} |")
+    floors = []
+    seen = set()
+    for r in rows:
+        if r["mode"] in seen:
+            continue
+        seen.add(r["mode"])
+        for side, label in (("ours", f"ours {r['mode']}"), ("peer", r["peer"])):
+            if r.get(f"{side}_step_mb"):
+                floors.append(f"- {label}: {r[f'{side}_step_mb']:.0f} MB read per decode step, "
+                              f"floor {r[f'{side}_floor_ms']:.1f} ms at the measured bandwidth")
+    notes = [f"- {n}" for n in meta.get("notes", [])]
+    return "\n".join(lines + ["", "Memory floor (bytes per step / bandwidth):", ""] + floors
+                     + ([""] + ["Notes:", ""] + notes if notes else []))
+
+
+def header(meta) -> str:
+    m, bw = meta["machine"], meta.get("bandwidth") or {}
+    machine = (f"Machine: {m['host']}: {m.get('cpu')} ({m.get('cpu_count')} logical CPUs, "
+               f"{', '.join(m.get('cpu_flags', []))}), {m.get('ram_gib', '?')} GiB RAM; "
+               f"torch {m.get('torch')}; llama.cpp {meta.get('llama_cpp', '-')}.")
+    run = (f"Run: {meta['started']} .. {meta['finished']}; {meta['threads']} threads; model "
+           f"{meta['model_dir']}; prompt {meta['prompt']} random tokens per sequence, "
+           f"{meta['tokens']} decode steps; medians of {meta['repeats']} repeats, ours and the "
+           f"peer in turns; load average start {meta['loadavg'].get('start')}, end "
+           f"{meta['loadavg'].get('end')}.")
+    bandwidth = (f"Memory bandwidth (1 GiB torch copy, read+write, best probe): "
+                 f"{bw.get('copy_gbps', float('nan')):.1f} GB/s.")
+    cells = ("Cells: ours / peer (**ours / peer**): ms and GB lower is better (ratio < 1: ours "
+             "ahead), tok/s higher is better (ratio > 1: ours ahead). Our peak RSS is the whole "
+             "model's (audio encoder too), llama.cpp's the decoder's alone.")
+    return "\n".join([machine, run, bandwidth, cells])
+
+
+# =============================================================================== main
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n\n", 1)[1])
+    p.add_argument("--model-dir", help="official-layout model dir (built there if missing)")
+    p.add_argument("--size", choices=("full", "tiny"), default="full")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--modes", default="fp32,bf16,int8", help="ours: fp32,bf16,int8")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--prompt", type=int, default=150, help="prompt tokens per sequence")
+    p.add_argument("--tokens", type=int, default=64, help="decode steps")
+    p.add_argument("--batches", default="1,8", help="sequences decoded together")
+    p.add_argument("--threads", type=int, default=None, help="default: all CPUs")
+    p.add_argument("--llama-step", help="a built bench/llama_step.cpp (else built in "
+                                        ".cache/peers from the llama-cpp-python sdist)")
+    p.add_argument("--no-build", action="store_true",
+                   help="never build llama.cpp: use --llama-cpp or the cached build, else skip it")
+    p.add_argument("--dry-run", action="store_true",
+                   help="1 repeat, 8-token prompt, 4 steps: the plumbing only, no usable numbers")
+    p.add_argument("--results-dir", default=str(REPO / "bench/results"))
+    p.add_argument("--no-save", action="store_true")
+    p.add_argument("--cache", default=str(CACHE), help=argparse.SUPPRESS)
+    p.add_argument("--bw-bytes", type=float, default=B.GIB, help=argparse.SUPPRESS)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--mode", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    args.threads = args.threads or os.cpu_count() or 1
+    args.batches = [int(x) for x in str(args.batches).split(",") if x.strip()]
+    if args.dry_run:
+        args.repeats, args.prompt, args.tokens, args.bw_bytes = 1, 8, 4, 64 * 2 ** 20
+    if args.tokens < 2:
+        p.error("--tokens must be at least 2 (a prefill and at least one decode step)")
+    if args.child:
+        return child_main(args)
+    args.device = "cpu"
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in PAIRS]
+    if bad:
+        p.error(f"unknown mode(s) {bad}: choose from {', '.join(PAIRS)}")
+    args.model_dir = str(B.resolve_model_dir(args))
+    model_dir, cache = Path(args.model_dir), Path(args.cache)
+    notes = []
+    started = _dt.datetime.now()
+
+    # ------------------------------------------------------------------ peers, prepared first
+    llama_bin, gguf = None, {}
+    try:
+        if args.llama_step:
+            llama_bin = Path(args.llama_step)
+        elif args.no_build:
+            cand = cache / "build/bin/llama_step"
+            llama_bin = cand if cand.is_file() else None
+            if llama_bin is None:
+                raise RuntimeError("not built here yet and --no-build was given")
+        else:
+            print("[peers] building llama.cpp (once; nice -n 19, 2 jobs) ...", file=sys.stderr)
+            llama_bin = llama_build(cache)
+        for mode in modes:
+            gguf[mode] = ensure_gguf(model_dir, cache, PAIRS[mode])
+    except Exception as e:  # noqa: BLE001  (the peer is reported missing; ours still runs)
+        notes.append(f"llama.cpp: not measured: {type(e).__name__}: {e}")
+        print(f"[peers] {notes[-1]}", file=sys.stderr)
+        llama_bin = None
+
+    import tempfile
+    logdir = Path(tempfile.mkdtemp(prefix="funasr-peers-"))  # child stderr; tails in errors
+    la_start = B.loadavg()
+    probes = [B.measure_bandwidth(args)]
+    results = {}
+    for mode in modes:
+        ent = results[mode] = {"ours": [], "llama": []}
+        child = OursChild(mode, args, logdir)
+        ready = child.read()
+        if ready["event"] != "ready":
+            notes.append(f"ours {mode}: failed to load: {ready['error']}")
+            child.close()
+            continue
+        ent["ours_weight_bytes"] = ready["weight_bytes"]
+        if llama_bin and mode in gguf:
+            ent["peer_weight_bytes"] = gguf_step_bytes(gguf[mode])
+        try:
+            for rep in range(args.repeats):
+                res = child.request(cmd="run", batches=args.batches)
+                if res["event"] == "result":
+                    ent["ours"].append(res)
+                else:
+                    notes.append(f"ours {mode}: {res['error']}")
+                if llama_bin and mode in gguf:
+                    try:
+                        ent["llama"].append(run_llama(llama_bin, gguf[mode], args.prompt,
+                                                          args.tokens, args.batches,
+                                                          args.threads))
+                    except Exception as e:  # noqa: BLE001
+                        notes.append(f"llama.cpp {PAIRS[mode]}: {e}")
+                print(f"[peers] {mode} repeat {rep + 1}/{args.repeats} done "
+                      f"(load avg {B.loadavg()})", file=sys.stderr, flush=True)
+        finally:
+            child.close()
+        probes.append(B.measure_bandwidth(args))
+    shutil.rmtree(logdir, ignore_errors=True)
+    probes = [x for x in probes if x]
+    bw = max(probes, key=lambda x: x["copy_gbps"]) if probes else None
+    rows = summarize(results, args, bw and bw["copy_gbps"])
+    meta = {"started": started.isoformat(timespec="seconds"),
+            "finished": _dt.datetime.now().isoformat(timespec="seconds"),
+            "machine": B.machine_info("cpu"), "threads": args.threads,
+            "model_dir": args.model_dir, "prompt": args.prompt, "tokens": args.tokens,
+            "repeats": args.repeats, "bandwidth": bw, "notes": notes,
+            "loadavg": {"start": la_start, "end": B.loadavg()},
+            "llama_cpp": f"0c1e570 (llama-cpp-python {LLAMA_CPP_PYTHON} sdist)"
+            if llama_bin and not args.llama_step else (args.llama_step or "not measured"),
+            "dry_run": args.dry_run}
+    text = header(meta) + "\n\n" + markdown(rows, meta)
+    print(text)
+    if not args.no_save:
+        stem = Path(args.results_dir) / (f"{meta['machine']['host']}-peers-"
+                                         f"{started.strftime('%Y%m%d-%H%M')}")
+        stem.with_suffix(".md").write_text(
+            f"# Peers: `python bench/peers.py {' '.join(argv or sys.argv[1:])}`\n\n{text}\n")
+        stem.with_suffix(".json").write_text(json.dumps(
+            {"meta": meta, "rows": rows, "raw": results}, indent=1, default=str))
+        print(f"[peers] wrote {stem}.md and .json", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

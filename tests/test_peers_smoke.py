@@ -1,0 +1,38 @@
+"""Smoke test of bench/peers.py in its dry-run mode on the tiny model: ours in every mode and
+the table's shape. llama.cpp is used only when its driver is already built here
+(.cache/peers/build/bin/llama_step, by a full run); otherwise the table must say that it was
+not measured and why. Numbers are not checked (timings are never asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "bench" / "peers.py"
+
+
+def test_peers_dry_run(tiny_model_dir, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--model-dir", str(tiny_model_dir), "--dry-run",
+         "--no-build", "--results-dir", str(tmp_path), "--threads", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ") and " / llama.cpp " in ln]
+    # one row per (mode, N): fp32/F32, bf16/BF16, int8/Q8_0 at N = 1 and 8
+    assert [r.split("|")[1].strip() for r in rows] == [
+        f"{m} / llama.cpp {g}" for m, g in (("fp32", "F32"), ("bf16", "BF16"), ("int8", "Q8_0"))
+        for _ in (1, 8)]
+    assert [r.split("|")[2].strip() for r in rows] == ["1", "8"] * 3
+    saved = json.loads(next(tmp_path.glob("*-peers-*.json")).read_text())
+    assert saved["meta"]["dry_run"] is True
+    for row in saved["rows"]:
+        assert row["ours_decode_ms"] > 0 and row["ours_prefill_tok_s"] > 0, row
+        assert row["ours_step_mb"] > 0 and row["ours_floor_ms"] > 0, row
+    built = (REPO / ".cache/peers/build/bin/llama_step").is_file()
+    if built:
+        assert all(row.get("peer_decode_ms", 0) > 0 for row in saved["rows"]), saved["meta"]
+    else:
+        assert any(n.startswith("llama.cpp: not measured") for n in saved["meta"]["notes"])
+        assert "llama.cpp: not measured" in proc.stdout
