@@ -55,9 +55,9 @@ import time
 import traceback
 from pathlib import Path
 
+from bench import benchmark as B  # helpers: machine info, bandwidth probe, weight bytes
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-import benchmark as B  # helpers: machine info, bandwidth probe, weight bytes)
 
 LLAMA_CPP_PYTHON = "0.3.36"  # its sdist vendors llama.cpp 0c1e570 (the measurement)
 CACHE = REPO / ".cache/peers"
@@ -205,7 +205,6 @@ def child_main(args) -> None:
         sys.stdout.write(MARK + json.dumps(obj) + "\n")
         sys.stdout.flush()
     try:
-        sys.path.insert(0, str(REPO))
         import model as ours_mod
         from engine.batching import BatchDecoder
         t0 = time.perf_counter()
