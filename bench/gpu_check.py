@@ -59,7 +59,8 @@ IMAGE_PACKAGES = ("torch", "numpy", "pyyaml", "tokenizers", "tiktoken", "hugging
                   "ninja", "onnxruntime", "filelock", "fsspec", "jinja2", "markupsafe",
                   "mpmath", "networkx", "sympy", "typing-extensions", "packaging", "setuptools",
                   "triton", "nvidia-ml-py", "pip", "tqdm")
-WHEELS = ("kaldi-native-fbank", "soundfile", "cffi", "pycparser", "soxr")
+WHEELS = ("kaldi-native-fbank", "soundfile", "cffi", "pycparser", "soxr",
+          "py3langid")  # the language heard (engine/language_id.py), pure Python
 
 
 class Report:
