@@ -150,7 +150,9 @@ class PageGuard:
         if scope["type"] != "http" or scope["path"].startswith("/v1"):
             return await self.app(scope, receive, send)   # /v1/*: serving.guard answers
         named = _CALL.search(scope["path"]) if scope.get("method") == "POST" else None
-        if named and named.group(1) not in _api_names(self.blocks):
+        # "predict": the page's own route for its events, which name their function by
+        # fn_index in the body (queue=False events post to /gradio_api/run/predict)
+        if named and named.group(1) != "predict" and named.group(1) not in _api_names(self.blocks):
             return await _json(send, 404, {"detail": f"no such function: "
                                            f"{escape_control(named.group(1))[:ECHO_CHARS]}"})
         started = held = False
