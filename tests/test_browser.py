@@ -239,10 +239,10 @@ def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path):
         slow_seen, throttled, backlog = False, True, 0.0
         while (at := float(status.get_attribute("data-captured") or 0)) < LIVE_LENGTH_S:
             now = status.inner_text()
-        if "network slow" in now:
-            slow_seen = True
-            backlog = max(backlog, float(re.search(r"slow: ([\d.]+) s", now)[1]))
-            if throttled and at > 20:
+            if "network slow" in now:
+                slow_seen = True
+                backlog = max(backlog, float(re.search(r"slow: ([\d.]+) s", now)[1]))
+            if throttled and at > 20:     # then fast enough to catch up
                 proxy.up_bytes_per_s = None
                 throttled = False
             time.sleep(0.2)
