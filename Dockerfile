@@ -65,8 +65,9 @@ ENV GRADIO_SERVER_NAME=0.0.0.0 \
 COPY requirements.txt /tmp/requirements.txt
 RUN grep -v -e "# tests" -e "# no-deps" /tmp/requirements.txt > /tmp/runtime.txt \
     && pip install -r /tmp/runtime.txt \
-    && grep "# no-deps" /tmp/requirements.txt | cut -d"#" -f1 | xargs -r pip install --no-deps \
-    && rm /tmp/requirements.txt /tmp/runtime.txt \
+    && sed -n "s/ *# no-deps.*//p" /tmp/requirements.txt > /tmp/nodeps.txt \
+    && pip install --no-deps -r /tmp/nodeps.txt \
+    && rm /tmp/requirements.txt /tmp/runtime.txt /tmp/nodeps.txt \
     && apt-get update \
     && apt-get install -y --no-install-recommends libgomp1=12.2.* \
     && rm -rf /var/lib/apt/lists/* \
