@@ -208,15 +208,21 @@ def test_realtime_sessions_survive_any_event_sequence(live_app):
         assert live_app.proc.poll() is None, "the server died"
 
     run()
-    peak = _rss_mb(live_app.proc.pid, "VmHWM")
-    COUNTS["realtime"].update(cases=COUNTS["realtime_progress"]["done"],
-                              seconds=round(time.monotonic() - started))
-    COUNTS["realtime_memory_mb"].update(idle_rss=round(idle), peak_rss=round(peak),
-                                        peak_over_idle=round(peak - idle))
+    _finish("realtime", live_app, idle, started)
+
+
+def _finish(section: str, server, idle: float, started: float) -> None:
+    """After a fuzz run: its counts and memory in the report, then the server's health, its
+    peak RSS within the margin over idle, and no ASGI traceback in its log."""
+    peak = _rss_mb(server.proc.pid, "VmHWM")
+    COUNTS[section].update(cases=COUNTS[f"{section}_progress"]["done"],
+                           seconds=round(time.monotonic() - started))
+    COUNTS[f"{section}_memory_mb"].update(idle_rss=round(idle), peak_rss=round(peak),
+                                          peak_over_idle=round(peak - idle))
     _report()
-    assert requests.get(live_app.url + "/health", timeout=10).json()["status"] == "ok"
+    assert requests.get(server.url + "/health", timeout=10).json()["status"] == "ok"
     assert peak - idle <= RSS_MARGIN_MB, f"peak RSS {peak:.0f} MB, idle {idle:.0f} MB"
-    assert "Exception in ASGI application" not in live_app.log_path.read_text(errors="replace")
+    assert "Exception in ASGI application" not in server.log_path.read_text(errors="replace")
 
 
 # --------------------------------------------------------------------------- the page
@@ -311,12 +317,4 @@ def test_page_routes_answer_any_request_cleanly(live_app):
 
     assert config.get("dependencies")
     run()
-    peak = _rss_mb(app.proc.pid, "VmHWM")
-    COUNTS["page"].update(cases=COUNTS["page_progress"]["done"],
-                          seconds=round(time.monotonic() - started))
-    COUNTS["page_memory_mb"].update(idle_rss=round(idle), peak_rss=round(peak),
-                                    peak_over_idle=round(peak - idle))
-    _report()
-    assert requests.get(app.url + "/health", timeout=10).json()["status"] == "ok"
-    assert peak - idle <= RSS_MARGIN_MB, f"peak RSS {peak:.0f} MB, idle {idle:.0f} MB"
-    assert "Exception in ASGI application" not in app.log_path.read_text(errors="replace")
+    _finish("page", app, idle, started)
