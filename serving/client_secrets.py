@@ -117,7 +117,7 @@ def check_websocket(ws, settings, store: ClientSecrets) -> tuple[object | None, 
 
 
 def apply_session(conn, session: dict) -> None:
-    """Start a realtime connection (serving.realtime.Connection) with the session its secret
+    """Start a realtime connection (serving.realtime.connection.Connection) with the session its secret
     was minted with; a bad setting is an ``error`` event, as the same session.update would be."""
     try:
         conn.config.update_ga(session)

@@ -4,7 +4,7 @@ complete ``limits.HEADER_TIMEOUT_S`` after it opened (or after its previous resp
 uvicorn times out idle keep-alive connections only once a response is sent; a client that opens
 a connection and sends half a request line, or a header a byte at a time, holds it (and a file
 descriptor) for ever: 500 of them stayed open for the probe. The body has its own deadline
-(serving.guard), WebSockets theirs (serving.realtime).
+(serving.guard), WebSockets theirs (serving.realtime.connection).
 """
 from __future__ import annotations
 
