@@ -101,7 +101,8 @@ def create_app(settings):
     # the cache when the page is built, so they pass.
     blocks.has_launched = True
     from serving.page_guard import PageGuard, install as install_page_errors
-    install_page_errors()   # Gradio's own error texts: a sentence for the user, no server path
+    install_page_errors()   # Gradio's own error texts: a sentence for the user, no server path;
+    # and no URL a client names is fetched
     app.add_middleware(PageGuard, blocks=blocks)
     if settings.preload:
         holder.preload_in_background()

@@ -7,6 +7,11 @@
   byte", "Original error: IndexError" with component reprs. Here each becomes a sentence about
   what the user sent; anything else is an internal error: logged under a request id, and the
   user sees the id only. ``install()`` puts it in front of Gradio's ``error_payload``.
+* ``install()`` also takes from Gradio every way of fetching a URL on the server: a FileData
+  whose ``path`` (or ``url``) is a URL made Gradio download it into its cache (private addresses
+  refused, public ones and huggingface.co fetched), through every route that takes a file (the
+  queue, run/predict, /gradio_api/call/NAME). The page's files are uploaded by the browser; no
+  route reads a URL a client names (``RemoteFileRefused``, a sentence for the user).
 * ``PageGuard``: an ASGI middleware answering ``/gradio_api/queue/data`` for a session the queue
   does not know (and ``/gradio_api/call/NAME/EVENT`` for an unknown event) with a plain 404
   before Gradio starts its event stream (Gradio raised the 404
@@ -15,10 +20,13 @@
 """
 from __future__ import annotations
 
+import html
 import logging
 import re
 from pathlib import PurePath
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
+
+from gradio.exceptions import Error as GradioError
 
 from . import request_id
 from .limits import ECHO_CHARS, escape_control
@@ -29,6 +37,17 @@ QUEUE_DATA = "/gradio_api/queue/data"
 _CALL = re.compile(r"/gradio_api/(?:call|run)/([^/]+)/?$")
 _CALL_RESULT = re.compile(r"/gradio_api/call/[^/]+/([^/]+)$")
 _CANNOT_MOVE = re.compile(r"^Cannot move (.*) to the gradio cache dir", re.S)
+
+
+class RemoteFileRefused(GradioError):
+    """A request named a file by URL: this server never fetches one for a client. A gr.Error:
+    its message is the user's (Gradio shows it as HTML: the name is escaped), no traceback."""
+
+    def __init__(self, url):
+        name = PurePath(urlsplit(str(url)).path).name or "file"
+        super().__init__(f"{html.escape(escape_control(name)[:ECHO_CHARS])}: not a file "
+                         "uploaded to this page (files given by URL are not fetched); upload "
+                         "the file and try again", print_exception=False)
 
 
 def error_text(exc: BaseException) -> str:
@@ -99,8 +118,30 @@ def _raised_by_gradio(exc: BaseException) -> bool:
     return isinstance(exc, (*_INPUT_ERRORS, ArithmeticError)) or not ours
 
 
+def _refuse_fetching() -> None:
+    """Gradio's download functions (processing_utils: every server-side fetch of a URL named in
+    a request: preprocessing a FileData, a file component's value, an image or audio by URL)
+    replaced by a refusal. Patched on the module: Gradio calls them as
+    ``processing_utils.NAME``, so each call site (blocks, components) gets the refusal."""
+    import gradio.processing_utils as pu
+
+    def refuse(url=None, *args, **kwargs):
+        log.info("request %s: a file given by URL refused (not fetched): %s",
+                 request_id.current(), escape_control(str(url))[:200])
+        raise RemoteFileRefused(url)
+
+    async def refuse_async(url=None, *args, **kwargs):
+        refuse(url)
+
+    for name in ("ssrf_protected_download", "save_url_to_cache", "unsafe_download"):
+        setattr(pu, name, refuse)
+    for name in ("async_ssrf_protected_download", "async_ssrf_protected_get"):
+        setattr(pu, name, refuse_async)
+
+
 def install() -> None:
-    """Route Gradio's error payloads through ``error_text`` (idempotent)."""
+    """Route Gradio's error payloads through ``error_text`` and refuse every fetch of a URL a
+    client names (idempotent)."""
     import gradio.queueing
     import gradio.utils
     from gradio.exceptions import Error as AppError
@@ -108,6 +149,7 @@ def install() -> None:
     original = gradio.utils.error_payload
     if getattr(original, "_funasr_nano", False):
         return
+    _refuse_fetching()
 
     def error_payload(error, show_error):
         if error is not None and not isinstance(error, AppError) and show_error:
@@ -156,15 +198,19 @@ class PageGuard:
             return await _json(send, 404, {"detail": f"no such function: "
                                            f"{escape_control(named.group(1))[:ECHO_CHARS]}"})
         started = held = False
+        body = bytearray()
 
         async def tracked(message):
             # Starlette's ServerErrorMiddleware (inside Gradio's app) answers an exception with
-            # a plain "Internal Server Error" 500 and raises it on: that answer is held back and
+            # a plain "Internal Server Error" 500 and raises it on, and /gradio_api/run/predict
+            # answers every error 500 (a user's mistake too): that answer is held back and
             # replaced below (a 400 for the client's values, else a 500 with a request id)
             nonlocal started, held
             if message["type"] == "http.response.start" and message["status"] == 500:
                 held = True
             if held:
+                if message["type"] == "http.response.body" and len(body) < 65536:
+                    body.extend(message.get("body", b"")[:65536])
                 return
             if message["type"] == "http.response.start":
                 started = True
@@ -173,6 +219,9 @@ class PageGuard:
         try:
             await self.app(scope, receive, tracked)
             if held:
+                said = _user_error(bytes(body))
+                if said is not None:    # run/predict's answer to the client's mistake
+                    return await _json(send, 400, said)
                 message = request_id.internal_error(log, f"page request {scope['path'][:200]}")
                 await _json(send, 500, {"detail": message})
             return
@@ -189,6 +238,21 @@ class PageGuard:
                 return await _json(send, 400, {"detail": FIT_MESSAGE})
             message = request_id.internal_error(log, f"page request {scope['path'][:200]}", e)
             return await _json(send, 500, {"detail": message})
+
+
+def _user_error(body: bytes) -> dict | None:
+    """Gradio's error payload (``{"error": ...}``) when it holds a sentence for the user (a
+    gr.Error, or error_text's answer to the client's values), else None (an internal error:
+    error_text logged it under a request id)."""
+    import json
+    try:
+        content = json.loads(body)
+    except ValueError:
+        return None
+    said = content.get("error") if isinstance(content, dict) else None
+    if not isinstance(said, str) or not said or said.startswith("internal error"):
+        return None
+    return content
 
 
 async def _not_found(send) -> None:

@@ -5,6 +5,7 @@ Each test failed on the code before the fix. The limits are in serving/limits.py
 docs/security.md; bench/abuse.py measures the same clients at length."""
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import socket
@@ -23,12 +24,44 @@ from bench._raw_ws import drain_in_background, frame, open_raw  # noqa: E402
 PATH = "/v1/realtime?intent=transcription"
 
 
+class _Canary(http.server.BaseHTTPRequestHandler):
+    """Records every request it gets (a proxy's GET http://host/path or CONNECT host:443)."""
+    seen: list = []
+
+    def _record(self):
+        _Canary.seen.append(f"{self.command} {self.path}")
+        self.send_response(200)
+        self.send_header("Content-Type", "audio/wav")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_HEAD = do_POST = do_CONNECT = _record
+
+    def log_message(self, *args):
+        pass
+
+
 @pytest.fixture(scope="module")
-def app(app_model_dir, tmp_path_factory):
+def canary():
+    """A local HTTP server the app is told to use as its HTTP(S) proxy: Gradio fetches an
+    allow-listed host (huggingface.co, which it does not check for private addresses) through
+    the environment's proxy, so a server-side fetch of a client's URL lands here (there is no
+    outside network on the test machine, so a direct public fetch could not be seen)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Canary)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def app(app_model_dir, tmp_path_factory, canary):
     # JSON logs (a forged line would parse as a record); 3 s for headers and body pauses;
-    # 4 upload slots, 2 of them per client address
+    # 4 upload slots, 2 of them per client address; names (not 127.0.0.1) through the canary
+    proxy = {k: canary for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
     server = start_app(app_model_dir, tmp_path_factory.mktemp("abuse"), "--log-format", "json",
-                       "--body-timeout", "3", "--max-uploads", "4", "--live-sessions", "4")
+                       "--body-timeout", "3", "--max-uploads", "4", "--live-sessions", "4",
+                       env={**proxy, "NO_PROXY": "127.0.0.1,localhost",
+                            "no_proxy": "127.0.0.1,localhost"})
     yield server
     server.stop()
 
@@ -314,3 +347,68 @@ def test_unknown_gradio_session_is_a_plain_404(app):
         assert r.status_code == 404
     time.sleep(0.3)
     assert "Exception in ASGI application" not in _log_text(app)
+
+
+def _sse_result(url: str) -> str:
+    """The last data line of a Gradio event stream (its result or its error)."""
+    last = ""
+    with requests.get(url, stream=True, timeout=120) as s:
+        for line in s.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                last = line[5:].strip()
+                if "process_completed" in last:
+                    break
+    return last
+
+
+def test_page_never_fetches_a_url_it_was_given(app, canary):
+    """Hole: a FileData whose path (or url) was a public URL made Gradio download it on the
+    server. Now no page route fetches a URL a client names: every function of the page that
+    takes a file, through run/predict, the queue and /gradio_api/call/NAME, with the URL in
+    path and url, over http and https. The canary (the app's proxy) is never contacted, and
+    each answer says the file was not uploaded to this page."""
+    _Canary.seen.clear()
+    config = requests.get(app.url + "/config", timeout=30).json()
+    kinds = {c["id"]: c.get("type") for c in config["components"]}
+    answers = []
+    for dep in config["dependencies"]:
+        slots = [kinds.get(i) in ("file", "audio", "uploadbutton", "video", "image")
+                 for i in dep["inputs"]]
+        if not any(slots):
+            continue
+        fn = dep["id"]
+        for route in ("predict", "join", "call"):
+            if route == "call" and not dep.get("api_name"):
+                continue
+            for scheme in ("http", "https"):
+                url = f"{scheme}://huggingface.co/canary/{route}-{fn}.wav"
+                one = {"path": url, "url": url, "orig_name": "clip.wav",
+                       "meta": {"_type": "gradio.FileData"}}
+                data = [([one] if kinds[i] == "file" else one) if slot else None
+                        for i, slot in zip(dep["inputs"], slots)]
+                answers.append((url, _page_route(app, route, fn, dep.get("api_name"), data)))
+    time.sleep(1)
+    assert answers and not _Canary.seen, _Canary.seen
+    for url, (status, text) in answers:
+        assert status < 500, (url, status, text)
+        assert "not a file uploaded to this page" in text, (url, text)
+        assert "huggingface" not in text and "Exception" not in text, (url, text)
+
+
+def _page_route(app, route: str, fn: int, name: str | None, data: list) -> tuple[int, str]:
+    if route == "predict":
+        r = requests.post(app.url + "/gradio_api/run/predict", timeout=120,
+                          json={"data": data, "fn_index": fn, "session_hash": "canary"})
+        return r.status_code, r.text
+    if route == "call":
+        r = requests.post(app.url + f"/gradio_api/call/{name}", json={"data": data}, timeout=30)
+        if r.status_code != 200:
+            return r.status_code, r.text
+        return 200, _sse_result(app.url + f"/gradio_api/call/{name}/{r.json()['event_id']}")
+    session = f"canary{fn}{time.monotonic_ns()}"
+    r = requests.post(app.url + "/gradio_api/queue/join", timeout=30,
+                      json={"data": data, "fn_index": fn, "session_hash": session,
+                            "event_data": None, "trigger_id": None})
+    if r.status_code != 200:
+        return r.status_code, r.text
+    return 200, _sse_result(app.url + f"/gradio_api/queue/data?session_hash={session}")
