@@ -81,7 +81,7 @@ _INPUT_ERRORS = (TypeError, ValueError, LookupError, AttributeError)
 
 _LIBRARY = ("/gradio/", "/gradio_client/", "/pydantic/", "/pydantic_core/", "/safehttpx/",
             "/httpx/", "/httpcore/")
-_OURS = ("/serving/ui.py", "/serving/pipeline.py", "/engine/", "/model.py")
+_OURS = ("/serving/ui.py", "/serving/files_tab.py", "/serving/pipeline.py", "/engine/", "/model.py")
 
 
 def _raised_by_gradio(exc: BaseException) -> bool:

@@ -358,7 +358,7 @@ def test_settings_flags_and_environment():
 
 def test_language_menu_lists_all_31_languages():
     from engine.languages import LANGUAGES, model_language_name
-    from serving.ui import language_choices
+    from serving.page_common import language_choices
 
     choices = language_choices()
     assert choices[0][1] == "auto" and len(choices) == 32
@@ -461,7 +461,7 @@ def test_examples_from_the_example_folder(tmp_path, audio_files):
     shutil.copy(audio_files["tone.wav"], tmp_path / "hei.wav")
     (tmp_path / "README.txt").write_text("not a clip")
     (tmp_path / "examples.tsv").write_text("file\tlanguage\ttext_itn\nhei.wav\tfi\tHei.\n")
-    from serving.ui import example_files
+    from serving.files_tab import example_files
     assert [(os.path.basename(p), code, label) for p, code, label in example_files(tmp_path)] == [
         ("hei.wav", "fi", "Finnish (hei.wav)"), ("hello.wav", "auto", "hello.wav")]
     holder = ModelHolder("x", "cpu", "fp32", loader=lambda *a: None)

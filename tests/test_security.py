@@ -163,7 +163,7 @@ def test_ui_handler_reads_only_the_upload_cache_and_examples(tmp_path):
     import gradio as gr
     from gradio.utils import get_upload_folder
 
-    from serving.ui import readable_input
+    from serving.files_tab import readable_input
 
     examples = tmp_path / "example"
     examples.mkdir()
