@@ -1,7 +1,8 @@
 """The page's Files tab: upload or record, choose a language, transcribe, download.
 
 Its named endpoint (usable from gradio_client):
-  /transcribe    (files, microphone, language, itn, hotwords, speakers)
+  /transcribe    (files, microphone, language, itn, hotwords, speakers, known speakers' names,
+                  their reference clips)
                  -> (results table, transcript, download files, JSON rows, model status)
 The rows come from serving.pipeline.transcribe_items, as the API's do.
 """
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
 
+from engine.audio import AudioError
 from engine.languages import language_label, resolve_language
 
 from . import request_id
@@ -85,11 +88,16 @@ def readable_input(path, examples_dir: Path | None) -> str:
                    "upload the file and try again")
 
 
+def _path_of(f) -> str:
+    """An upload's path, as Gradio hands it over (a path, a file object or a dict)."""
+    return f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
+
+
 def page_items(files, microphone, examples_dir: Path | None) -> list[tuple[str, str]]:
     """(display name, path) for the uploaded files, then the microphone recording."""
     items = []
     for f in files or []:
-        path = f if isinstance(f, str) else getattr(f, "name", None) or f.get("path")
+        path = _path_of(f)
         items.append((Path(path).name, readable_input(path, examples_dir)))
     if microphone:
         items.append(("microphone" + (Path(microphone).suffix or ".wav"),
@@ -97,23 +105,52 @@ def page_items(files, microphone, examples_dir: Path | None) -> list[tuple[str, 
     return items
 
 
-def page_speakers(value, settings):
-    """The page's Speakers menu -> a SpeakerRequest (or None for Off)."""
+def page_speakers(value, settings, names="", clips=None, examples_dir: Path | None = None):
+    """The page's Speakers menu and known speakers -> a SpeakerRequest (or None for Off).
+    ``names``: comma or line separated, one a clip; ``clips``: the uploaded reference clips
+    (2-10 s of each voice alone), in the same order. Known speakers imply Automatic."""
     from engine.speakers.options import SpeakerError, SpeakerRequest, parse_count
-    if value in (None, "", "off"):
+    names = [n.strip() for n in re.split(r"[,\n]+", str(names or "")) if n.strip()]
+    clips = list(clips or [])
+    if value in (None, "", "off") and not names and not clips:
         return None
+    model = getattr(settings, "speaker_model", None)
     try:
-        num, lo, hi = parse_count(value)
+        num, lo, hi = parse_count("auto" if value in (None, "", "off") else value)
+        known = known_voices(names, clips, model, examples_dir) if names or clips else {}
     except SpeakerError as e:
-        raise RequestError(str(e), 400, "speakers") from None
-    return SpeakerRequest(num, lo, hi, embedding_model=getattr(settings, "speaker_model", None))
+        raise RequestError(str(e), 400, e.param) from None
+    return SpeakerRequest(num, lo, hi, known, embedding_model=model)
 
 
-def page_options(settings, language, itn, hotwords, speakers) -> Options:
+KNOWN_NAMES, KNOWN_CLIPS = "Known speakers: names", "Known speakers: clips"
+
+
+def known_voices(names, clips, embedding_model, examples_dir: Path | None) -> dict:
+    """``{name: voice embedding}`` from the page's names and uploaded clips, by the API's and
+    the CLI's checks (engine.speakers.options.known_speakers); SpeakerError naming the field."""
+    from engine.audio import load_audio
+    from engine.speakers.diarize import reference_embedding
+    from engine.speakers.options import REFERENCE_MAX_S, SpeakerError, known_speakers
+
+    audio = []
+    for f in clips:
+        path = readable_input(_path_of(f), examples_dir)
+        try:
+            audio.append(load_audio(path, name=Path(path).name, max_seconds=REFERENCE_MAX_S + 0.5))
+        except AudioError as e:
+            raise SpeakerError(f"{KNOWN_CLIPS}: {e}", KNOWN_CLIPS) from None
+    return known_speakers(names, audio, lambda a: reference_embedding(a, embedding_model),
+                          KNOWN_NAMES, KNOWN_CLIPS)
+
+
+def page_options(settings, language, itn, hotwords, speakers, known_names="", known_clips=None,
+                 examples_dir: Path | None = None) -> Options:
     return Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
                    max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                    max_audio_seconds=settings.max_audio_seconds,
-                   speakers=page_speakers(speakers, settings),
+                   speakers=page_speakers(speakers, settings, known_names, known_clips,
+                                          examples_dir),
                    words=True)   # the SRT/VTT downloads' cues start at words; JSON shows them
 
 
@@ -147,12 +184,12 @@ def page_transcriber(settings, holder, examples_dir: Path | None, metrics=None):
     """The Transcribe button's handler: each failure becomes the message a user should see
     (the caller's mistake without a traceback, an internal error as its request id), and each
     call is counted in /metrics under PAGE_ROUTE."""
-    def run_rows(files, microphone, language, itn, hotwords, speakers, progress, rid):
+    def run_rows(files, microphone, language, itn, hotwords, speakers, known, progress, rid):
         """The outputs, or None when there is nothing to transcribe."""
         items = page_items(files, microphone, examples_dir)
         if not items:
             return None
-        opts = page_options(settings, language, itn, hotwords, speakers)
+        opts = page_options(settings, language, itn, hotwords, speakers, *known, examples_dir)
 
         def report(frac, msg):   # no "0.0%" while nothing can be counted yet (the first load)
             progress(frac if frac > 0 else None, desc=msg)
@@ -161,13 +198,13 @@ def page_transcriber(settings, holder, examples_dir: Path | None, metrics=None):
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return page_outputs(rows, holder)
 
-    def transcribe(files, microphone, language, itn, hotwords, speakers="off",
-                   progress=gr.Progress()):
+    def transcribe(files, microphone, language, itn, hotwords, speakers="off", known_names="",
+                   known_clips=None, progress=gr.Progress()):
         t0, status = time.perf_counter(), 500
         with request_id_scope() as rid:  # one id per transcription: its logs and its caller
             try:
-                out = run_rows(files, microphone, language, itn, hotwords, speakers, progress,
-                               rid)
+                out = run_rows(files, microphone, language, itn, hotwords, speakers,
+                               (known_names, known_clips), progress, rid)
                 status = 200 if out is not None else 400
                 if out is None:
                     # nothing to transcribe: the user's slip, not a failure: a notice, no red
@@ -208,6 +245,8 @@ class FilesInputs:
     itn: gr.Checkbox
     hotwords: gr.Textbox
     speakers: gr.Dropdown
+    known_names: gr.Textbox
+    known_clips: gr.File
     run: gr.Button
     clear: gr.Button
     from_example: gr.State   # the files an example click put in the list ([] otherwise)
@@ -226,21 +265,20 @@ class FilesOutputs:
 
 
 def input_column(clips) -> FilesInputs:
-    files = gr.File(label="Audio files (wav, mp3, m4a, flac, ogg, webm)",
-                    file_count="multiple", file_types=list(AUDIO_EXTENSIONS), elem_id="files")
-    microphone = gr.Audio(sources=["microphone"], type="filepath",
-                          label="...or record from the microphone", elem_id="microphone")
-    language = gr.Dropdown(language_choices(), value="auto", label="Language",
-                           info="Automatic, or the language spoken in the audio",
-                           elem_id="language")
+    """Upload or record, the language, Transcribe and the examples first (on a 1280x900 screen
+    they are all in view without scrolling: scripts/screenshot.py checks), then the rarer
+    options."""
+    with gr.Row(equal_height=True):
+        files = gr.File(label="Audio files (wav, mp3, m4a, ...)", height=130,
+                        file_count="multiple", file_types=list(AUDIO_EXTENSIONS),
+                        elem_id="files")
+        microphone = gr.Audio(sources=["microphone"], type="filepath",
+                              label="...or record from the microphone", elem_id="microphone")
     with gr.Row():
+        language = gr.Dropdown(language_choices(), value="auto", label="Language spoken",
+                               elem_id="language")
         itn = gr.Checkbox(value=True, label="Inverse text normalization (ITN)",
-                          info="numbers, punctuation and casing as written text", elem_id="itn")
-    hotwords = gr.Textbox(label="Hotwords", lines=1, elem_id="hotwords",
-                          placeholder="names or terms, comma separated")
-    speakers = gr.Dropdown(SPEAKER_CHOICES, value="off", label="Speakers",
-                           info="Label who speaks (A, B, ...): the count estimated, or given",
-                           elem_id="speakers")
+                          info="numbers, punctuation, casing as written", elem_id="itn")
     with gr.Row():
         run = gr.Button("Transcribe", variant="primary", elem_id="transcribe")
         clear = gr.Button("Clear", elem_id="clear")
@@ -249,12 +287,24 @@ def input_column(clips) -> FilesInputs:
         examples = gr.Examples([[[path], code] for path, code, _ in clips],
                                inputs=[files, language],
                                example_labels=[label for _, _, label in clips],
-                               examples_per_page=40,
+                               examples_per_page=40, elem_id="examples",
                                label="Examples (click one, then Transcribe)")
         examples.load_input_event.then(lambda f: list(f or []), files, from_example,
                                        api_visibility="private", queue=False)
-    return FilesInputs(files, microphone, language, itn, hotwords, speakers, run, clear,
-                       from_example)
+    with gr.Row():
+        hotwords = gr.Textbox(label="Hotwords", lines=1, elem_id="hotwords",
+                              placeholder="names or terms, comma separated")
+        speakers = gr.Dropdown(SPEAKER_CHOICES, value="off", label="Speakers",
+                               info="Label who speaks (A, B, ...): the count estimated, or given",
+                               elem_id="speakers")
+    with gr.Accordion("Known speakers: their names instead of letters", open=False,
+                      elem_id="known-speakers"):
+        known_names = gr.Textbox(label="Names", lines=1, elem_id="known-names",
+                                 placeholder="e.g. Anna, Ben (one a clip, in the clips' order)")
+        known_clips = gr.File(label="A 2-10 s clip of each voice alone", file_count="multiple",
+                              file_types=list(AUDIO_EXTENSIONS), elem_id="known-clips")
+    return FilesInputs(files, microphone, language, itn, hotwords, speakers, known_names,
+                       known_clips, run, clear, from_example)
 
 
 def output_column() -> FilesOutputs:
@@ -266,7 +316,7 @@ def output_column() -> FilesOutputs:
                          column_widths=["15%", "13%", "17%", "16%", "39%"], elem_id="results")
     downloads = gr.File(label="Downloads (TXT, JSON, SRT, VTT)", file_count="multiple",
                         interactive=False, elem_id="downloads")
-    with gr.Accordion("JSON", open=False):
+    with gr.Accordion("Results as JSON (segments, words, speakers)", open=False):
         raw = gr.JSON(label="Results as JSON", elem_id="json")
     # compliance (docs/compliance.md): hits highlighted after each transcription
     with gr.Accordion("Compliance: watch list and personal data", open=False):
@@ -292,7 +342,8 @@ def wire_transcribe(i: FilesInputs, o: FilesOutputs, status, holder, transcribe)
 
     i.run.click(first_load_status, [i.files, i.microphone], status, queue=False,
                 show_progress="hidden", api_visibility="private").then(
-        transcribe, [i.files, i.microphone, i.language, i.itn, i.hotwords, i.speakers],
+        transcribe, [i.files, i.microphone, i.language, i.itn, i.hotwords, i.speakers,
+                     i.known_names, i.known_clips],
         [o.table, o.transcript, o.downloads, o.raw, status], api_name="transcribe",
         api_description="Transcribe uploaded files and/or a microphone recording.",
         show_progress_on=[o.transcript, o.table]).then(   # never drawn over the status line

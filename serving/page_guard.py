@@ -74,8 +74,8 @@ def _frames(exc: BaseException):
 
 
 FIT_MESSAGE = ("the request's values do not fit this page's inputs (the files, the microphone, "
-               "the language, ITN, the hotwords and the speakers, in that order); reload the "
-               "page and try again")
+               "the language, ITN, the hotwords, the speakers, the known speakers' names and "
+               "their clips, in that order); reload the page and try again")
 _INPUT_ERRORS = (TypeError, ValueError, LookupError, AttributeError)
 
 

@@ -23,8 +23,14 @@ from .page_common import kernels_pending, language_choices, status_markdown
 
 CSS = """
 #demo-banner { border: 2px solid #d97706; background: #fffbeb; color: #78350f;
-               border-radius: 8px; padding: 10px 14px; }
+               border-radius: 8px; padding: 6px 12px; }
 #demo-banner * { color: #78350f !important; }
+/* the banner's sentence beside its commands, so that Transcribe and the examples stay on the
+   first screen (1280x900) */
+#demo-banner span.md { display: grid; grid-template-columns: minmax(0, 2fr) minmax(0, 3fr);
+                       gap: 4px 16px; align-items: center; }
+#demo-banner pre { margin: 0; padding: 6px 10px; font-size: 0.8em; line-height: 1.3; }
+#header h1 { margin-bottom: 4px; }
 #model-status { font-size: 0.95em; }
 /* Results table: break lines between words only ("Durati on" was Gradio's break-all), and a
    word too long for its column anywhere (a long file name, a URL in a transcript). */
