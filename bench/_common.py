@@ -64,6 +64,26 @@ def machine_info(device: str = "cpu") -> dict:
     return info
 
 
+def machine_line(m: dict) -> str:
+    """A report's machine sentence from ``machine_info``'s answer: host, CPU, cores, RAM,
+    platform (what is known)."""
+    parts = [f"{m.get('cpu', '?')}", f"{m.get('cpu_count')} cores"]
+    if m.get("ram_gib"):
+        parts.append(f"{m['ram_gib']} GiB")
+    if m.get("platform"):
+        parts.append(m["platform"])
+    return f"Machine: {m.get('host', '?')}: " + ", ".join(parts)
+
+
+def markdown_table(header: list[str], rows: list[list], align: str = "") -> list[str]:
+    """A Markdown table's lines: ``header``, then ``rows`` (cells as given, str()'d);
+    ``align``: one letter a column, ``l`` or ``r`` (default: the first left, the rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(line) + " |" for line in
+            [header, rule, *([str(c) for c in row] for row in rows)]]
+
+
 def loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
@@ -151,6 +171,32 @@ def edit_distance(a: str, b: str) -> int:
 def cer(refs: list[str], hyps: list[str]) -> float:
     """Character error rate of ``hyps`` against ``refs``: edits over reference characters."""
     return sum(edit_distance(r, h) for r, h in zip(refs, hyps)) / max(1, sum(map(len, refs)))
+
+
+# ------------------------------------------------------------------------------ audio files
+def pyav_encode(path, audio, rate: int, fmt: str | None, codec: str, codec_rate: int | None = None):
+    """Encodes float audio with PyAV's bundled FFmpeg (no ffmpeg CLI) and returns ``path``.
+    ``audio``: a (channels, samples) array, or an iterable of them (a long recording written
+    block by block, never whole in memory); ``fmt`` None: the container from the file name;
+    ``codec_rate``: the codec's own rate where it differs (Opus: 48 kHz)."""
+    import av
+    import numpy as np
+
+    blocks = [audio] if hasattr(audio, "shape") else audio
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = None
+        for block in blocks:
+            block = np.ascontiguousarray(block, np.float32)
+            layout = "mono" if block.shape[0] == 1 else "stereo"
+            if stream is None:
+                stream = out.add_stream(codec, rate=codec_rate or rate, layout=layout)
+            frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=layout)
+            frame.sample_rate = rate
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+        for pkt in stream.encode(None):
+            out.mux(pkt)
+    return path
 
 
 # ------------------------------------------------------------------------------ the app

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from bench._common import REPO, AppProcess, loadavg, machine_info
+from bench._common import REPO, AppProcess, loadavg, machine_info, machine_line, markdown_table
 from bench._raw_ws import drain_in_background, frame, open_raw
 
 PATH = "/v1/realtime?intent=transcription"
@@ -62,10 +62,8 @@ def none(port, stop):
     stop.wait()
 
 
-def event_flood(port, stop):
-    sock = open_raw("127.0.0.1", port, PATH)
-    data = frame(json.dumps({"type": "flood.nope", "event_id": "f"})) * 100
-    drain_in_background(sock)
+def _send_until_stopped(sock, data: bytes, stop) -> bool:
+    """Sends ``data`` again and again until ``stop``; False as soon as the server closes."""
     sock.settimeout(1)
     while not stop.is_set():
         try:
@@ -73,8 +71,16 @@ def event_flood(port, stop):
         except TimeoutError:
             continue
         except OSError:
-            sock = open_raw("127.0.0.1", port, PATH)   # closed: it comes back
-            sock.settimeout(1)
+            return False
+    return True
+
+
+def event_flood(port, stop):
+    sock = open_raw("127.0.0.1", port, PATH)
+    data = frame(json.dumps({"type": "flood.nope", "event_id": "f"})) * 100
+    drain_in_background(sock)
+    while not _send_until_stopped(sock, data, stop):
+        sock = open_raw("127.0.0.1", port, PATH)   # closed: it comes back
     sock.close()
 
 
@@ -86,14 +92,10 @@ def never_reading(port, stop):
         try:
             sock = open_raw("127.0.0.1", port, PATH, rcvbuf=4096)
             socks.append(sock)
-            sock.settimeout(1)
-            while not stop.is_set():
-                try:
-                    sock.sendall(event)
-                except TimeoutError:
-                    continue
+            if not _send_until_stopped(sock, event, stop):
+                time.sleep(0.2)                         # closed: open another
         except OSError:
-            time.sleep(0.2)                             # closed or refused: open another
+            time.sleep(0.2)                             # refused: try again
     for s in socks:
         s.close()
 
@@ -252,20 +254,17 @@ def render(meta: dict) -> str:
              f"Command: `{meta['command']}`; app: `{meta['app_dir']}` "
              f"(commit {meta['commit']}), model `{meta['model']}`, "
              f"{meta['seconds']:g} s per client.", "",
-             f"Machine: {m.get('cpu')}, {m.get('cpu_count')} cores, {m.get('ram_gib')} GiB; "
-             f"load average {meta['loadavg']['start']} at the start, "
+             f"{machine_line(m)}; load average {meta['loadavg']['start']} at the start, "
              f"{meta['loadavg']['end']} at the end (other work shares this machine).", "",
              "The bar: /health within 1 s on 95% of polls, a small transcription (3.8 s clip) "
-             "within 3 s, peak RSS within 100 MB of idle and back within 100 MB after.", "",
-             "| client | /health polls | within 1 s | p95 (s) | transcriptions | max (s) | "
-             "median (s) | RSS idle (MB) | peak over idle | after over idle | met |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for r in meta["results"]:
-        lines.append(f"| {r['client']} | {r['polls']} | {r['health_within_1s']:.0%} | "
-                     f"{r['health_p95_s']} | {r['transcriptions']} | {r['transcribe_max_s']} | "
-                     f"{r['transcribe_median_s']} | {r['rss_idle_mb']} | "
-                     f"{r['rss_peak_over_idle_mb']} | {r['rss_after_over_idle_mb']} | "
-                     f"{'yes' if r['met'] else 'NO'} |")
+             "within 3 s, peak RSS within 100 MB of idle and back within 100 MB after.", ""]
+    lines += markdown_table(
+        ["client", "/health polls", "within 1 s", "p95 (s)", "transcriptions", "max (s)",
+         "median (s)", "RSS idle (MB)", "peak over idle", "after over idle", "met"],
+        [[r["client"], r["polls"], f"{r['health_within_1s']:.0%}", r["health_p95_s"],
+          r["transcriptions"], r["transcribe_max_s"], r["transcribe_median_s"], r["rss_idle_mb"],
+          r["rss_peak_over_idle_mb"], r["rss_after_over_idle_mb"], "yes" if r["met"] else "NO"]
+         for r in meta["results"]], "lrrrrrrrrrl")
     return "\n".join(lines + [""])
 
 

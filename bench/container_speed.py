@@ -38,7 +38,8 @@ from pathlib import Path
 import requests
 import soundfile as sf
 
-from bench._common import REPO, SR, AppProcess, build_inputs, get_json, loadavg, machine_info
+from bench._common import (REPO, SR, AppProcess, build_inputs, get_json, loadavg, machine_info,
+                           markdown_table)
 from bench._image import Container  # the image as a container, as the image tests run it
 
 
@@ -128,18 +129,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
              f"(read-only at /models inside). Input: bench/benchmark.py's 1x10s clip as a 16-bit "
              f"wav; {meta['tokens']} tokens decoded per request (--bench-tokens); {meta['repeats']} requests per side "
              "and mode after a warm-up, ABBA order; client wall time of POST "
-             "/v1/audio/transcriptions.", "",
-             "| mode | inside median | outside median | inside / outside (median) | "
-             "inside / outside (min) | load s in / out | peak RSS MiB in / out | same text | "
-             "kernels mapped in / out |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
-    for r in rows:
-        i, o = r["inside"], r["outside"]
-        lines.append(f"| {r['mode']} | {i['median_s']:.3f} s | {o['median_s']:.3f} s | "
-                     f"**{r['ratio_median']:.3f}** | {r['ratio_min']:.3f} | "
-                     f"{i['load_s']} / {o['load_s']} | {i['peak_rss_mib']} / {o['peak_rss_mib']} | "
-                     f"{'yes' if r['same_text'] else 'NO'} | {', '.join(i['kernels']) or 'none'} / "
-                     f"{', '.join(o['kernels']) or 'none'} |")
+             "/v1/audio/transcriptions.", ""]
+    lines += markdown_table(
+        ["mode", "inside median", "outside median", "inside / outside (median)",
+         "inside / outside (min)", "load s in / out", "peak RSS MiB in / out", "same text",
+         "kernels mapped in / out"],
+        [[r["mode"], f"{r['inside']['median_s']:.3f} s", f"{r['outside']['median_s']:.3f} s",
+          f"**{r['ratio_median']:.3f}**", f"{r['ratio_min']:.3f}",
+          f"{r['inside']['load_s']} / {r['outside']['load_s']}",
+          f"{r['inside']['peak_rss_mib']} / {r['outside']['peak_rss_mib']}",
+          "yes" if r["same_text"] else "NO",
+          f"{', '.join(r['inside']['kernels']) or 'none'} / "
+          f"{', '.join(r['outside']['kernels']) or 'none'}"] for r in rows],
+        "lrrrrrrll")
     lines += ["", "Per-request times (s):", ""]
     for r in rows:
         lines.append(f"- {r['mode']}: inside {r['inside']['times_s']}, "

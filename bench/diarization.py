@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import RESULTS, machine_info, speech_dir
+from bench._common import RESULTS, machine_info, markdown_table, speech_dir
 from engine.audio import load_audio
 from engine.speakers.diarize import diarize
 
@@ -279,38 +279,38 @@ def _pooled_oracle(fn, name, entries, opts):
             "seconds_per_minute": 60 * secs / max(dur, 1e-9)}
 
 
+def _parts(d: dict) -> str:
+    return f"{d['missed']:.1f} / {d['false_alarm']:.1f} / {d['confusion']:.1f}"
+
+
 def write(results, a, sp=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     m = machine_info("cpu")
     machine = f"{m.get('cpu')}, {m.get('cpu_count')} CPUs"
     lines = [f"# Diarization ({a.tag})", "", f"Machine: {machine}. Command: "
-             f"`python bench/diarization.py {' '.join(sys.argv[1:])}`", "",
-             "| set | files | min | DER no collar | miss / FA / conf | DER 0.25 s collar | "
-             "miss / FA / conf | count right | s per min of audio |",
-             "| --- | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: |"]
-    for r in results:
-        n, c = r["no_collar"], r["collar_0.25"]
-        lines.append(f"| {r['set']} | {r['files']} | {r['minutes']:.1f} | {n['DER']:.1f}% | "
-                     f"{n['missed']:.1f} / {n['false_alarm']:.1f} / {n['confusion']:.1f} | "
-                     f"{c['DER']:.1f}% | {c['missed']:.1f} / {c['false_alarm']:.1f} / "
-                     f"{c['confusion']:.1f} | {r['count_right']}/{r['files']} | "
-                     f"{r['seconds_per_minute']:.2f} |")
+             f"`python bench/diarization.py {' '.join(sys.argv[1:])}`", ""]
+    lines += markdown_table(
+        ["set", "files", "min", "DER no collar", "miss / FA / conf", "DER 0.25 s collar",
+         "miss / FA / conf", "count right", "s per min of audio"],
+        [[r["set"], r["files"], f"{r['minutes']:.1f}", f"{r['no_collar']['DER']:.1f}%",
+          _parts(r["no_collar"]), f"{r['collar_0.25']['DER']:.1f}%", _parts(r["collar_0.25"]),
+          f"{r['count_right']}/{r['files']}", f"{r['seconds_per_minute']:.2f}"]
+         for r in results], "lrrrlrlrr")
     lines += ["", "Speaker counts (file, true, found):", ""]
     for r in results:
         lines.append(f"- {r['set']}: " + ", ".join(f"{u} {t}/{f}" for u, t, f in r["counts"]))
     if sp:
         lines += ["", f"Speed, {sp['dtype']} transcription with {Path(sp['model']).name} "
                   f"(max {sp['max_new_tokens']} new tokens per segment), best of the "
-                  "interleaved runs, seconds:", "",
-                  "| file | audio s | transcription | diarization | transcription with speakers "
-                  "| diarization x real time | diarization / transcription | with speakers: "
-                  "extra |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for r in sp["rows"]:
-            lines.append(f"| {r['file']} | {r['duration']:.1f} | {r['asr']:.2f} | "
-                         f"{r['diarize']:.2f} | {r['asr+speakers']:.2f} | "
-                         f"{r['diarize_rtf']:.3f} | {100 * r['diarize_over_asr']:.0f}% | "
-                         f"{100 * r['with_speakers_over_asr']:+.0f}% |")
+                  "interleaved runs, seconds:", ""]
+        lines += markdown_table(
+            ["file", "audio s", "transcription", "diarization", "transcription with speakers",
+             "diarization x real time", "diarization / transcription", "with speakers: extra"],
+            [[r["file"], f"{r['duration']:.1f}", f"{r['asr']:.2f}", f"{r['diarize']:.2f}",
+              f"{r['asr+speakers']:.2f}", f"{r['diarize_rtf']:.3f}",
+              f"{100 * r['diarize_over_asr']:.0f}%", f"{100 * r['with_speakers_over_asr']:+.0f}%"]
+             for r in sp["rows"]])
     text = "\n".join(lines) + "\n"
     (out / f"diarization_{a.tag}.md").write_text(text)
     (out / f"diarization_{a.tag}.json").write_text(json.dumps(

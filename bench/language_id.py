@@ -27,7 +27,7 @@ import random
 import time
 from datetime import datetime, timezone
 
-from bench._common import REPO, RESULTS, machine_info
+from bench._common import REPO, RESULTS, machine_info, machine_line
 from engine import language_id
 from engine.languages import LANGUAGES
 
@@ -130,8 +130,7 @@ def audio_side() -> dict:
 def report(info: dict) -> str:
     m = info["machine"]
     lines = [f"# Language heard: engine.language_id ({info['started']})", "",
-             f"Machine: {m['host']}: {m.get('cpu', '?')}, {m.get('cpu_count')} cores, "
-             f"{m['platform']}. py3langid {info['py3langid']}; unsure below "
+             f"{machine_line(m)}. py3langid {info['py3langid']}; unsure below "
              f"{language_id.AUDIO_CHECK_BELOW:g}.", "",
              "## Text side: 31 languages", "",
              "| language | sentences | source | full: correct | full: unsure | first 3 words: "

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import REPO as ROOT, SR, find_speech_dir
+from bench._common import REPO as ROOT, SR, find_speech_dir, pyav_encode
 
 SPEECH = find_speech_dir("manifest.tsv")
 
@@ -69,18 +69,9 @@ def write_recording(path: Path, minutes: float) -> Path:
             for chunk in recording_chunks(minutes):
                 f.write(chunk)
         return path
-    import av   # m4a (aac) / mp3 / ogg (opus): PyAV's bundled FFmpeg
     codec = {".m4a": "aac", ".mp3": "libmp3lame", ".ogg": "libopus"}[path.suffix]
-    with av.open(str(path), "w") as out:
-        st = out.add_stream(codec, rate=48000 if codec == "libopus" else SR, layout="mono")
-        for chunk in recording_chunks(minutes):
-            frame = av.AudioFrame.from_ndarray(chunk[None], format="fltp", layout="mono")
-            frame.sample_rate = SR
-            for pkt in st.encode(frame):
-                out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
-    return path
+    return pyav_encode(path, (chunk[None] for chunk in recording_chunks(minutes)), SR, None,
+                       codec, 48000 if codec == "libopus" else None)
 
 
 # --------------------------------------------------------------------------- child processes

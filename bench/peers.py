@@ -157,8 +157,7 @@ def ensure_gguf(model_dir: Path, cache: Path, gtype: str) -> Path:
 def gguf_step_bytes(path: Path) -> int:
     """Bytes of the tensors a decode step reads: all but the token embedding (one row), plus
     the output matrix, which is the token embedding when tied."""
-    sys.path.insert(0, str(llama_src(Path(CACHE)) / "gguf-py"))  # the sdist's own gguf-py
-    from gguf import GGUFReader
+    from gguf import GGUFReader   # PyPI's gguf, the version the pinned sdist vendors
     r = GGUFReader(str(path))
     names = {t.name: int(t.n_bytes) for t in r.tensors}
     total = sum(v for k, v in names.items() if k != "token_embd.weight")
@@ -355,7 +354,7 @@ def header(meta) -> str:
 
 
 # =============================================================================== main
-def main(argv=None) -> None:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
@@ -380,26 +379,12 @@ def main(argv=None) -> None:
     p.add_argument("--bw-bytes", type=float, default=B.GIB, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    args.threads = args.threads or os.cpu_count() or 1
-    args.batches = [int(x) for x in str(args.batches).split(",") if x.strip()]
-    if args.dry_run:
-        args.repeats, args.prompt, args.tokens, args.bw_bytes = 1, 8, 4, 64 * 2 ** 20
-    if args.tokens < 2:
-        p.error("--tokens must be at least 2 (a prefill and at least one decode step)")
-    if args.child:
-        return child_main(args)
-    args.device = "cpu"
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    bad = [m for m in modes if m not in PAIRS]
-    if bad:
-        p.error(f"unknown mode(s) {bad}: choose from {', '.join(PAIRS)}")
-    args.model_dir = str(B.resolve_model_dir(args))
-    model_dir, cache = Path(args.model_dir), Path(args.cache)
-    notes = []
-    started = _dt.datetime.now()
+    return p
 
-    # ------------------------------------------------------------------ peers, prepared first
+
+def prepare_peer(args, modes, model_dir: Path, cache: Path, notes: list):
+    """(llama_step binary or None, {mode: GGUF path}): the peer built (or found) and the
+    weights converted before anything is timed; a failure is noted, and ours still runs."""
     llama_bin, gguf = None, {}
     try:
         if args.llama_step:
@@ -418,6 +403,74 @@ def main(argv=None) -> None:
         notes.append(f"llama.cpp: not measured: {type(e).__name__}: {e}")
         print(f"[peers] {notes[-1]}", file=sys.stderr)
         llama_bin = None
+    return llama_bin, gguf
+
+
+def measure_mode(mode, args, logdir: Path, llama_bin, gguf: dict, notes: list) -> dict:
+    """One mode: ours (in a child process) and the peer run in turn, ``args.repeats`` times,
+    so other work on the machine hits both."""
+    ent = {"ours": [], "llama": []}
+    child = OursChild(mode, args, logdir)
+    ready = child.read()
+    if ready["event"] != "ready":
+        notes.append(f"ours {mode}: failed to load: {ready['error']}")
+        child.close()
+        return ent
+    ent["ours_weight_bytes"] = ready["weight_bytes"]
+    peer = llama_bin and mode in gguf
+    if peer:
+        ent["peer_weight_bytes"] = gguf_step_bytes(gguf[mode])
+    try:
+        for rep in range(args.repeats):
+            res = child.request(cmd="run", batches=args.batches)
+            if res["event"] == "result":
+                ent["ours"].append(res)
+            else:
+                notes.append(f"ours {mode}: {res['error']}")
+            if peer:
+                try:
+                    ent["llama"].append(run_llama(llama_bin, gguf[mode], args.prompt,
+                                                  args.tokens, args.batches, args.threads))
+                except Exception as e:  # noqa: BLE001
+                    notes.append(f"llama.cpp {PAIRS[mode]}: {e}")
+            print(f"[peers] {mode} repeat {rep + 1}/{args.repeats} done "
+                  f"(load avg {B.loadavg()})", file=sys.stderr, flush=True)
+    finally:
+        child.close()
+    return ent
+
+
+def save(text: str, meta: dict, rows, results, args, argv, started) -> None:
+    """The table (.md) and everything measured (.json) in --results-dir."""
+    stem = Path(args.results_dir) / (f"{meta['machine']['host']}-peers-"
+                                     f"{started.strftime('%Y%m%d-%H%M')}")
+    stem.with_suffix(".md").write_text(
+        f"# Peers: `python bench/peers.py {' '.join(argv or sys.argv[1:])}`\n\n{text}\n")
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"meta": meta, "rows": rows, "raw": results}, indent=1, default=str))
+    print(f"[peers] wrote {stem}.md and .json", file=sys.stderr)
+
+
+def main(argv=None) -> None:
+    p = parser()
+    args = p.parse_args(argv)
+    args.threads = args.threads or os.cpu_count() or 1
+    args.batches = [int(x) for x in str(args.batches).split(",") if x.strip()]
+    if args.dry_run:
+        args.repeats, args.prompt, args.tokens, args.bw_bytes = 1, 8, 4, 64 * 2 ** 20
+    if args.tokens < 2:
+        p.error("--tokens must be at least 2 (a prefill and at least one decode step)")
+    if args.child:
+        return child_main(args)
+    args.device = "cpu"
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in PAIRS]
+    if bad:
+        p.error(f"unknown mode(s) {bad}: choose from {', '.join(PAIRS)}")
+    args.model_dir = str(B.resolve_model_dir(args))
+    notes = []
+    started = _dt.datetime.now()
+    llama_bin, gguf = prepare_peer(args, modes, Path(args.model_dir), Path(args.cache), notes)
 
     import tempfile
     logdir = Path(tempfile.mkdtemp(prefix="funasr-peers-"))  # child stderr; tails in errors
@@ -425,34 +478,7 @@ def main(argv=None) -> None:
     probes = [B.measure_bandwidth(args)]
     results = {}
     for mode in modes:
-        ent = results[mode] = {"ours": [], "llama": []}
-        child = OursChild(mode, args, logdir)
-        ready = child.read()
-        if ready["event"] != "ready":
-            notes.append(f"ours {mode}: failed to load: {ready['error']}")
-            child.close()
-            continue
-        ent["ours_weight_bytes"] = ready["weight_bytes"]
-        if llama_bin and mode in gguf:
-            ent["peer_weight_bytes"] = gguf_step_bytes(gguf[mode])
-        try:
-            for rep in range(args.repeats):
-                res = child.request(cmd="run", batches=args.batches)
-                if res["event"] == "result":
-                    ent["ours"].append(res)
-                else:
-                    notes.append(f"ours {mode}: {res['error']}")
-                if llama_bin and mode in gguf:
-                    try:
-                        ent["llama"].append(run_llama(llama_bin, gguf[mode], args.prompt,
-                                                          args.tokens, args.batches,
-                                                          args.threads))
-                    except Exception as e:  # noqa: BLE001
-                        notes.append(f"llama.cpp {PAIRS[mode]}: {e}")
-                print(f"[peers] {mode} repeat {rep + 1}/{args.repeats} done "
-                      f"(load avg {B.loadavg()})", file=sys.stderr, flush=True)
-        finally:
-            child.close()
+        results[mode] = measure_mode(mode, args, logdir, llama_bin, gguf, notes)
         probes.append(B.measure_bandwidth(args))
     shutil.rmtree(logdir, ignore_errors=True)
     probes = [x for x in probes if x]
@@ -470,13 +496,7 @@ def main(argv=None) -> None:
     text = header(meta) + "\n\n" + markdown(rows, meta)
     print(text)
     if not args.no_save:
-        stem = Path(args.results_dir) / (f"{meta['machine']['host']}-peers-"
-                                         f"{started.strftime('%Y%m%d-%H%M')}")
-        stem.with_suffix(".md").write_text(
-            f"# Peers: `python bench/peers.py {' '.join(argv or sys.argv[1:])}`\n\n{text}\n")
-        stem.with_suffix(".json").write_text(json.dumps(
-            {"meta": meta, "rows": rows, "raw": results}, indent=1, default=str))
-        print(f"[peers] wrote {stem}.md and .json", file=sys.stderr)
+        save(text, meta, rows, results, args, argv, started)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,32 @@ class Sequence:
         return Generation(list(self.tokens), self.finish_reason or "length")
 
 
+def new_sequences(lengths, limits, forced, tags, loops) -> tuple[list[Sequence], list[int]]:
+    """Sequences for prompts of ``lengths`` (row -1: not in the batch yet) and the indices of
+    those that decode at all; one with a limit of 0 tokens is finished at once ("length")."""
+    seqs = [Sequence(-1, int(n), int(limit), bool(f), tag, stop_loops=bool(g))
+            for n, limit, f, tag, g in zip(lengths, limits, forced, tags, loops)]
+    for s in seqs:
+        if s.max_new_tokens <= 0:
+            s.finish_reason = "length"
+    return seqs, [i for i, s in enumerate(seqs) if s.max_new_tokens > 0]
+
+
+def check_room(n: int, free: list[int]) -> None:
+    """ValueError unless ``n`` prompts fit the ``free`` rows (both loops' ``add``)."""
+    if n > len(free):
+        raise ValueError(f"{n} prompts for {len(free)} free rows")
+
+
+def leave(s: Sequence, active: list[Sequence], free: list[int]) -> None:
+    """Takes ``s`` out of ``active`` and gives its row back to ``free`` (kept sorted, so new
+    sequences take the lowest rows); nothing when it has left already. Both loops' rows."""
+    if s in active:
+        active.remove(s)
+        free.append(s.row)
+        free.sort()
+
+
 class BatchDecoder:
     """Greedy decoding of up to ``rows`` sequences at once, any of which may join or leave
     between steps. ``end_ids`` are banned with ``eos_id`` for sequences added with
@@ -89,19 +115,14 @@ class BatchDecoder:
         n = len(prompts)
         if n == 0:
             return []
-        if n > len(self._free):
-            raise ValueError(f"{n} prompts for {len(self._free)} free rows")
+        check_room(n, self._free)
         limits = _per_item(max_new_tokens, n)
         forced = _per_item(ignore_eos, n)
         loops = _per_item(stop_loops, n)
         tags = list(tags) if tags is not None else [None] * n
         lengths = [int(p.shape[0]) for p in prompts]
-        seqs = [Sequence(-1, length, int(limit), bool(f), tag, stop_loops=bool(g) and not f)
-                for length, limit, f, tag, g in zip(lengths, limits, forced, tags, loops)]
-        live = [i for i, s in enumerate(seqs) if s.max_new_tokens > 0]
-        for s in seqs:
-            if s.max_new_tokens <= 0:
-                s.finish_reason = "length"
+        seqs, live = new_sequences(lengths, limits, forced, tags,
+                                   [bool(g) and not f for g, f in zip(loops, forced)])
         if not live:
             return seqs
         self._reserve(max(lengths[i] + seqs[i].max_new_tokens for i in live))
@@ -198,10 +219,7 @@ class BatchDecoder:
 
     def release(self, s: Sequence) -> None:
         """Take ``s`` out of the batch (finished, or given up by the caller) and free its row."""
-        if s in self.active:
-            self.active.remove(s)
-            self._free.append(s.row)
-            self._free.sort()
+        leave(s, self.active, self._free)
         if s.finish_reason is None:
             s.finish_reason = "cancelled"
         self._release_cache_if_idle()

@@ -48,7 +48,8 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .batching import Generation, Sequence, _per_item  # the one Sequence, both loops'
+from .batching import (Generation, Sequence, _per_item,  # the one Sequence, both loops'
+                       check_room, leave, new_sequences)
 from .qwen3 import Qwen3ForCausalLM, rotate_half
 from .repetition import loop_at
 
@@ -120,17 +121,12 @@ class StaticBatchDecoder:
         n = len(prompts)
         if n == 0:
             return []
-        if n > len(self._free):
-            raise ValueError(f"{n} prompts for {len(self._free)} free rows")
+        check_room(n, self._free)
         limits, forced = _per_item(max_new_tokens, n), _per_item(ignore_eos, n)
         tags = list(tags) if tags is not None else [None] * n
         loops = _per_item(self.stop_loops if stop_loops is None else stop_loops, n)
-        seqs = [Sequence(-1, int(p.shape[0]), int(lim), bool(f), tag, bool(g))
-                for p, lim, f, tag, g in zip(prompts, limits, forced, tags, loops)]
-        live = [i for i, s in enumerate(seqs) if s.max_new_tokens > 0]
-        for s in seqs:
-            if s.max_new_tokens <= 0:
-                s.finish_reason = "length"
+        seqs, live = new_sequences([int(p.shape[0]) for p in prompts], limits, forced, tags,
+                                   loops)
         if not live:
             return seqs
         self._reserve(max(seqs[i].prompt_length + seqs[i].max_new_tokens for i in live))
@@ -158,8 +154,7 @@ class StaticBatchDecoder:
     def first_logits(self, prompts: list[torch.Tensor]) -> torch.Tensor:
         """fp32 logits (n, vocab) after each prompt, from the prefill ``add`` runs (through free
         rows, which stay free): for comparing devices (bench/gpu_check.py)."""
-        if len(prompts) > len(self._free):
-            raise ValueError(f"{len(prompts)} prompts for {len(self._free)} free rows")
+        check_room(len(prompts), self._free)
         lengths = [int(p.shape[0]) for p in prompts]
         self._reserve(max(lengths))
         x = torch.zeros(len(prompts), max(lengths), prompts[0].shape[-1], dtype=self.llm.dtype,
@@ -355,10 +350,7 @@ class StaticBatchDecoder:
         self._leave(s)
 
     def _leave(self, s: Sequence) -> None:
-        if s in self.active:
-            self.active.remove(s)
-            self._free.append(s.row)
-            self._free.sort()
+        leave(s, self.active, self._free)
 
     def _compact(self) -> None:
         """Move the highest live rows into free rows below them, so the live rows are

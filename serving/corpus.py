@@ -43,17 +43,18 @@ MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords=(),
                      batch_size=8, max_new_tokens=512, max_segment_s=None,
                      progress=None, quiet=False, speakers=None, words=False) -> list[dict]:
-    """One result dict per file, in order: files up to ``max_segment_s`` (default: the longest
-    segment the VAD makes, engine.audio.vad.MAX_SEGMENT_S) decoded ``batch_size`` at a time,
-    longer ones through ``engine.longform.transcribe_long``. What the CLI prints and what each
+    """One result dict per file, in order: files decoded whole (engine.decoded_whole: up to
+    ``max_segment_s``, default the model's 30 s) ``batch_size`` at a time, longer ones through
+    ``engine.longform.transcribe_long``. What the CLI prints and what each
     Ray worker returns. ``speakers``: an engine.speakers.options.SpeakerRequest: every file is
     diarized and its speaker turns transcribed (serving.diarized). ``words``: word timings
     (engine.alignment) in ``words`` and in each segment."""
-    from engine.audio import probe_duration, vad
+    from engine import MAX_UTTERANCE_S, decoded_whole
+    from engine.audio import probe_duration
     from engine.longform import transcribe_long
 
     if max_segment_s is None:
-        max_segment_s = vad.MAX_SEGMENT_S
+        max_segment_s = MAX_UTTERANCE_S
 
     opts = dict(language=language, itn=itn, hotwords=list(hotwords), words=words)
     results: dict[int, dict] = {}
@@ -63,7 +64,7 @@ def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords
             duration = probe_duration(f)
         except Exception:  # noqa: BLE001 - the decoder reports the real reason below
             duration = 0.0
-        if duration > max_segment_s or speakers is not None:
+        if not decoded_whole(duration, max_segment_s) or speakers is not None:
             t0 = time.perf_counter()
 
             def segments_done(done, total, name=f):

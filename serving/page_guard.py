@@ -93,14 +93,14 @@ def _frames(exc: BaseException):
 
 
 FIT_MESSAGE = ("the request's values do not fit this page's inputs (the files, the microphone, "
-               "the language, ITN, the hotwords and the speakers, in that order); reload the "
-               "page and try again")
+               "the language, ITN, the hotwords, the speakers, the known speakers' names and "
+               "their clips, in that order); reload the page and try again")
 _INPUT_ERRORS = (TypeError, ValueError, LookupError, AttributeError)
 
 
 _LIBRARY = ("/gradio/", "/gradio_client/", "/pydantic/", "/pydantic_core/", "/safehttpx/",
             "/httpx/", "/httpcore/")
-_OURS = ("/serving/ui.py", "/serving/pipeline.py", "/engine/", "/model.py")
+_OURS = ("/serving/ui.py", "/serving/files_tab.py", "/serving/pipeline.py", "/engine/", "/model.py")
 
 
 def _raised_by_gradio(exc: BaseException) -> bool:

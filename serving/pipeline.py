@@ -4,8 +4,8 @@ The page and the HTTP API both call ``transcribe_items``, once per request (the 
 ``caller`` the scheduler is fair between). Per input:
 
 1. the duration is probed (cheap, from the header) and checked against ``max_audio_seconds``;
-2. up to ``LONGFORM_SECONDS`` the audio is decoded here and goes to the scheduler
-   (``holder.transcribe``, priority "interactive") ``batch_size`` inputs at a time;
+2. audio to be decoded whole (``engine.decoded_whole``: up to 30 s) is decoded here and goes
+   to the scheduler (``holder.transcribe``, priority "interactive") ``batch_size`` at a time;
 3. longer audio goes to ``engine.longform.transcribe_long`` (VAD segments, streamed from the
    file), which sends the scheduler a batch of segments at a time at priority "bulk", so a
    short request sent meanwhile is not held up behind them.
@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from engine import MAX_UTTERANCE_S, decoded_whole
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
 from engine.frontend import MIN_SECONDS, too_short
 from engine.language_id import language_fields
@@ -41,8 +42,7 @@ from .diarized import transcribe_with_speakers
 
 log = logging.getLogger("funasr_nano.app")
 
-LONGFORM_SECONDS = 30.0  # the model is trained on utterances up to ~30 s
-SHORT_CEILING_S = LONGFORM_SECONDS + 1.0   # decoded whole in memory up to here, else streamed
+SHORT_CEILING_S = MAX_UTTERANCE_S + 1.0   # decoded in memory up to here, else streamed
 
 
 class RequestError(ValueError):
@@ -127,127 +127,153 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     lang = parse_language(opts.language)
     code = lang.code if lang else None
     rows = [_row(name, lang) for name, _ in items]
-    short: list[tuple[int, object]] = []   # (index, 16 kHz waveform)
-    long: list[tuple[int, object]] = []    # (index, source)
+    short, long = [], []   # (index, 16 kHz waveform); (index, waveform or source)
     for i, (name, src) in enumerate(items):
-        row = rows[i]
-        try:
-            duration = probe_duration(src, name=name, max_seconds=opts.max_audio_seconds)
-            _check_length(duration, opts, name)
-            wave = None
-            if duration <= SHORT_CEILING_S:
-                try:
-                    wave = load_audio(src, SAMPLE_RATE, name=name,
-                                      max_seconds=min(SHORT_CEILING_S,
-                                                      opts.max_audio_seconds or SHORT_CEILING_S))
-                except AudioTooLong:
-                    if opts.max_audio_seconds and opts.max_audio_seconds <= SHORT_CEILING_S:
-                        raise
-                    # longer than its header says: streamed as long audio, within the limit
-            if wave is not None:
-                duration = len(wave) / SAMPLE_RATE
-                if len(wave) == 0:
-                    raise AudioError(name, "no audio samples")
-                if len(wave) < MIN_SECONDS * SAMPLE_RATE:
-                    raise AudioError(name, too_short(len(wave)))
-                _check_length(duration, opts, name)
-                row["duration"] = round(duration, 3)
-                if duration <= LONGFORM_SECONDS and not opts.speakers:
-                    short.append((i, wave))
-                else:
-                    long.append((i, wave))
-            else:
-                row["duration"] = round(duration, 3)
-                long.append((i, src))
-        except (RequestError, AudioTooLong) as e:
-            row.update(error=str(e), error_kind="too_long")
-        except AudioError as e:
-            row.update(error=str(e), error_kind="audio")
-        except Exception as e:  # noqa: BLE001 - a broken file must not stop the batch
-            # not one of the decoder's own errors: its text is internal, the log gets it
-            row.update(error=f"{name}: cannot read the audio: "
-                       + request_id.internal_error(log, f"cannot read {name}", e),
-                       error_kind="audio")
-
-    total = sum(rows[i]["duration"] for i, _ in short + long) or 1.0
-    done = 0.0
-
-    def report(extra: float, message: str):
-        if progress:
-            progress(min(1.0, (done + extra) / total), message)
-
+        routed = _read_input(rows[i], name, src, opts)
+        if routed is not None:
+            (short if routed[0] == "short" else long).append((i, routed[1]))
+    tracker = _Progress(progress, sum(rows[i]["duration"] for i, _ in short + long))
     if short or long:
-        report(0.0, "loading the model")
-        model = holder.get()  # load first (once), so processing times are decoding times
-        check = getattr(model, "check_hotwords", None)
-        if check is not None and opts.hotwords:
-            try:
-                check(opts.hotwords)   # the token cap needs the model's tokenizer
-            except HotwordsError as e:
-                _hotwords_error(str(e))
-    report(0.0, "starting")
+        _load_model(holder, opts, tracker)
+    tracker.report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
-        chunk = short[start:start + opts.batch_size]
-        names = [rows[i]["file"] for i, _ in chunk]
-        report(0.0, f"transcribing {', '.join(names)}")
-        t0 = time.perf_counter()
-        results = holder.transcribe([w for _, w in chunk], language=code, itn=opts.itn,
-                                    hotwords=list(opts.hotwords), batch_size=len(chunk),
-                                    max_new_tokens=opts.max_new_tokens, keys=names,
-                                    priority="interactive", caller=caller,
-                                    **({"words": True} if opts.words else {}))
-        elapsed = time.perf_counter() - t0
-        chunk_seconds = sum(rows[i]["duration"] for i, _ in chunk) or 1.0
-        for (i, _), res in zip(chunk, results, strict=True):
-            row = rows[i]
-            share = elapsed * row["duration"] / chunk_seconds  # one model call for the batch
-            row.update(processing_time=round(share, 3), text=res.get("text", ""),
-                       finish_reason=res.get("finish_reason"), **_heard(res))
-            if res.get("error"):
-                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
-            row["segments"] = single_segment(row["text"], row["duration"], row["finish_reason"])
-            if opts.words:
-                row["words"] = res.get("words") or []
-                for seg in row["segments"]:
-                    seg["words"] = row["words"]
-            done += row["duration"]
-        report(0.0, f"done {len(names)} file(s)")
-
+        _decode_short(holder, short[start:start + opts.batch_size], rows, code, opts, caller,
+                      tracker)
     for i, src in long:
-        row = rows[i]
-        t0 = time.perf_counter()
-        def run(spans=None, _src=src, _row=row, _i=i):
-            return transcribe_long(holder.client("bulk", caller), _src, _row["file"], code, opts,
-                                   lambda d, n, _dur=_row["duration"], _name=_row["file"]: report(
-                                       _dur * d / max(n, 1), f"{_name}: segment {d} of {n}"),
-                                   **({"spans": spans} if spans is not None else {}),
-                                   **({"on_segments": lambda segs: on_segments(_i, segs)}
-                                      if on_segments else {}))
-        try:
-            if opts.speakers:   # speaker turns are what gets transcribed (serving.diarized)
-                res = transcribe_with_speakers(src, row["file"], opts.speakers, run,
-                                               opts.max_audio_seconds)
-                row.update({k: res[k] for k in ("speakers", "turns", "speakers_error")})
-            else:
-                res = run()
-        except AudioTooLong as e:
-            row.update(error=str(e), error_kind="too_long", duration=0.0)
-            continue
-        row.update(processing_time=round(time.perf_counter() - t0, 3), longform=True,
-                   text=res.get("text", ""), segments=list(res.get("segments") or []),
-                   duration=round(float(res.get("duration") or row["duration"]), 3),
-                   **_heard(res))
-        if opts.words:
-            row["words"] = list(res.get("words") or [])
-        if res.get("error"):
-            if row["segments"]:   # segments failed in the model: engine text, kept in the log
-                row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
-            else:                 # the decoder's own message (AudioError): meant for the client
-                row.update(error=res["error"], error_kind="audio")
-        done += row["duration"]
+        _decode_long(holder, i, src, rows[i], code, opts, caller, tracker, on_segments)
     if progress:
         progress(1.0, "done")
     return rows
+
+
+def _read_input(row: dict, name: str, src, opts: Options):
+    """Checks one input's length and decodes it when it is short: ("short", waveform) to decode
+    whole (engine.decoded_whole), ("long", waveform or source) for engine.longform, or None
+    with the row's error set."""
+    try:
+        duration = probe_duration(src, name=name, max_seconds=opts.max_audio_seconds)
+        _check_length(duration, opts, name)
+        wave = None
+        if duration <= SHORT_CEILING_S:
+            try:
+                wave = load_audio(src, SAMPLE_RATE, name=name,
+                                  max_seconds=min(SHORT_CEILING_S,
+                                                  opts.max_audio_seconds or SHORT_CEILING_S))
+            except AudioTooLong:
+                if opts.max_audio_seconds and opts.max_audio_seconds <= SHORT_CEILING_S:
+                    raise
+                # longer than its header says: streamed as long audio, within the limit
+        if wave is None:
+            row["duration"] = round(duration, 3)
+            return "long", src
+        duration = len(wave) / SAMPLE_RATE
+        if len(wave) == 0:
+            raise AudioError(name, "no audio samples")
+        if len(wave) < MIN_SECONDS * SAMPLE_RATE:
+            raise AudioError(name, too_short(len(wave)))
+        _check_length(duration, opts, name)
+        row["duration"] = round(duration, 3)
+        return ("short" if decoded_whole(duration) and not opts.speakers else "long"), wave
+    except (RequestError, AudioTooLong) as e:
+        row.update(error=str(e), error_kind="too_long")
+    except AudioError as e:
+        row.update(error=str(e), error_kind="audio")
+    except Exception as e:  # noqa: BLE001 - a broken file must not stop the batch
+        # not one of the decoder's own errors: its text is internal, the log gets it
+        row.update(error=f"{name}: cannot read the audio: "
+                   + request_id.internal_error(log, f"cannot read {name}", e),
+                   error_kind="audio")
+    return None
+
+
+class _Progress:
+    """``progress(fraction, message)`` by seconds of audio done out of ``total``."""
+
+    def __init__(self, progress, total: float):
+        self.progress, self.total, self.done = progress, total or 1.0, 0.0
+
+    def report(self, extra: float, message: str):
+        if self.progress:
+            self.progress(min(1.0, (self.done + extra) / self.total), message)
+
+
+def _load_model(holder, opts: Options, tracker: _Progress) -> None:
+    """Loads the model first (once), so processing times are decoding times; then the
+    hotwords' token cap, which needs the model's tokenizer."""
+    tracker.report(0.0, "loading the model")
+    model = holder.get()
+    check = getattr(model, "check_hotwords", None)
+    if check is not None and opts.hotwords:
+        try:
+            check(opts.hotwords)
+        except HotwordsError as e:
+            _hotwords_error(str(e))
+
+
+def _decode_short(holder, chunk, rows, code, opts: Options, caller, tracker: _Progress):
+    """One scheduler call for a batch of short inputs (priority "interactive"); each row's
+    processing time is its share of the call, by duration."""
+    names = [rows[i]["file"] for i, _ in chunk]
+    tracker.report(0.0, f"transcribing {', '.join(names)}")
+    t0 = time.perf_counter()
+    results = holder.transcribe([w for _, w in chunk], language=code, itn=opts.itn,
+                                hotwords=list(opts.hotwords), batch_size=len(chunk),
+                                max_new_tokens=opts.max_new_tokens, keys=names,
+                                priority="interactive", caller=caller,
+                                **({"words": True} if opts.words else {}))
+    elapsed = time.perf_counter() - t0
+    chunk_seconds = sum(rows[i]["duration"] for i, _ in chunk) or 1.0
+    for (i, _), res in zip(chunk, results, strict=True):
+        row = rows[i]
+        share = elapsed * row["duration"] / chunk_seconds  # one model call for the batch
+        row.update(processing_time=round(share, 3), text=res.get("text", ""),
+                   finish_reason=res.get("finish_reason"), **_heard(res))
+        if res.get("error"):
+            row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
+        row["segments"] = single_segment(row["text"], row["duration"], row["finish_reason"])
+        if opts.words:
+            row["words"] = res.get("words") or []
+            for seg in row["segments"]:
+                seg["words"] = row["words"]
+        tracker.done += row["duration"]
+    tracker.report(0.0, f"done {len(names)} file(s)")
+
+
+def _decode_long(holder, i, src, row, code, opts: Options, caller, tracker: _Progress,
+                 on_segments=None) -> None:
+    """One long input through engine.longform (priority "bulk"), its speaker turns first
+    when asked (serving.diarized)."""
+    t0 = time.perf_counter()
+
+    def run(spans=None):
+        return transcribe_long(holder.client("bulk", caller), src, row["file"], code, opts,
+                               lambda d, n: tracker.report(row["duration"] * d / max(n, 1),
+                                                           f"{row['file']}: segment {d} of {n}"),
+                               **({"spans": spans} if spans is not None else {}),
+                               **({"on_segments": lambda segs: on_segments(i, segs)}
+                                  if on_segments else {}))
+    try:
+        if opts.speakers:   # speaker turns are what gets transcribed (serving.diarized)
+            res = transcribe_with_speakers(src, row["file"], opts.speakers, run,
+                                           opts.max_audio_seconds)
+            row.update({k: res[k] for k in ("speakers", "turns", "speakers_error")})
+        else:
+            res = run()
+    except AudioTooLong as e:
+        row.update(error=str(e), error_kind="too_long", duration=0.0)
+        return
+    row.update(processing_time=round(time.perf_counter() - t0, 3), longform=True,
+               text=res.get("text", ""), segments=list(res.get("segments") or []),
+               duration=round(float(res.get("duration") or row["duration"]), 3),
+               **_heard(res))
+    if opts.words:
+        row["words"] = list(res.get("words") or [])
+    if res.get("error"):
+        if row["segments"]:   # segments failed in the model: engine text, kept in the log
+            row.update(error=_model_error(row["file"], res["error"]), error_kind="model")
+        else:                 # the decoder's own message (AudioError): meant for the client
+            row.update(error=res["error"], error_kind="audio")
+    tracker.done += row["duration"]
 
 
 def transcribe_long(model, src, name: str, language: str | None, opts: Options, progress,

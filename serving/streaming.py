@@ -5,7 +5,7 @@ them for its streaming transcription models.
     data: {"type": "transcript.text.done", "text": "...", "usage": {...}, ...}
 
 The deltas joined are exactly the done event's ``text`` (and the non-streamed ``text``). A short
-file (up to serving.pipeline.LONGFORM_SECONDS) is decoded in one piece, so it gets one delta; a
+file (up to engine.MAX_UTTERANCE_S) is decoded in one piece, so it gets one delta; a
 long file gets one delta per segment, sent as each batch of segments is decoded (the segments of
 one batch finish together). ``logprobs`` are never sent (OpenAI sends them only for
 ``include[]=logprobs``, and this server has none to give: docs/language-and-streaming.md).

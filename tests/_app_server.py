@@ -1,20 +1,17 @@
-"""Helpers for the app tests: a model directory, test audio, and the real app as a subprocess."""
+"""Helpers for the app tests: a model directory, test audio, and the real app as a subprocess
+(bench/_common.py's AppProcess, which the benchmarks use too: tests import from bench, never the
+other way)."""
 from __future__ import annotations
 
-import json
-import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
+
+from bench._common import AppProcess, free_port, get_json, pyav_encode  # noqa: F401 (for tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -37,7 +34,6 @@ def app_model_dir(request, tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def engine(app_model_dir):
     """The engine in this process, to compare the app's answers with."""
-    sys.path.insert(0, str(ROOT))
     from model import FunASRNano
     return FunASRNano.from_pretrained(app_model_dir, device="cpu", dtype="fp32")
 
@@ -66,21 +62,6 @@ def audio_files(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def pyav_encode(path, audio, rate, fmt, codec, codec_rate=None):
-    """Encode (channels, samples) float audio with PyAV's bundled FFmpeg (no ffmpeg CLI)."""
-    layout = "mono" if audio.shape[0] == 1 else "stereo"
-    with av.open(str(path), "w", format=fmt) as out:
-        st = out.add_stream(codec, rate=codec_rate or rate, layout=layout)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(audio, np.float32),
-                                           format="fltp", layout=layout)
-        frame.sample_rate = rate
-        for pkt in st.encode(frame):
-            out.mux(pkt)
-        for pkt in st.encode(None):
-            out.mux(pkt)
-    return path
-
-
 def expected_text(engine, path, language=None, itn=True, hotwords=()) -> str:
     """What the engine itself says for this file and these settings."""
     [r] = engine.transcribe([str(path)], language=language, itn=itn, hotwords=list(hotwords),
@@ -89,66 +70,12 @@ def expected_text(engine, path, language=None, itn=True, hotwords=()) -> str:
     return r["text"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def get_json(url: str, timeout: float = 5.0) -> dict:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-class AppProcess:
-    """``python app.py ...`` on a free port, logging to a file; ``stop()`` ends it."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict | None = None):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        # The flags given here decide; settings from the caller's environment must not leak in.
-        full_env = {k: v for k, v in os.environ.items()
-                    if not k.startswith(("FUNASR_NANO_", "GRADIO_SERVER_"))}
-        full_env.update({"GRADIO_ANALYTICS_ENABLED": "False", "FUNASR_NANO_OFFLINE": "1",
-                         **(env or {})})
-        self._log = open(log_path, "wb")
-        self.proc = subprocess.Popen([PYTHON, str(ROOT / "app.py"), "--host", "127.0.0.1",
-                                      "--port", str(self.port), *args],
-                                     cwd=ROOT, env=full_env, stdout=self._log,
-                                     stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout: float = 120.0) -> "AppProcess":
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app.py exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                get_json(self.url + "/health", timeout=2)
-                return self
-            except (urllib.error.URLError, ConnectionError, OSError):
-                time.sleep(0.2)
-        raise RuntimeError(f"app.py not ready after {timeout} s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-
 def start_app(model_dir: str, tmp_path: Path, *args: str, env: dict | None = None) -> AppProcess:
     app = AppProcess(["--model", model_dir, "--max-new-tokens", str(MAX_NEW_TOKENS), *args],
                      tmp_path / "app.log", env)
     try:
-        return app.wait_ready()
+        app.wait_ready(120)
+        return app
     except Exception:
         app.stop()
         raise

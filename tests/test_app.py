@@ -358,7 +358,7 @@ def test_settings_flags_and_environment():
 
 def test_language_menu_lists_all_31_languages():
     from engine.languages import LANGUAGES, model_language_name
-    from serving.ui import language_choices
+    from serving.page_common import language_choices
 
     choices = language_choices()
     assert choices[0][1] == "auto" and len(choices) == 32
@@ -419,13 +419,14 @@ def test_long_audio_through_engine_longform(engine, speech_dir, tmp_path):
     import numpy as np
     import soundfile as sf
 
+    from engine import MAX_UTTERANCE_S
     from engine.audio import load_audio
     from serving.model_holder import ModelHolder
-    from serving.pipeline import LONGFORM_SECONDS, Options, transcribe_items
+    from serving.pipeline import Options, transcribe_items
 
     clips = sorted(p for p in (speech_dir / "en").iterdir() if p.is_file())
     parts, total = [], 0.0
-    while total < LONGFORM_SECONDS + 5:
+    while total < MAX_UTTERANCE_S + 5:
         for clip in clips:
             wave = load_audio(clip)
             parts += [wave, np.zeros(16000, np.float32)]
@@ -461,7 +462,7 @@ def test_examples_from_the_example_folder(tmp_path, audio_files):
     shutil.copy(audio_files["tone.wav"], tmp_path / "hei.wav")
     (tmp_path / "README.txt").write_text("not a clip")
     (tmp_path / "examples.tsv").write_text("file\tlanguage\ttext_itn\nhei.wav\tfi\tHei.\n")
-    from serving.ui import example_files
+    from serving.files_tab import example_files
     assert [(os.path.basename(p), code, label) for p, code, label in example_files(tmp_path)] == [
         ("hei.wav", "fi", "Finnish (hei.wav)"), ("hello.wav", "auto", "hello.wav")]
     holder = ModelHolder("x", "cpu", "fp32", loader=lambda *a: None)

@@ -334,17 +334,18 @@ _BROKEN_WORDS_JS = """(sel) => {
 EXAMPLE_FI = re.compile(r"\bfi\s*\.wav")
 
 
-def test_first_use_of_the_page(playwright, tmp_path):
-    """What a new user meets: which languages the demo knows; an empty Transcribe is a notice,
-    not error badges on the model status or a traceback in the log; the first load shows on the
-    status line and no progress is drawn over it; table headers and cells break between words
-    only; an example's language does not stick to the user's own recording."""
-    import time
+FIRST_SCREEN = {"width": 1280, "height": 900}   # a common laptop screen
 
+
+def test_first_use_of_the_page(playwright, tmp_path):
+    """What a new user meets: the first screen (1280x900) shows Transcribe and every example;
+    which languages the demo knows; an empty Transcribe is a notice, not error badges on the
+    model status or a traceback in the log; the first load shows on the status line and no
+    progress is drawn over it; table headers and cells break between words only; an example's
+    language does not stick to the user's own recording."""
     import numpy as np
     import soundfile as sf
     from bench._live_audio import DEMO_MODEL, ROOT
-    from playwright.sync_api import expect
 
     from engine.audio import load_audio
 
@@ -357,82 +358,114 @@ def test_first_use_of_the_page(playwright, tmp_path):
         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-audio-capture={mic}"])
     try:
-        page = b.new_context(permissions=["microphone"],
-                             viewport={"width": 1400, "height": 1000}).new_page()
+        page = b.new_context(permissions=["microphone"], viewport=FIRST_SCREEN).new_page()
         errors = []
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(app.url + "/", timeout=60_000)
         page.wait_for_selector("#transcribe", timeout=60_000)
-        header = page.locator("#header").inner_text()
-        assert "12 of the 31 languages" in header, header
-        for name in ("Chinese", "English", "Cantonese", "Japanese", "Korean", "Indonesian",
-                     "Vietnamese", "Portuguese", "Dutch", "Polish", "Swedish", "Finnish"):
-            assert name in header, (name, header)
-
-        # an empty Transcribe: a notice; no error badge anywhere, nothing in the log
-        page.locator("#transcribe").click()
-        expect(page.get_by_text("Upload one or more audio files")).to_be_visible(timeout=10_000)
-        time.sleep(1.0)
-        for sel in ("#model-status", "#results", "#transcript", "#downloads"):
-            assert "Error" not in page.locator(sel).inner_text(), sel
-        assert page.locator('[data-testid="status-tracker"].error').count() == 0
-        assert "not loaded yet" in page.locator("#model-status").inner_text()
-
-        # an example, then Transcribe: the first load is on the status line, never covered
-        page.get_by_text("Finnish (fi.wav)").click()
-        expect(page.locator("#language input")).to_have_value("Suomi — Finnish", timeout=10_000)
-        page.locator("#transcribe").click()
-        saw_loading, covered = False, []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            status = page.locator("#model-status")
-            text = status.inner_text()
-            saw_loading |= "loading" in text
-            covered += [t for t in status.locator('[data-testid="status-tracker"]')
-                        .all_inner_texts() if t.strip()]
-            if page.locator("#transcript textarea").input_value():
-                break
-            time.sleep(0.05)
-        assert saw_loading and not covered, covered
-        expect(page.locator("#model-status")).to_contain_text("loaded", timeout=10_000)
-        row = page.locator('#results [role="row"][aria-rowindex="2"]')
-        row.wait_for(timeout=10_000)
-        cells = [c.strip() for c in row.locator('[role="gridcell"]').all_inner_texts()]
-        assert cells[0] == "fi.wav" and cells[2].split() == ["fi", "(Finnish)"], cells
-        broken = page.evaluate(_BROKEN_WORDS_JS, "#results th, #results td")
-        assert not broken, broken
-
-        # the user's own recording: the language goes back to Automatic, the example's file
-        # leaves, and the row says auto
-        page.locator("#microphone button", has_text="Record").first.click(timeout=30_000)
-        time.sleep(5.0)
-        page.locator("#microphone button", has_text="Stop").first.click()
-        expect(page.locator("#language input")).to_have_value("Automatic", timeout=10_000)
-        expect(page.get_by_text("Language set back to Automatic")).to_be_visible(timeout=10_000)
-        expect(page.locator("#files")).not_to_contain_text(EXAMPLE_FI, timeout=10_000)
-        page.locator("#transcribe").click()
-        expect(page.locator('#results [role="row"][aria-rowindex="2"]')).to_contain_text(
-            "microphone", timeout=60_000)
-        cells = [c.strip() for c in page.locator('#results [role="row"][aria-rowindex="2"]')
-                 .locator('[role="gridcell"]').all_inner_texts()]
-        assert cells[0].startswith("microphone") and (
-            cells[2] == "auto" or cells[2].startswith("heard: ")), cells
-        assert page.locator('#results [role="row"][aria-rowindex="3"]').count() == 0
-
-        # an example, then the user's own upload: Automatic again, and only the user's file
-        page.locator("#microphone button[aria-label='Clear']").first.click()
-        page.get_by_text("Finnish (fi.wav)").click()
-        expect(page.locator("#language input")).to_have_value("Suomi — Finnish", timeout=10_000)
-        expect(page.locator("#files")).to_contain_text(EXAMPLE_FI, timeout=10_000)
+        _first_screen_shows_transcribe_and_the_examples(page)
+        _header_names_the_demo_languages(page)
+        _empty_transcribe_is_a_notice(page)
+        _example_with_the_first_load_on_the_status_line(page)
+        _own_recording_sets_the_language_back(page)
         own = tmp_path / "mine.wav"
         own.write_bytes(mic.read_bytes())
-        page.locator("#files input[type=file]").set_input_files(str(own))
-        expect(page.locator("#language input")).to_have_value("Automatic", timeout=10_000)
-        expect(page.locator("#files")).not_to_contain_text(EXAMPLE_FI, timeout=10_000)
-        assert page.locator("#files").get_by_text("mine").count() == 1
+        _own_upload_sets_the_language_back(page, own)
         assert not errors, errors
     finally:
         b.close()
         app.stop()
     log = app.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+def _first_screen_shows_transcribe_and_the_examples(page):
+    for sel in ("#transcribe", "#examples"):
+        box = page.locator(sel).first.bounding_box()
+        assert box and box["y"] + box["height"] <= FIRST_SCREEN["height"], (sel, box)
+
+
+def _header_names_the_demo_languages(page):
+    header = page.locator("#header").inner_text()
+    assert "12 of the 31 languages" in header, header
+    for name in ("Chinese", "English", "Cantonese", "Japanese", "Korean", "Indonesian",
+                 "Vietnamese", "Portuguese", "Dutch", "Polish", "Swedish", "Finnish"):
+        assert name in header, (name, header)
+
+
+def _empty_transcribe_is_a_notice(page):
+    """A notice; no error badge anywhere, nothing in the log."""
+    import time
+
+    from playwright.sync_api import expect
+    page.locator("#transcribe").click()
+    expect(page.get_by_text("Upload one or more audio files")).to_be_visible(timeout=10_000)
+    time.sleep(1.0)
+    for sel in ("#model-status", "#results", "#transcript", "#downloads"):
+        assert "Error" not in page.locator(sel).inner_text(), sel
+    assert page.locator('[data-testid="status-tracker"].error').count() == 0
+    assert "not loaded yet" in page.locator("#model-status").inner_text()
+
+
+def _example_with_the_first_load_on_the_status_line(page):
+    """An example, then Transcribe: the first load is on the status line, never covered."""
+    import time
+
+    from playwright.sync_api import expect
+    page.get_by_text("Finnish (fi.wav)").click()
+    expect(page.locator("#language input")).to_have_value("Suomi — Finnish", timeout=10_000)
+    page.locator("#transcribe").click()
+    saw_loading, covered = False, []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        status = page.locator("#model-status")
+        text = status.inner_text()
+        saw_loading |= "loading" in text
+        covered += [t for t in status.locator('[data-testid="status-tracker"]')
+                    .all_inner_texts() if t.strip()]
+        if page.locator("#transcript textarea").input_value():
+            break
+        time.sleep(0.05)
+    assert saw_loading and not covered, covered
+    expect(page.locator("#model-status")).to_contain_text("loaded", timeout=10_000)
+    row = page.locator('#results [role="row"][aria-rowindex="2"]')
+    row.wait_for(timeout=10_000)
+    cells = [c.strip() for c in row.locator('[role="gridcell"]').all_inner_texts()]
+    assert cells[0] == "fi.wav" and cells[2].split() == ["fi", "(Finnish)"], cells
+    broken = page.evaluate(_BROKEN_WORDS_JS, "#results th, #results td")
+    assert not broken, broken
+
+
+def _own_recording_sets_the_language_back(page):
+    """The user's own recording: the language goes back to Automatic, the example's file
+    leaves, and the row says auto."""
+    import time
+
+    from playwright.sync_api import expect
+    page.locator("#microphone button", has_text="Record").first.click(timeout=30_000)
+    time.sleep(5.0)
+    page.locator("#microphone button", has_text="Stop").first.click()
+    expect(page.locator("#language input")).to_have_value("Automatic", timeout=10_000)
+    expect(page.get_by_text("Language set back to Automatic")).to_be_visible(timeout=10_000)
+    expect(page.locator("#files")).not_to_contain_text(EXAMPLE_FI, timeout=10_000)
+    page.locator("#transcribe").click()
+    expect(page.locator('#results [role="row"][aria-rowindex="2"]')).to_contain_text(
+        "microphone", timeout=60_000)
+    cells = [c.strip() for c in page.locator('#results [role="row"][aria-rowindex="2"]')
+             .locator('[role="gridcell"]').all_inner_texts()]
+    assert cells[0].startswith("microphone") and (
+        cells[2] == "auto" or cells[2].startswith("heard: ")), cells
+    assert page.locator('#results [role="row"][aria-rowindex="3"]').count() == 0
+
+
+def _own_upload_sets_the_language_back(page, own):
+    """An example, then the user's own upload: Automatic again, and only the user's file."""
+    from playwright.sync_api import expect
+    page.locator("#microphone button[aria-label='Clear']").first.click()
+    page.get_by_text("Finnish (fi.wav)").click()
+    expect(page.locator("#language input")).to_have_value("Suomi — Finnish", timeout=10_000)
+    expect(page.locator("#files")).to_contain_text(EXAMPLE_FI, timeout=10_000)
+    page.locator("#files input[type=file]").set_input_files(str(own))
+    expect(page.locator("#language input")).to_have_value("Automatic", timeout=10_000)
+    expect(page.locator("#files")).not_to_contain_text(EXAMPLE_FI, timeout=10_000)
+    assert page.locator("#files").get_by_text("mine").count() == 1

@@ -213,7 +213,7 @@ def test_an_error_after_the_first_delta_is_an_openai_error_event():
     from fastapi.testclient import TestClient
 
     from serving import streaming
-    from serving.api import _failure
+    from serving.transcription_routes import failure as _failure
 
     app = FastAPI()
 

@@ -115,7 +115,7 @@ def test_gradio_inputs_read_only_uploaded_files(request, server, route, audio_fi
     for what, path in paths.items():
         for slot in ("files", "microphone"):
             data = ([[_file_data(path)], None] if slot == "files" else [None, _file_data(path)])
-            ok, text = route(app, data + ["auto", True, "", "off"], auth)
+            ok, text = route(app, data + ["auto", True, "", "off", "", None], auth)
             assert not ok, f"{what} via {slot}: transcribed {text[:300]}"
             for leak in ("not an audio file", "not found", "No such file", "contains text",
                          "root:", "ERROR:"):
@@ -130,7 +130,7 @@ def test_gradio_inputs_read_only_uploaded_files(request, server, route, audio_fi
         up = requests.post(app.url + "/gradio_api/upload", files={"files": ("chirp.wav", f)},
                            cookies=auth, timeout=30)
     assert up.status_code == 200, up.text
-    ok, text = route(app, [[_file_data(up.json()[0])], None, "auto", True, "", "off"], auth)
+    ok, text = route(app, [[_file_data(up.json()[0])], None, "auto", True, "", "off", "", None], auth)
     assert ok, text
     assert json.loads(text)[1] == expected_text(engine, audio_files["chirp.wav"])
 
@@ -163,7 +163,7 @@ def test_ui_handler_reads_only_the_upload_cache_and_examples(tmp_path):
     import gradio as gr
     from gradio.utils import get_upload_folder
 
-    from serving.ui import readable_input
+    from serving.files_tab import readable_input
 
     examples = tmp_path / "example"
     examples.mkdir()
@@ -383,8 +383,8 @@ def test_internal_errors_leave_only_a_request_id(app_model_dir, audio_files, cap
         assert any(rid in rec.getMessage() and secret in rec.getMessage()
                    for rec in caplog.records), "the log has the details under the id"
 
-        from serving import api
-        monkeypatch.setattr(api, "transcribe_items", lambda *a, **k: 1 / 0)
+        from serving import transcription_routes
+        monkeypatch.setattr(transcription_routes, "transcribe_items", lambda *a, **k: 1 / 0)
         r = client.post("/v1/audio/transcriptions", files={"file": ("tone.wav", wav)})
         err = _assert_openai_error(r, 500)
         assert r.headers["x-request-id"] in err["message"] and "division" not in r.text
@@ -607,7 +607,7 @@ def test_page_errors_leave_only_a_request_id(app_model_dir, audio_files, caplog,
     from fastapi.testclient import TestClient
 
     import app as app_module
-    from serving import ui
+    from serving import files_tab
     from serving.settings import parse_settings
 
     secret = "/srv/secret/gradio/abc123/transcript.txt"
@@ -615,7 +615,7 @@ def test_page_errors_leave_only_a_request_id(app_model_dir, audio_files, caplog,
     def full_disk(*a, **k):
         raise OSError(28, "No space left on device", secret)
 
-    monkeypatch.setattr(ui, "write_downloads", full_disk)
+    monkeypatch.setattr(files_tab, "write_downloads", full_disk)
     caplog.set_level("INFO")
     fastapi_app, _ = app_module.create_app(parse_settings(["--model", app_model_dir],
                                                           environ={}))
@@ -624,7 +624,7 @@ def test_page_errors_leave_only_a_request_id(app_model_dir, audio_files, caplog,
             up = client.post("/gradio_api/upload", files={"files": ("tone.wav", f)})
         assert up.status_code == 200, up.text
         r = client.post("/gradio_api/call/transcribe", json={"data": [
-            [_file_data(up.json()[0])], None, "auto", True, "", "off"]})
+            [_file_data(up.json()[0])], None, "auto", True, "", "off", "", None]})
         assert r.status_code == 200, r.text
         with client.stream("GET", f"/gradio_api/call/transcribe/{r.json()['event_id']}") as s:
             events = _sse_events(s)

@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from engine import SAMPLE_RATE
+from engine import MAX_UTTERANCE_S, SAMPLE_RATE
 WINDOW = 512                       # samples per silero window at 16 kHz
 WINDOW_S = WINDOW / SAMPLE_RATE    # 32 ms
 _CONTEXT = 64                      # silero prepends the previous window's last 64 samples
@@ -36,7 +36,7 @@ SHORT_JOIN_MAX_GAP_S = 2.0         # a too-short segment is joined to a neighbou
 # frames outside every segment: silero-vad starts late on soft onsets and ends early on trailing
 # consonants, and the AISHELL clips open with ~0.5 s of low sound (-20 dB) before the first word. These keep all but
 # 0.19-0.26% (three seeds), with every edge at most 0.46 s into a pause.
-MAX_SEGMENT_S = 30.0     # the model is trained on utterances up to ~30 s: never longer
+MAX_SEGMENT_S = MAX_UTTERANCE_S   # no segment longer than the model's utterances (engine)
 MIN_SILENCE_S = 0.25     # a speech region ends after this much silence
 PAD_S = 0.45             # context on each side. An edge then lies at most the pad plus one 32 ms
                          # window inside a pause, while the speech kept varies with the recording,

@@ -56,13 +56,12 @@ from typing import Callable
 
 import numpy as np
 
+from .. import decoded_whole
 from ..audio.vad import SAMPLE_RATE, WINDOW, SpeechProbabilities
 from .endpoint import Boundary, Endpointer, VadOptions
 from .stable import StablePrefix
 
 log = logging.getLogger(__name__)
-
-LONG_UTTERANCE_S = 30.0   # longer committed buffers go through engine.longform, as offline
 
 
 class SkipPartial(Exception):
@@ -667,9 +666,9 @@ class _DecodeAsModel:
 
 def _is_long(n: int, rate: int) -> bool:
     """Whether ``n`` samples at ``rate`` go to engine.longform, by the offline API's rule
-    (serving.pipeline: over 30 s once resampled to 16 kHz, lengths as ``resample`` makes them)."""
+    (engine.decoded_whole, once resampled to 16 kHz, lengths as ``resample`` makes them)."""
     n16 = n if rate == SAMPLE_RATE else int(np.ceil(n * (float(SAMPLE_RATE) / rate)))
-    return n16 / SAMPLE_RATE > LONG_UTTERANCE_S
+    return not decoded_whole(n16 / SAMPLE_RATE)
 
 
 def tokens_for(seconds: float, per_second: float) -> int:
