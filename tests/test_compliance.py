@@ -77,6 +77,26 @@ def test_personal_data_with_itn_on_and_off():
     assert _scan(det, "The ticket costs $57.50 on 3 June 1994 at 12:45.", "en") == []
 
 
+def test_unbroken_runs_where_the_region_dials_without_a_national_prefix():
+    """Czech numbers have no national prefix: an unbroken fixed-line-range run is as likely an
+    order number and is refused; grouped, mobile, or after a phone word it is a phone."""
+    det = Detector(pii=True)
+    assert _scan(det, "Prosím zapište si 543961547, děkuji.", "cs") == []
+    assert _scan(det, "Prosím zapište si osm čtyři osm nula jedna nula tři tři sedm.", "cs") == []
+    assert _scan(det, "Prosím zapište si 543 961 547, děkuji.", "cs") == [
+        ("PHONE", "543 961 547")]
+    assert _scan(det, "Moje telefonní číslo je 543961547.", "cs") == [("PHONE", "543961547")]
+    assert _scan(det, "Prosím zapište si 601123456, děkuji.", "cs") == [("PHONE", "601123456")]
+    # numbers read two digits at a time keep their groups ("41 55 ..."), so they count as
+    # grouped; a Polish mobile read in pairs is found
+    assert _scan(det, "Proszę zapisać pięćdziesiąt jeden dwadzieścia trzy czterdzieści "
+                 "pięć sześćdziesiąt siedem osiem.", "pl") == [
+        ("PHONE", "pięćdziesiąt jeden dwadzieścia trzy czterdzieści pięć sześćdziesiąt "
+                  "siedem osiem")]
+    # regions with a national prefix are unchanged: 0 tells the phone number
+    assert _scan(det, "Bel 0612345678 morgen.", "nl") == [("PHONE", "0612345678")]
+
+
 def test_watch_terms_case_cjk_number_words_and_split_segments():
     wl = WatchList.parse("project falcon\tconfidential\thigh\n机密文件\tconfidential\n"
                          "flight 415\tcompliance\nsalasana*\tconfidential\n")
