@@ -31,6 +31,7 @@ class LiveMonitor:
         self.seconds = 0.0
         self.language = None
         self._alerted: dict[str, set] = {}
+        self._hotwords_key, self._hotwords = None, []
 
     def _scan(self, item: str, text: str, start: float, end: float, language, stage: str,
               words=None, speaker=None):
@@ -70,6 +71,19 @@ class LiveMonitor:
                 log.exception("live compliance: emitting an alert failed")
             if self.webhook is not None:
                 self.webhook.submit(alert)
+
+    def hotwords(self, given, model) -> list[str]:
+        """The session's hotwords for a decode: ``given`` (the session's own) plus the most
+        severe watch terms as far as ``model``'s caps allow (none where it was trained without
+        hotword prompts). Worked out once per list and model."""
+        key = (tuple(given or ()), id(model))
+        if key != self._hotwords_key:
+            extra = self.detector.watch.hotwords() if self.detector.watch is not None else []
+            merge = getattr(model, "hotwords_with", None)
+            self._hotwords = merge(list(given or ()), extra) if merge and extra else list(
+                given or ())
+            self._hotwords_key = key
+        return list(self._hotwords)
 
     def on_partial(self, item: str, stable_text: str, start: float, end: float, language=None):
         if self.partials:

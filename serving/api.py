@@ -132,7 +132,6 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
             return error_response(400, str(e), e.param)
         if redact and detector is None:
             return error_response(400, "redact needs watch_list or pii", "redact")
-        hotwords = hotwords or compliance.watch_hotwords(detector, holder.info().get("demo"))
         try:   # speakers: diarized_json, `speakers`, known speakers (serving.diarized)
             form = await request.form()
             speakers = await anyio.to_thread.run_sync(
@@ -150,6 +149,7 @@ def create_api(settings, holder, started_at: float | None = None, live=None,
             return error_response(400, f"{name}: the uploaded file is empty", "file",
                                   "invalid_audio")
         opts = Options(language=language, itn=itn, hotwords=hotwords,
+                       watch_hotwords=compliance.watch_hotwords(detector),
                        max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                        max_audio_seconds=settings.max_audio_seconds, speakers=speakers,
                        words=words)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from engine.audio import SAMPLE_RATE, AudioError, AudioTooLong, load_audio, probe_duration
@@ -58,6 +58,9 @@ class Options:
     language: str | None = None          # as the user gave it: code, name, "auto" or None
     itn: bool = True
     hotwords: list[str] = field(default_factory=list)
+    # hotwords offered on the user's behalf (watch terms, most severe first): added after
+    # ``hotwords`` as far as the caps allow, where the model was trained with hotword prompts
+    watch_hotwords: list[str] = field(default_factory=list)
     max_new_tokens: int = 512
     batch_size: int = 8
     max_audio_seconds: float | None = None
@@ -185,6 +188,10 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
                 check(opts.hotwords)   # the token cap needs the model's tokenizer
             except HotwordsError as e:
                 _hotwords_error(str(e))
+        merge = getattr(model, "hotwords_with", None)
+        if merge is not None and opts.watch_hotwords:
+            opts = replace(opts, hotwords=merge(opts.hotwords, opts.watch_hotwords),
+                           watch_hotwords=[])
     report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
         chunk = short[start:start + opts.batch_size]

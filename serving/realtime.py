@@ -286,6 +286,8 @@ class Connection:
 
         def guarded(inputs, kind, **kw):
             try:
+                if self.monitor is not None:   # watch terms as hotwords (docs/compliance.md)
+                    kw["hotwords"] = self.monitor.hotwords(kw.get("hotwords"), self.holder.get())
                 return decode(inputs, kind, **kw)
             except ModelUnavailable as e:
                 self._threadsafe(self._model_unavailable, str(e))
@@ -396,7 +398,8 @@ class Connection:
                        **({"words": e.words} if e.words is not None else {})})
             if self.monitor is not None:     # compliance.alert events follow the final
                 self.stable.pop(e.item, None)
-                self.monitor.on_final(item, e.text, e.start, e.end, self.config.language)
+                self.monitor.on_final(item, e.text, e.start, e.end, self.config.language,
+                                      e.words, speaker)
             self.items.pop(e.item, None)
         elif e.kind == "failed":
             log.warning("realtime %s: %s failed: %s", self.id, item, e.error)
