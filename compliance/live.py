@@ -7,10 +7,12 @@ language)``; ``emit(alert)`` gets each alert once (the /v1/realtime ``compliance
 the webhook (compliance.alerts.WebhookSender) gets the same dict. The alert::
 
     {"type": "compliance.alert", "id": "alert_...", "session_id": ..., "item_id": ...,
-     "stage": "final"|"partial", "hit": {label, kind, category, term, severity, text, start,
-     end, time_source, speaker, context}}
+     "stage": "final"|"partial", "transcript": the text scanned (the final, or the stable
+     text of the partial), "hit": {label, kind, category, term, severity, text, start, end,
+     time_source, speaker, context, char_start, char_end}}
 
-Times are seconds of session audio (the utterance's start/end, or word times when given).
+Times are seconds of session audio (word times when the final has them, else the utterance's
+start/end); ``char_start``/``char_end`` place ``hit.text`` in ``transcript``.
 """
 from __future__ import annotations
 
@@ -59,12 +61,14 @@ class LiveMonitor:
                 continue
             seen.add(key)
             public = {k: h[k] for k in ("label", "kind", "category", "term", "severity", "text",
-                                        "start", "end", "time_source", "speaker", "context")}
+                                        "start", "end", "time_source", "speaker", "context",
+                                        "char_start", "char_end")}
             alert = {"type": "compliance.alert", "id": "alert_" + secrets.token_hex(8),
                      "session_id": self.session_id, "item_id": item, "stage": stage,
-                     "hit": public}
+                     "transcript": text, "hit": public}
             if len(self.hits) < MAX_SESSION_HITS:
-                self.hits.append(public)
+                self.hits.append({k: v for k, v in public.items()
+                                  if k not in ("char_start", "char_end")})
             try:
                 self.emit(alert)
             except Exception:  # noqa: BLE001

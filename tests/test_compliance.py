@@ -353,8 +353,16 @@ def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(demo_
     assert [(a["hit"]["label"], a["hit"]["text"], a["stage"]) for a in alerts] == [
         ("COMPLIANCE", "ticket", "final"), ("PRODUCT", "böcker", "final")]
     for a, c in zip(alerts, completed):
-        assert a["item_id"] == c["item_id"]
-        assert (a["hit"]["start"], a["hit"]["end"]) == (c["start"], c["end"])
+        assert a["item_id"] == c["item_id"] and a["transcript"] == c["transcript"]
+        h = a["hit"]
+        assert a["transcript"][h["char_start"]:h["char_end"]] == h["text"]
+        # the hit's time is its word's, from the final's word times
+        word = [w for w in c["words"] if w["word"].strip(" .,!?").casefold()
+                == h["text"].casefold()]
+        assert h["time_source"] == "words" and len(word) == 1, (h, c["words"])
+        assert (h["start"], h["end"]) == (word[0]["start"], word[0]["end"])
+        assert set(h) >= {"label", "category", "term", "severity", "text", "start", "end",
+                          "speaker", "context"}
         # the alert comes right after its final
         assert events.index(a) > events.index(c)
     feeder.join()
