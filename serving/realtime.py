@@ -381,10 +381,10 @@ class Connection:
             self.send({"type": "conversation.item.input_audio_transcription.delta",
                        "item_id": item, "content_index": 0, "delta": e.delta,
                        "partial": e.text, "start": round(e.start, 3), "end": round(e.end, 3)})
-            if self.monitor is not None and e.delta:
+            if self.monitor is not None:
                 self.stable[e.item] = self.stable.get(e.item, "") + e.delta
                 self.monitor.on_partial(item, self.stable[e.item], e.start, e.end,
-                                        self.config.language)
+                                        self.config.language, e.text)
         elif e.kind == "final":
             if e.delta:
                 self.send({"type": "conversation.item.input_audio_transcription.delta",

@@ -437,3 +437,27 @@ def test_live_monitor_partials_alert_once_and_survive_a_failing_sink():
     mon = LiveMonitor(det, broken, "sess_2")
     mon.on_final("item_1", "project falcon", 0.0, 1.0, "en")     # no exception escapes
     assert len(mon.hits) == 1
+
+
+def test_live_monitor_alerts_a_hit_held_by_two_partial_hypotheses_in_a_row():
+    """With partials on, a hit is stable once two partial hypotheses in a row hold it, though
+    the words around it still change (the stable prefix lags); one hypothesis is not enough,
+    and the final does not alert it again."""
+    from compliance.live import LiveMonitor
+    got = []
+    det = Detector(watch=WatchList.parse("ticket\tcompliance\thigh"), pii=True)
+    mon = LiveMonitor(det, got.append, "sess_1", partials=True)
+    mon.on_partial("item_1", "", 0.0, 1.0, "en", "The ticket cost")
+    assert got == []
+    mon.on_partial("item_1", "", 0.0, 1.5, "en", "A ticket costs fifty")
+    assert [(a["stage"], a["hit"]["text"], a["transcript"]) for a in got] == [
+        ("partial", "ticket", "A ticket costs fifty")]
+    mon.on_final("item_1", "The ticket costs $57.50.", 0.0, 2.0, "en")
+    assert len(got) == 1
+    # a hit seen once, then gone: no alert; without partials, nothing from partials
+    mon.on_partial("item_2", "", 3.0, 4.0, "en", "the ticket")
+    mon.on_partial("item_2", "", 3.0, 4.5, "en", "the picket line")
+    off = LiveMonitor(det, got.append, "sess_2")
+    off.on_partial("item_1", "ticket", 0.0, 1.0, "en", "ticket")
+    off.on_partial("item_1", "ticket", 0.0, 1.0, "en", "ticket")
+    assert len(got) == 1
