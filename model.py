@@ -39,7 +39,8 @@ from engine.encoder import SenseVoiceEncoderSmall  # noqa: E402
 from engine.frontend import MIN_SECONDS, Frontend, too_short  # noqa: E402
 from engine.languages import describe_language, model_language_name  # noqa: E402
 from engine.language_id import SPOKEN_TOKENS, label_all, preload  # noqa: E402
-from engine.prompt import chatml_pieces, check_hotwords as _check_hotwords  # noqa: E402
+from engine.prompt import chatml_pieces, merge_hotwords  # noqa: E402
+from engine.prompt import check_hotwords as _check_hotwords  # noqa: E402
 from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM  # noqa: E402
 from engine.tokenizer import CTCTokenizer, TextTokenizer  # noqa: E402
 
@@ -114,6 +115,12 @@ class FunASRNano(nn.Module):
         dataset_conf = dict(kwargs.get("dataset_conf") or {})
         self.do_think = dataset_conf.get("do_think", True)
         self.sys_prompt = dataset_conf.get("sys_prompt", True)
+        # Whether training put hotword lists in the prompt (the reference's data loader reads
+        # dataset_conf.prompt_conf.use_hotwords): the official model yes; a checkpoint that
+        # declares false never saw one, so hotwords offered on the user's behalf (watch terms)
+        # are not added to its prompt (a user's own hotwords still are).
+        self.hotword_prompts = bool((dataset_conf.get("prompt_conf") or {})
+                                    .get("use_hotwords", True))
 
         self.llm_config = Qwen3Config.from_json(llm_dir / "config.json")
         self.tokenizer = TextTokenizer(llm_dir)
@@ -287,6 +294,7 @@ class FunASRNano(nn.Module):
                 "placement": {**where.as_dict(), "decoder": self.decoder_kind()}
                 if where is not None else None,
                 "ctc": self.ctc is not None,
+                "hotword_prompts": self.hotword_prompts,
                 "kernels": bool(getattr(self, "kernels_in_use", False)),
                 "demo": bool(getattr(self, "model_dir", None)
                              and (Path(self.model_dir) / "DEMO.md").is_file())}
@@ -310,6 +318,14 @@ class FunASRNano(nn.Module):
         """``engine.prompt.HotwordsError`` when the list is over the caps of engine/prompt.py
         (count, characters, tokens): a prompt's tokens cost KV cache in every sequence."""
         _check_hotwords(hotwords, self.tokenizer.encode)
+
+    def hotwords_with(self, given, extra) -> list[str]:
+        """The user's ``given`` hotwords plus as many of ``extra`` (offered on the user's
+        behalf, most important first: watch terms) as the caps allow, counted in this model's
+        tokens; ``given`` alone where the checkpoint was trained without hotword prompts."""
+        if not self.hotword_prompts:
+            return list(given or ())
+        return merge_hotwords(given, extra, self.tokenizer.encode)
 
     def prompt_ids(self, language=None, itn=True, hotwords=()) -> tuple[list[int], list[int]]:
         """The (prefix, suffix) token ids around the audio. ``language``: a code, a name or the

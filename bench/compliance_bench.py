@@ -30,7 +30,7 @@ from stdnum import iban as _iban
 from stdnum import luhn
 from stdnum.cn import ric
 
-from bench._common import REPO, RESULTS, machine_info
+from bench._common import REPO, RESULTS, loadavg, machine_info
 from compliance import Detector, WatchList, numwords
 from compliance.pii import _AT_DOT, REGION
 
@@ -337,37 +337,30 @@ def e2e(detector_for, out_rows):
     return res
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--per-kind", type=int, default=8)
-    ap.add_argument("--e2e", action="store_true", help="also the demo model on example/*.wav")
-    ap.add_argument("--out", default=str(RESULTS))
-    args = ap.parse_args(argv)
-    rng = random.Random(args.seed)
-    table = []
-    total = [0, 0, 0]
-    all_miss, all_fp = [], []
-    t_load = None
+def detection(rng, per_kind: int) -> dict:
+    """Recall and precision per language and ITN setting over the generated sentences."""
+    table, total, all_miss, all_fp = [], [0, 0, 0], [], []
     for lang in L:
         terms = "\n".join(f"{t}\tconfidential\thigh" for t in L[lang][2])
         det = Detector(watch=WatchList.parse(terms, source=f"terms-{lang}"), pii=True)
         for itn in (True, False):
-            items = cases(lang, itn, rng, args.per_kind)
-            tp, fn, fp, miss, false = score(det, lang, itn, items)
-            total[0] += tp
-            total[1] += fn
-            total[2] += fp
+            tp, fn, fp, miss, false = score(det, lang, itn, cases(lang, itn, rng, per_kind))
+            total = [total[0] + tp, total[1] + fn, total[2] + fp]
             all_miss += [(lang, itn, *m) for m in miss]
             all_fp += [(lang, itn, *f) for f in false]
             table.append({"language": lang, "itn": itn, "expected": tp + fn, "found": tp,
                           "false_positives": fp,
                           "recall": round(tp / max(1, tp + fn), 4),
                           "precision": round(tp / max(1, tp + fp), 4)})
-    # a 10,000-term list: load + compile, and matching time against a 25-term list
+    return {"table": table, "total": total, "misses": all_miss, "false_positives": all_fp}
+
+
+def list_speed() -> dict:
+    """A 10,000-term list: load + compile, and matching time against the 3-term list."""
     import string
     wr = random.Random(1)
-    big = "\n".join(" ".join("".join(wr.choice(string.ascii_lowercase) for _ in range(wr.randint(4, 9)))
+    big = "\n".join(" ".join("".join(wr.choice(string.ascii_lowercase)
+                                      for _ in range(wr.randint(4, 9)))
                              for _ in range(wr.randint(1, 3))) + "\tconfidential\thigh"
                     for _ in range(10_000))
     t0 = time.perf_counter()
@@ -377,67 +370,80 @@ def main(argv=None):
     small = Detector(watch=WatchList.parse("\n".join(L["en"][2])), pii=True)
     large = Detector(watch=wl, pii=True)
     sample = "Please write down 4111 1111 1111 1111 and the password, thank you. " * 4
+    per = []
     for d in (small, large):
         d.find_text(sample, "en")
-    t0 = time.perf_counter()
-    for _ in range(200):
-        small.find_text(sample, "en")
-    t_small = (time.perf_counter() - t0) / 200
-    t0 = time.perf_counter()
-    for _ in range(200):
-        large.find_text(sample, "en")
-    t_large = (time.perf_counter() - t0) / 200
-    e2e_rows: list = []
-    e2e_res = None
-    if args.e2e:
-        def detector_for(lang):
-            text = {r: None for r in ()}
-            del text
-            terms = E2E_TERMS.get(lang, [])
-            return Detector(watch=WatchList.parse("\n".join(terms)) if terms else None, pii=True)
-        e2e_res = e2e(detector_for, e2e_rows)
-    tp, fn, fp = total
-    summary = {"recall": round(tp / (tp + fn), 4), "precision": round(tp / (tp + fp), 4),
-               "expected": tp + fn, "found": tp, "false_positives": fp,
-               "load_10000_terms_s": round(t_load, 3),
-               "match_ms_25_terms": round(t_small * 1000, 3),
-               "match_ms_10000_terms": round(t_large * 1000, 3)}
-    info = machine_info("cpu")
-    machine = info["host"]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    doc = {"machine": machine, "cpu": info.get("cpu"),
-           "seed": args.seed, "per_kind": args.per_kind, "summary": summary, "table": table,
-           "misses": all_miss[:200], "false_positives": all_fp[:200], "e2e": e2e_res,
-           "e2e_rows": e2e_rows}
-    (out / "compliance.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n",
-                                         encoding="utf-8")
-    lines = [f"# Compliance detection bench ({machine})", "",
-             f"`python bench/compliance_bench.py --seed {args.seed} --per-kind {args.per_kind}"
-             f"{' --e2e' if args.e2e else ''}`", "",
-             f"Overall: recall {summary['recall']:.2%}, precision {summary['precision']:.2%} "
-             f"({tp} of {tp + fn} found, {fp} false positives). 10,000-term list: loaded and "
-             f"compiled in {t_load:.2f} s; matching one ~280-character text: "
-             f"{t_small * 1000:.2f} ms with 3 terms, {t_large * 1000:.2f} ms with 10,000.", "",
+        t0 = time.perf_counter()
+        for _ in range(200):
+            d.find_text(sample, "en")
+        per.append((time.perf_counter() - t0) / 200)
+    return {"load_10000_terms_s": round(t_load, 3), "match_ms_3_terms": round(per[0] * 1000, 3),
+            "match_ms_10000_terms": round(per[1] * 1000, 3)}
+
+
+def e2e_detector(lang: str) -> Detector:
+    terms = E2E_TERMS.get(lang, [])
+    return Detector(watch=WatchList.parse("\n".join(terms)) if terms else None, pii=True)
+
+
+def markdown(doc: dict, command: str) -> list[str]:
+    s, sp = doc["summary"], doc["speed"]
+    lines = [f"# Compliance detection bench ({doc['machine']})", "", f"`{command}`", "",
+             f"Overall: recall {s['recall']:.2%}, precision {s['precision']:.2%} "
+             f"({s['found']} of {s['expected']} found, {s['false_positives']} false positives). "
+             f"10,000-term list: loaded and compiled in {sp['load_10000_terms_s']:.2f} s; "
+             f"matching one ~280-character text: {sp['match_ms_3_terms']:.2f} ms with 3 terms, "
+             f"{sp['match_ms_10000_terms']:.2f} ms with 10,000. Load average (1 min) at the "
+             f"end: {doc['load_average_1min']}.", "",
              "| language | ITN | items | found | false pos. | recall | precision |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
-    for r in table:
-        lines.append(f"| {r['language']} | {'on' if r['itn'] else 'off'} | {r['expected']} | "
-                     f"{r['found']} | {r['false_positives']} | {r['recall']:.1%} | "
-                     f"{r['precision']:.1%} |")
-    if e2e_res:
+    lines += [f"| {r['language']} | {'on' if r['itn'] else 'off'} | {r['expected']} | "
+              f"{r['found']} | {r['false_positives']} | {r['recall']:.1%} | "
+              f"{r['precision']:.1%} |" for r in doc["table"]]
+    if doc["e2e"]:
         lines += ["", "End to end, demo model on example/*.wav (12 clips, 12 languages):", "",
-                  "| ITN | text right | same hits where right | same hits, all | detect / transcribe time |",
-                  "| --- | ---: | ---: | ---: | ---: |"]
-        for k, v in e2e_res.items():
-            lines.append(f"| {k} | {v['text_right']}/{v['clips']} | "
-                         f"{v['same_hits_where_text_right']}/{v['text_right']} | "
-                         f"{v['same_hits_all']}/{v['clips']} | {v['detect_share']:.3%} |")
+                  "| ITN | text right | same hits where right | same hits, all | "
+                  "detect / transcribe time |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {k} | {v['text_right']}/{v['clips']} | "
+                  f"{v['same_hits_where_text_right']}/{v['text_right']} | "
+                  f"{v['same_hits_all']}/{v['clips']} | {v['detect_share']:.3%} |"
+                  for k, v in doc["e2e"].items()]
+    return lines
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--per-kind", type=int, default=8)
+    ap.add_argument("--e2e", action="store_true", help="also the demo model on example/*.wav")
+    ap.add_argument("--out", default=str(RESULTS))
+    args = ap.parse_args(argv)
+    det = detection(random.Random(args.seed), args.per_kind)
+    speed = list_speed()
+    e2e_rows: list = []
+    e2e_res = e2e(e2e_detector, e2e_rows) if args.e2e else None
+    tp, fn, fp = det["total"]
+    info = machine_info("cpu")
+    doc = {"machine": info["host"], "cpu": info.get("cpu"), "seed": args.seed,
+           "per_kind": args.per_kind,
+           "load_average_1min": round((loadavg() or [float("nan")])[0], 1),
+           "summary": {"recall": round(tp / (tp + fn), 4), "precision": round(tp / (tp + fp), 4),
+                       "expected": tp + fn, "found": tp, "false_positives": fp, **speed},
+           "speed": speed, "table": det["table"], "misses": det["misses"][:200],
+           "false_positives": det["false_positives"][:200], "e2e": e2e_res,
+           "e2e_rows": e2e_rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compliance.json").write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n",
+                                         encoding="utf-8")
+    command = (f"python bench/compliance_bench.py --seed {args.seed} --per-kind {args.per_kind}"
+               f"{' --e2e' if args.e2e else ''}")
+    lines = markdown(doc, command)
     (out / "compliance.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
-    for m in all_miss[:30]:
+    for m in det["misses"][:30]:
         print("MISS", m, file=sys.stderr)
-    for f in all_fp[:30]:
+    for f in det["false_positives"][:30]:
         print("FP", f, file=sys.stderr)
     return 0
 

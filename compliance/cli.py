@@ -7,10 +7,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Watch terms take at most this share of the decoder's hotword caps (engine.prompt).
-HOTWORD_CHARS = 400
-HOTWORD_COUNT = 40
-
 
 def add_arguments(parser) -> None:
     g = parser.add_argument_group("compliance (docs/compliance.md)")
@@ -54,20 +50,17 @@ def make_detector(args):
     return Detector(watch=watch, pii=bool(args.pii))
 
 
-def hotwords(detector, given: list[str], check=None) -> list[str]:
+def hotwords(detector, given: list[str], model=None) -> list[str]:
     """``given`` plus the most severe watch terms, as many as the hotword caps still allow
-    (``check``: the model's ``check_hotwords``, which also counts tokens)."""
+    (``model``: the loaded model, whose ``hotwords_with`` counts its tokens and leaves the
+    terms out where the checkpoint was trained without hotword prompts)."""
     if detector is None or detector.watch is None:
         return given
-    extra = [t for t in detector.watch.hotwords(HOTWORD_CHARS, HOTWORD_COUNT) if t not in given]
-    while extra:
-        try:
-            if check is not None:
-                check(given + extra)
-            break
-        except ValueError:     # engine.prompt.HotwordsError: one term fewer
-            extra.pop()
-    return given + extra
+    extra = detector.watch.hotwords()
+    if model is not None and hasattr(model, "hotwords_with"):
+        return model.hotwords_with(given, extra)
+    from engine.prompt import merge_hotwords
+    return merge_hotwords(given, extra)
 
 
 def apply(detector, results: list[dict], files: list[str], args) -> list[dict]:

@@ -24,6 +24,8 @@ from stdnum import iban as _iban
 from stdnum import luhn as _luhn
 from stdnum.cn import ric as _cn_ric
 
+from .numwords import NO_SPACES as _NO_SPACES
+
 KINDS = ("phone", "email", "card", "iban", "national_id")
 LABELS = {"phone": "PHONE", "email": "EMAIL", "card": "CARD", "iban": "IBAN",
           "national_id": "ID"}
@@ -66,6 +68,39 @@ _AT_DOT = {
     "pt": ("arroba", "ponto"), "ro": ("a rond|at", "punct"), "sk": ("zavináč", "bodka"),
     "sl": ("afna", "pika"), "sv": ("snabel a|at", "punkt"),
 }
+
+# Words that say a phone number follows, for the spaced languages whose region dials without a
+# national prefix (nothing then tells a phone number from an order number of the same length
+# but its grouping or such a word). Stems: a word starting with one counts.
+_PHONE_CUES = {
+    "cs": "telefon|tel|čísl|mobil|zavolej|volejte|volat",
+    "da": "telefon|tlf|nummer|mobil|ring",
+    "et": "telefon|tel|number|numbri|mobiil|helista",
+    "el": "τηλ|αριθμ|κινητ|καλέστε|πάρτε",
+    "lv": "tālru|tel|numur|mobil|zvan",
+    "mt": "telefon|numru|mowbajl|ċempel|cempel",
+    "pl": "telefon|tel|numer|komórk|zadzwoń|dzwoń",
+    "pt": "telefon|telemóvel|telemovel|tel|número|numero|ligue|contacto",
+}
+CUE_CHARS = 40      # how far before the number a cue word may stand
+
+
+@functools.lru_cache(maxsize=64)
+def _phone_cue(lang: str):
+    stems = _PHONE_CUES.get(lang)
+    return re.compile(rf"(?<!\w)(?:{stems}|phone|mobile)", re.IGNORECASE) if stems else None
+
+
+def needs_grouping(lang: str | None, region: str | None) -> bool:
+    """Whether an unbroken run of digits (no separator, no +) is refused as a phone number:
+    in languages written with spaces whose region dials without a national prefix (cs, pl, pt,
+    da, ...), a phone number is written or said in groups (``603 123 456``, ``šest set tři,
+    ...``); ``603123456`` said as one run is as likely an order number."""
+    if not region or not lang or lang in _NO_SPACES:
+        return False
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    return not (meta is not None and meta.national_prefix)
+
 
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9-]"
                     r"{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
@@ -153,10 +188,13 @@ def _phone_grouping(d: str, groups: list[str], region: str | None) -> bool:
 
 
 def classify(d: str, plus: bool, region: str | None,
-             groups: list[str] | None = None) -> tuple[str, str | None] | None:
+             groups: list[str] | None = None,
+             one_run_phone: bool = True) -> tuple[str, str | None] | None:
     """(kind, validator) for one run of digits (``d``: digits, maybe a final X; ``groups``:
     the digit groups as written), or None. A number valid both as the region's national ID and
-    as a phone number is a phone number when it is grouped the way the region writes phones."""
+    as a phone number is a phone number when it is grouped the way the region writes phones.
+    ``one_run_phone`` false (``needs_grouping``, no cue word): digits in one group (no
+    separator) are a phone number only as ``_one_run_ok`` says."""
     if d.upper().endswith("X"):
         return ("national_id", "cn.ric") if _cn_resident_id(d) else None
     found_id = None
@@ -171,14 +209,40 @@ def classify(d: str, plus: bool, region: str | None,
             if len(d) in ID_LENGTHS.get(name, (len(d),)) and _valid(mod, d):
                 found_id = ("national_id", name)
                 break
-    if _phone(d, plus, region):
+    if _phone(d, plus, region) and (plus or one_run_phone or (groups and len(groups) > 1)
+                                    or _one_run_ok(d, region)):
         meta = phonenumbers.PhoneMetadata.metadata_for_region(region or "")
         prefix = (meta.national_prefix if meta is not None else None) or ""
         if found_id is None or (groups and len(groups) > 1
                                 and _phone_grouping(d, groups, region)) or (
-                prefix and d.startswith(prefix) and (not groups or len(groups) == 1)):
+                prefix and d.startswith(prefix) and not _id_grouped(groups, found_id[1])):
             return "phone", "phonenumbers"
     return found_id
+
+
+def _one_run_ok(d: str, region: str | None) -> bool:
+    """A phone number said or written as one unbroken run of digits, where nothing else tells it
+    from an order number: taken when it is a mobile number (what people dictate; a random
+    number falls in a mobile range far less often than in a fixed-line one) or when the region
+    itself writes it in one group."""
+    try:
+        num = phonenumbers.parse(d, region)
+    except phonenumbers.NumberParseException:
+        return False
+    kind = phonenumbers.number_type(num)
+    if kind in (phonenumbers.PhoneNumberType.MOBILE,
+                phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
+        return True
+    return len(re.findall(r"\d+", phonenumbers.format_number(
+        num, phonenumbers.PhoneNumberFormat.NATIONAL))) == 1
+
+
+def _id_grouped(groups: list[str] | None, scheme: str) -> bool:
+    """Digits grouped as an ID is written: the scheme's own grouping (3-2-4 for a US SSN), or
+    birth date and serial (6-4: ``850101/1234``)."""
+    if not groups or len(groups) == 1:
+        return False
+    return [len(g) for g in groups] in ([6, 4], ID_GROUPS.get(scheme))
 
 
 def _runs(text: str):
@@ -192,6 +256,8 @@ def _runs(text: str):
 def find(text: str, lang: str | None, kinds=KINDS) -> list[tuple[int, int, str, str | None]]:
     """(start, end, kind, validator) in ``text`` (the pii view), not overlapping."""
     region = REGION.get(lang or "", None)
+    grouping = needs_grouping(lang, region)
+    cue = _phone_cue(lang or "")
     hits: list[tuple[int, int, str, str | None]] = []
     if "email" in kinds:
         for m in _EMAIL.finditer(text):
@@ -225,7 +291,9 @@ def find(text: str, lang: str | None, kinds=KINDS) -> list[tuple[int, int, str, 
                     a, b = groups[i][0], groups[i + size - 1][1]
                     d = re.sub(r"[^\dXx]", "", raw[a:b])
                     p = plus and i == 0
-                    got = classify(d, p, region, re.findall(r"\d+", raw[a:b]))
+                    one_run = not grouping or bool(
+                        cue and cue.search(text, max(0, base + a - CUE_CHARS), base + a))
+                    got = classify(d, p, region, re.findall(r"\d+", raw[a:b]), one_run)
                     if got and got[0] in digit_kinds:
                         start = base + (0 if p else a)
                         if start > 0 and text[start - 1] == "(" and ")" in raw[a:b]:

@@ -53,14 +53,13 @@ def detector_from_request(watch_list: str | None, pii: bool | str | None):
         raise ComplianceRequestError(str(e), "pii") from None
 
 
-def watch_hotwords(detector, demo: bool) -> list[str]:
-    """The most severe watch terms as hotwords when the request gave none: at most 15 terms and
-    100 characters, so the token cap of engine.prompt (256) holds in any script (the model's
-    tokenizer is not loaded yet here); none on the demo checkpoint, which was trained without
-    hotword prompts and collapses with one."""
-    if detector is None or detector.watch is None or demo:
+def watch_hotwords(detector) -> list[str]:
+    """The most severe watch terms, offered to the decoder as hotwords (``Options
+    .watch_hotwords``): the model adds them after the request's own hotwords as far as its caps
+    allow, and not at all where it was trained without hotword prompts (the demo checkpoint)."""
+    if detector is None or detector.watch is None:
         return []
-    return detector.watch.hotwords(100, 15)
+    return detector.watch.hotwords()
 
 
 def apply(row: dict, detector, redact: bool) -> dict:

@@ -174,8 +174,11 @@ def build(text: str, langs: tuple[str, ...], mode: str = "watch") -> View:
     osrc: list[tuple[int, int]] = []
     pos = 0
     for k, (a, b, digits) in enumerate(matches):
-        # number words in a row ("four one five") are one number: drop the spaces between them
-        if out and pos == a - 1 and key[a - 1] == " " and k and matches[k - 1][1] == pos:
+        # digit words in a row ("four one five") are one number: drop the spaces between
+        # them; larger number words keep theirs ("forty one fifty five" is "41 55"), so the
+        # phone detector sees the groups the speaker said
+        if out and pos == a - 1 and key[a - 1] == " " and k and matches[k - 1][1] == pos \
+                and len(digits) == 1 and len(matches[k - 1][2]) == 1:
             pass
         else:
             out.extend(chars[pos:a])

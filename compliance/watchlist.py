@@ -27,6 +27,11 @@ MAX_TERMS = 100_000
 MAX_TERM_CHARS = 200
 MAX_LINE_CHARS = 1000
 MAX_FILE_BYTES = 8 * 1024 * 1024
+# Watch terms offered to the decoder as hotwords take at most this share of the hotword caps
+# (engine.prompt: 100 words, 1,000 characters, 256 tokens); the model trims them further to what
+# its caps still allow after the user's own hotwords (FunASRNano.hotwords_with).
+HOTWORD_CHARS = 400
+HOTWORD_COUNT = 40
 _CATEGORY_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 
 
@@ -143,7 +148,8 @@ class WatchList:
         lines = [f"{t}\t{category}\t{severity}" for t in terms]
         return cls.parse("\n".join(lines), source)
 
-    def hotwords(self, budget_chars: int, budget_count: int) -> list[str]:
+    def hotwords(self, budget_chars: int = HOTWORD_CHARS,
+                 budget_count: int = HOTWORD_COUNT) -> list[str]:
         """Terms for the decoder's hotword prompt, most severe first, within the budgets."""
         order = {s: i for i, s in enumerate(reversed(SEVERITIES))}
         out, used = [], 0

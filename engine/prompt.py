@@ -34,6 +34,23 @@ def check_hotwords(hotwords, tokenize=None) -> None:
         if n > MAX_HOTWORD_TOKENS:
             raise HotwordsError(f"the hotwords are {n} tokens long; at most "
                                 f"{MAX_HOTWORD_TOKENS} are accepted")
+def merge_hotwords(given, extra, tokenize=None) -> list[str]:
+    """``given`` (the user's own hotwords, kept whole) followed by as many of ``extra`` (in
+    order, those not already given) as the caps of ``check_hotwords`` still allow."""
+    given = list(given or ())
+    out, seen = list(given), {w.casefold() for w in given}
+    for w in extra or ():
+        if w.casefold() in seen:
+            continue
+        try:
+            check_hotwords(out + [w], tokenize)
+        except HotwordsError:
+            break        # the caps are reached: the rest (less severe) are left out
+        out.append(w)
+        seen.add(w.casefold())
+    return out
+
+
 HOTWORD_PREAMBLE = (
     "请结合上下文信息，更加准确地完成语音转写任务。如果没有相关信息，我们会留空。\n\n\n**上下文信息：**\n\n\n"
 )

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from engine import MAX_UTTERANCE_S, decoded_whole
@@ -58,6 +58,9 @@ class Options:
     language: str | None = None          # as the user gave it: code, name, "auto" or None
     itn: bool = True
     hotwords: list[str] = field(default_factory=list)
+    # hotwords offered on the user's behalf (watch terms, most severe first): added after
+    # ``hotwords`` as far as the caps allow, where the model was trained with hotword prompts
+    watch_hotwords: list[str] = field(default_factory=list)
     max_new_tokens: int = 512
     batch_size: int = 8
     max_audio_seconds: float | None = None
@@ -134,7 +137,7 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
             (short if routed[0] == "short" else long).append((i, routed[1]))
     tracker = _Progress(progress, sum(rows[i]["duration"] for i, _ in short + long))
     if short or long:
-        _load_model(holder, opts, tracker)
+        opts = _load_model(holder, opts, tracker)
     tracker.report(0.0, "starting")
     for start in range(0, len(short), max(1, opts.batch_size)):
         _decode_short(holder, short[start:start + opts.batch_size], rows, code, opts, caller,
@@ -197,9 +200,10 @@ class _Progress:
             self.progress(min(1.0, (self.done + extra) / self.total), message)
 
 
-def _load_model(holder, opts: Options, tracker: _Progress) -> None:
+def _load_model(holder, opts: Options, tracker: _Progress) -> Options:
     """Loads the model first (once), so processing times are decoding times; then the
-    hotwords' token cap, which needs the model's tokenizer."""
+    hotwords' token cap, which needs the model's tokenizer. The options come back with the
+    watch terms merged into the hotwords as far as the model takes them."""
     tracker.report(0.0, "loading the model")
     model = holder.get()
     check = getattr(model, "check_hotwords", None)
@@ -208,6 +212,11 @@ def _load_model(holder, opts: Options, tracker: _Progress) -> None:
             check(opts.hotwords)
         except HotwordsError as e:
             _hotwords_error(str(e))
+    merge = getattr(model, "hotwords_with", None)
+    if merge is not None and opts.watch_hotwords:
+        opts = replace(opts, hotwords=merge(opts.hotwords, opts.watch_hotwords),
+                       watch_hotwords=[])
+    return opts
 
 
 def _decode_short(holder, chunk, rows, code, opts: Options, caller, tracker: _Progress):

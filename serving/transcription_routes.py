@@ -73,7 +73,7 @@ class Fields:
 
 
 def checked_fields(response_format, language, prompt, watch_list, pii, redact,
-                   granularities, demo: bool) -> Fields:
+                   granularities) -> Fields:
     """Every field but the file and the speakers, checked; Refused with a 400 naming the first
     field that is wrong."""
     response_format = (response_format or "json").strip().lower()
@@ -91,7 +91,6 @@ def checked_fields(response_format, language, prompt, watch_list, pii, redact,
         raise Refused(error_response(400, str(e), e.param)) from None
     if redact and detector is None:
         raise Refused(error_response(400, "redact needs watch_list or pii", "redact"))
-    hotwords = hotwords or compliance.watch_hotwords(detector, demo)
     return Fields(response_format, words, hotwords, detector, redact)
 
 
@@ -171,10 +170,11 @@ def transcriptions_router(settings, holder) -> APIRouter:
             return denied
         try:
             f = checked_fields(response_format, language, prompt, watch_list, pii, redact,
-                               timestamp_granularities, holder.info().get("demo"))
+                               timestamp_granularities)
             speakers = await speakers_asked(request, f.response_format, settings, limiter)
             name, data = await read_upload(file, settings)
             opts = Options(language=language, itn=itn, hotwords=f.hotwords,
+                           watch_hotwords=compliance.watch_hotwords(f.detector),
                            max_new_tokens=settings.max_new_tokens,
                            batch_size=settings.batch_size,
                            max_audio_seconds=settings.max_audio_seconds, speakers=speakers,

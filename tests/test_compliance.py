@@ -77,6 +77,26 @@ def test_personal_data_with_itn_on_and_off():
     assert _scan(det, "The ticket costs $57.50 on 3 June 1994 at 12:45.", "en") == []
 
 
+def test_unbroken_runs_where_the_region_dials_without_a_national_prefix():
+    """Czech numbers have no national prefix: an unbroken fixed-line-range run is as likely an
+    order number and is refused; grouped, mobile, or after a phone word it is a phone."""
+    det = Detector(pii=True)
+    assert _scan(det, "Prosím zapište si 543961547, děkuji.", "cs") == []
+    assert _scan(det, "Prosím zapište si osm čtyři osm nula jedna nula tři tři sedm.", "cs") == []
+    assert _scan(det, "Prosím zapište si 543 961 547, děkuji.", "cs") == [
+        ("PHONE", "543 961 547")]
+    assert _scan(det, "Moje telefonní číslo je 543961547.", "cs") == [("PHONE", "543961547")]
+    assert _scan(det, "Prosím zapište si 601123456, děkuji.", "cs") == [("PHONE", "601123456")]
+    # numbers read two digits at a time keep their groups ("41 55 ..."), so they count as
+    # grouped; a Polish mobile read in pairs is found
+    assert _scan(det, "Proszę zapisać pięćdziesiąt jeden dwadzieścia trzy czterdzieści "
+                 "pięć sześćdziesiąt siedem osiem.", "pl") == [
+        ("PHONE", "pięćdziesiąt jeden dwadzieścia trzy czterdzieści pięć sześćdziesiąt "
+                  "siedem osiem")]
+    # regions with a national prefix are unchanged: 0 tells the phone number
+    assert _scan(det, "Bel 0612345678 morgen.", "nl") == [("PHONE", "0612345678")]
+
+
 def test_watch_terms_case_cjk_number_words_and_split_segments():
     wl = WatchList.parse("project falcon\tconfidential\thigh\n机密文件\tconfidential\n"
                          "flight 415\tcompliance\nsalasana*\tconfidential\n")
@@ -333,8 +353,16 @@ def test_live_alerts_over_realtime_and_a_signed_webhook_after_two_failures(demo_
     assert [(a["hit"]["label"], a["hit"]["text"], a["stage"]) for a in alerts] == [
         ("COMPLIANCE", "ticket", "final"), ("PRODUCT", "böcker", "final")]
     for a, c in zip(alerts, completed):
-        assert a["item_id"] == c["item_id"]
-        assert (a["hit"]["start"], a["hit"]["end"]) == (c["start"], c["end"])
+        assert a["item_id"] == c["item_id"] and a["transcript"] == c["transcript"]
+        h = a["hit"]
+        assert a["transcript"][h["char_start"]:h["char_end"]] == h["text"]
+        # the hit's time is its word's, from the final's word times
+        word = [w for w in c["words"] if w["word"].strip(" .,!?").casefold()
+                == h["text"].casefold()]
+        assert h["time_source"] == "words" and len(word) == 1, (h, c["words"])
+        assert (h["start"], h["end"]) == (word[0]["start"], word[0]["end"])
+        assert set(h) >= {"label", "category", "term", "severity", "text", "start", "end",
+                          "speaker", "context"}
         # the alert comes right after its final
         assert events.index(a) > events.index(c)
     feeder.join()
@@ -409,3 +437,27 @@ def test_live_monitor_partials_alert_once_and_survive_a_failing_sink():
     mon = LiveMonitor(det, broken, "sess_2")
     mon.on_final("item_1", "project falcon", 0.0, 1.0, "en")     # no exception escapes
     assert len(mon.hits) == 1
+
+
+def test_live_monitor_alerts_a_hit_held_by_two_partial_hypotheses_in_a_row():
+    """With partials on, a hit is stable once two partial hypotheses in a row hold it, though
+    the words around it still change (the stable prefix lags); one hypothesis is not enough,
+    and the final does not alert it again."""
+    from compliance.live import LiveMonitor
+    got = []
+    det = Detector(watch=WatchList.parse("ticket\tcompliance\thigh"), pii=True)
+    mon = LiveMonitor(det, got.append, "sess_1", partials=True)
+    mon.on_partial("item_1", "", 0.0, 1.0, "en", "The ticket cost")
+    assert got == []
+    mon.on_partial("item_1", "", 0.0, 1.5, "en", "A ticket costs fifty")
+    assert [(a["stage"], a["hit"]["text"], a["transcript"]) for a in got] == [
+        ("partial", "ticket", "A ticket costs fifty")]
+    mon.on_final("item_1", "The ticket costs $57.50.", 0.0, 2.0, "en")
+    assert len(got) == 1
+    # a hit seen once, then gone: no alert; without partials, nothing from partials
+    mon.on_partial("item_2", "", 3.0, 4.0, "en", "the ticket")
+    mon.on_partial("item_2", "", 3.0, 4.5, "en", "the picket line")
+    off = LiveMonitor(det, got.append, "sess_2")
+    off.on_partial("item_1", "ticket", 0.0, 1.0, "en", "ticket")
+    off.on_partial("item_1", "ticket", 0.0, 1.0, "en", "ticket")
+    assert len(got) == 1

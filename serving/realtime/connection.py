@@ -64,6 +64,8 @@ class Connection:
 
         def guarded(inputs, kind, **kw):
             try:
+                if self.monitor is not None:   # watch terms as hotwords (docs/compliance.md)
+                    kw["hotwords"] = self.monitor.hotwords(kw.get("hotwords"), self.holder.get())
                 return decode(inputs, kind, **kw)
             except ModelUnavailable as e:
                 self._threadsafe(self._model_unavailable, str(e))
@@ -152,13 +154,14 @@ class Connection:
             self.send(event)
         if e.kind == "committed":
             self.previous_item = item
-        elif e.kind == "partial" and self.monitor is not None and e.delta:
+        elif e.kind == "partial" and self.monitor is not None:
             self.stable[e.item] = self.stable.get(e.item, "") + e.delta
             self.monitor.on_partial(item, self.stable[e.item], e.start, e.end,
-                                    self.config.language)
+                                    self.config.language, e.text)
         elif e.kind == "final" and self.monitor is not None:   # compliance.alert events follow
             self.stable.pop(e.item, None)
-            self.monitor.on_final(item, e.text, e.start, e.end, self.config.language)
+            self.monitor.on_final(item, e.text, e.start, e.end, self.config.language,
+                                  e.words, speaker)
         if e.kind in ("final", "failed"):
             self.items.pop(e.item, None)
 
