@@ -3,7 +3,8 @@
 A word is a run of non-space characters, except that each CJK character (Han, kana) is a word of
 its own; punctuation stays with the word it follows (or, opening a text, the one it precedes).
 A token may hold several characters (or a word several tokens): the characters of a token share
-its time span evenly, and a word runs from its first character's start to its last one's end.
+its time span evenly (spaces take none), and a word runs from its first character's start to its
+last one's end.
 """
 from __future__ import annotations
 
@@ -101,11 +102,14 @@ def words_from_token_times(pieces: list[str], starts: np.ndarray, ends: np.ndarr
     text_chars, t0, t1 = [], [], []
     for piece, a, b in zip(pieces, starts, ends):
         piece = piece.replace(_SIL, " " * len(_SIL))
-        m = len(piece)
-        for j, ch in enumerate(piece):
+        # spaces take no time: a word token's leading space (" close") must not push the word's
+        # start into its span
+        m, j = sum(not ch.isspace() for ch in piece), 0
+        for ch in piece:
             text_chars.append(ch)
-            t0.append(a + (b - a) * j / m)
-            t1.append(a + (b - a) * (j + 1) / m)
+            t0.append(a + (b - a) * j / m if m else a)
+            j += not ch.isspace()
+            t1.append(a + (b - a) * j / m if m else a)
     text = "".join(text_chars)
     return [{"word": text[a:b], "start": float(t0[a]), "end": float(t1[b - 1])}
             for a, b in word_spans(text)]
