@@ -24,12 +24,16 @@ CLI's defaults (word timings on): each clip's first cue start against its speech
 first 10 ms frame within 30 dB of the clip's loudest), and whether any cue spans a pause longer
 than 1 s (a cue overlapping two clips).
 
-cost: the full-size random-weight checkpoint (tools/make_random_model.py full), 4 clips of
-speech from ../shared/data/speech in one batch, decoding a fixed 32 tokens each (``ignore_eos``:
-random weights make meaningless token counts), ``transcribe`` with and without ``words=True``,
-alternating, 3 rounds each; the ratio of the medians. Random weights have no heads worth
-choosing, so the heads are set in the deepest layer: the upper bound, where the extra pass runs
-the whole decoder over prompt and tokens.
+cost: the full-size random-weight checkpoint (tools/make_random_model.py full: the official
+architecture), 4 clips of speech from ../shared/data/speech in one batch, decoding a fixed 32
+tokens each (``ignore_eos``: random weights make meaningless token counts), ``transcribe`` on the
+same clips with and without ``words=True``, interleaved with the order alternating, 5 rounds;
+the ratio of the medians, the per-round ratios, and the time spent inside the alignment itself
+(timed around ``engine.alignment.align``) against a run without words, which the machine's load
+disturbs less than the difference of two end-to-end times. The load average is recorded
+before each run. Random weights have no heads worth choosing, so the heads are set in the
+deepest layer: the upper bound, where the extra pass runs the whole decoder over prompt and
+tokens.
 
 Writes bench/results/timing-<host>-<YYYYMMDD-HHMM>.md and .json.
 """
@@ -308,7 +312,8 @@ def _random_full_dir() -> Path:
     return cached_random_model("full", 1, ctc=False)
 
 
-def bench_cost_run(rounds: int = 3, tokens: int = 32, n_clips: int = 4) -> dict:
+def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
+    import model as model_module
     from engine.audio import load_audio
     from model import FunASRNano
     speech = find_speech_dir()
@@ -318,22 +323,53 @@ def bench_cost_run(rounds: int = 3, tokens: int = 32, n_clips: int = 4) -> dict:
         clips = [load_audio(str(p)) for p in sorted((REPO / "example").glob("*.wav"))][:n_clips]
     m = FunASRNano.from_pretrained(str(_random_full_dir()), device="cpu")
     # Random weights have no heads worth choosing: the bound is heads in the deepest layer,
-    # where the extra pass runs the whole decoder (the real choice can only be cheaper)
+    # where the extra pass runs the whole decoder (the real choice can only be cheaper), and a
+    # passing score so that the attention pass runs (the fallback alone costs a VAD pass)
     m._alignment_heads = [(m.llm_config.num_hidden_layers - 1, h) for h in range(6)]
+    m._alignment_score = 1.0
+    align_s = []
+    real_align = model_module.align_words
+
+    def timed_align(*a, **k):  # the alignment's own share of a run with words
+        t0 = time.perf_counter()
+        try:
+            return real_align(*a, **k)
+        finally:
+            align_s.append(time.perf_counter() - t0)
+
+    model_module.align_words = timed_align
     kw = dict(max_new_tokens=tokens, ignore_eos=True, batch_size=n_clips)
     times = {False: [], True: []}
-    m.transcribe(clips[:1], **kw)  # warm-up
-    for _ in range(rounds):
-        for words in (False, True):
-            t0 = time.perf_counter()
-            m.transcribe(clips, words=words, **kw)
-            times[words].append(time.perf_counter() - t0)
+    loads = []
+    words_seen = []
+    try:
+        m.transcribe(clips[:1], **kw)  # warm-up
+        for r in range(rounds):
+            # interleaved, the order alternating so that a drift in the machine's load
+            # favours neither side
+            for words in ((False, True) if r % 2 == 0 else (True, False)):
+                loads.append(os.getloadavg()[0])
+                t0 = time.perf_counter()
+                res = m.transcribe(clips, words=words, **kw)
+                times[words].append(time.perf_counter() - t0)
+                if words:
+                    words_seen.append([r_.get("words") for r_ in res])
+    finally:
+        model_module.align_words = real_align
     a, b = float(np.median(times[False])), float(np.median(times[True]))
+    pairs = [w / o for o, w in zip(times[False], times[True])]
     out = {"clips": len(clips), "audio_s": round(sum(len(c) for c in clips) / SR, 1),
-           "tokens_each": tokens, "without_s": [round(x, 2) for x in times[False]],
+           "tokens_each": tokens, "rounds": rounds,
+           "without_s": [round(x, 2) for x in times[False]],
            "with_s": [round(x, 2) for x in times[True]], "ratio": round(b / a, 3),
+           "pair_ratios": [round(x, 3) for x in pairs],
+           "median_pair_ratio": round(float(np.median(pairs)), 3),
+           "align_s": [round(x, 2) for x in align_s],
+           "align_share": round(float(np.median(align_s)) / a, 3),
+           "same_words_every_round": all(w == words_seen[0] for w in words_seen),
+           "estimated_words": sum(1 for w in words_seen[0] for x in (w or []) if x.get("estimated")),
            "kernels": m.describe()["kernels"], "heads": [list(h) for h in m._alignment_heads],
-           "load_average": os.getloadavg()[0]}
+           "load_average": [round(x, 2) for x in loads]}
     print("cost", out, flush=True)
     return out
 
@@ -363,6 +399,11 @@ def write_report(results: dict) -> Path:
             lines.append(f"| {lang} | {r['ref_words']} | {r['matched']} | {r['estimated_words']}"
                          f" | {f(r['median'])} | {f(r['p90'])} | {f(r['start_median'])} | "
                          f"{f(r['end_median'])} |")
+        if "heads" in results:
+            h = results["heads"]
+            lines.append(f"The checkpoint's alignment heads (layer, head) {h['heads']} score "
+                         f"{h['score']} on the example clips (engine.alignment.heads; the trust "
+                         f"bar is {h['bar']}).")
         lines.append("")
     if "cues" in results:
         lines += ["## Cue starts: the 12 example clips joined by 3 s pauses (VTT, CLI defaults)",
@@ -375,9 +416,19 @@ def write_report(results: dict) -> Path:
     if "cost" in results:
         r = results["cost"]
         lines += ["## Cost: full-size random-weight model, CPU", "",
-                  f"{r['clips']} clips ({r['audio_s']} s), {r['tokens_each']} tokens each, "
-                  f"kernels {r['kernels']}: without words {r['without_s']} s, with "
-                  f"{r['with_s']} s; ratio of medians **{r['ratio']}**", ""]
+                  f"{r['clips']} clips ({r['audio_s']} s) in one batch, {r['tokens_each']} tokens "
+                  f"each, heads {r['heads']}, kernels {r['kernels']}, {r['rounds']} rounds "
+                  "interleaved (order alternating)", "",
+                  "| | seconds per run | median |", "|---|---|---|",
+                  f"| without words | {r['without_s']} | {np.median(r['without_s']):.2f} |",
+                  f"| with words | {r['with_s']} | {np.median(r['with_s']):.2f} |",
+                  f"| the alignment alone (inside the runs with words) | {r['align_s']} | "
+                  f"{np.median(r['align_s']):.2f} |", "",
+                  f"Ratio of medians **{r['ratio']}**; per-round ratios {r['pair_ratios']} "
+                  f"(median {r['median_pair_ratio']}); the alignment's share of a run without "
+                  f"words **{r['align_share']}**. Same words every round: "
+                  f"{r['same_words_every_round']}; estimated words: {r['estimated_words']}. "
+                  f"Load average (1 min) before each run: {r['load_average']}.", ""]
     base.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(base.with_suffix(".md"))
     return base
@@ -394,15 +445,20 @@ def main(argv=None):
                     "rejects it (engine.alignment.MIN_SCORE = 0), to compare with the fallback")
     args = ap.parse_args(argv)
     results = {}
+    import engine.alignment as alignment
+    bar = alignment.MIN_SCORE
     if args.force_attention:
-        import engine.alignment
-        engine.alignment.MIN_SCORE = 0.0
+        alignment.MIN_SCORE = 0.0
         results["forced_attention"] = True
     if args.what in ("words", "cues", "all"):
         from model import FunASRNano
         model = FunASRNano.from_pretrained(args.model, device="cpu")
         if args.what in ("words", "all"):
+            from engine.alignment.heads import choose_for_model
             results["words"] = bench_words(model, args.per_lang)
+            results["heads"] = {"heads": [list(h) for h in choose_for_model(model)],
+                                "score": round(model._alignment_score, 3),
+                                "bar": bar}
         if args.what in ("cues", "all"):
             results["cues"] = bench_cues(model)
     if args.what in ("cost", "all"):

@@ -36,10 +36,12 @@ class ModelUnavailable(RuntimeError):
 
 
 def _default_loader(spec: str, device: str, dtype: str):
+    from engine.alignment import prepare as prepare_alignment
     from engine.language_id import preload
     from model import FunASRNano
     model = FunASRNano.from_pretrained(spec, device=device, dtype=dtype)
     preload()   # the language classifier (3 s) now, not in the first live session's way
+    prepare_alignment(model)  # the word-timing heads: not in the first words request's way
     return model
 
 

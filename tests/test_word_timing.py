@@ -112,6 +112,80 @@ def test_heads_chosen_by_monotonicity_and_sharpness(demo):
     assert head_scores(spot)[0] < 0.05
 
 
+# token -> audio positions (0.12 s each) it was "spoken" over, then the end token's
+_BUILT = [("Please", 0, 7), (" close", 7, 13), (" the", 13, 16), (" door", 16, 22),
+          (" before", 22, 29), (" noon", 29, 35), (".", 35, 37), (None, 37, 44)]
+
+
+def _aligning_case():
+    """A demo copy whose layer-0 head 0 attends, from each token's query, to the audio positions
+    built for that token, and a prompt whose audio positions say which token they belong to.
+    The demo's own heads do not align (docs/timing.md), so this one is made to: each group g
+    (a token, or the end) is a phase g*pi/8 in embedding dims 0-1, which q_proj/k_proj copy into
+    the head's last pair of dims (the slowest RoPE pair: nearly free of position) and the q/k
+    norms scale up; the layer's other heads attend uniformly (their queries are zero)."""
+    import torch
+    from model import FunASRNano, Prepared
+    m = FunASRNano.from_pretrained(str(DEMO), device="cpu")
+    tokens = m.tokenizer.encode("Please close the door before noon.")
+    assert [m.tokenizer.decode([t]) for t in tokens] == [w for w, _, _ in _BUILT[:-1]]
+    layer = m.llm.model.layers[0]
+    attn, d = layer.self_attn, layer.self_attn.d
+    hidden = m.llm.config.hidden_size
+    with torch.no_grad():
+        layer.input_layernorm.weight[:2] = 1.0
+        for proj, rows in ((attn.q_proj, attn.h), (attn.k_proj, attn.kv)):
+            proj.weight.zero_()
+            proj.weight[d // 2 - 1, 0] = proj.weight[d - 1, 1] = 1.0  # head 0 (kv head 0)
+        attn.q_norm.weight[[d // 2 - 1, d - 1]] = 8.0
+        attn.k_norm.weight[[d // 2 - 1, d - 1]] = 8.0
+
+        def phase(g):
+            v = torch.zeros(hidden)
+            v[0], v[1] = np.cos(g * np.pi / 8), np.sin(g * np.pi / 8)
+            return v
+        n_audio = _BUILT[-1][2]
+        audio = torch.stack([phase(next(g for g, (_, a, b) in enumerate(_BUILT) if a <= j < b))
+                             for j in range(n_audio)])
+        # 3 prefix positions, the audio, then the suffix whose last query predicts token 0
+        prompt = torch.cat([torch.zeros(3, hidden), audio, torch.zeros(1, hidden), phase(0)[None]])
+        for k, t in enumerate(tokens):  # token k's position predicts token k+1 (or the end)
+            m.llm.model.embed_tokens.weight[t] = phase(k + 1)
+    prepared = Prepared(embeds=prompt, audio_span=(3, 3 + n_audio), seconds=n_audio * 0.12)
+    return m, prepared, tokens, m.tokenizer.decode(tokens)
+
+
+def test_attention_path_reads_the_times_where_attention_aligns():
+    """Where a head's attention does align, the head criterion picks it, it passes the trust
+    bar, and the words come from it (not estimated) at the times it marks, to the rounding;
+    with a head that does not align (uniform attention) the words are estimated instead."""
+    import types
+    import engine.alignment as alignment
+    from engine.alignment.attention import audio_attention
+    from engine.alignment.heads import head_scores, pick
+    m, p, tokens, text = _aligning_case()
+    cfg = m.llm_config
+    heads = [(l, h) for l in range(cfg.num_hidden_layers) for h in range(cfg.num_attention_heads)]
+    [w] = audio_attention(m.llm, [p.embeds], [p.audio_span], [tokens], heads)
+    scores = head_scores(w)
+    assert pick(scores, heads)[0] == (0, 0), scores
+    assert scores[0] >= alignment.MIN_SCORE > max(scores[1:4]), scores
+    model = types.SimpleNamespace(llm=m.llm, tokenizer=m.tokenizer, _alignment_heads=[(0, 0)],
+                                  _alignment_score=float(scores[0]))
+    [words] = alignment.align(model, [(p, tokens, text)])
+    built = [(w.strip(), a * 0.12, b * 0.12) for w, a, b in _BUILT[:-1]]
+    built[-2:] = [("noon.", built[-2][1], built[-1][2])]  # the full stop joins its word
+    assert [x["word"] for x in words] == [b[0] for b in built]
+    assert not any(x.get("estimated") for x in words)
+    for x, (_, start, end) in zip(words, built):
+        assert x["start"] == pytest.approx(start, abs=1e-3), (x, start)
+        assert x["end"] == pytest.approx(end, abs=1e-3), (x, end)
+    model._alignment_heads = [(0, 1)]  # a head whose attention is uniform
+    [words] = alignment.align(model, [(p, tokens, text)])
+    assert [x["word"] for x in words] == [b[0] for b in built]
+    assert all(x["estimated"] for x in words)
+
+
 def test_failed_alignment_keeps_the_text_with_estimated_words(demo, monkeypatch):
     import engine.alignment as alignment
 

@@ -30,6 +30,17 @@ MAX_WORD_S = 2.0       # no word is longer than this, nor than 3x the median wor
 SNAP_S = 0.6           # a word edge in a pause moves to the speech at most this far
 
 
+def prepare(model) -> None:
+    """Choose ``model``'s alignment heads now (12 short decodes of the example clips, or the
+    choice read back from the disk cache), so that the first request for words does not wait
+    for it: the server calls this when it loads its model. Never raises: words are optional."""
+    try:
+        choose_for_model(model)
+    except Exception:  # noqa: BLE001
+        log.exception("choosing the alignment heads failed; the first request for words "
+                      "tries again")
+
+
 def align(model, items, speech=None) -> list[list[dict]]:
     """Word timings for ``items``: (Prepared, generated token ids, result text) each, decoded by
     ``model`` (a FunASRNano). ``speech``: per item, speech regions [(start_s, end_s)] where the
