@@ -205,19 +205,19 @@ def _files_text(app, audio, headers) -> str:
     return r.json()["text"]
 
 
-def _alignment(sent, played):
-    """(lag, correlation): sent[i] best matches played[i + lag] (lag within 1 s); the
-    normalised correlation there (1.0: the same signal)."""
+def _clip_in(sent, clip, at, reach=RATE // 2):
+    """(lag, correlation): where the clip, played from sample ``at``, is in the sent audio
+    (``sent[at - lag + i]`` ~ ``clip[i]``, lag within ``reach``), and the normalised
+    correlation there (1.0: the same samples)."""
     import numpy as np
-    n = 1 << int(np.ceil(np.log2(len(sent) + len(played))))
-    xc = np.fft.irfft(np.fft.rfft(played, n) * np.conj(np.fft.rfft(sent, n)), n)
-    lags = np.r_[np.arange(0, RATE), np.arange(n - RATE, n)]
-    best = lags[np.argmax(xc[lags])]
-    lag = int(best if best < n // 2 else best - n)
-    a, b = (sent[-lag:], played) if lag < 0 else (sent, played[lag:])
-    m = min(len(a), len(b))
-    corr = float(np.dot(a[:m], b[:m]) / (np.linalg.norm(a[:m]) * np.linalg.norm(b[:m])))
-    return lag, corr
+    from scipy.signal import fftconvolve
+    lo = max(0, at - reach)
+    window = sent[lo:at + reach + len(clip)]
+    xc = fftconvolve(window, clip[::-1], mode="valid")
+    k = int(np.argmax(xc))
+    seg = window[k:k + len(clip)]
+    corr = float(xc[k] / (np.linalg.norm(seg) * np.linalg.norm(clip) + 1e-12))
+    return at - (lo + k), corr
 
 
 def _read_finals(page):
@@ -326,42 +326,48 @@ def test_live_tab_is_a_realtime_client(playwright, demo_app, tmp_path, link):
     assert abs(captured - LIVE_LENGTH_S) / LIVE_LENGTH_S < 0.01, captured
     assert len(sent) == round(captured * RATE), (len(sent), captured)   # all sent ...
     assert abs(received - captured) < 1e-3, (received, captured)       # ... and received
-    lag, corr = _alignment(sent, played)
-    assert corr > 0.95 and abs(lag) < 0.1 * RATE, (lag, corr)   # and it is what was played
     assert f"{len(LIVE_CLIPS)} utterances" in text, (text, finals)
     assert len(finals) == len(LIVE_CLIPS), finals
-    _check_finals(demo_app, bearer, finals, onsets, sent, lag)
+    found = _check_finals(demo_app, bearer, finals, onsets, sent)
     assert finals[0]["text"].split()[0] == "The", finals[0]
     cues = list(srt.parse(srt_text))
     assert " ".join(c.content.replace("\n", " ") for c in cues).split() == " ".join(
         f["text"] for f in finals).split()
-    as_file = [n for n, f in zip(LIVE_CLIPS, finals) if f["text"] == clip_text[n]]
+    other = [(n, f["text"], clip_text[n]) for n, f in zip(LIVE_CLIPS, finals)
+             if f["text"] != clip_text[n]]
     print(f"live tab ({link}): captured {captured:.3f} s, received {received:.3f} s, sent "
-          f"audio vs played: lag {lag} samples, correlation {corr:.4f}; largest backlog "
+          f"audio vs played, each clip (lag in samples, correlation): {found}; largest backlog "
           f"{backlog:.1f} s; final start - onset: "
-          f"{[round(f['start'] - o, 2) for f, o in zip(finals, onsets)]}; finals equal to the "
-          f"clip file's own text: {len(as_file)} of {len(LIVE_CLIPS)}")
+          f"{[round(f['start'] - o, 2) for f, o in zip(finals, onsets)]}; finals other than the "
+          f"clip file's own text (clip, final, file): {other}")
     assert not rec.leaks(LIVE_KEY), rec.leaks(LIVE_KEY)
     log = demo_app.log_path.read_text(errors="replace")
     assert LIVE_KEY not in log and "Traceback" not in log, log[-3000:]
 
 
-def _check_finals(app, headers, finals, onsets, sent, lag):
-    """Each clip's final starts within 0.5 s of its onset, its span holds the clip (99.9% of
-    its energy), and its text equals the Files tab's text for the samples it decoded."""
+def _check_finals(app, headers, finals, onsets, sent):
+    """Each clip is in the audio the page sent, whole (the played samples, correlation > 0.95);
+    its final starts within 0.5 s of its onset, its span holds the clip (99.9% of its energy),
+    and its text equals the Files tab's text for the samples it decoded. Returns each clip's
+    (lag, correlation)."""
     import numpy as np
     from bench._live_audio import ROOT
 
     from engine.audio import load_audio
+    found = []
     for name, onset, final in zip(LIVE_CLIPS, onsets, finals):
+        clip = load_audio(str(ROOT / "example" / name))
+        lag, corr = _clip_in(sent, clip, round(onset * RATE))
+        found.append((lag, round(corr, 4)))
+        assert corr > 0.95, (name, lag, corr, found)
         assert abs(final["start"] - onset) <= 0.5, (name, onset, final)
         a, b = round(final["start"] * RATE), round(final["end"] * RATE)
-        clip = load_audio(str(ROOT / "example" / name)) ** 2
         at = round(onset * RATE) - lag + np.arange(len(clip))    # the clip in the sent audio
-        inside = clip[(at >= a) & (at < b)].sum() / clip.sum()
+        inside = (clip ** 2)[(at >= a) & (at < b)].sum() / (clip ** 2).sum()
         assert inside >= 0.999, (name, inside, final)
         want = _files_text(app, sent[a:b], headers)
         assert final["text"] == want, (name, final, want)
+    return found
 
 
 def _metric(app, name: str) -> float:
@@ -458,6 +464,7 @@ def test_live_tab_behind_the_login_with_speakers_and_alerts(playwright, tmp_path
     finally:
         b.close()
         app.stop()
+    print(f"live tab behind the login: finals {finals}, alerts {alerts}")
     assert not rec.errors, rec.errors
     assert len(finals) == len(names), finals
     assert finals[0]["text"].split()[0] == "The", finals
