@@ -26,6 +26,8 @@ from pathlib import Path
 
 import gradio as gr
 
+from compliance import service as compliance_service
+
 from . import request_id
 from .client_secrets import ClientSecrets
 from .formats import write_downloads
@@ -81,6 +83,22 @@ def session_for(language, itn, hotwords) -> dict:
                                 "turn_detection": {"type": "server_vad"}}}}
 
 
+def compliance_for(pii, watch_list) -> dict | None:
+    """The session's ``compliance`` settings (docs/compliance.md, Live alerts) for the tab's
+    inputs, checked here so that a bad watch list is named before the session opens; None when
+    both are off."""
+    if watch_list is not None and not isinstance(watch_list, str):
+        raise RequestError("the watch list must be text")
+    watch_list = (watch_list or "").strip("\n")
+    try:
+        detector = compliance_service.detector_from_request(watch_list or None, bool(pii))
+    except compliance_service.ComplianceRequestError as e:
+        raise RequestError(str(e)) from None
+    if detector is None:
+        return None
+    return {"pii": bool(pii), **({"watch_list": watch_list} if watch_list else {})}
+
+
 def _number(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise RequestError(f"the live transcript's {name} is not a number")
@@ -133,28 +151,39 @@ def build_live_tab(settings, holder, secrets: ClientSecrets, language_choices) -
                               elem_id="live-itn")
             hotwords = gr.Textbox(label="Hotwords", lines=1, elem_id="live-hotwords",
                                   placeholder="names or terms, comma separated")
+            speakers = gr.Checkbox(value=False, label="Label speakers (A, B, ...)",
+                                   elem_id="live-speakers")
+            with gr.Accordion("Compliance alerts", open=False, elem_id="live-compliance"):
+                pii = gr.Checkbox(value=False, label="Alert on personal data (phone, card, "
+                                  "ID, e-mail, IBAN)", elem_id="live-pii")
+                watch = gr.Textbox(label="Watch list (one term a line; TAB category TAB "
+                                   "severity)", lines=3, elem_id="live-watch")
         with gr.Column(scale=3):
             # live_client.js writes into these; Python never re-renders them
             gr.HTML('<div id="live-status" data-state="idle">ready · press Start and speak'
                     '</div><div id="live-partial" class="live-partial"></div>'
-                    '<ol id="live-finals" class="live-finals"></ol>', elem_id="live-view")
+                    '<ol id="live-finals" class="live-finals"></ol>'
+                    '<ul id="live-alerts" class="live-alerts"></ul>', elem_id="live-view")
             downloads = gr.File(label="Downloads (TXT, JSON, SRT, VTT)", file_count="multiple",
                                 interactive=False, elem_id="live-downloads")
     # hand-offs between the browser and Python (not shown)
     minted = gr.Textbox(visible=False, elem_id="live-minted")
     transcript = gr.Textbox(visible=False, elem_id="live-transcript-json")
 
-    def mint(lang, itn_on, words):
-        """A client secret for one session with these settings (never raises: the browser
-        shows the error and stops its microphone)."""
+    def mint(lang, itn_on, words, labels, pii_on, watch_list):
+        """A client secret for one session with these settings, the URL to open and the
+        compliance settings the page sends first (never raises: the browser shows the error
+        and stops its microphone)."""
         try:
             session = session_for(lang, itn_on, words)
+            alerts = compliance_for(pii_on, watch_list)
         except RequestError as e:
             return json.dumps({"error": str(e)})
         out = secrets.mint(SECRET_SECONDS, session)
         if not holder.loaded:
             holder.preload_in_background()   # loads while the user starts talking
-        return json.dumps({**out, "url": "v1/realtime?intent=transcription"})
+        url = "v1/realtime?intent=transcription" + ("&speakers=auto" if labels else "")
+        return json.dumps({**out, "url": url, **({"compliance": alerts} if alerts else {})})
 
     @_internal_errors_hidden
     def make_downloads(raw):
@@ -169,8 +198,8 @@ def build_live_tab(settings, holder, secrets: ClientSecrets, language_choices) -
     common = dict(api_visibility="private", show_progress="hidden")
     # The microphone opens in the click itself (js runs first), so nothing said while the
     # secret is minted and the socket opens is lost: it waits in the browser.
-    start.click(_internal_errors_hidden(mint), [language, itn, hotwords], minted,
-                js="(l, i, h) => { window.funasrLive.capture(); return [l, i, h]; }",
+    start.click(_internal_errors_hidden(mint), [language, itn, hotwords, speakers, pii, watch],
+                minted, js="(...a) => { window.funasrLive.capture(); return a; }",
                 queue=False, **common).then(
         None, minted, None, js="(m) => { window.funasrLive.connect(m); return []; }")
     stop.click(make_downloads, transcript, downloads,

@@ -120,6 +120,8 @@
       this.markedAt = 0;            // samples sent at the last mark
       this.delivered = 0;           // samples the server has confirmed it received
       this.finals = [];             // {item, start, end, text, speaker?, language?, words?}
+      this.alerts = [];             // compliance.alert events' hits, with their item
+      this.shown = "";              // what the list of finals last rendered (see render)
       this.partials = new Map();    // item_id -> text in progress
       this.open = new Set();        // items started and not yet final
       this.state = "idle";          // idle | starting | recording | stopping | stopped | ended
@@ -241,7 +243,13 @@
       // OpenAI's browser convention: the secret in a subprotocol (a browser cannot set headers)
       const ws = new WebSocket(base.href, ["realtime", "openai-insecure-api-key." + minted.value]);
       this.ws = ws;
-      ws.onopen = () => this.pump();
+      const alerts = minted.compliance;
+      ws.onopen = () => {
+        // compliance alerts (an extension of the session): asked for before any audio; its
+        // session.updated answers a mark like any other (see mark)
+        if (alerts) this.mark({type: "transcription", compliance: alerts});
+        this.pump();
+      };
       ws.onmessage = (e) => {
         let event;
         try { event = JSON.parse(e.data); } catch (err) { return; }
@@ -281,12 +289,13 @@
       if (!this.queued && this.drained) this.drained();
     }
 
-    mark() {
+    mark(session) {
       // A delivery mark: the server answers every session.update with session.updated, in
       // order, after the appends before it, so each answer says how much audio has arrived.
       // (A browser's socket buffers what a slow network cannot take yet without showing it in
       // bufferedAmount, so this is the only honest measure of the backlog.)
-      this.ws.send(JSON.stringify({type: "session.update", session: {type: "transcription"}}));
+      this.ws.send(JSON.stringify({type: "session.update",
+                                   session: session || {type: "transcription"}}));
       this.marks.push(this.sent);
       this.markedAt = this.sent;
     }
@@ -317,6 +326,8 @@
           }
           this.finals.push(f);
         }
+      } else if (t === "compliance.alert" && ev.hit) {
+        this.alerts.push({item: ev.item_id, stage: ev.stage, ...ev.hit});
       } else if (t === "conversation.item.input_audio_transcription.failed") {
         this.partials.delete(ev.item_id);
         this.open.delete(ev.item_id);
@@ -441,7 +452,9 @@
         partial.textContent = words || (this.open.size && this.state !== "stopped" ? "…" : "");
       }
       const list = $("live-finals");
-      if (list && list.childElementCount !== n) {
+      const shown = `${n}/${this.alerts.length}`;
+      if (list && this.shown !== shown) {
+        this.shown = shown;
         list.innerHTML = this.finals.map((f) => {
           const extra = [];
           if (f.speaker !== undefined) extra.push(`<span class="live-speaker">${esc(f.speaker)}</span>`);
@@ -449,13 +462,45 @@
           const words = Array.isArray(f.words) ? f.words.map((w) =>
             `<span class="live-word" title="${esc(clock(w.start || 0))}–${esc(clock(w.end || 0))}">` +
             `${esc(w.word || w.text || "")}</span>`).join(" ") : "";
-          return `<li data-start="${f.start}" data-end="${f.end}">` +
+          return `<li data-item="${esc(f.item)}" data-start="${f.start}" data-end="${f.end}">` +
             `<span class="live-time">[${clock(f.start)} → ${clock(f.end)}]</span> ` +
-            `${extra.join(" ")} <span class="live-text">${esc(f.text)}</span>` +
+            `${extra.join(" ")} <span class="live-text">${marked(f.text, this.alerts.filter(
+              (a) => a.item === f.item))}</span>` +
             (words ? `<div class="live-words">${words}</div>` : "") + "</li>";
         }).join("");
+        const alerts = $("live-alerts");
+        if (alerts) {
+          alerts.innerHTML = this.alerts.map((a) =>
+            `<li class="live-alert live-${esc(a.severity || "medium")}" data-item="${esc(a.item)}"` +
+            ` data-label="${esc(a.label)}" data-start="${a.start}">` +
+            `<span class="live-time">[${clock(a.start || 0)}]</span> ` +
+            `<strong class="live-alert-label">${esc(a.label)}</strong> ` +
+            `<span class="live-alert-text">${esc(a.text)}</span>` +
+            (a.speaker ? ` <span class="live-speaker">${esc(a.speaker)}</span>` : "") +
+            (a.severity ? ` <span class="live-severity">${esc(a.severity)}</span>` : "") +
+            "</li>").join("");
+        }
       }
     }
+  }
+
+  // a final's text with its alerts' matched text marked (the first occurrence of each)
+  function marked(text, alerts) {
+    const spans = [];
+    for (const a of alerts) {
+      const at = a.text ? text.indexOf(a.text) : -1;
+      if (at >= 0 && !spans.some(([s, e]) => at < e && at + a.text.length > s)) {
+        spans.push([at, at + a.text.length, a.label]);
+      }
+    }
+    spans.sort((x, y) => x[0] - y[0]);
+    let out = "", pos = 0;
+    for (const [s, e, label] of spans) {
+      out += esc(text.slice(pos, s)) + `<mark class="live-hit" title="${esc(label)}">` +
+             esc(text.slice(s, e)) + "</mark>";
+      pos = e;
+    }
+    return out + esc(text.slice(pos));
   }
 
   window.funasrLive = new LiveClient();
