@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -159,8 +160,9 @@ def score(items, collar):
             "confusion": 100 * comp["confusion"] / comp["total"]}
 
 
-def run_set(name, entries, opts):
-    """entries: (uri, audio source, reference, uem, true count)."""
+def run_set(name, entries, opts, held_out=()):
+    """entries: (uri, audio source, reference, uem, true count). ``held_out``: file ids also
+    scored apart (and the others as the tuning half), from the same runs."""
     items, counts, secs, dur = [], [], 0.0, 0.0
     for uri, src, ref, uem, n_true in entries:
         t0 = time.perf_counter()
@@ -171,10 +173,20 @@ def run_set(name, entries, opts):
         counts.append((uri, n_true, d.num_speakers))
         print(f"  {name} {uri}: {n_true} speakers, found {d.num_speakers}, "
               f"{d.seconds:.2f} s for {d.duration:.1f} s", flush=True)
-    return {"set": name, "files": len(entries), "minutes": dur / 60,
-            "no_collar": score(items, 0.0), "collar_0.25": score(items, 0.25 * 2),
-            "count_right": sum(a == b for _, a, b in counts), "counts": counts,
-            "seconds_per_minute": 60 * secs / max(dur, 1e-9)}
+    out = {"set": name, "files": len(entries), "minutes": dur / 60,
+           "no_collar": score(items, 0.0), "collar_0.25": score(items, 0.25 * 2),
+           "count_right": sum(a == b for _, a, b in counts), "counts": counts,
+           "seconds_per_minute": 60 * secs / max(dur, 1e-9)}
+    held = [i for i, (u, *_) in enumerate(counts) if u in held_out]
+    if held:
+        out["halves"] = {}
+        for half, sel in (("tuning", [i for i in range(len(items)) if i not in held]),
+                          ("held-out", held)):
+            sub = [items[i] for i in sel]
+            out["halves"][half] = {"files": len(sel), "no_collar": score(sub, 0.0),
+                                   "collar_0.25": score(sub, 0.5),
+                                   "count_right": sum(counts[i][1] == counts[i][2] for i in sel)}
+    return out
 
 
 def speed(model_dir, files, dtype="int8", max_new_tokens=48, repeats=2):
@@ -219,6 +231,9 @@ def main(argv=None):
     ap.add_argument("--uem", help="scored regions (UEM) for --rttm")
     ap.add_argument("--audio", help="folder holding <file id>.wav for --rttm")
     ap.add_argument("--mixtures", type=int, default=0, help="turn-taking mixtures to build")
+    ap.add_argument("--seed", type=int, default=0, help="which mixtures (0: the tuning set)")
+    ap.add_argument("--held-out", default="", help="comma-separated file ids of --rttm scored "
+                    "apart as the held-out half (the others: the half the settings were tuned on)")
     ap.add_argument("--oracle-count", action="store_true", help="give the true speaker count")
     ap.add_argument("--step", type=float, default=None, help="window step in seconds")
     ap.add_argument("--speed-model", help="model directory: also time transcription with and "
@@ -230,6 +245,7 @@ def main(argv=None):
     ap.add_argument("--tag", default="run")
     ap.add_argument("--out", default=str(RESULTS))
     a = ap.parse_args(argv)
+    a.load_start = os.getloadavg()[0]
     opts = {}
     if a.step:
         opts["step_s"] = a.step
@@ -242,10 +258,13 @@ def main(argv=None):
             if wav.exists():
                 entries.append((uri, str(wav), refs[uri], uems.get(uri), len(refs[uri].labels())))
         print(f"real recordings: {len(entries)}", flush=True)
-        results.append(_with_count(run_set, "real", entries, opts, a.oracle_count))
+        held = set(filter(None, a.held_out.split(",")))
+        results.append(run_set("real", entries, opts, held) if not a.oracle_count
+                       else _pooled_oracle(run_set, "real", entries, opts))
     if a.mixtures:
-        entries = [(u, x, r, None, n) for u, x, r, n in mixtures(a.mixtures)]
-        results.append(_with_count(run_set, "turn-taking", entries, opts, a.oracle_count))
+        entries = [(u, x, r, None, n) for u, x, r, n in mixtures(a.mixtures, a.seed)]
+        name = "turn-taking" + (f" (seed {a.seed})" if a.seed else "")
+        results.append(_with_count(run_set, name, entries, opts, a.oracle_count))
     sp = speed(a.speed_model, a.speed_files, max_new_tokens=a.max_new_tokens,
                                 repeats=a.speed_repeats) \
         if a.speed_model else None
@@ -288,15 +307,22 @@ def write(results, a, sp=None):
     out.mkdir(parents=True, exist_ok=True)
     m = machine_info("cpu")
     machine = f"{m.get('cpu')}, {m.get('cpu_count')} CPUs"
-    lines = [f"# Diarization ({a.tag})", "", f"Machine: {machine}. Command: "
-             f"`python bench/diarization.py {' '.join(sys.argv[1:])}`", ""]
+    load = f"{getattr(a, 'load_start', float('nan')):.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    lines = [f"# Diarization ({a.tag})", "", f"Machine: {machine}, shared (load average {load}). "
+             f"Command: `python bench/diarization.py {' '.join(sys.argv[1:])}`", ""]
+    rows = []
+    for r in results:
+        rows.append([r["set"], r["files"], f"{r['minutes']:.1f}", f"{r['no_collar']['DER']:.1f}%",
+                     _parts(r["no_collar"]), f"{r['collar_0.25']['DER']:.1f}%",
+                     _parts(r["collar_0.25"]), f"{r['count_right']}/{r['files']}",
+                     f"{r['seconds_per_minute']:.2f}"])
+        for half, h in r.get("halves", {}).items():
+            rows.append([f"{r['set']}: {half} half", h["files"], "", f"{h['no_collar']['DER']:.1f}%",
+                         _parts(h["no_collar"]), f"{h['collar_0.25']['DER']:.1f}%",
+                         _parts(h["collar_0.25"]), f"{h['count_right']}/{h['files']}", ""])
     lines += markdown_table(
         ["set", "files", "min", "DER no collar", "miss / FA / conf", "DER 0.25 s collar",
-         "miss / FA / conf", "count right", "s per min of audio"],
-        [[r["set"], r["files"], f"{r['minutes']:.1f}", f"{r['no_collar']['DER']:.1f}%",
-          _parts(r["no_collar"]), f"{r['collar_0.25']['DER']:.1f}%", _parts(r["collar_0.25"]),
-          f"{r['count_right']}/{r['files']}", f"{r['seconds_per_minute']:.2f}"]
-         for r in results], "lrrrlrlrr")
+         "miss / FA / conf", "count right", "s per min of audio"], rows, "lrrrlrlrr")
     lines += ["", "Speaker counts (file, true, found):", ""]
     for r in results:
         lines.append(f"- {r['set']}: " + ", ".join(f"{u} {t}/{f}" for u, t, f in r["counts"]))
@@ -314,7 +340,8 @@ def write(results, a, sp=None):
     text = "\n".join(lines) + "\n"
     (out / f"diarization_{a.tag}.md").write_text(text)
     (out / f"diarization_{a.tag}.json").write_text(json.dumps(
-        {"machine": machine, "results": results, "speed": sp}, indent=2, default=str) + "\n")
+        {"machine": machine, "load_average": load, "results": results, "speed": sp}, indent=2,
+        default=str) + "\n")
     print(text)
 
 

@@ -363,3 +363,21 @@ def test_the_estimated_count_does_not_grow_with_the_length(conversation):
     audio = load_audio(str(conversation[0]))
     d = diarize(np.tile(audio, 3))
     assert d.speakers == ["A", "B"]
+
+
+def test_windows_streamed_in_blocks_hold_the_files_own_audio():
+    """The 10 s windows cut from a stream of blocks are the file's samples at their offsets,
+    the last one (aligned on the file's end, before the next step) included: it used to be
+    cut from the wrong part of the buffer, which garbled the last 10 s of every file."""
+    from engine.speakers.diarize import _windows
+    from engine.speakers.models import WINDOW_SAMPLES
+    audio = np.random.default_rng(0).standard_normal(int(34.3 * SR)).astype(np.float32)
+    for block in (SR, 7 * SR, 30 * SR, len(audio)):
+        items = list(_windows((audio[i:i + block] for i in range(0, len(audio), block)), 39960))
+        assert items[-1] == len(audio)
+        wins = items[:-1]
+        last = (len(audio) - WINDOW_SAMPLES) // 270 * 270          # on the frame grid
+        assert [s for s, _ in wins][-2:] == [359640, last] and last > 359640 + 270
+        for s, w in wins:
+            want = audio[s:s + WINDOW_SAMPLES]
+            assert np.array_equal(w[:len(want)], want) and not w[len(want):].any()

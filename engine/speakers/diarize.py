@@ -6,15 +6,19 @@ pyannote 3.x's recipe, on the packaged models (engine.speakers.models):
    a few numbers per window, so flat for hour-long files). Segmentation gives each window's
    three local speakers and where two overlap (the powerset pair classes).
 2. One embedding per local speaker and window, from the frames where that speaker is alone
-   (all its frames when it is never alone), volume-normalised as GE2E was trained.
+   (all its frames when it is never alone), volume-normalised as GE2E was trained. A local
+   speaker whose speech falls in parts apart (pauses of 0.6 s or more, each part with 1 s alone)
+   gets one embedding per part: the segmentation sometimes gives two voices taking turns the
+   same local speaker, and the parts then find their own clusters.
 3. Clustering of those embeddings: agglomerative, Ward linkage (scipy), cut at the number
    of speakers given or at a distance threshold clipped to min/max; clusters too small to be a
-   speaker join the nearest large one. Within a window, local speakers take distinct clusters
-   (Hungarian assignment, scipy), since two voices heard at once are two people.
+   speaker join the nearest large one. Each part goes to the nearest cluster, but two local
+   speakers heard at once in a window are two people (the less similar one moves).
 4. Reconstruction: each window's local activities are moved onto the global clusters and summed
    over windows (Hann-weighted, so window edges count less); how many people speak in each frame
-   is the windows' average count of active local speakers; the frame goes to that many clusters,
-   the most active first. So two speakers at once give two overlapping turns.
+   is the windows' average count of active local speakers (the outer 10% of each window left
+   out: it hears half a context); the frame goes to that many clusters, the most active first.
+   So two speakers at once give two overlapping turns.
 
 Deterministic: no random numbers, one thread for the ONNX model, stable sorting everywhere.
 """
@@ -39,13 +43,16 @@ STEP_S = 2.5                 # window step: 4 looks at each moment (pyannote use
 BATCH = 8                    # windows per segmentation call
 MIN_EMBED_FRAMES = 20        # local speakers active fewer frames (~0.34 s) get no embedding
 MIN_CLEAN_FRAMES = 60        # below this many frames alone, all the speaker's frames are used
-THRESHOLD = 1.3              # Ward-linkage distance (unit vectors) that separates speakers
+THRESHOLD = 1.4              # Ward-linkage distance (unit vectors) that separates speakers
 MIN_CLUSTER_FRACTION = 0.04  # smaller clusters are not speakers of their own (estimated count)
 TARGET_RMS = 10 ** (-30 / 20)   # GE2E's training volume (-30 dBFS), raised to, never lowered
 MAX_SPEAKERS = 32
 LINKAGE = "ward"             # best of centroid/average/complete/ward on the bench (docs/speakers.md)
 REF_EMBEDDINGS = 24          # about as many (window, speaker) embeddings as a 30 s file gives
 COUNT_BIAS = 0.5             # frame's speaker count: windows' mean count rounded half up
+WARM_UP = 0.1                # each window's first and last 10% do not count speakers (edges)
+SPLIT_PAUSE_S = 0.6          # a local speaker's speech is cut at pauses this long ...
+SPLIT_MIN_S = 1.0            # ... into pieces holding this much speech alone, embedded apart
 
 
 @dataclass
@@ -105,14 +112,16 @@ def _windows(blocks, step: int):
         while nxt + WINDOW_SAMPLES <= buf_start + len(buf):
             yield nxt, buf[nxt - buf_start:nxt - buf_start + WINDOW_SAMPLES]
             nxt += step
-        drop = min(nxt - buf_start, len(buf))
+        # keep the last window's worth (and a frame): the file's final window, aligned on its
+        # end, starts before the next step's (dropping it all gave that window wrong audio)
+        drop = max(0, min(nxt - buf_start, len(buf) - WINDOW_SAMPLES - FRAME_STEP))
         buf, buf_start = buf[drop:], buf_start + drop
     last_full_end = nxt - step + WINDOW_SAMPLES if nxt else 0
     if total and (nxt == 0 or last_full_end < total):
         start = max(0, total - WINDOW_SAMPLES) if nxt else 0
         # align on the frame grid so its frames land on the same global frames
         start = (start // FRAME_STEP) * FRAME_STEP if nxt else 0
-        w = buf[start - buf_start:]
+        w = buf[start - buf_start:start - buf_start + WINDOW_SAMPLES]
         yield start, np.pad(w, (0, WINDOW_SAMPLES - len(w)))
     yield total
 
@@ -131,7 +140,8 @@ class _Collector:
 
     def __init__(self, embedder):
         self.seg, self.emb = models.get_segmentation(), embedder
-        self.starts, self.hard, self.soft, self.embs, self.valid = [], [], [], [], []
+        self.starts, self.hard, self.embs = [], [], []
+        self.tracks = []    # (window, local speaker, first frame, end frame) per embedding
         self._pending = []
 
     def add(self, start: int, window: np.ndarray):
@@ -147,7 +157,6 @@ class _Collector:
         self._pending = []
         probs = self.seg(wins)                                  # (n, 589, 7)
         hard = POWERSET[probs.argmax(-1)]                       # (n, 589, 3) who speaks
-        soft = probs @ POWERSET                                 # marginal activity per speaker
         selections, owners = [], []
         for w in range(len(wins)):
             feats = self.emb.features(wins[w])
@@ -158,42 +167,67 @@ class _Collector:
                 active = hard[w][:, s] > 0
                 if active.sum() < MIN_EMBED_FRAMES:
                     continue
-                mask = active & alone if (active & alone).sum() >= MIN_CLEAN_FRAMES else active
-                sel = feats[mask[fidx]]
-                if len(sel) == 0:
-                    continue
-                if self.emb.name == "ge2e":
-                    # volume normalisation on the speaker's own samples (power mels: gain^2)
-                    smask = np.repeat(mask, FRAME_STEP)[:WINDOW_SAMPLES]
-                    x = wins[w][:len(smask)][smask]
-                    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if len(x) else 0.0
-                    if 0 < rms < TARGET_RMS:
-                        sel = sel * (TARGET_RMS / rms) ** 2
-                selections.append(sel)
-                owners.append((w, s))
-        e = self.emb.embed_many(selections)
-        dim = e.shape[1] if len(e) else (self.emb.dim or 1)
-        embs = np.zeros((len(wins), LOCAL_SPEAKERS, dim), np.float32)
-        valid = np.zeros((len(wins), LOCAL_SPEAKERS), bool)
-        for (w, s), v in zip(owners, e):
-            embs[w, s], valid[w, s] = v, True
+                for lo, hi in _pieces(active, alone):
+                    piece = active.copy()
+                    piece[:lo] = piece[hi:] = False
+                    sel = self._selection(wins[w], feats, fidx, piece, alone)
+                    if sel is not None:
+                        selections.append(sel)
+                        owners.append((len(self.starts) + w, s, lo, hi))
+        self.embs.append(self.emb.embed_many(selections))
+        self.tracks += owners
         self.starts += starts
         self.hard.append(hard.astype(np.uint8))
-        self.soft.append(soft.astype(np.float16))
-        self.embs.append(embs)
-        self.valid.append(valid)
+
+    def _selection(self, win, feats, fidx, piece, alone):
+        """The embedding model's input frames for one piece of a local speaker: where it speaks
+        alone (all its frames when that is under half of them and under MIN_CLEAN_FRAMES)."""
+        clean = piece & alone
+        mask = clean if clean.sum() >= min(MIN_CLEAN_FRAMES, 0.5 * piece.sum()) else piece
+        sel = feats[mask[fidx]]
+        if len(sel) == 0:
+            return None
+        if self.emb.name == "ge2e":
+            # volume normalisation on the speaker's own samples (power mels: gain^2)
+            smask = np.repeat(mask, FRAME_STEP)[:WINDOW_SAMPLES]
+            x = win[:len(smask)][smask]
+            rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2))) if len(x) else 0.0
+            if 0 < rms < TARGET_RMS:
+                sel = sel * (TARGET_RMS / rms) ** 2
+        return sel
 
     def arrays(self):
         self.flush()
         if not self.starts:
             return None
-        dims = {e.shape[2] for e in self.embs}
-        if len(dims) > 1:   # batches without any embedding have a placeholder width
-            d = max(dims)
-            self.embs = [e if e.shape[2] == d else np.zeros(e.shape[:2] + (d,), np.float32)
-                         for e in self.embs]
-        return (np.array(self.starts), np.concatenate(self.hard), np.concatenate(self.soft),
-                np.concatenate(self.embs), np.concatenate(self.valid))
+        embs = [e for e in self.embs if len(e)]
+        X = np.concatenate(embs) if embs else np.zeros((0, 1), np.float32)
+        T = np.array(self.tracks, np.int64).reshape(-1, 4)
+        return np.array(self.starts), np.concatenate(self.hard), T, X
+
+
+def _pieces(active: np.ndarray, alone: np.ndarray) -> list[tuple[int, int]]:
+    """Frame ranges cutting one local speaker of a window into the parts embedded apart.
+
+    segmentation-3.0 sometimes gives two voices that take turns within a window the same local
+    speaker (in the turn-taking bench, a third of the windows): so a local speaker's speech
+    is cut at pauses of SPLIT_PAUSE_S or more into pieces that each hold SPLIT_MIN_S of speech
+    alone, and each piece gets its own embedding (and cluster). Short runs join the nearest
+    piece; one range (the whole window) when there are fewer than two such pieces."""
+    gap = int(SPLIT_PAUSE_S * SAMPLE_RATE / FRAME_STEP)
+    need = SPLIT_MIN_S * SAMPLE_RATE / FRAME_STEP
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], active.astype(np.int8), [0]])))
+    runs: list[list[int]] = []
+    for a, b in zip(edges[::2], edges[1::2]):
+        if runs and a - runs[-1][1] < gap:
+            runs[-1][1] = b
+        else:
+            runs.append([int(a), int(b)])
+    longs = [(a, b) for a, b in runs if (active[a:b] & alone[a:b]).sum() >= need]
+    if len(longs) < 2:
+        return [(0, N_FRAMES)]
+    mids = [0] + [(longs[i][1] + longs[i + 1][0]) // 2 for i in range(len(longs) - 1)]
+    return list(zip(mids, mids[1:] + [N_FRAMES]))
 
 
 # --------------------------------------------------------------------------- clustering
@@ -242,6 +276,33 @@ def _absorb_small(X, labels, min_size):
     return out
 
 
+def _assign(sim: np.ndarray, tracks: np.ndarray, hard: np.ndarray) -> np.ndarray:
+    """Each track's cluster: the nearest centroid, except that two local speakers of one window
+    heard at the same time are two people: the less similar of them takes its next cluster."""
+    assign = np.argmax(sim, axis=1)
+    if sim.shape[1] < 2:
+        return assign
+
+    def frames(t):
+        w, s, a, b = tracks[t]
+        m = np.zeros(N_FRAMES, bool)
+        m[a:b] = hard[w][a:b, s] > 0
+        return m
+
+    for w in np.unique(tracks[:, 0]):
+        idx = np.flatnonzero(tracks[:, 0] == w)
+        if len(set(tracks[idx, 1].tolist())) < 2:
+            continue
+        masks = {t: frames(t) for t in idx}
+        for i in idx:
+            for j in idx:
+                if (i < j and tracks[i, 1] != tracks[j, 1] and assign[i] == assign[j]
+                        and (masks[i] & masks[j]).any()):
+                    weak = i if sim[i, assign[i]] < sim[j, assign[j]] else j
+                    assign[weak] = int(np.argsort(-sim[weak], kind="stable")[1])
+    return assign
+
+
 # --------------------------------------------------------------------------- pipeline
 
 def diarize(src, *, num_speakers: int | None = None, min_speakers: int | None = None,
@@ -280,11 +341,10 @@ def finish(arrays, total, *, num_speakers=None, min_speakers=None, max_speakers=
     duration = total / SAMPLE_RATE
     if arrays is None:
         return Diarization([], [], duration, seconds=time.perf_counter() - t0)
-    starts, hard, soft, embs, valid = arrays
+    starts, hard, tracks, X = arrays
     n_win = len(starts)
 
-    # --- clustering of the (window, local speaker) embeddings
-    X = embs[valid]
+    # --- clustering of the tracks' embeddings (a local speaker in a window, or a piece of one)
     if len(X) == 0:
         return Diarization([], [], duration, seconds=time.perf_counter() - t0)
     lo = min_speakers or 1
@@ -292,17 +352,7 @@ def finish(arrays, total, *, num_speakers=None, min_speakers=None, max_speakers=
     ids = cluster(X, num_speakers, lo, hi, threshold)
     k = int(ids.max()) + 1
     cents = _unit(np.stack([X[ids == i].mean(0) for i in range(k)]))
-    assign = np.full((n_win, LOCAL_SPEAKERS), -1, np.int64)
-    from scipy.optimize import linear_sum_assignment
-    for w in range(n_win):
-        loc = np.flatnonzero(valid[w])
-        if len(loc) == 0:
-            continue
-        sim = embs[w, loc] @ cents.T                     # (local, k)
-        rows, cols = linear_sum_assignment(-sim)
-        assign[w, loc[rows]] = cols
-        for r in set(range(len(loc))) - set(rows.tolist()):  # more voices than clusters
-            assign[w, loc[r]] = int(np.argmax(sim[r]))
+    assign = _assign(X @ cents.T, tracks, hard)
 
     # --- reconstruction on the global frame grid
     offs = starts // FRAME_STEP
@@ -311,15 +361,22 @@ def finish(arrays, total, *, num_speakers=None, min_speakers=None, max_speakers=
     cnt = np.zeros(n_glob, np.float32)
     cover = np.zeros(n_glob, np.float32)
     hann = np.hanning(N_FRAMES + 2)[1:-1].astype(np.float32)
+    warm = int(round(WARM_UP * N_FRAMES))
     for w in range(n_win):
+        # a window's edges see half a context: other windows count the speakers there, except
+        # at the file's own start and end, which no other window covers
+        weight = np.ones(N_FRAMES, np.float32)
+        if warm and w > 0:
+            weight[:warm] = 0
+        if warm and w < n_win - 1:
+            weight[-warm:] = 0
         sl = slice(offs[w], offs[w] + N_FRAMES)
-        cnt[sl] += hard[w].sum(1)
-        cover[sl] += 1
-        for s in range(LOCAL_SPEAKERS):
-            c = assign[w, s]
-            if c >= 0:
-                act[sl, c] = np.maximum(act[sl, c], 0) + hann * soft[w][:, s].astype(np.float32)
-    count = np.floor(cnt / np.maximum(cover, 1) + COUNT_BIAS).astype(np.int64)
+        cnt[sl] += hard[w].sum(1) * weight
+        cover[sl] += weight
+    for (w, s, a, b), c in zip(tracks, assign):
+        o = offs[w]
+        act[o + a:o + b, c] += hann[a:b] * hard[w][a:b, s]
+    count = np.floor(cnt / np.maximum(cover, 1e-9) + COUNT_BIAS).astype(np.int64)
     count = np.minimum(count, k)
     order = np.argsort(-act, axis=1, kind="stable")
     binary = np.zeros_like(act, dtype=bool)
