@@ -215,15 +215,13 @@ def oracle_diarize(src, ref):
     R = np.zeros((n_glob, len(labels)), bool)
     for seg, _, lab in ref.itertracks(yield_label=True):
         R[(centres >= seg.start) & (centres < seg.end), labels.index(lab)] = True
-    assign = np.zeros(len(tracks), np.int64)
-    for w in np.unique(tracks[:, 0]):
-        idx = np.flatnonzero(tracks[:, 0] == w)
+    overlap = np.zeros((len(tracks), len(labels)))
+    for t, (w, s, a, b) in enumerate(tracks):
         o = starts[w] // M.FRAME_STEP
-        ov = np.zeros((len(idx), len(labels)))
-        for r, t in enumerate(idx):
-            _, s, a, b = tracks[t]
-            ov[r] = (hard[w][a:b, s][:, None] * R[o + a:o + b]).sum(0)
-        assign[idx] = ov.argmax(1)      # parts of one local speaker may share a speaker
+        overlap[t] = (hard[w][a:b, s][:, None] * R[o + a:o + b]).sum(0)
+    # the pipeline's own rule with overlap for similarity: two local speakers heard at once
+    # are two people
+    assign = D._assign(overlap, tracks, hard)
     saved = D._assign
     D._assign = lambda sim, tr, hd: np.minimum(assign, sim.shape[1] - 1)
     try:
