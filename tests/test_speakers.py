@@ -95,7 +95,9 @@ def test_two_voices_taking_turns(conversation):
     inside = sum(max(0.0, min(e, t.end) - max(s, t.start)) for s, e, _ in truth for t in d.turns)
     assert inside >= 0.6 * sum(e - s for s, e, _ in truth)     # most of the speech is labelled
     spans = speaker_spans(d)
-    assert [s for _, _, s in spans][:4] == ["A", "B", "A", "B"]
+    # the voices' order (JFK pauses over 1 s inside his first turn: two spans there)
+    order = [s for i, (_, _, s) in enumerate(spans) if i == 0 or spans[i - 1][2] != s]
+    assert order == ["A", "B", "A", "B"]
     assert all(b[0] >= a[1] for a, b in zip(spans[:-1], spans[1:]))   # not overlapping
     again = diarize(str(path))                           # deterministic
     assert [t.as_dict() for t in again.turns] == [t.as_dict() for t in d.turns]
@@ -264,7 +266,9 @@ def test_http_diarized_json_with_the_openai_sdk(conversation, voices, tmp_path):
                 known_speaker_references=[_data_url(jfk[-4 * SR:]), _data_url(libri[-4 * SR:])])
         assert r.task == "transcribe" and r.segments
         assert {s.type for s in r.segments} == {"transcript.text.segment"}
-        assert [s.speaker for s in r.segments][:4] == ["John", "Reader", "John", "Reader"]
+        said = [s.speaker for s in r.segments]          # a pause over 1 s cuts a turn in two
+        assert [x for i, x in enumerate(said) if i == 0 or said[i - 1] != x] == \
+            ["John", "Reader", "John", "Reader"]
         assert all(s.end > s.start for s in r.segments)
         with open(path, "rb") as f:       # letters without known speakers; verbose_json too
             v = client.audio.transcriptions.create(
