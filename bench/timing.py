@@ -27,7 +27,7 @@ than 1 s (a cue overlapping two clips).
 cost: the full-size random-weight checkpoint (tools/make_random_model.py full: the official
 architecture), 4 clips of speech from ../shared/data/speech in one batch, decoding a fixed 32
 tokens each (``ignore_eos``: random weights make meaningless token counts), ``transcribe`` on the
-same clips with and without ``words=True``, interleaved with the order alternating, 5 rounds;
+same clips with and without ``words=True``, interleaved with the order alternating, 5 rounds (``--rounds``);
 the ratio of the medians, the per-round ratios, and the time spent inside the alignment itself
 (timed around ``engine.alignment.align``) against a run without words, which the machine's load
 disturbs less than the difference of two end-to-end times. The load average is recorded
@@ -327,19 +327,21 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
     # passing score so that the attention pass runs (the fallback alone costs a VAD pass)
     m._alignment_heads = [(m.llm_config.num_hidden_layers - 1, h) for h in range(6)]
     m._alignment_score = 1.0
-    align_s = []
+    align_s, align_cpu = [], []
     real_align = model_module.align_words
 
     def timed_align(*a, **k):  # the alignment's own share of a run with words
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return real_align(*a, **k)
         finally:
             align_s.append(time.perf_counter() - t0)
+            align_cpu.append(time.process_time() - c0)
 
     model_module.align_words = timed_align
     kw = dict(max_new_tokens=tokens, ignore_eos=True, batch_size=n_clips)
     times = {False: [], True: []}
+    cpu = {False: [], True: []}  # CPU seconds of this process: less swayed by other processes
     loads = []
     words_seen = []
     try:
@@ -349,9 +351,10 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
             # favours neither side
             for words in ((False, True) if r % 2 == 0 else (True, False)):
                 loads.append(os.getloadavg()[0])
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = m.transcribe(clips, words=words, **kw)
                 times[words].append(time.perf_counter() - t0)
+                cpu[words].append(time.process_time() - c0)
                 if words:
                     words_seen.append([r_.get("words") for r_ in res])
     finally:
@@ -366,6 +369,11 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
            "median_pair_ratio": round(float(np.median(pairs)), 3),
            "align_s": [round(x, 2) for x in align_s],
            "align_share": round(float(np.median(align_s)) / a, 3),
+           "without_cpu_s": [round(x, 2) for x in cpu[False]],
+           "with_cpu_s": [round(x, 2) for x in cpu[True]],
+           "align_cpu_s": [round(x, 2) for x in align_cpu],
+           "cpu_ratio": round(float(np.median(cpu[True]) / np.median(cpu[False])), 3),
+           "align_cpu_share": round(float(np.median(align_cpu) / np.median(cpu[False])), 3),
            "same_words_every_round": all(w == words_seen[0] for w in words_seen),
            "estimated_words": sum(1 for w in words_seen[0] for x in (w or []) if x.get("estimated")),
            "kernels": m.describe()["kernels"], "heads": [list(h) for h in m._alignment_heads],
@@ -423,7 +431,16 @@ def write_report(results: dict) -> Path:
                   f"| without words | {r['without_s']} | {np.median(r['without_s']):.2f} |",
                   f"| with words | {r['with_s']} | {np.median(r['with_s']):.2f} |",
                   f"| the alignment alone (inside the runs with words) | {r['align_s']} | "
-                  f"{np.median(r['align_s']):.2f} |", "",
+                  f"{np.median(r['align_s']):.2f} |",
+                  f"| CPU seconds without words | {r['without_cpu_s']} | "
+                  f"{np.median(r['without_cpu_s']):.2f} |",
+                  f"| CPU seconds with words | {r['with_cpu_s']} | "
+                  f"{np.median(r['with_cpu_s']):.2f} |",
+                  f"| CPU seconds of the alignment alone | {r['align_cpu_s']} | "
+                  f"{np.median(r['align_cpu_s']):.2f} |", "",
+                  f"In CPU seconds of this process (what the other processes on a shared machine "
+                  f"sway least): ratio of medians **{r['cpu_ratio']}**, the alignment's share of a "
+                  f"run without words **{r['align_cpu_share']}**.", "",
                   f"Ratio of medians **{r['ratio']}**; per-round ratios {r['pair_ratios']} "
                   f"(median {r['median_pair_ratio']}); the alignment's share of a run without "
                   f"words **{r['align_share']}**. Same words every round: "
@@ -440,6 +457,7 @@ def main(argv=None):
     ap.add_argument("--model", default=str(REPO / "models" / "demo"))
     ap.add_argument("--per-lang", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="cost: rounds of (without, with)")
     ap.add_argument("--force-attention", action="store_true",
                     help="words: take the attention alignment even where the trust criterion "
                     "rejects it (engine.alignment.MIN_SCORE = 0), to compare with the fallback")
@@ -462,7 +480,7 @@ def main(argv=None):
         if args.what in ("cues", "all"):
             results["cues"] = bench_cues(model)
     if args.what in ("cost", "all"):
-        results["cost"] = bench_cost_run()
+        results["cost"] = bench_cost_run(rounds=args.rounds)
     if not args.no_write:
         write_report(results)
 
