@@ -2,6 +2,7 @@
 
     python bench/timing.py words                 # demo model, synthetic speech, 12 languages
     python bench/timing.py cues                  # demo model, the 12 example clips + 3 s pauses
+    python bench/timing.py heads                 # demo model: each head's score vs its error
     python bench/timing.py cost                  # full-size random model, with vs without words
     python bench/timing.py all
 
@@ -238,6 +239,48 @@ def bench_words(model, per_lang: int = 10) -> dict:
     return out
 
 
+def bench_heads(model, per_lang: int = 4) -> dict:
+    """Every decoder head alone, and the chosen heads together, on the synthetic speech: the
+    head criterion's score (engine.alignment.heads.head_scores, averaged over the recordings)
+    against the word-start error of the words read from that head's attention alone (the same
+    path as engine.alignment, trust bar aside)."""
+    from engine.alignment import MEDIAN_FILTER
+    from engine.alignment.attention import audio_attention
+    from engine.alignment.dtw import dtw, median_filter
+    from engine.alignment.heads import choose_for_model, head_scores
+    from engine.alignment.words import token_pieces, words_from_token_times
+    cfg = model.llm_config
+    heads = [(l, h) for l in range(cfg.num_hidden_layers) for h in range(cfg.num_attention_heads)]
+    chosen = choose_for_model(model)
+    sets = {str(list(h)): [heads.index(h)] for h in heads}
+    sets["chosen"] = [heads.index(h) for h in chosen]
+    errs = {k: [] for k in sets}
+    scores, n = np.zeros(len(heads)), 0
+    for lang in LANGS:
+        recs = [synth_recording(lang, s) for s in range(per_lang)]
+        prepared = model.prepare([a for a, _ in recs], model.prompt_ids(lang, False, ()))
+        gens = model._generate([p.embeds for p in prepared], 96, False, True)
+        ws = audio_attention(model.llm, [p.embeds for p in prepared],
+                             [p.audio_span for p in prepared], [g.tokens for g in gens], heads)
+        for (_, ref), p, g, w in zip(recs, prepared, gens, ws):
+            scores, n = scores + head_scores(w), n + 1
+            pieces = token_pieces(model.tokenizer.decode, g.tokens)
+            for k, idx in sets.items():
+                x = w[idx].numpy().astype(np.float64)
+                x = (x - x.mean(-2, keepdims=True)) / (x.std(-2, keepdims=True) + 1e-9)
+                rows, cols = dtw(-median_filter(x, MEDIAN_FILTER).mean(0))
+                t = cols[np.concatenate([[True], np.diff(rows) > 0])] * p.seconds / w.shape[-1]
+                words = words_from_token_times(pieces, t[:-1], t[1:])
+                errs[k] += [e0 for e0, _ in match_errors(ref, words)]
+    scores /= max(n, 1)
+    out = {k: {"score": round(float(np.mean(scores[idx])), 3),
+               "start_median": round(float(np.median(errs[k])), 3),
+               "start_p90": round(float(np.percentile(errs[k], 90)), 3)} for k, idx in sets.items()}
+    out["chosen"]["heads"] = [list(h) for h in chosen]
+    print("heads", out, flush=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- cues, long audio
 
 def example_recording(pause_s: float = 3.0, seconds: float = 180.0):
@@ -413,6 +456,17 @@ def write_report(results: dict) -> Path:
                          f"{h['score']} on the example clips (engine.alignment.heads; the trust "
                          f"bar is {h['bar']}).")
         lines.append("")
+    if "heads" in results and "per_head" in results:
+        lines += ["## Each decoder head alone: criterion score vs word-start error", "",
+                  f"{results['per_head_recordings']} recordings per language, 12 languages; the "
+                  f"trust bar is {results['heads']['bar']}.", "",
+                  "| head (layer, head) | score | word-start median abs error (s) | p90 (s) |",
+                  "|---|---|---|---|"]
+        for k, r in results["per_head"].items():
+            name = f"chosen {r['heads']}" if k == "chosen" else k
+            lines.append(f"| {name} | {r['score']:.3f} | {r['start_median']:.3f} | "
+                         f"{r['start_p90']:.3f} |")
+        lines.append("")
     if "cues" in results:
         lines += ["## Cue starts: the 12 example clips joined by 3 s pauses (VTT, CLI defaults)",
                   "", "| word timings | clips | median abs (s) | max abs (s) | within 0.3 s | "
@@ -453,7 +507,7 @@ def write_report(results: dict) -> Path:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    ap.add_argument("what", choices=["words", "cues", "cost", "all"])
+    ap.add_argument("what", choices=["words", "heads", "cues", "cost", "all"])
     ap.add_argument("--model", default=str(REPO / "models" / "demo"))
     ap.add_argument("--per-lang", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
@@ -468,7 +522,7 @@ def main(argv=None):
     if args.force_attention:
         alignment.MIN_SCORE = 0.0
         results["forced_attention"] = True
-    if args.what in ("words", "cues", "all"):
+    if args.what in ("words", "heads", "cues", "all"):
         from model import FunASRNano
         model = FunASRNano.from_pretrained(args.model, device="cpu")
         if args.what in ("words", "all"):
@@ -477,6 +531,12 @@ def main(argv=None):
             results["heads"] = {"heads": [list(h) for h in choose_for_model(model)],
                                 "score": round(model._alignment_score, 3),
                                 "bar": bar}
+        if args.what == "heads":
+            from engine.alignment.heads import choose_for_model
+            results["per_head"] = bench_heads(model)
+            results["per_head_recordings"] = 4
+            results["heads"] = {"heads": [list(h) for h in choose_for_model(model)],
+                                "score": round(model._alignment_score, 3), "bar": bar}
         if args.what in ("cues", "all"):
             results["cues"] = bench_cues(model)
     if args.what in ("cost", "all"):
