@@ -2,6 +2,7 @@
 
     python bench/timing.py words                 # demo model, synthetic speech, 12 languages
     python bench/timing.py cues                  # demo model, the 12 example clips + 3 s pauses
+    python bench/timing.py heads                 # demo model: each head's score vs its error
     python bench/timing.py cost                  # full-size random model, with vs without words
     python bench/timing.py all
 
@@ -27,7 +28,7 @@ than 1 s (a cue overlapping two clips).
 cost: the full-size random-weight checkpoint (tools/make_random_model.py full: the official
 architecture), 4 clips of speech from ../shared/data/speech in one batch, decoding a fixed 32
 tokens each (``ignore_eos``: random weights make meaningless token counts), ``transcribe`` on the
-same clips with and without ``words=True``, interleaved with the order alternating, 5 rounds;
+same clips with and without ``words=True``, interleaved with the order alternating, 5 rounds (``--rounds``);
 the ratio of the medians, the per-round ratios, and the time spent inside the alignment itself
 (timed around ``engine.alignment.align``) against a run without words, which the machine's load
 disturbs less than the difference of two end-to-end times. The load average is recorded
@@ -238,6 +239,48 @@ def bench_words(model, per_lang: int = 10) -> dict:
     return out
 
 
+def bench_heads(model, per_lang: int = 4) -> dict:
+    """Every decoder head alone, and the chosen heads together, on the synthetic speech: the
+    head criterion's score (engine.alignment.heads.head_scores, averaged over the recordings)
+    against the word-start error of the words read from that head's attention alone (the same
+    path as engine.alignment, trust bar aside)."""
+    from engine.alignment import MEDIAN_FILTER
+    from engine.alignment.attention import audio_attention
+    from engine.alignment.dtw import dtw, median_filter
+    from engine.alignment.heads import choose_for_model, head_scores
+    from engine.alignment.words import token_pieces, words_from_token_times
+    cfg = model.llm_config
+    heads = [(l, h) for l in range(cfg.num_hidden_layers) for h in range(cfg.num_attention_heads)]
+    chosen = choose_for_model(model)
+    sets = {str(list(h)): [heads.index(h)] for h in heads}
+    sets["chosen"] = [heads.index(h) for h in chosen]
+    errs = {k: [] for k in sets}
+    scores, n = np.zeros(len(heads)), 0
+    for lang in LANGS:
+        recs = [synth_recording(lang, s) for s in range(per_lang)]
+        prepared = model.prepare([a for a, _ in recs], model.prompt_ids(lang, False, ()))
+        gens = model._generate([p.embeds for p in prepared], 96, False, True)
+        ws = audio_attention(model.llm, [p.embeds for p in prepared],
+                             [p.audio_span for p in prepared], [g.tokens for g in gens], heads)
+        for (_, ref), p, g, w in zip(recs, prepared, gens, ws):
+            scores, n = scores + head_scores(w), n + 1
+            pieces = token_pieces(model.tokenizer.decode, g.tokens)
+            for k, idx in sets.items():
+                x = w[idx].numpy().astype(np.float64)
+                x = (x - x.mean(-2, keepdims=True)) / (x.std(-2, keepdims=True) + 1e-9)
+                rows, cols = dtw(-median_filter(x, MEDIAN_FILTER).mean(0))
+                t = cols[np.concatenate([[True], np.diff(rows) > 0])] * p.seconds / w.shape[-1]
+                words = words_from_token_times(pieces, t[:-1], t[1:])
+                errs[k] += [e0 for e0, _ in match_errors(ref, words)]
+    scores /= max(n, 1)
+    out = {k: {"score": round(float(np.mean(scores[idx])), 3),
+               "start_median": round(float(np.median(errs[k])), 3),
+               "start_p90": round(float(np.percentile(errs[k], 90)), 3)} for k, idx in sets.items()}
+    out["chosen"]["heads"] = [list(h) for h in chosen]
+    print("heads", out, flush=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- cues, long audio
 
 def example_recording(pause_s: float = 3.0, seconds: float = 180.0):
@@ -327,19 +370,21 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
     # passing score so that the attention pass runs (the fallback alone costs a VAD pass)
     m._alignment_heads = [(m.llm_config.num_hidden_layers - 1, h) for h in range(6)]
     m._alignment_score = 1.0
-    align_s = []
+    align_s, align_cpu = [], []
     real_align = model_module.align_words
 
     def timed_align(*a, **k):  # the alignment's own share of a run with words
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return real_align(*a, **k)
         finally:
             align_s.append(time.perf_counter() - t0)
+            align_cpu.append(time.process_time() - c0)
 
     model_module.align_words = timed_align
     kw = dict(max_new_tokens=tokens, ignore_eos=True, batch_size=n_clips)
     times = {False: [], True: []}
+    cpu = {False: [], True: []}  # CPU seconds of this process: less swayed by other processes
     loads = []
     words_seen = []
     try:
@@ -349,9 +394,10 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
             # favours neither side
             for words in ((False, True) if r % 2 == 0 else (True, False)):
                 loads.append(os.getloadavg()[0])
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = m.transcribe(clips, words=words, **kw)
                 times[words].append(time.perf_counter() - t0)
+                cpu[words].append(time.process_time() - c0)
                 if words:
                     words_seen.append([r_.get("words") for r_ in res])
     finally:
@@ -366,6 +412,11 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
            "median_pair_ratio": round(float(np.median(pairs)), 3),
            "align_s": [round(x, 2) for x in align_s],
            "align_share": round(float(np.median(align_s)) / a, 3),
+           "without_cpu_s": [round(x, 2) for x in cpu[False]],
+           "with_cpu_s": [round(x, 2) for x in cpu[True]],
+           "align_cpu_s": [round(x, 2) for x in align_cpu],
+           "cpu_ratio": round(float(np.median(cpu[True]) / np.median(cpu[False])), 3),
+           "align_cpu_share": round(float(np.median(align_cpu) / np.median(cpu[False])), 3),
            "same_words_every_round": all(w == words_seen[0] for w in words_seen),
            "estimated_words": sum(1 for w in words_seen[0] for x in (w or []) if x.get("estimated")),
            "kernels": m.describe()["kernels"], "heads": [list(h) for h in m._alignment_heads],
@@ -405,6 +456,17 @@ def write_report(results: dict) -> Path:
                          f"{h['score']} on the example clips (engine.alignment.heads; the trust "
                          f"bar is {h['bar']}).")
         lines.append("")
+    if "heads" in results and "per_head" in results:
+        lines += ["## Each decoder head alone: criterion score vs word-start error", "",
+                  f"{results['per_head_recordings']} recordings per language, 12 languages; the "
+                  f"trust bar is {results['heads']['bar']}.", "",
+                  "| head (layer, head) | score | word-start median abs error (s) | p90 (s) |",
+                  "|---|---|---|---|"]
+        for k, r in results["per_head"].items():
+            name = f"chosen {r['heads']}" if k == "chosen" else k
+            lines.append(f"| {name} | {r['score']:.3f} | {r['start_median']:.3f} | "
+                         f"{r['start_p90']:.3f} |")
+        lines.append("")
     if "cues" in results:
         lines += ["## Cue starts: the 12 example clips joined by 3 s pauses (VTT, CLI defaults)",
                   "", "| word timings | clips | median abs (s) | max abs (s) | within 0.3 s | "
@@ -423,7 +485,16 @@ def write_report(results: dict) -> Path:
                   f"| without words | {r['without_s']} | {np.median(r['without_s']):.2f} |",
                   f"| with words | {r['with_s']} | {np.median(r['with_s']):.2f} |",
                   f"| the alignment alone (inside the runs with words) | {r['align_s']} | "
-                  f"{np.median(r['align_s']):.2f} |", "",
+                  f"{np.median(r['align_s']):.2f} |",
+                  f"| CPU seconds without words | {r['without_cpu_s']} | "
+                  f"{np.median(r['without_cpu_s']):.2f} |",
+                  f"| CPU seconds with words | {r['with_cpu_s']} | "
+                  f"{np.median(r['with_cpu_s']):.2f} |",
+                  f"| CPU seconds of the alignment alone | {r['align_cpu_s']} | "
+                  f"{np.median(r['align_cpu_s']):.2f} |", "",
+                  f"In CPU seconds of this process (what the other processes on a shared machine "
+                  f"sway least): ratio of medians **{r['cpu_ratio']}**, the alignment's share of a "
+                  f"run without words **{r['align_cpu_share']}**.", "",
                   f"Ratio of medians **{r['ratio']}**; per-round ratios {r['pair_ratios']} "
                   f"(median {r['median_pair_ratio']}); the alignment's share of a run without "
                   f"words **{r['align_share']}**. Same words every round: "
@@ -436,10 +507,11 @@ def write_report(results: dict) -> Path:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    ap.add_argument("what", choices=["words", "cues", "cost", "all"])
+    ap.add_argument("what", choices=["words", "heads", "cues", "cost", "all"])
     ap.add_argument("--model", default=str(REPO / "models" / "demo"))
     ap.add_argument("--per-lang", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--rounds", type=int, default=5, help="cost: rounds of (without, with)")
     ap.add_argument("--force-attention", action="store_true",
                     help="words: take the attention alignment even where the trust criterion "
                     "rejects it (engine.alignment.MIN_SCORE = 0), to compare with the fallback")
@@ -450,7 +522,7 @@ def main(argv=None):
     if args.force_attention:
         alignment.MIN_SCORE = 0.0
         results["forced_attention"] = True
-    if args.what in ("words", "cues", "all"):
+    if args.what in ("words", "heads", "cues", "all"):
         from model import FunASRNano
         model = FunASRNano.from_pretrained(args.model, device="cpu")
         if args.what in ("words", "all"):
@@ -459,10 +531,16 @@ def main(argv=None):
             results["heads"] = {"heads": [list(h) for h in choose_for_model(model)],
                                 "score": round(model._alignment_score, 3),
                                 "bar": bar}
+        if args.what == "heads":
+            from engine.alignment.heads import choose_for_model
+            results["per_head"] = bench_heads(model)
+            results["per_head_recordings"] = 4
+            results["heads"] = {"heads": [list(h) for h in choose_for_model(model)],
+                                "score": round(model._alignment_score, 3), "bar": bar}
         if args.what in ("cues", "all"):
             results["cues"] = bench_cues(model)
     if args.what in ("cost", "all"):
-        results["cost"] = bench_cost_run()
+        results["cost"] = bench_cost_run(rounds=args.rounds)
     if not args.no_write:
         write_report(results)
 
