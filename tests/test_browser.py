@@ -254,8 +254,14 @@ def _speak_until_done(page, length_s, proxy=None):
     import time
     status = page.locator("#live-status")
     slow_seen, backlog = False, 0.0
+    progress = (0.0, time.monotonic())
     while (at := float(status.get_attribute("data-captured") or 0)) < length_s:
         now = status.inner_text()
+        if at > progress[0]:
+            progress = (at, time.monotonic())
+        # a session that ended, or a capture that stalled, fails here with the page's words
+        assert status.get_attribute("data-state") in ("starting", "recording"), now
+        assert time.monotonic() - progress[1] < 30, f"no audio captured for 30 s: {now}"
         if "network slow" in now:
             slow_seen = True
             backlog = max(backlog, float(re.search(r"slow: ([\d.]+) s", now)[1]))
