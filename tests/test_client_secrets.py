@@ -170,3 +170,20 @@ def test_the_pages_transcript_is_checked_before_its_downloads():
                 json.dumps({"segments": [{"start": 0, "end": 1, "text": "a" * (5 << 20)}]})):
         with pytest.raises(RequestError):
             transcript_row(bad)
+
+
+def test_the_live_tabs_alert_settings_are_checked_before_the_session():
+    """The Live tab's compliance settings become the session.compliance its page sends first;
+    a watch list that cannot be used is refused at Start, naming the line, before any socket."""
+    from serving.live_tab import compliance_for
+    from serving.pipeline import RequestError
+
+    assert compliance_for(False, "") is None and compliance_for(False, None) is None
+    assert compliance_for(True, "") == {"pii": True}
+    assert compliance_for(False, "ticket\tproduct\thigh\n") == {
+        "pii": False, "watch_list": "ticket\tproduct\thigh"}
+    for bad, why in (("x\tnosuchcat", "line 1: unknown category 'nosuchcat'"),
+                     ("ok\na\tb\tc\td", "line 2: 4 TAB-separated fields"),
+                     (5, "must be text")):
+        with pytest.raises(RequestError, match=why):
+            compliance_for(True, bad)

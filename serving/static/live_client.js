@@ -129,6 +129,7 @@
       this.ws = null;
       this.language = null;
       this.waiters = [];
+      this.kept = null;
     }
 
     // -- the microphone ------------------------------------------------------------
@@ -198,6 +199,8 @@
         this.queue.push(pcm);
         this.queued += pcm.length;
         this.captured += pcm.length;
+        // a copy of everything captured, for tests that compare it with what was sent
+        if (window.funasrLiveKeep) (this.kept || (this.kept = [])).push(pcm);
       }
       if (data.last && this.flushed) this.flushed();
       this.pump();
