@@ -16,6 +16,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from compliance.live import LiveMonitor
 from compliance.report import render_html
+from engine import SAMPLE_RATE
 from engine.language_id import detect
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession
 
@@ -63,6 +64,11 @@ class Connection:
         decode = decode_function(self.holder, self.settings, self.sessions)
 
         def guarded(inputs, kind, **kw):
+            if kind == "final" and _seconds(inputs) > limits.REALTIME_LIVE_FINAL_S:
+                # a commit of a long buffer (engine.longform's segments, together over 30 s):
+                # not a live utterance but long audio, decoded as the offline API decodes a long
+                # file (serving.pipeline): "bulk", after everyone's clips and live utterances
+                kw["priority"] = "bulk"
             try:
                 return decode(inputs, kind, **kw)
             except ModelUnavailable as e:
@@ -199,8 +205,7 @@ class Connection:
                 if message["type"] == "websocket.disconnect":
                     return
                 text, data = message.get("text"), message.get("bytes")
-                size = len(text.encode("utf-8", "surrogatepass")) if text is not None else len(
-                    data or b"")
+                size = _size(text, data)
                 if size > limit:
                     self.error(f"a message of {size / (1 << 20):.1f} MB is over this server's "
                                f"limit of {self.settings.live_max_message_mb:g} MB; send audio "
@@ -353,6 +358,23 @@ class Connection:
     async def _clear(self, event: dict, kind: str) -> None:
         self.odd_byte = b""
         await anyio.to_thread.run_sync(self.live.clear)
+
+
+def _size(text: str | None, data: bytes | None) -> int:
+    """A message's size in bytes; an ASCII text (every JSON event without raw non-ASCII) is
+    not copied to count it (uvicorn lets messages up to 16 MB through to here)."""
+    if text is None:
+        return len(data or b"")
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _seconds(inputs) -> float:
+    """Seconds of audio in one decode call's inputs (arrays at 16 kHz or (array, rate))."""
+    total = 0.0
+    for x in inputs:
+        samples, rate = x if isinstance(x, tuple) else (x, SAMPLE_RATE)
+        total += len(samples) / float(rate)
+    return total
 
 
 def online_speakers(ws, settings, rate: int = 24000):
