@@ -210,6 +210,25 @@ def _session(url):
         time.sleep(0.5)
 
 
+# Audio a case may send: the server reads a session's first 60 s at once, then at 2x real time
+# (serving.limits); past that a case would take minutes (300 appends of 12 s: 30 min), so the
+# appends beyond it are not sent (counted). The throttling itself: tests/test_abuse.py.
+AUDIO_PER_CASE_S = 55.0
+
+
+def _audio_seconds(kind: str, payload) -> float:
+    """Seconds of audio an append carries at the lowest rate (16 kHz); 0 for anything else."""
+    if kind == "bytes" or '"input_audio_buffer.append"' not in payload:
+        return 0.0
+    try:
+        audio = json.loads(payload).get("audio")
+        if not isinstance(audio, str):
+            return 0.0
+        return len(base64.b64decode(audio, validate=True)) / 2 / 16000
+    except (ValueError, AttributeError):
+        return 0.0
+
+
 def test_realtime_sessions_survive_any_event_sequence(live_app):
     url = live_app.url.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
     idle = _reset_peak(live_app.proc.pid)
@@ -221,12 +240,15 @@ def test_realtime_sessions_survive_any_event_sequence(live_app):
         t0 = time.monotonic()
         for kind, *_ in seq:
             COUNTS["realtime_message"][kind] += 1
+        audio = 0.0
         with _session(url) as ws:
             for kind, payload, *n in seq:
-                if kind == "burst":
-                    for _ in range(n[0]):
-                        ws.send(payload)
-                else:
+                seconds = _audio_seconds(kind, payload)
+                for _ in range(n[0] if kind == "burst" else 1):
+                    if seconds and audio + seconds > AUDIO_PER_CASE_S:
+                        COUNTS["realtime_message"]["append over the case's audio"] += 1
+                        break                      # read at 2x real time past the burst
+                    audio += seconds
                     ws.send(payload)
             ws.send(json.dumps({"type": "input_audio_buffer.clear", "event_id": "fuzz-end"}))
             deadline = time.monotonic() + HANG_S
