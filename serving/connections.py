@@ -76,6 +76,10 @@ def ws_protocol_class():
     * a client that did not answer a ping, or the close, was closed with ``transport.close()``,
       which waits until the client has read what is buffered for it: a client that never reads
       kept its connection (and its session slot) for ever. It is aborted instead.
+    * the ping's timeout ran while the server itself was not reading (a throttled session: the
+      app has not taken the message uvicorn holds): the client's pong, behind its messages,
+      could not arrive, and a session the server was merely slowing down was closed with 1011.
+      The timeout now waits while reading is paused.
     Returns uvicorn's "auto" when its implementation is another one (then without these)."""
     from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
     try:
@@ -101,6 +105,12 @@ def ws_protocol_class():
             super().data_received(data)
 
         def keepalive_timeout(self) -> None:
+            if self.read_paused and not self.close_sent and not self.transport.is_closing():
+                # the server is not reading (the app has not taken a message: a session it
+                # throttles): the client's pong waits unread behind what it sent; wait again
+                self.pong_timer = self.loop.call_later(self.ping_timeout,
+                                                       self.keepalive_timeout)
+                return
             super().keepalive_timeout()
             self.transport.abort()
 

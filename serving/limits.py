@@ -30,8 +30,10 @@ REALTIME_OUTBOX_EVENTS = 256    # server events a client may leave unread ...
 REALTIME_OUTBOX_BYTES = 1 << 20  # ... or bytes of them; beyond either it is closed (1008)
 WS_PING_INTERVAL_S = 10.0       # the server pings every WebSocket this often; a client that
 WS_PING_TIMEOUT_S = 10.0        # has not answered (read) within this long is closed
-REALTIME_PENDING_FINALS = 2     # finals waiting for the model; more: the socket is not read
+REALTIME_PENDING_FINALS = 1     # finals waiting for the model; more: the socket is not read
 REALTIME_FINALS_WAIT_S = 60.0   # (at most this long per message; then one more is read)
+REALTIME_LIVE_FINAL_S = 30.0    # a final over this (a long commit) is long audio: decoded
+                                # at "bulk" priority, after others' clips, as offline
 
 # ------------------------------------------------------------------ HTTP, per connection
 HEADER_TIMEOUT_S = 10.0         # a request's headers must be complete within this long

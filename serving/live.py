@@ -138,16 +138,17 @@ def decode_function(holder, settings, sessions: LiveSessions | None = None):
 
     def decode(inputs, kind, **options):
         options.setdefault("max_new_tokens", settings.max_new_tokens)
+        priority = options.pop("priority", "live")
         if per_second:
             options.update(ignore_eos=True,
                            max_new_tokens=tokens_for(_seconds(inputs), per_second))
         if sessions is None:
-            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
+            return holder.transcribe(list(inputs), priority=priority, caller=caller, **options)
         if kind == "partial":
             if sessions.finals_waiting:
                 raise SkipPartial()
-            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
+            return holder.transcribe(list(inputs), priority=priority, caller=caller, **options)
         with sessions.final():
-            return holder.transcribe(list(inputs), priority="live", caller=caller, **options)
+            return holder.transcribe(list(inputs), priority=priority, caller=caller, **options)
 
     return decode

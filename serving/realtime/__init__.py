@@ -30,8 +30,9 @@ levels, unknown events and bad base64 get an ``error`` event and the session goe
 that disconnects frees its session at once (its running decode finishes unseen).
 
 Per connection (serving.limits, docs/security.md): events are read at most 200/s and audio at
-most 2x real time (after bursts; beyond, the socket is read more slowly); while more than 2 of
-the session's finals wait for the model the socket is not read; a client's values are echoed
+most 2x real time (after bursts; beyond, the socket is read more slowly); while more than 1 of
+the session's finals waits for the model the socket is not read, and a final over 30 s (a long
+commit) is decoded at "bulk" priority, as long audio offline; a client's values are echoed
 cut short; a client that leaves 256 events or 1 MB unread is closed as a slow reader (1008).
 
 Layout (as vLLM's entrypoints/openai/<area>/): ``protocol`` the event shapes, parsing and

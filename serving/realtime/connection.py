@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 
 import anyio
@@ -16,6 +18,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from compliance.live import LiveMonitor
 from compliance.report import render_html
+from engine import SAMPLE_RATE
+from engine.checkpoint import release_freed_memory
 from engine.language_id import detect
 from engine.live import LiveError, LiveEvent, LiveOptions, LiveSession
 
@@ -26,6 +30,8 @@ from .protocol import (CLOSE_POLICY, CLOSE_TOO_BIG, ClientError, Config, append_
                        engine_events, error_event, new_id, parse_event, pcm16_samples)
 
 log = logging.getLogger("funasr_nano.app")
+
+READ_AHEAD = 2   # messages read while a session is throttled (each at most the message limit)
 
 
 class Connection:
@@ -43,7 +49,7 @@ class Connection:
         self.outbox_bytes = 0
         self.slow_reader = False
         self._reader: anyio.CancelScope | None = None
-        self._ahead: asyncio.Future | None = None   # a message read during a pause
+        self._ahead: list[asyncio.Future] = []   # messages read during a pause (at most 2)
         self.events = limits.RateLimit(limits.REALTIME_EVENT_RATE, limits.REALTIME_EVENT_BURST)
         self.audio = limits.RateLimit(limits.REALTIME_AUDIO_SPEED, limits.REALTIME_AUDIO_BURST_S)
         self.items: dict[int, str] = {}
@@ -63,6 +69,11 @@ class Connection:
         decode = decode_function(self.holder, self.settings, self.sessions)
 
         def guarded(inputs, kind, **kw):
+            if kind == "final" and _seconds(inputs) > limits.REALTIME_LIVE_FINAL_S:
+                # a commit of a long buffer (engine.longform's segments, together over 30 s):
+                # not a live utterance but long audio, decoded as the offline API decodes a long
+                # file (serving.pipeline): "bulk", after everyone's clips and live utterances
+                kw["priority"] = "bulk"
             try:
                 if self.monitor is not None:   # watch terms as hotwords (docs/compliance.md)
                     kw["hotwords"] = self.monitor.hotwords(kw.get("hotwords"), self.holder.get())
@@ -202,8 +213,7 @@ class Connection:
                 if message["type"] == "websocket.disconnect":
                     return
                 text, data = message.get("text"), message.get("bytes")
-                size = len(text.encode("utf-8", "surrogatepass")) if text is not None else len(
-                    data or b"")
+                size = _size(text, data)
                 if size > limit:
                     self.error(f"a message of {size / (1 << 20):.1f} MB is over this server's "
                                f"limit of {self.settings.live_max_message_mb:g} MB; send audio "
@@ -227,10 +237,12 @@ class Connection:
             return
         finally:
             self.live.close()
+            threading.Thread(target=_release_after, args=(self.live,), daemon=True,
+                             name=f"{self.id}-release").start()
             if not self._send_task.done():
                 self._send_task.cancel()
-            if self._ahead is not None and not self._ahead.done():
-                self._ahead.cancel()
+            for task in self._ahead:
+                task.cancel()
 
     async def _wait_for_finals(self) -> None:
         """While this session has more than limits.REALTIME_PENDING_FINALS finals waiting for
@@ -245,26 +257,31 @@ class Connection:
 
     async def _receive(self) -> dict:
         """The next message: one read ahead by ``_pause``, else from the socket."""
-        if self._ahead is not None:
-            task, self._ahead = self._ahead, None
-            return await task
+        if self._ahead:
+            return await self._ahead.pop(0)
         return await self.ws.receive()
 
     async def _pause(self, seconds: float) -> bool:
-        """Wait ``seconds`` (a rate limit, a full queue of finals) while watching the socket:
-        False as soon as the client has gone (its slot is freed at once, not after the wait).
-        At most one message is read ahead meanwhile; it is handled next."""
+        """Wait ``seconds`` (a rate limit, a full queue of finals), all of them, while watching
+        the socket: False as soon as the client has gone (its slot is freed at once, not after
+        the wait). At most ``READ_AHEAD`` messages are read meanwhile (handled next, in order);
+        once they are, the rest of the wait is plain (a client that leaves after sending them
+        is noticed when it ends). The wait ended at the first message read ahead: a client
+        that kept sending was never slowed down."""
         if seconds <= 0:
             return True
-        if self._ahead is None:
-            self._ahead = asyncio.ensure_future(self.ws.receive())
-        done, _ = await asyncio.wait({self._ahead}, timeout=seconds)
-        if done and not self._ahead.cancelled() and self._ahead.exception() is None and \
-                self._ahead.result()["type"] == "websocket.disconnect":
-            return False
-        if done and not self._ahead.cancelled() and self._ahead.exception() is not None:
-            return False
-        return True
+        deadline = self.loop.time() + seconds
+        while (rest := deadline - self.loop.time()) > 0:
+            if self._ahead and self._ahead[-1].done():
+                if _gone(self._ahead[-1]):
+                    return False
+                if len(self._ahead) >= READ_AHEAD:
+                    await asyncio.sleep(rest)
+                    return True
+            if not self._ahead or self._ahead[-1].done():
+                self._ahead.append(asyncio.ensure_future(self.ws.receive()))
+            await asyncio.wait({self._ahead[-1]}, timeout=rest)
+        return not (self._ahead and self._ahead[-1].done() and _gone(self._ahead[-1]))
 
     async def _close_slow_reader(self) -> None:
         """The client left too much unread: stop sending and close (1008) without waiting for
@@ -356,6 +373,40 @@ class Connection:
     async def _clear(self, event: dict, kind: str) -> None:
         self.odd_byte = b""
         await anyio.to_thread.run_sync(self.live.clear)
+
+
+def _gone(task: asyncio.Future) -> bool:
+    """Whether a finished read says the client has gone."""
+    return (task.cancelled() or task.exception() is not None
+            or task.result()["type"] == "websocket.disconnect")
+
+
+def _release_after(live: LiveSession, timeout: float = 120.0) -> None:
+    """Once a closed session's running decode is over, the heap pages it freed go back to the
+    OS. glibc keeps them in the arenas of the threads that used them (the session's worker,
+    the model's): a client that committed 60 s at a time for 30 s left the server's RSS about
+    100 MB up after it had gone (bench/abuse.py, queued_finals)."""
+    deadline = time.monotonic() + timeout
+    while live.pending_finals and time.monotonic() < deadline:
+        time.sleep(0.5)
+    release_freed_memory()
+
+
+def _size(text: str | None, data: bytes | None) -> int:
+    """A message's size in bytes; an ASCII text (every JSON event without raw non-ASCII) is
+    not copied to count it (uvicorn lets messages up to 16 MB through to here)."""
+    if text is None:
+        return len(data or b"")
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _seconds(inputs) -> float:
+    """Seconds of audio in one decode call's inputs (arrays at 16 kHz or (array, rate))."""
+    total = 0.0
+    for x in inputs:
+        samples, rate = x if isinstance(x, tuple) else (x, SAMPLE_RATE)
+        total += len(samples) / float(rate)
+    return total
 
 
 def online_speakers(ws, settings, rate: int = 24000):
