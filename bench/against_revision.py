@@ -52,6 +52,12 @@ def load_numbers(folder: Path) -> dict:
     return out
 
 
+def run_info(folder: Path) -> str:
+    res = json.loads(next(folder.glob("*.json")).read_text())
+    return (f"started {res['started']}, load average {res['loadavg_start']} at the start, "
+            f"{res['loadavg_end']} at the end")
+
+
 def engine_numbers(folder: Path) -> dict:
     base = json.loads(next(folder.glob("*.json")).read_text())["baseline"]
     return {"engine lone, this / earlier (in turns)": base["ratio_lone"],
@@ -63,6 +69,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--tree", required=True, type=Path, help="a checkout of the earlier revision")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--this-results", type=Path, help="a finished step 1 (its --results-dir): "
+                   "not run again")
+    p.add_argument("--earlier-results", type=Path, help="a finished step 2 (the earlier tree's "
+                   "load.py with these settings, e.g. run at the same time): not run again")
     args = p.parse_args(argv)
     rev = subprocess.run(["git", "-C", str(args.tree), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -70,14 +80,18 @@ def main(argv=None) -> int:
                           capture_output=True, text=True, check=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="against-"))
     started, la_start = _dt.datetime.now(), loadavg()
-    print(f"this checkout, with the earlier engine in turns; load average {la_start}", flush=True)
-    run(REPO, "load.py", [*LOAD_ARGS, "--baseline-rev", rev, "--results-dir", str(work / "this")],
-        work / "this.log")
-    print(f"the earlier tree; load average {loadavg()}", flush=True)
-    run(args.tree.resolve(), "load.py", [*LOAD_ARGS, "--results-dir", str(work / "earlier")],
-        work / "earlier.log")
-    this, earlier = load_numbers(work / "this"), load_numbers(work / "earlier")
-    engine = engine_numbers(work / "this")
+    this_dir, earlier_dir = args.this_results or work / "this", args.earlier_results or work / "earlier"
+    if not args.this_results:
+        print(f"this checkout, with the earlier engine in turns; load average {la_start}",
+              flush=True)
+        run(REPO, "load.py", [*LOAD_ARGS, "--baseline-rev", rev, "--results-dir", str(this_dir)],
+            work / "this.log")
+    if not args.earlier_results:
+        print(f"the earlier tree; load average {loadavg()}", flush=True)
+        run(args.tree.resolve(), "load.py", [*LOAD_ARGS, "--results-dir", str(earlier_dir)],
+            work / "earlier.log")
+    this, earlier = load_numbers(this_dir), load_numbers(earlier_dir)
+    engine = engine_numbers(this_dir)
     rows = [[k, f"{earlier[k]:.3f}", f"{this[k]:.3f}", f"**{this[k] / earlier[k]:.3f}**"]
             for k in this if k in earlier]
     la_end = loadavg()
@@ -92,6 +106,8 @@ def main(argv=None) -> int:
         f"**{engine['engine lone, this / earlier (in turns)']:.3f}**, 8-clip batch "
         f"**{engine['engine 8-clip batch, this / earlier (in turns)']:.3f}**, same texts: "
         f"{'yes' if engine['same texts'] else 'NO'}.", "",
+        f"This checkout's run: {run_info(this_dir)}. The earlier tree's run: "
+        f"{run_info(earlier_dir)}.", "",
         "The app (each tree's own run; \"/ engine\": against its own engine measured just "
         "before, in the same run):", "",
         *markdown_table(["metric", rev, here, f"{here} / {rev}"], rows, "lrrr"), ""])
