@@ -1,18 +1,20 @@
 #!/usr/bin/env python3
-"""This checkout against an earlier revision, in turns: bench/benchmark.py (the engine) and
-bench/load.py (the app under concurrent clients), each run from both trees alternately, so
-that drift in the speed of a shared machine hits both sides alike.
+"""This checkout against an earlier revision: the engine in turns with the earlier one, and
+the app under concurrent clients from both trees, with bench/load.py.
 
     git worktree add --detach /tmp/prev c800c1d
-    python bench/against_revision.py --tree /tmp/prev [--rounds 2]
+    python bench/against_revision.py --tree /tmp/prev
 
-Each round runs prev then this checkout: benchmark.py (ours, int8, 1x10s and 8x10s, 64
-tokens, 2 repeats) and load.py (int8, the scheduler, 8 clients, lone / 8 x 10 s / 10 s during
-a 1 min file, 2 repeats), each tree's scripts with PYTHONPATH set to that tree. The table gives
-each side's median over the rounds and the ratio this / previous (under 1: faster now), with
-load.py's app-over-engine ratios (the app's own overhead, measured in turns with the engine in
-one run, so the least noisy numbers here). Results: bench/results/<host>-<date>-against-<rev>.md
-and .json.
+1. This checkout's load.py with ``--baseline-rev`` (the earlier revision's files): its engine
+   child and the earlier engine's run the lone 10 s clip and the 8-clip batch in turns, both
+   loaded, so the ratio of each pair (this / earlier) is free of the machine's drift; the same
+   run measures this checkout's app (lone, 8 clients at once, 10 s during a 1 min file) and each
+   of its numbers against the engine measured right before it (the app's own overhead).
+2. The earlier tree's load.py (PYTHONPATH set to it): the same app numbers for the earlier app.
+The app's times depend on the load from other work; its ratios to the engine, measured in
+turns within one run, are the comparable numbers. (bench/benchmark.py measures the same engine
+call with more detail, but one side at a time: on a shared, loaded machine its runs drift more
+than the difference looked for.) Results: bench/results/<host>-<date>-against-<rev>.md and .json.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import datetime as _dt
 import json
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,10 +30,8 @@ from pathlib import Path
 
 from bench._common import REPO, RESULTS, loadavg, machine_info, machine_line, markdown_table
 
-BENCH_ARGS = ["--engines", "ours", "--modes", "int8", "--cases", "1x10s,8x10s", "--tokens", "64",
-              "--repeats", "2", "--no-save"]
-LOAD_ARGS = ["--dtype", "int8", "--modes", "batch", "--clients", "8", "--repeats", "2",
-             "--long-minutes", "1"]
+LOAD_ARGS = ["--dtype", "int8", "--modes", "batch", "--clients", "8", "--tokens", "64",
+             "--repeats", "2", "--long-minutes", "1"]
 
 
 def run(tree: Path, script: str, args: list[str], log: Path) -> None:
@@ -40,11 +39,6 @@ def run(tree: Path, script: str, args: list[str], log: Path) -> None:
     with open(log, "ab") as f:
         subprocess.run([sys.executable, str(tree / "bench" / script), *args], cwd=tree, env=env,
                        stdout=f, stderr=subprocess.STDOUT, check=True)
-
-
-def benchmark_numbers(path: Path) -> dict:
-    rows = json.loads(path.read_text())["rows"]
-    return {f"engine {r['case']} e2e s": r["e2e_s"] for r in rows if "e2e_s" in r}
 
 
 def load_numbers(folder: Path) -> dict:
@@ -58,11 +52,27 @@ def load_numbers(folder: Path) -> dict:
     return out
 
 
+def run_info(folder: Path) -> str:
+    res = json.loads(next(folder.glob("*.json")).read_text())
+    return (f"started {res['started']}, load average {res['loadavg_start']} at the start, "
+            f"{res['loadavg_end']} at the end")
+
+
+def engine_numbers(folder: Path) -> dict:
+    base = json.loads(next(folder.glob("*.json")).read_text())["baseline"]
+    return {"engine lone, this / earlier (in turns)": base["ratio_lone"],
+            "engine 8-clip batch, this / earlier (in turns)": base["ratio_batch"],
+            "same texts": base["same_texts"]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--tree", required=True, type=Path, help="a checkout of the earlier revision")
-    p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--this-results", type=Path, help="a finished step 1 (its --results-dir): "
+                   "not run again")
+    p.add_argument("--earlier-results", type=Path, help="a finished step 2 (the earlier tree's "
+                   "load.py with these settings, e.g. run at the same time): not run again")
     args = p.parse_args(argv)
     rev = subprocess.run(["git", "-C", str(args.tree), "rev-parse", "--short", "HEAD"],
                          capture_output=True, text=True, check=True).stdout.strip()
@@ -70,41 +80,44 @@ def main(argv=None) -> int:
                           capture_output=True, text=True, check=True).stdout.strip()
     work = Path(tempfile.mkdtemp(prefix="against-"))
     started, la_start = _dt.datetime.now(), loadavg()
-    sides = {"previous": args.tree.resolve(), "this": REPO}
-    got = {side: [] for side in sides}
-    for i in range(args.rounds):
-        for side, tree in sides.items():
-            log = work / f"{side}.log"
-            print(f"round {i + 1}: {side} ({tree}), load average {loadavg()}", flush=True)
-            bench_json = work / f"bench-{side}-{i}.json"
-            run(tree, "benchmark.py", [*BENCH_ARGS, "--json", str(bench_json)], log)
-            load_dir = work / f"load-{side}-{i}"
-            run(tree, "load.py", [*LOAD_ARGS, "--results-dir", str(load_dir)], log)
-            got[side].append({**benchmark_numbers(bench_json), **load_numbers(load_dir)})
-    metrics = list(got["this"][0])
-    med = {side: {k: statistics.median(r[k] for r in runs if k in r) for k in metrics}
-           for side, runs in got.items()}
-    rows = [[k, f"{med['previous'][k]:.3f}", f"{med['this'][k]:.3f}",
-             f"**{med['this'][k] / med['previous'][k]:.3f}**",
-             " / ".join(f"{r[k]:.3f}" for r in got["previous"]),
-             " / ".join(f"{r[k]:.3f}" for r in got["this"])] for k in metrics]
+    this_dir, earlier_dir = args.this_results or work / "this", args.earlier_results or work / "earlier"
+    if not args.this_results:
+        print(f"this checkout, with the earlier engine in turns; load average {la_start}",
+              flush=True)
+        run(REPO, "load.py", [*LOAD_ARGS, "--baseline-rev", rev, "--results-dir", str(this_dir)],
+            work / "this.log")
+    if not args.earlier_results:
+        print(f"the earlier tree; load average {loadavg()}", flush=True)
+        run(args.tree.resolve(), "load.py", [*LOAD_ARGS, "--results-dir", str(earlier_dir)],
+            work / "earlier.log")
+    this, earlier = load_numbers(this_dir), load_numbers(earlier_dir)
+    engine = engine_numbers(this_dir)
+    rows = [[k, f"{earlier[k]:.3f}", f"{this[k]:.3f}", f"**{this[k] / earlier[k]:.3f}**"]
+            for k in this if k in earlier]
     la_end = loadavg()
     text = "\n".join([
-        f"# This checkout ({here}) against {rev}, in turns ({started:%Y-%m-%d %H:%M})", "",
+        f"# This checkout ({here}) against {rev} ({started:%Y-%m-%d %H:%M})", "",
         f"Command: `python bench/against_revision.py {' '.join(argv or sys.argv[1:])}`", "",
         f"{machine_line(machine_info('cpu'))}. Load average {la_start} at the start, {la_end} "
-        "at the end: other work shared this machine, so compare the ratios, not the times.", "",
-        f"Each round: {rev}, then this checkout; benchmark.py {' '.join(BENCH_ARGS)}; load.py "
-        f"{' '.join(LOAD_ARGS)}. Medians over {args.rounds} rounds; the ratio is this / "
-        "previous (under 1: faster now).", "",
-        *markdown_table(["metric", f"{rev}", f"{here}", "ratio", f"{rev} per round",
-                         f"{here} per round"], rows, "lrrrrr"), ""])
+        "at the end: other work shared this machine, so the times are slow and noisy; compare "
+        "the ratios.", "",
+        f"load.py {' '.join(LOAD_ARGS)}, the full-size random checkpoint. The engines in turns "
+        f"(this checkout's run, --baseline-rev {rev}): lone 10 s clip this / earlier "
+        f"**{engine['engine lone, this / earlier (in turns)']:.3f}**, 8-clip batch "
+        f"**{engine['engine 8-clip batch, this / earlier (in turns)']:.3f}**, same texts: "
+        f"{'yes' if engine['same texts'] else 'NO'}.", "",
+        f"This checkout's run: {run_info(this_dir)}. The earlier tree's run: "
+        f"{run_info(earlier_dir)}.", "",
+        "The app (each tree's own run; \"/ engine\": against its own engine measured just "
+        "before, in the same run):", "",
+        *markdown_table(["metric", rev, here, f"{here} / {rev}"], rows, "lrrr"), ""])
     print(text)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stem = args.results_dir / f"{socket.gethostname()}-{started:%Y%m%d-%H%M}-against-{rev}"
     stem.with_suffix(".md").write_text(text)
     stem.with_suffix(".json").write_text(json.dumps(
-        {"previous": rev, "this": here, "rounds": got, "median": med,
+        {"earlier": rev, "this": here, "engine": engine, "app": {"earlier": earlier,
+                                                                  "this": this},
          "loadavg": [la_start, la_end]}, indent=1) + "\n")
     print(f"wrote {stem}.md and .json")
     return 0

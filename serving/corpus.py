@@ -117,20 +117,16 @@ def words_wanted(args) -> bool:
 
 
 def render(r: dict, fmt: str) -> str:
-    """One result as ``--format`` prints it (json: one line of JSON_FIELDS)."""
-    from engine.longform import subtitles
-    from engine.speakers.transcript import to_rttm
+    """One result as ``--format`` prints it (json: one line of JSON_FIELDS; txt: the text;
+    the others by serving.formats.file_text, as the page's downloads and the API write them)."""
+    from .formats import file_text
 
     if fmt == "json":
         return json.dumps({k: r.get(k) for k in JSON_FIELDS if k in r or k == "error"},
                           ensure_ascii=False)
-    segments = r.get("segments") or []
-    return {"txt": lambda: r.get("text", "").strip() + "\n",
-            "srt": lambda: subtitles.to_srt(segments),
-            "vtt": lambda: subtitles.to_vtt(segments),
-            "tsv": lambda: subtitles.to_tsv(segments),
-            "rttm": lambda: to_rttm(r.get("turns") or [], Path(str(r.get("file") or "audio")).stem)
-            }[fmt]()
+    if fmt == "txt":
+        return r.get("text", "").strip() + "\n"
+    return file_text(r, fmt)
 
 
 # --------------------------------------------------------------------------- inputs

@@ -198,7 +198,9 @@ def page_transcriber(settings, holder, examples_dir: Path | None, metrics=None):
         log.info("page: %d file(s), %.1f s of audio", len(rows), sum(r["duration"] for r in rows))
         return page_outputs(rows, holder)
 
-    def transcribe(files, microphone, language, itn, hotwords, speakers="off", known_names="",
+    # known_names=None: gradio_client then leaves the new inputs optional (older callers send
+    # six values)
+    def transcribe(files, microphone, language, itn, hotwords, speakers="off", known_names=None,
                    known_clips=None, progress=gr.Progress()):
         t0, status = time.perf_counter(), 500
         with request_id_scope() as rid:  # one id per transcription: its logs and its caller

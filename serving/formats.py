@@ -1,7 +1,8 @@
-"""Result rows -> response bodies (API) and download files (page).
+"""Result rows -> response bodies (API), download files (page) and the CLI's files.
 
-The TXT / SRT / VTT / JSON writers are engine.longform.subtitles'; a row's ``segments`` are the long-form
-segments or one segment 0..duration (see serving.pipeline).
+``file_text`` is the one renderer of a transcript as a subtitle or turns file (SRT, VTT, TSV,
+RTTM) for all three; the writers are engine.longform.subtitles' and engine.speakers'. A row's
+``segments`` are the long-form segments or one segment 0..duration (see serving.pipeline).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from engine.language_id import language_fields, openai_languages
 from engine.languages import describe_language  # noqa: F401 (kept for importers)
-from engine.longform.subtitles import to_srt, to_txt, to_vtt
+from engine.longform.subtitles import to_srt, to_tsv, to_txt, to_vtt
 
 RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 MEDIA_TYPES = {"json": "application/json", "verbose_json": "application/json",
@@ -79,6 +80,22 @@ def _language(row: dict) -> dict:
     return {**language_fields(row), **({"languages": langs} if langs else {})}
 
 
+FILE_FORMATS = ("srt", "vtt", "tsv", "rttm")
+
+
+def file_text(row: dict, fmt: str, stem: str | None = None) -> str:
+    """A row as a file of ``fmt`` (FILE_FORMATS): subtitle cues or TSV rows from its segments
+    (speakers shown where it has them), or its speaker turns, overlaps included, as RTTM with
+    ``stem`` as the file id (default: its file name's stem)."""
+    if fmt == "rttm":
+        from engine.speakers.transcript import to_rttm
+        return to_rttm(row.get("turns") or [], stem or Path(str(row.get("file") or "audio")).stem)
+    writer = {"srt": to_srt, "vtt": to_vtt, "tsv": to_tsv}.get(fmt)
+    if writer is None:
+        raise ValueError(f"format must be one of {', '.join(FILE_FORMATS)}")
+    return writer(row.get("segments") or [])
+
+
 def render(row: dict, response_format: str, model: str | None = None) -> tuple[str, str]:
     """(body, media type) for one transcribed file."""
     if response_format == "json":
@@ -90,10 +107,8 @@ def render(row: dict, response_format: str, model: str | None = None) -> tuple[s
         body = json.dumps(diarized_json(row, model), ensure_ascii=False)
     elif response_format == "text":
         body = row["text"] + "\n"
-    elif response_format == "srt":
-        body = to_srt(row["segments"])
-    elif response_format == "vtt":
-        body = to_vtt(row["segments"])
+    elif response_format in ("srt", "vtt"):
+        body = file_text(row, response_format)
     else:
         raise ValueError(f"response_format must be one of {', '.join(RESPONSE_FORMATS)}")
     return body, MEDIA_TYPES[response_format]
@@ -173,13 +188,9 @@ def write_downloads(rows: list[dict], model: str | None = None,
             n += 1
             stem = f"{base}_{n}"
         used.add(stem)
-        for ext, writer in (("srt", to_srt), ("vtt", to_vtt)):
+        # and the speaker turns, overlaps included, as diarization tools read them
+        for ext in ("srt", "vtt") + (("rttm",) if r.get("turns") else ()):
             p = out / f"{stem}.{ext}"
-            p.write_text(writer(r["segments"]), encoding="utf-8")
-            paths.append(str(p))
-        if r.get("turns"):   # the speaker turns, overlaps included, as diarization tools read
-            from engine.speakers.transcript import to_rttm
-            p = out / f"{stem}.rttm"
-            p.write_text(to_rttm(r["turns"], stem), encoding="utf-8")
+            p.write_text(file_text(r, ext, stem), encoding="utf-8")
             paths.append(str(p))
     return paths
