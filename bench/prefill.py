@@ -55,6 +55,13 @@ def _without_gemm(m):
     return saved
 
 
+def _use(table) -> None:
+    """Put each PackedLinear on the kernel module in ``table`` (its GEMM choice is redone)."""
+    for mod, k in table.items():
+        mod._k = k
+        mod.__dict__.pop("_gemm", None)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--prompt", type=int, default=150)
@@ -63,22 +70,22 @@ def main() -> None:
     args = p.parse_args()
     import torch
     from engine.kernels import kernels
+    from engine.kernels.loader import avx512_kernels
     from engine.qwen3 import KVCache
     torch.set_num_threads(args.threads)
     if kernels() is None or not hasattr(kernels(), "gemm_bf16"):
         sys.exit("the CPU kernels are not available (python -m engine.kernels)")
+    if avx512_kernels() is not None:
+        sys.exit("this CPU has AVX-512: PackedLinear keeps MKL's path there (engine/kernels/"
+                 "packed.py), so there is nothing to compare")
     m, cfg = _model()
     ids = torch.randint(0, 150000, (1, args.prompt), generator=torch.Generator().manual_seed(1))
     x = m.embed(ids)
     gemm_k = _without_gemm(m)  # the kernel modules; the layers now hold the old path's proxies
     old_k = {mod: mod._k for mod in gemm_k}
 
-    def use(table):
-        for mod, k in table.items():
-            mod._k = k
-
     def run(table):
-        use(table)
+        _use(table)
         cache = KVCache(cfg, 1, args.prompt + 8, torch.float32, "cpu")
         with torch.inference_mode():
             t0 = time.perf_counter()
