@@ -68,6 +68,27 @@ def test_kernel_and_fallback_agree():
         assert torch.allclose(together, one_by_one, rtol=1e-5, atol=1e-6), mode
 
 
+@needs_kernel
+def test_bf16_gemm_tails_and_rows_independent():
+    """The bf16 GEMM kernel (many rows on AVX2-only CPUs; 3 x 4 tiles over 8-wide k): M, N and
+    K off those multiples give fp32's numbers, and a row's output is bit-identical whatever the
+    other rows are (a prompt's numbers must not depend on its batch neighbours)."""
+    gemm = kernels().gemm_bf16
+    g = torch.Generator().manual_seed(4)
+    w = (torch.randn(67, 203, generator=g) * 0.05).to(torch.bfloat16)
+    x = torch.randn(101, 203, generator=g)
+    got = gemm(x, w)
+    want = torch.nn.functional.linear(x.double(), w.double()).float()
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-5), (got - want).abs().max()
+    assert torch.allclose(PackedLinear(w, "bf16")(x), want, rtol=1e-5, atol=1e-5)
+    others = torch.randn(100, 203, generator=g)
+    for m in (1, 2, 4, 40, 100):
+        mixed = torch.cat([x[:1], others[:m - 1]])  # row 0 first, in tiles of other sizes
+        assert torch.equal(gemm(mixed, w)[0], got[0]), m
+        assert torch.equal(gemm(torch.cat([others[:m - 1], x[:1]]), w)[-1], got[0]), m
+    assert torch.equal(gemm(x, w[5:6])[:, 0], got[:, 5])  # a weight row alone: the same bits
+
+
 def _attention(seed=3):
     from engine.qwen3 import Attention, Qwen3Config
     cfg = Qwen3Config(hidden_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=40,

@@ -24,7 +24,8 @@ def int8_row_scales(w: torch.Tensor) -> torch.Tensor:
 class PackedLinear(torch.nn.Module):
     """A bias-free Linear whose weight is stored as bf16 (exact for bf16-valued checkpoints) or
     int8 with one fp32 scale per output row; inputs and outputs are fp32. Few rows (decoding)
-    go through the kernel; many rows (prefill) through an fp32 matmul on the widened weight."""
+    go through the matrix-vector kernel; many rows (prefill) through the bf16 GEMM kernel, or
+    (int8, no kernel) an fp32 matmul on the widened weight."""
 
     MAX_KERNEL_ROWS = 32
 
@@ -67,6 +68,22 @@ class PackedLinear(torch.nn.Module):
             return lambda x2: k.b16_linear(x2.contiguous(), w, none)
         return lambda x2: k.linear_bf16(x2, w)
 
+    def _gemm_fn(self):
+        """The kernel for many rows of a bf16 weight (prefill), or None. On AVX2-only CPUs the
+        GEMM kernel widens the weight in registers: 1.58x the previous path (an fp32 copy of the
+        weight per call, then MKL's sgemm) on a 150-token prefill
+        (bench/results/vm-prefill-20261207-0037.md). CPUs with AVX-512 keep that path: MKL
+        uses 16 lanes there, and this kernel was not measured against it."""
+        fn = self.__dict__.get("_gemm", False)
+        if fn is False:
+            k = self._k
+            fn = None
+            if self.mode == "bf16" and k is not None and hasattr(k, "gemm_bf16") \
+                    and avx512_kernels(module=k) is None:
+                fn = k.gemm_bf16
+            self.__dict__["_gemm"] = fn
+        return fn
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
@@ -77,7 +94,9 @@ class PackedLinear(torch.nn.Module):
             fn = self.__dict__["_fn"] = self._kernel_fn()
         if fn is not None and x2.shape[0] <= self.MAX_KERNEL_ROWS:
             y = fn(x2)
-        else:  # many rows (prefill): compute-bound, MKL's fp32 matmul on the widened weight
+        elif (gemm := self._gemm_fn()) is not None:
+            y = gemm(x2, self.weight)
+        else:  # many rows without the kernel: MKL's fp32 matmul on the widened weight
             y = torch.nn.functional.linear(x2, self.widened())
             if self.scale is not None:  # one scale per output row: applied to y, as the kernel does
                 y = y * self.scale

@@ -12,6 +12,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Fun-ASR-Nano CPU kernels (engine/kernels/csrc)";
   DEF(linear_bf16);
   DEF(linear_int8);
+  DEF(gemm_bf16);
   DEF(rms_norm);
   DEF(qk_norm_rope_);
   DEF(decode_attention);

@@ -11,6 +11,7 @@ using Tensors = std::vector<at::Tensor>;
 // avx2.cpp: AVX2/FMA, any x86-64 CPU with AVX2
 Tensor linear_bf16(Tensor x, Tensor w);
 Tensor linear_int8(Tensor x, Tensor w, Tensor scale);
+Tensor gemm_bf16(Tensor x, Tensor w);
 Tensor rms_norm(Tensor x, Tensor w, double eps);
 void qk_norm_rope_(Tensor q, Tensor k, Tensor qw, Tensor kw, Tensor cos, Tensor sin, double eps);
 Tensor decode_attention(Tensor q, Tensor k, Tensor v, Tensor kc, Tensor vc, Tensor rows,

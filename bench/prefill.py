@@ -1,0 +1,143 @@
+"""bf16 prefill of the Qwen3 decoder: the AVX2 GEMM kernel (bf16 weights widened in registers)
+against the previous path (an fp32 copy of each weight per call, then MKL's sgemm), side by side
+in one process, interleaved, on the same random full-size weights (Fun-ASR-Nano's decoder shapes:
+28 layers, hidden 1024, MLP 3072, vocabulary 151,936).
+
+    PYTHONPATH=$PWD python bench/prefill.py [--prompt 150] [--repeats 5] [--threads 2]
+
+Each repeat times one prefill of ``--prompt`` positions (the decoder's layers, the final norm and
+the lm_head at the last position, as BatchDecoder.add does) with each path, alternating which
+goes first. Also checks that both paths pick the same token and how far their hidden states
+differ. Writes ``bench/results/<host>-prefill-<date>.md`` (and ``.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import RESULTS, loadavg, machine_info  # noqa: E402
+
+
+def _model():
+    import torch
+    from engine.qwen3 import Qwen3Config, Qwen3ForCausalLM
+    cfg = Qwen3Config()
+    with torch.device("meta"):
+        m = Qwen3ForCausalLM(cfg)
+    g = torch.Generator().manual_seed(0)
+    for mod in m.modules():  # random bf16 weights, norms at 1 (as a checkpoint would give)
+        for name, p in list(mod.named_parameters(recurse=False)):
+            w = (torch.randn(p.shape, generator=g) * 0.02).to(torch.bfloat16) if p.dim() > 1 \
+                else torch.ones(p.shape, dtype=torch.bfloat16)
+            setattr(mod, name, torch.nn.Parameter(w, requires_grad=False))
+    m.tie_weights()
+    m.pack_for_cpu("bf16")
+    return m.eval(), cfg
+
+
+def _without_gemm(m):
+    """The previous path: every PackedLinear sees a kernel module without gemm_bf16 (its
+    decode-row kernel is bound already and unchanged)."""
+    from engine.kernels.packed import PackedLinear
+    saved = {}
+    for mod in m.modules():
+        if isinstance(mod, PackedLinear) and mod._k is not None:
+            saved[mod] = mod._k
+            mod._k = types.SimpleNamespace(**{n: getattr(mod._k, n) for n in dir(mod._k)
+                                              if not n.startswith("_") and n != "gemm_bf16"})
+    return saved
+
+
+def _use(table) -> None:
+    """Put each PackedLinear on the kernel module in ``table`` (its GEMM choice is redone)."""
+    for mod, k in table.items():
+        mod._k = k
+        mod.__dict__.pop("_gemm", None)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--prompt", type=int, default=150)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args()
+    import torch
+    from engine.kernels import kernels
+    from engine.kernels.loader import avx512_kernels
+    from engine.qwen3 import KVCache
+    torch.set_num_threads(args.threads)
+    if kernels() is None or not hasattr(kernels(), "gemm_bf16"):
+        sys.exit("the CPU kernels are not available (python -m engine.kernels)")
+    if avx512_kernels() is not None:
+        sys.exit("this CPU has AVX-512: PackedLinear keeps MKL's path there (engine/kernels/"
+                 "packed.py), so there is nothing to compare")
+    m, cfg = _model()
+    ids = torch.randint(0, 150000, (1, args.prompt), generator=torch.Generator().manual_seed(1))
+    x = m.embed(ids)
+    gemm_k = _without_gemm(m)  # the kernel modules; the layers now hold the old path's proxies
+    old_k = {mod: mod._k for mod in gemm_k}
+
+    def run(table):
+        _use(table)
+        cache = KVCache(cfg, 1, args.prompt + 8, torch.float32, "cpu")
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            h = m.prefill(x, cache=cache)
+            tok = m.pick(h)
+            return time.perf_counter() - t0, h, int(tok)
+
+    for table in (gemm_k, old_k):  # warm-up
+        run(table)
+    load0 = loadavg()
+    times = {"gemm": [], "previous": []}
+    for r in range(args.repeats):
+        order = [("gemm", gemm_k), ("previous", old_k)]
+        for name, table in (order if r % 2 == 0 else order[::-1]):
+            s, h, tok = run(table)
+            times[name].append(s)
+            if name == "gemm":
+                h_new, tok_new = h, tok
+            else:
+                h_old, tok_old = h, tok
+    load1 = loadavg()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    tok_s = {k: args.prompt / v for k, v in med.items()}
+    rel = float((h_new - h_old).norm() / h_old.norm())
+    ratios = [o / n for n, o in zip(times["gemm"], times["previous"])]
+    res = {"machine": machine_info(), "threads": args.threads, "prompt": args.prompt,
+           "repeats": args.repeats, "load_before": load0, "load_after": load1,
+           "seconds": times, "tok_s": tok_s, "speedup_median": statistics.median(ratios),
+           "same_token": tok_new == tok_old, "hidden_rel_diff": rel}
+    stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
+    host = res["machine"]["host"].split(".")[0] or "host"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    base = RESULTS / f"{host}-prefill-{stamp}"
+    base.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    mi = res["machine"]
+    md = [f"# bf16 prefill, {args.prompt} positions, GEMM kernel vs previous path",
+          "", f"`python bench/prefill.py --prompt {args.prompt} --repeats {args.repeats} "
+          f"--threads {args.threads}`, {stamp} UTC",
+          f"machine: {mi.get('cpu')} ({', '.join(mi.get('cpu_flags', []))}), "
+          f"{mi.get('cpu_count')} cores, torch {mi.get('torch')}; load average before "
+          f"{load0}, after {load1}", "",
+          "| path | median s | tok/s | every repeat (s) |", "|---|---:|---:|---|"]
+    for k in ("gemm", "previous"):
+        md.append(f"| {k} | {med[k]:.3f} | {tok_s[k]:.1f} | "
+                  f"{', '.join(f'{s:.3f}' for s in times[k])} |")
+    md += ["", f"speedup (previous / gemm, median of per-repeat ratios): "
+           f"**{res['speedup_median']:.2f}x**; same first token: {res['same_token']}; "
+           f"hidden state relative difference: {rel:.2e}"]
+    base.with_suffix(".md").write_text("\n".join(md) + "\n")
+    print("\n".join(md))
+    print(f"written {base}.md")
+
+
+if __name__ == "__main__":
+    main()
