@@ -144,9 +144,23 @@ def known_voices(names, clips, embedding_model, examples_dir: Path | None) -> di
                           KNOWN_NAMES, KNOWN_CLIPS)
 
 
+def page_watch_hotwords(watch_list) -> list[str]:
+    """The watch box's terms, offered to the decoder as hotwords as the API and CLI offer theirs
+    (docs/compliance.md); a bad list offers none: the hits step after the transcription names
+    its line, and the transcription itself never fails for it."""
+    from compliance.service import ComplianceRequestError, detector_from_request, watch_hotwords
+    if not (watch_list or "").strip():
+        return []
+    try:
+        return watch_hotwords(detector_from_request(watch_list, None))
+    except ComplianceRequestError:
+        return []
+
+
 def page_options(settings, language, itn, hotwords, speakers, known_names="", known_clips=None,
-                 examples_dir: Path | None = None) -> Options:
+                 examples_dir: Path | None = None, watch_list=None) -> Options:
     return Options(language=language, itn=bool(itn), hotwords=parse_hotwords(hotwords),
+                   watch_hotwords=page_watch_hotwords(watch_list),
                    max_new_tokens=settings.max_new_tokens, batch_size=settings.batch_size,
                    max_audio_seconds=settings.max_audio_seconds,
                    speakers=page_speakers(speakers, settings, known_names, known_clips,
@@ -184,12 +198,14 @@ def page_transcriber(settings, holder, examples_dir: Path | None, metrics=None):
     """The Transcribe button's handler: each failure becomes the message a user should see
     (the caller's mistake without a traceback, an internal error as its request id), and each
     call is counted in /metrics under PAGE_ROUTE."""
-    def run_rows(files, microphone, language, itn, hotwords, speakers, known, progress, rid):
+    def run_rows(files, microphone, language, itn, hotwords, speakers, known, watch_list,
+                 progress, rid):
         """The outputs, or None when there is nothing to transcribe."""
         items = page_items(files, microphone, examples_dir)
         if not items:
             return None
-        opts = page_options(settings, language, itn, hotwords, speakers, *known, examples_dir)
+        opts = page_options(settings, language, itn, hotwords, speakers, *known, examples_dir,
+                            watch_list)
 
         def report(frac, msg):   # no "0.0%" while nothing can be counted yet (the first load)
             progress(frac if frac > 0 else None, desc=msg)
@@ -199,14 +215,14 @@ def page_transcriber(settings, holder, examples_dir: Path | None, metrics=None):
         return page_outputs(rows, holder)
 
     # known_names=None: gradio_client then leaves the new inputs optional (older callers send
-    # six values)
+    # six values); watch_list: the Compliance box, whose terms go to the decoder as hotwords
     def transcribe(files, microphone, language, itn, hotwords, speakers="off", known_names=None,
-                   known_clips=None, progress=gr.Progress()):
+                   known_clips=None, watch_list=None, progress=gr.Progress()):
         t0, status = time.perf_counter(), 500
         with request_id_scope() as rid:  # one id per transcription: its logs and its caller
             try:
                 out = run_rows(files, microphone, language, itn, hotwords, speakers,
-                               (known_names, known_clips), progress, rid)
+                               (known_names, known_clips), watch_list, progress, rid)
                 status = 200 if out is not None else 400
                 if out is None:
                     # nothing to transcribe: the user's slip, not a failure: a notice, no red
@@ -345,7 +361,7 @@ def wire_transcribe(i: FilesInputs, o: FilesOutputs, status, holder, transcribe)
     i.run.click(first_load_status, [i.files, i.microphone], status, queue=False,
                 show_progress="hidden", api_visibility="private").then(
         transcribe, [i.files, i.microphone, i.language, i.itn, i.hotwords, i.speakers,
-                     i.known_names, i.known_clips],
+                     i.known_names, i.known_clips, o.watch],
         [o.table, o.transcript, o.downloads, o.raw, status], api_name="transcribe",
         api_description="Transcribe uploaded files and/or a microphone recording.",
         show_progress_on=[o.transcript, o.table]).then(   # never drawn over the status line

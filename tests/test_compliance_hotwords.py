@@ -109,3 +109,33 @@ def test_the_demo_checkpoint_declares_no_hotword_prompts_and_gets_no_watch_terms
     assert cli_hotwords(detector, list(USER), demo) == USER
     assert LiveMonitor(detector, lambda alert: None, "s").hotwords([], demo) == []
     assert demo.hotwords_with([], service.watch_hotwords(detector)) == []
+
+
+def test_the_page_offers_its_watch_box_to_the_decoder(ours, speech_dir, monkeypatch):
+    """The Files tab's Transcribe (serving.files_tab's handler, as the named /transcribe
+    endpoint calls it): the Compliance box's terms reach the prompt after the user's hotwords;
+    a watch list with a bad line costs neither the transcription nor the user's hotwords."""
+    from serving.files_tab import page_transcriber
+    from serving.settings import parse_settings
+    seen = []
+    real = ours.prompt_ids
+
+    def recording(language=None, itn=True, hotwords=()):
+        seen.append(list(hotwords))
+        return real(language, itn, hotwords)
+    monkeypatch.setattr(ours, "prompt_ids", recording)
+    settings = parse_settings(["--max-new-tokens", "4"], environ={})
+    holder = ModelHolder("tiny", "cpu", "fp32", loader=lambda *a: ours)
+    try:
+        transcribe = page_transcriber(settings, holder, speech_dir)   # files it may read
+        path = str(speech_dir / CLIP)
+        quiet = lambda *a, **k: None   # noqa: E731  (gr.Progress outside a request)
+        table, text, *_ = transcribe([path], None, "en", True, ", ".join(USER), "off", None,
+                                     None, WATCH, progress=quiet)
+        assert seen and seen[-1] == MERGED, seen
+        seen.clear()
+        transcribe([path], None, "en", True, ", ".join(USER), "off", None, None,
+                   "a term\tconfidential\tnot-a-severity\n", progress=quiet)
+        assert seen and seen[-1] == USER, seen
+    finally:
+        holder.close()
