@@ -2,7 +2,7 @@
 
 Its named endpoint (usable from gradio_client):
   /transcribe    (files, microphone, language, itn, hotwords, speakers, known speakers' names,
-                  their reference clips)
+                  their reference clips, the Compliance watch list: its terms as hotwords)
                  -> (results table, transcript, download files, JSON rows, model status)
 The rows come from serving.pipeline.transcribe_items, as the API's do.
 """
