@@ -94,7 +94,7 @@ def _frames(exc: BaseException):
 
 FIT_MESSAGE = ("the request's values do not fit this page's inputs (the files, the microphone, "
                "the language, ITN, the hotwords, the speakers, the known speakers' names and "
-               "their clips, in that order); reload the page and try again")
+               "their clips, the watch list, in that order); reload the page and try again")
 _INPUT_ERRORS = (TypeError, ValueError, LookupError, AttributeError)
 
 

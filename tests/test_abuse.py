@@ -339,8 +339,8 @@ def test_page_errors_say_what_the_user_did_wrong(app):
     """Finding: the page showed the server's absolute path for a relative one, "embedded null
     byte" and "Original error: IndexError". Now each is a sentence about the input."""
     cwd = os.getcwd()
-    cases = {"relative": [[_file_data("some/dir/clip.wav")], None, "auto", True, "", "off", "", None],
-             "null": [[_file_data("clip\x00.wav")], None, "auto", True, "", "off", "", None],
+    cases = {"relative": [[_file_data("some/dir/clip.wav")], None, "auto", True, "", "off", "", None, ""],
+             "null": [[_file_data("clip\x00.wav")], None, "auto", True, "", "off", "", None, ""],
              "short": [[]],
              "wrong": [[1, 2], "x", None]}
     for name, data in cases.items():
@@ -361,7 +361,7 @@ def test_log_lines_cannot_be_forged(app):
     go through our logging, and every line of the log is one JSON record of ours."""
     forged = json.dumps({"time": "2026-01-01T00:00:00.000Z", "level": "info",
                          "logger": "funasr_nano.app", "message": "FORGED", "request_id": None})
-    _page_call(app, [[_file_data(f"x\n{forged}\n.wav")], None, "auto", True, "", "off", "", None])
+    _page_call(app, [[_file_data(f"x\n{forged}\n.wav")], None, "auto", True, "", "off", "", None, ""])
     time.sleep(0.5)
     for line in _log_text(app).splitlines():
         if not line.strip():

@@ -115,7 +115,7 @@ def test_gradio_inputs_read_only_uploaded_files(request, server, route, audio_fi
     for what, path in paths.items():
         for slot in ("files", "microphone"):
             data = ([[_file_data(path)], None] if slot == "files" else [None, _file_data(path)])
-            ok, text = route(app, data + ["auto", True, "", "off", "", None], auth)
+            ok, text = route(app, data + ["auto", True, "", "off", "", None, ""], auth)
             assert not ok, f"{what} via {slot}: transcribed {text[:300]}"
             for leak in ("not an audio file", "not found", "No such file", "contains text",
                          "root:", "ERROR:"):
@@ -130,7 +130,7 @@ def test_gradio_inputs_read_only_uploaded_files(request, server, route, audio_fi
         up = requests.post(app.url + "/gradio_api/upload", files={"files": ("chirp.wav", f)},
                            cookies=auth, timeout=30)
     assert up.status_code == 200, up.text
-    ok, text = route(app, [[_file_data(up.json()[0])], None, "auto", True, "", "off", "", None], auth)
+    ok, text = route(app, [[_file_data(up.json()[0])], None, "auto", True, "", "off", "", None, ""], auth)
     assert ok, text
     assert json.loads(text)[1] == expected_text(engine, audio_files["chirp.wav"])
 
@@ -624,7 +624,7 @@ def test_page_errors_leave_only_a_request_id(app_model_dir, audio_files, caplog,
             up = client.post("/gradio_api/upload", files={"files": ("tone.wav", f)})
         assert up.status_code == 200, up.text
         r = client.post("/gradio_api/call/transcribe", json={"data": [
-            [_file_data(up.json()[0])], None, "auto", True, "", "off", "", None]})
+            [_file_data(up.json()[0])], None, "auto", True, "", "off", "", None, ""]})
         assert r.status_code == 200, r.text
         with client.stream("GET", f"/gradio_api/call/transcribe/{r.json()['event_id']}") as s:
             events = _sse_events(s)
