@@ -186,6 +186,25 @@ def test_attention_path_reads_the_times_where_attention_aligns():
     assert all(x["estimated"] for x in words)
 
 
+def test_the_server_chooses_the_heads_when_it_loads_the_model(demo, monkeypatch):
+    """The server's loader chooses the alignment heads with the model (engine.alignment.prepare),
+    the same ones a words request would choose, so no request waits for them; a choice that
+    fails costs the load nothing (the first request for words tries again)."""
+    import engine.alignment as alignment
+    from engine.alignment.heads import choose_for_model
+    from serving.model_holder import ModelHolder
+    model = ModelHolder(str(DEMO), "cpu", "fp32").get()
+    assert model._alignment_heads == choose_for_model(demo)
+    assert model._alignment_score == demo._alignment_score
+
+    def broken(m):
+        raise RuntimeError("no clips")
+
+    monkeypatch.setattr(alignment, "choose_for_model", broken)
+    loaded = ModelHolder(str(DEMO), "cpu", "fp32").get()
+    assert getattr(loaded, "_alignment_heads", None) is None
+
+
 def test_failed_alignment_keeps_the_text_with_estimated_words(demo, monkeypatch):
     import engine.alignment as alignment
 

@@ -22,9 +22,10 @@ log = logging.getLogger(__name__)
 
 MEDIAN_FILTER = 3      # audio positions (120 ms each for the demo) smoothed before the path
 # An utterance whose chosen heads score lower (heads.head_scores: sharpness x monotonicity x
-# coverage, 1 for a perfectly sharp diagonal) is not trusted. The demo checkpoint's best heads
-# score 0.2-0.45 and measured far worse than the fallback on speech with known word times
-# (docs/timing.md), so its words are the fallback's, marked estimated.
+# coverage, 1 for a perfectly sharp diagonal) is not trusted. The demo checkpoint's chosen
+# heads score 0.37 (its best single head 0.46) and their word times are off by a median
+# 0.20-0.43 s on speech with known word times, the fallback's 0.03-0.08 s (docs/timing.md), so
+# its words are the fallback's, marked estimated; a head built to align scores 0.72.
 MIN_SCORE = 0.5
 MAX_WORD_S = 2.0       # no word is longer than this, nor than 3x the median word
 SNAP_S = 0.6           # a word edge in a pause moves to the speech at most this far
