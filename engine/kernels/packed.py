@@ -70,10 +70,10 @@ class PackedLinear(torch.nn.Module):
 
     def _gemm_fn(self):
         """The kernel for many rows of a bf16 weight (prefill), or None. On AVX2-only CPUs the
-        GEMM kernel widens the weight in registers: 1.58x the previous path (an fp32 copy of the
-        weight per call, then MKL's sgemm) on a 150-token prefill
-        (bench/results/vm-prefill-20261207-0037.md). CPUs with AVX-512 keep that path: MKL
-        uses 16 lanes there, and this kernel was not measured against it."""
+        GEMM kernel widens the weight in registers: 1.41-1.58x the previous path (an fp32 copy
+        of the weight per call, then MKL's sgemm) on a 150-token prefill
+        (bench/results/vm-prefill-20261207-0037.md, -0059.md). CPUs with AVX-512 keep that
+        path: MKL uses 16 lanes there, and this kernel was not measured against it."""
         fn = self.__dict__.get("_gemm", False)
         if fn is False:
             k = self._k
