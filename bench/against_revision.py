@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,10 +66,73 @@ def engine_numbers(folder: Path) -> dict:
             "same texts": base["same_texts"]}
 
 
+def engines_in_turns(tree: Path, rounds: int) -> dict:
+    """Both engines loaded side by side (load.py's EngineWorker, the full-size int8 checkpoint,
+    8 clips of 10 s, 64 tokens), the lone clip and the 8-clip batch run ABBA ``rounds`` times:
+    {case: {"this": [s], "earlier": [s], "ratios": [this / earlier per round]}}."""
+    import numpy as np
+
+    from bench.load import EngineWorker, english_concat, wav_bytes, windows
+    from engine.audio import load_audio
+    from tools.make_random_model import cached_random_model
+    args = argparse.Namespace(model_dir=cached_random_model("full", 1, ctc=False), dtype="int8",
+                              tokens=64)
+    concat, _ = english_concat()
+    waves_path = Path(tempfile.mkdtemp(prefix="against-")) / "waves.npy"
+    np.save(waves_path, np.stack([load_audio(wav_bytes(w), 16000)
+                                  for w in windows(concat, 8, 10.0)]))
+    workers = {"this": EngineWorker(args, REPO, waves_path),
+               "earlier": EngineWorker(args, tree, waves_path)}
+    out = {case: {"this": [], "earlier": [], "ratios": []} for case in ("lone", "batch")}
+    try:
+        for i in range(rounds):
+            order = ("this", "earlier") if i % 2 == 0 else ("earlier", "this")
+            for case in ("lone", "batch"):
+                took = {side: workers[side].run(case) for side in order}
+                for side, t in took.items():
+                    out[case][side].append(t)
+                out[case]["ratios"].append(took["this"] / took["earlier"])
+                print(f"round {i + 1} {case}: this {took['this']:.2f} s, earlier "
+                      f"{took['earlier']:.2f} s (load average {loadavg()})", flush=True)
+        out["same_texts"] = workers["this"].texts == workers["earlier"].texts
+    finally:
+        for w in workers.values():
+            w.close()
+    return out
+
+
+def engines_main(args, rev: str, here: str) -> int:
+    started, la_start = _dt.datetime.now(), loadavg()
+    res = engines_in_turns(args.tree.resolve(), args.rounds)
+    rows = [[case, " / ".join(f"{t:.2f}" for t in res[case]["earlier"]),
+             " / ".join(f"{t:.2f}" for t in res[case]["this"]),
+             " / ".join(f"{r:.3f}" for r in res[case]["ratios"]),
+             f"**{statistics.median(res[case]['ratios']):.3f}**"] for case in ("lone", "batch")]
+    text = "\n".join([
+        f"# The engine, this checkout ({here}) against {rev}, in turns ({started:%Y-%m-%d %H:%M})",
+        "", f"Command: `python bench/against_revision.py {' '.join(sys.argv[1:])}`", "",
+        f"{machine_line(machine_info('cpu'))}. Load average {la_start} at the start, "
+        f"{loadavg()} at the end (other work shared the machine).", "",
+        "Both engines loaded side by side (the full-size random checkpoint, int8, 64 tokens per "
+        "sequence); each round runs the lone 10 s clip and the 8-clip batch on both, ABBA order. "
+        f"Same texts: {'yes' if res['same_texts'] else 'NO'}.", "",
+        *markdown_table(["case", f"{rev} s per round", f"{here} s per round",
+                         "ratio per round", "median ratio"], rows, "lrrrr"), ""])
+    print(text)
+    stem = args.results_dir / f"{socket.gethostname()}-{started:%Y%m%d-%H%M}-engine-against-{rev}"
+    stem.with_suffix(".md").write_text(text)
+    stem.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
+    print(f"wrote {stem}.md and .json")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--tree", required=True, type=Path, help="a checkout of the earlier revision")
     p.add_argument("--results-dir", type=Path, default=RESULTS)
+    p.add_argument("--engines-only", action="store_true",
+                   help="only the two engines side by side, ABBA, --rounds times")
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--this-results", type=Path, help="a finished step 1 (its --results-dir): "
                    "not run again")
     p.add_argument("--earlier-results", type=Path, help="a finished step 2 (the earlier tree's "
@@ -78,6 +142,8 @@ def main(argv=None) -> int:
                          capture_output=True, text=True, check=True).stdout.strip()
     here = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=True).stdout.strip()
+    if args.engines_only:
+        return engines_main(args, rev, here)
     work = Path(tempfile.mkdtemp(prefix="against-"))
     started, la_start = _dt.datetime.now(), loadavg()
     this_dir, earlier_dir = args.this_results or work / "this", args.earlier_results or work / "earlier"
