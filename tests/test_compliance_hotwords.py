@@ -46,6 +46,19 @@ def _reference_ids(tiny_reference, path, hotwords) -> list[int]:
     return want["ids"][:a] + want["ids"][a + n:]
 
 
+def _record_hotwords(model, monkeypatch) -> list:
+    """The hotword lists ``model``'s prompts are built with, in order (a list filled as they
+    come); the real prompt_ids stays reachable as ``model.prompt_ids.__wrapped__``."""
+    seen, real = [], model.prompt_ids
+
+    def recording(language=None, itn=True, hotwords=()):
+        seen.append(list(hotwords))
+        return real(language, itn, hotwords)
+    recording.__wrapped__ = real
+    monkeypatch.setattr(model, "prompt_ids", recording)
+    return seen
+
+
 def test_every_path_merges_watch_terms_after_the_users_hotwords(ours, detector):
     assert ours.hotword_prompts and ours.describe()["hotword_prompts"] is True
     # the CLI (transcribe.py), the API (Options.watch_hotwords, merged by the pipeline with the
@@ -64,13 +77,8 @@ def test_the_pipeline_prompt_holds_the_terms_exactly_as_the_reference_builds_it(
     """A real transcription through serving.pipeline (what the API and the page call): the
     prompt the model is given holds the user's hotwords and the watch terms, and its ids are
     the reference's for that list."""
-    seen = []
-    real = ours.prompt_ids
-
-    def recording(language=None, itn=True, hotwords=()):
-        seen.append(list(hotwords))
-        return real(language, itn, hotwords)
-    monkeypatch.setattr(ours, "prompt_ids", recording)
+    seen = _record_hotwords(ours, monkeypatch)
+    real = ours.prompt_ids.__wrapped__
     holder = ModelHolder("tiny", "cpu", "fp32", loader=lambda *a: ours)
     try:
         path = speech_dir / CLIP
@@ -117,13 +125,7 @@ def test_the_page_offers_its_watch_box_to_the_decoder(ours, speech_dir, monkeypa
     a watch list with a bad line costs neither the transcription nor the user's hotwords."""
     from serving.files_tab import page_transcriber
     from serving.settings import parse_settings
-    seen = []
-    real = ours.prompt_ids
-
-    def recording(language=None, itn=True, hotwords=()):
-        seen.append(list(hotwords))
-        return real(language, itn, hotwords)
-    monkeypatch.setattr(ours, "prompt_ids", recording)
+    seen = _record_hotwords(ours, monkeypatch)
     settings = parse_settings(["--max-new-tokens", "4"], environ={})
     holder = ModelHolder("tiny", "cpu", "fp32", loader=lambda *a: ours)
     try:
