@@ -43,59 +43,39 @@ MANIFEST_KEYS = ("path", "file", "audio", "audio_path", "filename")
 def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords=(),
                      batch_size=8, max_new_tokens=512, max_segment_s=None,
                      progress=None, quiet=False, speakers=None, words=False) -> list[dict]:
-    """One result dict per file, in order: files decoded whole (engine.decoded_whole: up to
+    """One result dict per file, in order: files decoded whole (serving.pipeline.route: up to
     ``max_segment_s``, default the model's 30 s) ``batch_size`` at a time, longer ones through
-    ``engine.longform.transcribe_long``. What the CLI prints and what each
-    Ray worker returns. ``speakers``: an engine.speakers.options.SpeakerRequest: every file is
+    ``engine.longform.transcribe_long``, in the order serving.pipeline.decode_routed sets for
+    every caller (the page's and the API's rows come from the same). What the CLI prints and
+    what each Ray worker returns. ``speakers``: an engine.speakers.options.SpeakerRequest: every file is
     diarized and its speaker turns transcribed (serving.diarized). ``words``: word timings
     (engine.alignment) in ``words`` and in each segment."""
-    from engine import MAX_UTTERANCE_S, decoded_whole
+    from engine import MAX_UTTERANCE_S
     from engine.audio import probe_duration
     from engine.longform import transcribe_long
+
+    from .pipeline import decode_routed, route
 
     if max_segment_s is None:
         max_segment_s = MAX_UTTERANCE_S
 
     opts = dict(language=language, itn=itn, hotwords=list(hotwords), words=words)
     results: dict[int, dict] = {}
-    short = []
-    for i, f in enumerate(files):
+    routes = []
+    for f in files:
         try:
             duration = probe_duration(f)
         except Exception:  # noqa: BLE001 - the decoder reports the real reason below
             duration = 0.0
-        if not decoded_whole(duration, max_segment_s) or speakers is not None:
-            t0 = time.perf_counter()
+        routes.append((route(duration, speakers, max_segment_s), f))
+    n_short = sum(1 for r, _ in routes if r == "short")
 
-            def segments_done(done, total, name=f):
-                if not quiet:
-                    print(f"\r{name}: {done}/{total} segments", end="", file=sys.stderr)
-
-            def run(spans=None, f=f, segments_done=segments_done):
-                return transcribe_long(asr, f, batch_size=batch_size, max_segment_s=max_segment_s,
-                                       progress=segments_done, max_new_tokens=max_new_tokens,
-                                       spans=spans, **opts)
-            if speakers is not None:
-                from .diarized import transcribe_with_speakers
-                res = transcribe_with_speakers(f, f, speakers, run)
-                res.pop("diarization", None)
-            else:
-                res = run()
-            if not quiet:
-                print(file=sys.stderr)
-            res.setdefault("key", Path(f).stem)
-            res["file"] = f
-            res["processing_time"] = round(time.perf_counter() - t0, 3)
-            results[i] = res
-        else:
-            short.append(i)
-    for start in range(0, len(short), batch_size):
-        chunk = short[start:start + batch_size]
+    def decode_short(chunk):
         t0 = time.perf_counter()
-        out = asr.transcribe([files[i] for i in chunk], batch_size=batch_size,
+        out = asr.transcribe([f for _, f in chunk], batch_size=batch_size,
                              max_new_tokens=max_new_tokens, **opts)
         per_file = round((time.perf_counter() - t0) / len(chunk), 3)
-        for i, r in zip(chunk, out):
+        for (i, _), r in zip(chunk, out):
             r["processing_time"] = per_file
             if r.get("error") is None:
                 seg = {"start": 0.0, "end": r["duration"], "text": r["text"].strip()}
@@ -106,7 +86,34 @@ def transcribe_files(asr, files: list[str], *, language=None, itn=True, hotwords
                 r["segments"] = [seg]
             results[i] = r
         if progress:
-            progress(min(start + len(chunk), len(short)), len(short))
+            done = sum(1 for i in results if routes[i][0] == "short")
+            progress(min(done, n_short), n_short)
+
+    def decode_long(i, f):
+        t0 = time.perf_counter()
+
+        def segments_done(done, total):
+            if not quiet:
+                print(f"\r{f}: {done}/{total} segments", end="", file=sys.stderr)
+
+        def run(spans=None):
+            return transcribe_long(asr, f, batch_size=batch_size, max_segment_s=max_segment_s,
+                                   progress=segments_done, max_new_tokens=max_new_tokens,
+                                   spans=spans, **opts)
+        if speakers is not None:
+            from .diarized import transcribe_with_speakers
+            res = transcribe_with_speakers(f, f, speakers, run)
+            res.pop("diarization", None)
+        else:
+            res = run()
+        if not quiet:
+            print(file=sys.stderr)
+        res.setdefault("key", Path(f).stem)
+        res["file"] = f
+        res["processing_time"] = round(time.perf_counter() - t0, 3)
+        results[i] = res
+
+    decode_routed(routes, batch_size, decode_short, decode_long)
     return [results[i] for i in range(len(files))]
 
 

@@ -1,7 +1,9 @@
 """From uploaded files to result rows: checks, decoding, batching, long-form dispatch, timing.
 
 The page and the HTTP API both call ``transcribe_items``, once per request (the request is the
-``caller`` the scheduler is fair between). Per input:
+``caller`` the scheduler is fair between); the CLI and corpus runs (serving.corpus.transcribe_files,
+on a model rather than the scheduler) route and order their files by the same ``route`` and
+``decode_routed``. Per input:
 
 1. the duration is probed (cheap, from the header) and checked against ``max_audio_seconds``;
 2. audio to be decoded whole (``engine.decoded_whole``: up to 30 s) is decoded here and goes
@@ -130,23 +132,40 @@ def transcribe_items(holder, items: list[tuple[str, object]], opts: Options,
     lang = parse_language(opts.language)
     code = lang.code if lang else None
     rows = [_row(name, lang) for name, _ in items]
-    short, long = [], []   # (index, 16 kHz waveform); (index, waveform or source)
-    for i, (name, src) in enumerate(items):
-        routed = _read_input(rows[i], name, src, opts)
-        if routed is not None:
-            (short if routed[0] == "short" else long).append((i, routed[1]))
-    tracker = _Progress(progress, sum(rows[i]["duration"] for i, _ in short + long))
-    if short or long:
+    # ("short", 16 kHz waveform) | ("long", waveform or source) | None (the row has its error)
+    routes = [_read_input(rows[i], name, src, opts) for i, (name, src) in enumerate(items)]
+    tracker = _Progress(progress, sum(rows[i]["duration"] for i, r in enumerate(routes) if r))
+    if any(routes):
         opts = _load_model(holder, opts, tracker)
     tracker.report(0.0, "starting")
-    for start in range(0, len(short), max(1, opts.batch_size)):
-        _decode_short(holder, short[start:start + opts.batch_size], rows, code, opts, caller,
-                      tracker)
-    for i, src in long:
-        _decode_long(holder, i, src, rows[i], code, opts, caller, tracker, on_segments)
+    decode_routed(routes, opts.batch_size,
+                  lambda chunk: _decode_short(holder, chunk, rows, code, opts, caller, tracker),
+                  lambda i, src: _decode_long(holder, i, src, rows[i], code, opts, caller,
+                                              tracker, on_segments))
     if progress:
         progress(1.0, "done")
     return rows
+
+
+def route(duration: float, speakers=None, limit: float | None = None) -> str:
+    """The 30 s rule for files: "short" (decoded whole, engine.decoded_whole; ``limit``: the
+    CLI's --max-segment-seconds) or "long" (engine.longform's segments; always where speaker
+    turns are asked for, since the turns are what gets transcribed)."""
+    return "short" if decoded_whole(duration, limit) and not speakers else "long"
+
+
+def decode_routed(routes: list, batch_size: int, decode_short, decode_long) -> None:
+    """The order every caller's files are decoded in (the page, the API, the CLI, corpus
+    runs): ``routes[i]`` is ``(route, x)`` for input i, or None for an input already failed.
+    Short inputs first, ``batch_size`` at a time, one ``decode_short([(i, x), ...])`` call
+    (one model call) each; then each long input alone, ``decode_long(i, x)``."""
+    short = [(i, r[1]) for i, r in enumerate(routes) if r and r[0] == "short"]
+    step = max(1, batch_size)
+    for start in range(0, len(short), step):
+        decode_short(short[start:start + step])
+    for i, r in enumerate(routes):
+        if r and r[0] == "long":
+            decode_long(i, r[1])
 
 
 def _read_input(row: dict, name: str, src, opts: Options):
@@ -176,7 +195,7 @@ def _read_input(row: dict, name: str, src, opts: Options):
             raise AudioError(name, too_short(len(wave)))
         _check_length(duration, opts, name)
         row["duration"] = round(duration, 3)
-        return ("short" if decoded_whole(duration) and not opts.speakers else "long"), wave
+        return route(duration, opts.speakers), wave
     except (RequestError, AudioTooLong) as e:
         row.update(error=str(e), error_kind="too_long")
     except AudioError as e:
