@@ -84,6 +84,22 @@ def markdown_table(header: list[str], rows: list[list], align: str = "") -> list
             [header, rule, *([str(c) for c in row] for row in rows)]]
 
 
+def safe_host() -> str:
+    """This machine's name as a results file name takes it."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", socket.gethostname()) or "host"
+
+
+def write_results(stem: Path, text: str, data: dict) -> Path:
+    """A run's results: ``STEM.md`` (the report, ``text``) and ``STEM.json`` (``data``), the
+    folder made where missing; says where they went. ``stem`` comes back."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{stem}.md").write_text(text.rstrip("\n") + "\n")
+    Path(f"{stem}.json").write_text(json.dumps(data, indent=1, ensure_ascii=False, default=str)
+                                    + "\n")
+    print(f"wrote {stem}.md and .json", flush=True)
+    return stem
+
+
 def loadavg() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]

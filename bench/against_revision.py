@@ -22,14 +22,14 @@ import argparse
 import datetime as _dt
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from bench._common import REPO, RESULTS, loadavg, machine_info, machine_line, markdown_table
+from bench._common import (REPO, RESULTS, loadavg, machine_info, machine_line, markdown_table,
+                           safe_host, write_results)
 
 LOAD_ARGS = ["--dtype", "int8", "--modes", "batch", "--clients", "8", "--tokens", "64",
              "--repeats", "2", "--long-minutes", "1"]
@@ -119,10 +119,8 @@ def engines_main(args, rev: str, here: str) -> int:
         *markdown_table(["case", f"{rev} s per round", f"{here} s per round",
                          "ratio per round", "median ratio"], rows, "lrrrr"), ""])
     print(text)
-    stem = args.results_dir / f"{socket.gethostname()}-{started:%Y%m%d-%H%M}-engine-against-{rev}"
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    print(f"wrote {stem}.md and .json")
+    write_results(args.results_dir / f"{safe_host()}-{started:%Y%m%d-%H%M}-engine-against-{rev}",
+                  text, res)
     return 0
 
 
@@ -179,13 +177,9 @@ def main(argv=None) -> int:
         *markdown_table(["metric", rev, here, f"{here} / {rev}"], rows, "lrrr"), ""])
     print(text)
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.results_dir / f"{socket.gethostname()}-{started:%Y%m%d-%H%M}-against-{rev}"
-    stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps(
-        {"earlier": rev, "this": here, "engine": engine, "app": {"earlier": earlier,
-                                                                  "this": this},
-         "loadavg": [la_start, la_end]}, indent=1) + "\n")
-    print(f"wrote {stem}.md and .json")
+    write_results(args.results_dir / f"{safe_host()}-{started:%Y%m%d-%H%M}-against-{rev}", text,
+                  {"earlier": rev, "this": here, "engine": engine,
+                   "app": {"earlier": earlier, "this": this}, "loadavg": [la_start, la_end]})
     return 0
 
 

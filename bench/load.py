@@ -47,9 +47,7 @@ import datetime as _dt
 import io
 import json
 import os
-import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -60,7 +58,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import REPO, RESULTS, SR, AppProcess, loadavg, machine_info, speech_dir
+from bench._common import (REPO, RESULTS, SR, AppProcess, loadavg, machine_info, safe_host,
+                           speech_dir, write_results)
 
 FIRST_CLIP = "lhotse_librispeech_2412-153948-0000.flac"
 
@@ -506,12 +505,8 @@ def main(argv=None) -> int:
         table(res, args), "", *criteria(res, args), ""])
     print(text)
     if not args.no_save:
-        args.results_dir.mkdir(parents=True, exist_ok=True)
-        host = re.sub(r"[^A-Za-z0-9_.-]+", "_", socket.gethostname()) or "host"
-        stem = args.results_dir / f"{host}-{started.strftime('%Y%m%d-%H%M')}-load-{args.dtype}"
-        stem.with_suffix(".md").write_text(text)
-        stem.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-        print(f"wrote {stem}.md and .json")
+        write_results(args.results_dir / f"{safe_host()}-{started.strftime('%Y%m%d-%H%M')}"
+                      f"-load-{args.dtype}", text, res)
     return 0
 
 

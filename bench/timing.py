@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 import os
 import random
 import re
@@ -53,7 +52,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench._common import REPO, RESULTS, SR, find_speech_dir, machine_info
+from bench._common import (REPO, RESULTS, SR, find_speech_dir, machine_info, machine_line,
+                           markdown_table, safe_host, write_results)
 
 NOISE_RMS = 3e-4
 LANGS = ["zh", "en", "yue", "ja", "ko", "id", "vi", "pt", "nl", "pl", "sv", "fi"]
@@ -430,26 +430,23 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
 def write_report(results: dict) -> Path:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M")
     m = machine_info("cpu")
-    base = RESULTS / f"timing-{m['host']}-{stamp}"
-    machine = {"host": m["host"], "cpu": m.get("cpu"), "python": m["python"]}
     try:
-        machine["cores"] = len(os.sched_getaffinity(0))
+        m["cores"] = len(os.sched_getaffinity(0))
     except Exception:  # noqa: BLE001
         pass
-    results = {"machine": machine, **results}
-    base.with_suffix(".json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    lines = [f"# bench/timing.py, {stamp} UTC", "", f"Machine: {machine}", ""]
+    results = {"machine": m, **results}
+    lines = [f"# bench/timing.py, {stamp} UTC", "", machine_line(m), ""]
     if "words" in results:
         how = ("the attention alignment forced on (--force-attention)"
                if results.get("forced_attention") else "defaults")
-        lines += [f"## Word boundaries: demo model, synthetic speech (espeak-ng), {how}", "",
-                  "| language | ref words | matched | estimated | median abs error (s) | "
-                  "p90 (s) | start median | end median |", "|---|---|---|---|---|---|---|---|"]
-        for lang, r in results["words"].items():
-            f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-            lines.append(f"| {lang} | {r['ref_words']} | {r['matched']} | {r['estimated_words']}"
-                         f" | {f(r['median'])} | {f(r['p90'])} | {f(r['start_median'])} | "
-                         f"{f(r['end_median'])} |")
+        lines += [f"## Word boundaries: demo model, synthetic speech (espeak-ng), {how}", ""]
+        f = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+        lines += markdown_table(
+            ["language", "ref words", "matched", "estimated", "median abs error (s)", "p90 (s)",
+             "start median", "end median"],
+            [[lang, r["ref_words"], r["matched"], r["estimated_words"], f(r["median"]),
+              f(r["p90"]), f(r["start_median"]), f(r["end_median"])]
+             for lang, r in results["words"].items()])
         if "heads" in results:
             h = results["heads"]
             lines.append(f"The checkpoint's alignment heads (layer, head) {h['heads']} score "
@@ -459,50 +456,48 @@ def write_report(results: dict) -> Path:
     if "heads" in results and "per_head" in results:
         lines += ["## Each decoder head alone: criterion score vs word-start error", "",
                   f"{results['per_head_recordings']} recordings per language, 12 languages; the "
-                  f"trust bar is {results['heads']['bar']}.", "",
-                  "| head (layer, head) | score | word-start median abs error (s) | p90 (s) |",
-                  "|---|---|---|---|"]
-        for k, r in results["per_head"].items():
-            name = f"chosen {r['heads']}" if k == "chosen" else k
-            lines.append(f"| {name} | {r['score']:.3f} | {r['start_median']:.3f} | "
-                         f"{r['start_p90']:.3f} |")
+                  f"trust bar is {results['heads']['bar']}.", ""]
+        lines += markdown_table(
+            ["head (layer, head)", "score", "word-start median abs error (s)", "p90 (s)"],
+            [[f"chosen {r['heads']}" if k == "chosen" else k, f"{r['score']:.3f}",
+              f"{r['start_median']:.3f}", f"{r['start_p90']:.3f}"]
+             for k, r in results["per_head"].items()])
         lines.append("")
     if "cues" in results:
         lines += ["## Cue starts: the 12 example clips joined by 3 s pauses (VTT, CLI defaults)",
-                  "", "| word timings | clips | median abs (s) | max abs (s) | within 0.3 s | "
-                  "cues spanning a pause > 1 s | segments |", "|---|---|---|---|---|---|---|"]
-        for k, r in results["cues"].items():
-            lines.append(f"| {k} | {r['clips']} | {r['median_abs']:.3f} | {r['max_abs']:.3f} | "
-                         f"{r['within_0.3']} | {r['cues_spanning_pause']} | {r['segments']} |")
+                  ""]
+        lines += markdown_table(
+            ["word timings", "clips", "median abs (s)", "max abs (s)", "within 0.3 s",
+             "cues spanning a pause > 1 s", "segments"],
+            [[k, r["clips"], f"{r['median_abs']:.3f}", f"{r['max_abs']:.3f}", r["within_0.3"],
+              r["cues_spanning_pause"], r["segments"]] for k, r in results["cues"].items()])
         lines.append("")
     if "cost" in results:
-        r = results["cost"]
-        lines += ["## Cost: full-size random-weight model, CPU", "",
-                  f"{r['clips']} clips ({r['audio_s']} s) in one batch, {r['tokens_each']} tokens "
-                  f"each, heads {r['heads']}, kernels {r['kernels']}, {r['rounds']} rounds "
-                  "interleaved (order alternating)", "",
-                  "| | seconds per run | median |", "|---|---|---|",
-                  f"| without words | {r['without_s']} | {np.median(r['without_s']):.2f} |",
-                  f"| with words | {r['with_s']} | {np.median(r['with_s']):.2f} |",
-                  f"| the alignment alone (inside the runs with words) | {r['align_s']} | "
-                  f"{np.median(r['align_s']):.2f} |",
-                  f"| CPU seconds without words | {r['without_cpu_s']} | "
-                  f"{np.median(r['without_cpu_s']):.2f} |",
-                  f"| CPU seconds with words | {r['with_cpu_s']} | "
-                  f"{np.median(r['with_cpu_s']):.2f} |",
-                  f"| CPU seconds of the alignment alone | {r['align_cpu_s']} | "
-                  f"{np.median(r['align_cpu_s']):.2f} |", "",
-                  f"In CPU seconds of this process (what the other processes on a shared machine "
-                  f"sway least): ratio of medians **{r['cpu_ratio']}**, the alignment's share of a "
-                  f"run without words **{r['align_cpu_share']}**.", "",
-                  f"Ratio of medians **{r['ratio']}**; per-round ratios {r['pair_ratios']} "
-                  f"(median {r['median_pair_ratio']}); the alignment's share of a run without "
-                  f"words **{r['align_share']}**. Same words every round: "
-                  f"{r['same_words_every_round']}; estimated words: {r['estimated_words']}. "
-                  f"Load average (1 min) before each run: {r['load_average']}.", ""]
-    base.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(base.with_suffix(".md"))
-    return base
+        lines += cost_section(results["cost"])
+    return write_results(RESULTS / f"timing-{safe_host()}-{stamp}", "\n".join(lines), results)
+
+
+def cost_section(r: dict) -> list[str]:
+    """The report's lines on what word timings cost (``cost``'s answer)."""
+    rows = [("without words", "without_s"), ("with words", "with_s"),
+            ("the alignment alone (inside the runs with words)", "align_s"),
+            ("CPU seconds without words", "without_cpu_s"),
+            ("CPU seconds with words", "with_cpu_s"),
+            ("CPU seconds of the alignment alone", "align_cpu_s")]
+    return ["## Cost: full-size random-weight model, CPU", "",
+            f"{r['clips']} clips ({r['audio_s']} s) in one batch, {r['tokens_each']} tokens "
+            f"each, heads {r['heads']}, kernels {r['kernels']}, {r['rounds']} rounds "
+            "interleaved (order alternating)", "",
+            *markdown_table(["", "seconds per run", "median"],
+                            [[name, r[k], f"{np.median(r[k]):.2f}"] for name, k in rows]), "",
+            f"In CPU seconds of this process (what the other processes on a shared machine "
+            f"sway least): ratio of medians **{r['cpu_ratio']}**, the alignment's share of a "
+            f"run without words **{r['align_cpu_share']}**.", "",
+            f"Ratio of medians **{r['ratio']}**; per-round ratios {r['pair_ratios']} "
+            f"(median {r['median_pair_ratio']}); the alignment's share of a run without "
+            f"words **{r['align_share']}**. Same words every round: "
+            f"{r['same_words_every_round']}; estimated words: {r['estimated_words']}. "
+            f"Load average (1 min) before each run: {r['load_average']}.", ""]
 
 
 def main(argv=None):
