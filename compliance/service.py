@@ -2,16 +2,16 @@
 its hits (and its redacted copy). Kept here so serving/api.py only makes two calls."""
 from __future__ import annotations
 
+from engine.errors import ParamError
+
 # The detectors' libraries load on the first request that asks for them, not at app start.
 
 MAX_WATCH_BYTES = 256 * 1024      # the ``watch_list`` form field (a TSV watch list)
 MAX_WATCH_TERMS = 5000
 
 
-class ComplianceRequestError(ValueError):
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.param = param
+class ComplianceRequestError(ParamError):
+    """A watch list or PII option of a request that cannot be used."""
 
 
 def detector_from_request(watch_list: str | None, pii: bool | str | None):

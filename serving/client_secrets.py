@@ -31,6 +31,8 @@ import time
 
 from fastapi import APIRouter, Request
 
+from engine.errors import ParamError
+
 from .access import access_required, check_access, credentials_ok
 from .errors import error_response
 
@@ -41,10 +43,8 @@ MAX_OUTSTANDING = 1000      # unspent, unexpired secrets kept; the oldest goes f
 MAX_BODY = 64 * 1024
 
 
-class SecretError(ValueError):
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.param = param
+class SecretError(ParamError):
+    """A client-secret request or secret that cannot be honoured."""
 
 
 class ClientSecrets:

@@ -11,16 +11,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .diarize import MAX_SPEAKERS
+from ..errors import ParamError
 
 REFERENCE_MIN_S, REFERENCE_MAX_S = 2.0, 10.0     # OpenAI's bounds for a known speaker's clip
 MAX_KNOWN = 4                                    # OpenAI takes up to 4 known speakers
 NAME_RE = re.compile(r"^[\w][\w .'-]{0,39}$")     # a label, not markup: letters, digits, . ' -
 
 
-class SpeakerError(ValueError):
-    def __init__(self, message: str, param: str):
-        super().__init__(message)
-        self.param = param
+class SpeakerError(ParamError):
+    """A speaker count or a known speaker that cannot be used."""
 
 
 @dataclass
