@@ -64,6 +64,7 @@ _ALIASES = {
 }
 
 _AUTO = {"", "auto", "automatic", "none", "detect", "自动"}
+_LONGEST_NAME = 100   # characters: any name or alias below, with room for spaces around it
 
 _LOOKUP: dict[str, Language] = {}
 for _lang in LANGUAGES:
@@ -81,14 +82,16 @@ def resolve_language(value: str | None) -> Language | None:
     """
     if value is None:
         return None
-    key = str(value).strip().lower().replace("_", "-")
+    text = str(value)
+    # a name longer than any we know (the longest is 16 characters) is not lowered and
+    # split first: a client's 1 MB "language" cost four copies of itself on every request
+    key = text.strip().lower().replace("_", "-") if len(text) <= _LONGEST_NAME else None
     if key in _AUTO:
         return None
-    lang = _LOOKUP.get(key) or _LOOKUP.get(key.split("-")[0])
-    if lang is None:
+    lang = key and (_LOOKUP.get(key) or _LOOKUP.get(key.split("-")[0]))
+    if not lang:
         known = ", ".join(f"{x.code} ({x.english})" for x in LANGUAGES)
         # the value quoted cut short: a client's 1 MB "language" is not echoed whole
-        text = str(value)
         shown = repr(value) if len(text) <= 40 else f"{text[:40]!r}... ({len(text):,} characters)"
         raise ValueError(f"unknown language {shown}; use 'auto' or one of: {known}")
     return lang

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from .limits import HEADER_TIMEOUT_S, escape_control
+from .limits import HEADER_TIMEOUT_S, REALTIME_PONG_BEHIND_BYTES, escape_control
 
 log = logging.getLogger("funasr_nano.app")
 
@@ -79,7 +79,11 @@ def ws_protocol_class():
     * the ping's timeout ran while the server itself was not reading (a throttled session: the
       app has not taken the message uvicorn holds): the client's pong, behind its messages,
       could not arrive, and a session the server was merely slowing down was closed with 1011.
-      The timeout now waits while reading is paused.
+      The timeout now waits while reading is paused, until ``REALTIME_PONG_BEHIND_BYTES`` have
+      been read past the ping: a client that reads answers a ping at once, so its pong is
+      behind at most what it had in flight then (the kernel buffers of both ends: a few MB).
+      A client that never reads but keeps sending is still caught: the server reads on at the
+      session's byte rate (serving.limits), past that much, and no pong has come.
     Returns uvicorn's "auto" when its implementation is another one (then without these)."""
     from uvicorn.protocols.websockets.auto import AutoWebSocketsProtocol
     try:
@@ -95,8 +99,11 @@ def ws_protocol_class():
             super().__init__(*args, **kwargs)
             self.close_timeout = CLOSE_WAIT_S
             self._after_close = 0
+            self._received = 0      # bytes read from the client, in all ...
+            self._at_ping = 0       # ... when the last ping was sent
 
         def data_received(self, data: bytes) -> None:
+            self._received += len(data)
             if self.close_sent:
                 self._after_close += len(data)
                 if self._after_close > AFTER_CLOSE_BYTES:
@@ -104,11 +111,17 @@ def ws_protocol_class():
                     return
             super().data_received(data)
 
+        def send_keepalive_ping(self) -> None:
+            self._at_ping = self._received
+            super().send_keepalive_ping()
+
         def keepalive_timeout(self) -> None:
-            if self.read_paused and not self.close_sent and not self.transport.is_closing():
+            if (self.read_paused and not self.close_sent and not self.transport.is_closing()
+                    and self._received - self._at_ping < REALTIME_PONG_BEHIND_BYTES):
                 # the server is not reading (the app has not taken a message: a session it
-                # throttles): the client's pong waits unread behind what it sent; wait again
-                self.pong_timer = self.loop.call_later(self.ping_timeout,
+                # throttles): the client's pong may wait unread behind what it sent; look again
+                # soon (past that many bytes read since the ping, no pong is coming)
+                self.pong_timer = self.loop.call_later(min(2.0, self.ping_timeout),
                                                        self.keepalive_timeout)
                 return
             super().keepalive_timeout()

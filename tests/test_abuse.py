@@ -93,6 +93,15 @@ def _wait_live(app, n: int, timeout: float) -> bool:
     return False
 
 
+def _wait_loaded(app, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if requests.get(app.url + "/health", timeout=10).json().get("model_loaded"):
+            return True
+        time.sleep(0.25)
+    return False
+
+
 def _log_text(app) -> str:
     return app.log_path.read_text(errors="replace")
 
@@ -146,7 +155,8 @@ def test_never_reading_client_is_closed_and_memory_stays_bounded(app):
     it left. Now the echo is bounded, so is what a client may leave unread (256 events or 1 MB
     past the kernel's buffers: closed as a slow reader), and a client that does not answer the
     server's pings within 10 s of one (every 10 s) is closed, its slot freed."""
-    assert _wait_live(app, 0, 30)
+    _ws(app).close()     # the first session loads the model (about 200 MB): idle is after it
+    assert _wait_loaded(app, 120) and _wait_live(app, 0, 30)
     rss0 = _rss_mb(app)
     sock = open_raw("127.0.0.1", app.port, PATH)
     t0 = time.monotonic()
@@ -198,6 +208,42 @@ def test_a_throttled_session_is_not_closed_for_its_unread_pong(app):
             assert time.monotonic() < deadline
     finally:
         ws.close()
+
+
+def test_large_events_are_read_at_a_bounded_byte_rate(app):
+    """Found by bench/abuse.py: a client sending 1 MB ``language`` updates (each answered with a
+    short error event) was read at 200 events/s, 200 MB/s of JSON parsed on the event loop:
+    another client's small transcription took a median 3.6 s instead of 0.45 s. Now a
+    connection's messages are read at most 1 MB/s after a burst of 8 MB (the sender's writes
+    block on TCP). Counted: the answers to 12 s of such a flood, read as they come, are at
+    most the burst, 12 s at the rate and the 2 messages read ahead (30 here; hundreds before)."""
+    ws = _ws(app)
+    event = json.dumps({"type": "session.update", "session": {"input_audio_transcription": {
+        "language": "x" * (1 << 20)}}})
+    stop = threading.Event()
+
+    def flood():
+        try:
+            while not stop.is_set():
+                ws.send(event)
+        except Exception:  # noqa: BLE001 - closed at the end of the test
+            pass
+    sender = threading.Thread(target=flood, daemon=True)
+    answers, deadline = 0, time.monotonic() + 12
+    sender.start()
+    try:
+        while (rest := deadline - time.monotonic()) > 0:
+            try:
+                err = json.loads(ws.recv(timeout=rest))
+            except TimeoutError:
+                break
+            assert err["type"] == "error" and "1,048,576 characters" in err["error"]["message"]
+            answers += 1
+    finally:
+        stop.set()
+        ws.close()
+        sender.join(30)
+    assert 8 <= answers <= 30, answers
 
 
 def test_event_flood_leaves_health_and_other_clients_served(app, audio_files):

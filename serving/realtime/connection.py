@@ -52,6 +52,7 @@ class Connection:
         self._ahead: list[asyncio.Future] = []   # messages read during a pause (at most 2)
         self.events = limits.RateLimit(limits.REALTIME_EVENT_RATE, limits.REALTIME_EVENT_BURST)
         self.audio = limits.RateLimit(limits.REALTIME_AUDIO_SPEED, limits.REALTIME_AUDIO_BURST_S)
+        self.bytes = limits.RateLimit(limits.REALTIME_BYTE_RATE, limits.REALTIME_BYTE_BURST)
         self.items: dict[int, str] = {}
         self.previous_item: str | None = None
         self.odd_byte = b""
@@ -220,8 +221,10 @@ class Connection:
                                "in smaller appends",
                                "message_too_large")
                     return await self.flush_and_close(CLOSE_TOO_BIG, "message too big")
-                # over the rate: read more slowly (limits)
-                if not await self._pause(self.events.take_later(1)):
+                # over either rate: read more slowly (limits). Events alone let a client send
+                # 200 MB/s of 1 MB events, all parsed on the event loop: others waited seconds
+                if not await self._pause(max(self.events.take_later(1),
+                                             self.bytes.take_later(size))):
                     return   # the client left meanwhile
                 if text is None:
                     self.error("binary messages are not supported: send JSON text events",
