@@ -32,6 +32,10 @@ CAPACITY_STEP = 256  # cache columns are added in these steps (pages commit only
 class Generation:
     tokens: list[int]
     finish_reason: str  # "stop" (end token), "length" (token limit) or "repetition" (a loop)
+    # the prompt's keys and values, per layer (k, v) of (KV heads, L-1, D), where the decoder was
+    # asked to keep them (``keep_prompt_layers``): word timings (engine.alignment) then run only
+    # the generated tokens again, not the prompt
+    prompt_cache: list | None = None
 
 
 @dataclass(eq=False)
@@ -46,13 +50,14 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     length: int = 0  # cache columns written: the prompt, then every token fed back
+    prompt_cache: list | None = None  # Generation.prompt_cache
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
     def generation(self) -> Generation:
-        return Generation(list(self.tokens), self.finish_reason or "length")
+        return Generation(list(self.tokens), self.finish_reason or "length", self.prompt_cache)
 
 
 def new_sequences(lengths, limits, forced, tags, loops) -> tuple[list[Sequence], list[int]]:
@@ -87,13 +92,16 @@ class BatchDecoder:
     ``ignore_eos`` (benchmarks: exactly ``max_new_tokens`` tokens, as HF ``min_new_tokens``).
     A sequence added with ``stop_loops`` (the default; off with ``ignore_eos``) ends as soon
     as its tokens loop (engine.repetition.loop_at), ``finish_reason="repetition"``, keeping one
-    copy of what repeated."""
+    copy of what repeated. ``keep_prompt_layers``: each sequence keeps a copy of its prompt's
+    keys and values (all but the last position) in that many lowest layers
+    (``Generation.prompt_cache``), for word timings."""
 
     def __init__(self, llm: Qwen3ForCausalLM, eos_id: int, end_ids: tuple[int, ...] = (),
-                 rows: int = 8):
+                 rows: int = 8, keep_prompt_layers: int = 0):
         if rows < 1:
             raise ValueError("a BatchDecoder needs at least one row")
         self.llm, self.eos_id, self.rows = llm, eos_id, rows
+        self.keep_prompt_layers = keep_prompt_layers
         self.device = llm.model.embed_tokens.weight.device
         self._banned = torch.tensor(sorted({eos_id, *end_ids}), device=self.device)
         self.cache: KVCache | None = None  # made on the first add, dropped when all are done
@@ -141,6 +149,11 @@ class BatchDecoder:
             self._free = sorted(self._free + rows)
             self._release_cache_if_idle()
             raise
+        if self.keep_prompt_layers:  # copied now: a row is reused once its sequence ends
+            for j, i in enumerate(live):
+                seqs[i].prompt_cache = [(k[rows[j], :, :lengths[i] - 1].clone(),
+                                         v[rows[j], :, :lengths[i] - 1].clone())
+                                        for k, v in self.cache.layers[:self.keep_prompt_layers]]
         for j, i in enumerate(live):
             s = seqs[i]
             s.row, s.length = rows[j], lengths[i]
@@ -240,15 +253,18 @@ def _per_item(value, n: int) -> list:
 @torch.inference_mode()
 def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: int,
                     max_new_tokens: int = 512, ignore_eos: bool = False,
-                    end_ids: tuple[int, ...] = (), stop_loops: bool = True) -> list[Generation]:
+                    end_ids: tuple[int, ...] = (), stop_loops: bool = True,
+                    keep_prompt_layers: int = 0) -> list[Generation]:
     """Decode each prompt (L_i, C) of input embeddings until ``eos_id`` or the token limit, all
     in one batch from one prefill; sequences leave the batch as they finish, so the rest decode
     at the smaller batch's cost. ``ignore_eos`` (benchmarks only) forces exactly
     ``max_new_tokens`` tokens the way HF ``min_new_tokens`` does in the reference: ``eos_id``
-    and ``end_ids`` can never be picked. ``stop_loops``: the repetition guard (BatchDecoder)."""
+    and ``end_ids`` can never be picked. ``stop_loops``: the repetition guard (BatchDecoder);
+    ``keep_prompt_layers``: BatchDecoder's (word timings)."""
     if not prompts:
         return []
-    dec = BatchDecoder(llm, eos_id, end_ids, rows=len(prompts))
+    dec = BatchDecoder(llm, eos_id, end_ids, rows=len(prompts),
+                       keep_prompt_layers=keep_prompt_layers)
     seqs = dec.add(prompts, max_new_tokens, ignore_eos, stop_loops=stop_loops)
     while dec.active:
         dec.step()

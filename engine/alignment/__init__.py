@@ -42,12 +42,27 @@ def prepare(model) -> None:
                       "tries again")
 
 
-def align(model, items, speech=None) -> list[list[dict]]:
+def prompt_layers(model) -> int:
+    """How many of the decoder's lowest layers the alignment pass needs the prompt's keys and
+    values of (up to its deepest head), for the decode to keep them (engine.batching
+    ``keep_prompt_layers``); 0 where no pass will run. Never raises: words are optional."""
+    if getattr(model, "_alignment_score", 1.0) < MIN_SCORE:
+        return 0
+    try:
+        return max(layer for layer, _ in choose_for_model(model)) + 1
+    except Exception:  # noqa: BLE001 - align() tries again and falls back
+        log.exception("choosing the alignment heads failed")
+        return 0
+
+
+def align(model, items, speech=None, prompt_caches=None) -> list[list[dict]]:
     """Word timings for ``items``: (Prepared, generated token ids, result text) each, decoded by
     ``model`` (a FunASRNano). ``speech``: per item, speech regions [(start_s, end_s)] where the
     caller has them (long audio), else None (found here with the VAD). One list of words per
     item; where the alignment fails or is not trusted the words are spread over the speech and
-    carry ``"estimated": True``. Never raises for one bad item."""
+    carry ``"estimated": True``. ``prompt_caches``: per item, the decode's kept prompt keys and
+    values (``Generation.prompt_cache``) or None: with them only the tokens are run again.
+    Never raises for one bad item."""
     out: list[list[dict] | None] = [None] * len(items)
     speech = list(speech) if speech is not None else [None] * len(items)
     todo = [i for i, (p, toks, text) in enumerate(items) if toks and text.strip()
@@ -63,7 +78,9 @@ def align(model, items, speech=None) -> list[list[dict]]:
             heads = choose_for_model(model)
             ws = audio_attention(model.llm, [items[i][0].embeds for i in todo],
                                  [items[i][0].audio_span for i in todo],
-                                 [items[i][1] for i in todo], heads)
+                                 [items[i][1] for i in todo], heads,
+                                 None if prompt_caches is None
+                                 else [prompt_caches[i] for i in todo])
             weights = dict(zip(todo, ws))
         except Exception:  # noqa: BLE001 - word times are optional: the text stays
             log.exception("word alignment failed; words are estimated")
