@@ -221,6 +221,42 @@ def test_failed_alignment_keeps_the_text_with_estimated_words(demo, monkeypatch)
     _check_words(r)
 
 
+def test_long_audio_runs_the_vad_once_with_words(demo, monkeypatch):
+    """A long recording with words runs the VAD once: the estimated words of its segments are
+    spread over the speech regions of the file's own VAD pass (engine.longform), not over a
+    second pass per segment; through the engine and through the server's model holder and
+    scheduler (what the API, corpus runs and live finals call)."""
+    from engine.audio import vad
+    from engine.longform import transcribe_long
+    from serving.model_holder import ModelHolder
+    audio, spans = timing.example_recording(seconds=40.0)
+    calls = []
+    real = vad.speech_probabilities
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(vad, "speech_probabilities", counted)
+    holder = ModelHolder(str(DEMO), "cpu", "fp32")
+    holder.get()
+    try:
+        for model in (demo, holder.client("bulk")):
+            calls.clear()
+            res = transcribe_long(model, (audio, 16000), words=True)
+            assert len(calls) == 1, (model, len(calls))
+            assert len(res["segments"]) == len(spans)
+            regions = vad.speech_regions(*real(audio))
+            for seg in res["segments"]:
+                assert seg["words"] and all(w["estimated"] for w in seg["words"]), seg
+                assert _squash("".join(w["word"] for w in seg["words"])) == _squash(seg["text"])
+                for w in seg["words"]:  # on the file's speech
+                    assert any(a - 1e-3 <= w["start"] and w["end"] <= b + 1e-3
+                               for a, b in regions), (w, seg)
+    finally:
+        holder.close()
+
+
 def test_cues_split_at_pauses_and_start_at_words():
     from engine.longform.subtitles import shape_cues, to_tsv
     seg = {"start": 0.0, "end": 9.0, "text": "one two three four",
