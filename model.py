@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings, also
 
 from ctc import CTC, greedy_ids, timestamps as ctc_timestamps  # noqa: E402
 from engine.adaptor import TransformerAdaptor, low_frame_rate_length  # noqa: E402
-from engine.alignment import align as align_words, prompt_layers  # noqa: E402
+from engine.alignment import align as align_words, align_layers  # noqa: E402
 from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
                                release_freed_memory,
@@ -402,21 +402,21 @@ class FunASRNano(nn.Module):
             r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
         if words:
             r["words"] = align_words(self, [(prepared, gen.tokens, r["text"])], [speech],
-                                     prompt_caches=[gen.prompt_cache])[0]
+                                     captured=[gen.captured])[0]
         return r
 
     @torch.inference_mode()
     def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False,
                       repetition_guard=True, words=False, speech=None):
         prepared = self.prepare(waves, self.prompt_ids(language, itn, hotwords))
-        # with words the decode keeps its prompts' keys and values for the alignment pass
+        # with words the decode keeps what the alignment reads (no second pass)
         gens = self._generate([p.embeds for p in prepared], max_new_tokens, ignore_eos,
-                              repetition_guard, prompt_layers(self) if words else 0)
+                              repetition_guard, align_layers(self) if words else ())
         out = [self.finish(p, g, repetition_guard, ignore_eos) for p, g in zip(prepared, gens)]
         if words:  # one batched alignment pass for the whole batch
             for r, w in zip(out, align_words(self, [(p, g.tokens, r["text"]) for p, g, r
                                                     in zip(prepared, gens, out)], speech,
-                                             prompt_caches=[g.prompt_cache for g in gens])):
+                                             captured=[g.captured for g in gens])):
                 r["words"] = w
         return out
 
@@ -457,14 +457,14 @@ class FunASRNano(nn.Module):
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {kind!r}")
         return kind or ("static" if self.device.type == "cuda" else "dynamic")
 
-    def _generate(self, prompts, max_new_tokens, ignore_eos, stop_loops, keep_prompt_layers=0):
-        """Greedy decoding; ``keep_prompt_layers``: engine.batching's, for word timings (the
-        static loop keeps none: the alignment then runs the prompt again)."""
+    def _generate(self, prompts, max_new_tokens, ignore_eos, stop_loops, align_layers=()):
+        """Greedy decoding; ``align_layers``: engine.batching's, for word timings (the static
+        loop keeps nothing: the alignment then runs prompt and tokens again)."""
         eos, end_ids = self.tokenizer.im_end, (self.tokenizer.endoftext,)
         if self.decoder_kind() == "dynamic":
             return greedy_generate(self.llm, prompts, eos, max_new_tokens, ignore_eos=ignore_eos,
                                    end_ids=end_ids, stop_loops=stop_loops,
-                                   keep_prompt_layers=keep_prompt_layers)
+                                   align_layers=align_layers)
         with self._static_lock:  # one static decoder per model: its cache and graphs are kept
             dec = self._static_decoder
             if dec is None or dec.rows < len(prompts):

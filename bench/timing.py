@@ -28,8 +28,8 @@ than 1 s (a cue overlapping two clips).
 cost: the full-size random-weight checkpoint (tools/make_random_model.py full: the official
 architecture), 4 clips of speech from ../shared/data/speech in one batch, decoding a fixed 32
 tokens each (``ignore_eos``: random weights make meaningless token counts), ``transcribe`` on the
-same clips with and without ``words=True``, and with words the previous way (the decode keeps no
-prompt keys and values, so the alignment runs the prompt again), interleaved with the order
+same clips with and without ``words=True``, and with words the previous way (the decode keeps
+nothing, so the alignment runs prompt and tokens again), interleaved with the order
 rotating, 5 rounds (``--rounds``);
 the ratio of the medians, the per-round ratios, and the time spent inside the alignment itself
 (timed around ``engine.alignment.align``) against a run without words, which the machine's load
@@ -377,7 +377,7 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
     m._alignment_score = 1.0
     align_s = {a: [] for a in ARMS}
     align_cpu = {a: [] for a in ARMS}
-    real_align, real_layers = model_module.align_words, model_module.prompt_layers
+    real_align, real_layers = model_module.align_words, model_module.align_layers
     arm = [None]
 
     def timed_align(*a, **k):  # the alignment's own share of a run with words
@@ -398,11 +398,11 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
         m.transcribe(clips[:1], **kw)  # warm-up
         for r in range(rounds):
             # interleaved, the order rotating so that a drift in the machine's load favours
-            # no arm; "with_rerun" is the previous way: the decode keeps no prompt keys and
-            # values, so the alignment runs prompt and tokens again
+            # no arm; "with_rerun" is the previous way: the decode keeps nothing for the
+            # alignment, which runs prompt and tokens again
             for a in ARMS[r % 3:] + ARMS[:r % 3]:
                 arm[0] = a
-                model_module.prompt_layers = real_layers if a == "with" else (lambda _m: 0)
+                model_module.align_layers = real_layers if a == "with" else (lambda _m: ())
                 loads.append(os.getloadavg()[0])
                 t0, c0 = time.perf_counter(), time.process_time()
                 res = m.transcribe(clips, words=a != "without", **kw)
@@ -411,7 +411,7 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
                 if a != "without":
                     words_seen[a].append([r_.get("words") for r_ in res])
     finally:
-        model_module.align_words, model_module.prompt_layers = real_align, real_layers
+        model_module.align_words, model_module.align_layers = real_align, real_layers
     med = {a: float(np.median(times[a])) for a in ARMS}
     cmed = {a: float(np.median(cpu[a])) for a in ARMS}
     seen = words_seen["with"]
@@ -438,8 +438,7 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
 # ----------------------------------------------------------------------------- report
 
 def _cost_lines(r: dict) -> list[str]:
-    names = {"without": "without words", "with": "with words (the decode's prompt keys and "
-             "values kept)", "with_rerun": "with words, the prompt run again (the previous way)"}
+    names = {"without": "without words", "with": "with words (what the decode computed kept)", "with_rerun": "with words, the prompt run again (the previous way)"}
     lines = ["## Cost: full-size random-weight model, CPU", "",
              f"{r['clips']} clips ({r['audio_s']} s) in one batch, {r['tokens_each']} tokens "
              f"each, heads {r['heads']}, kernels {r['kernels']}, {r['rounds']} rounds "

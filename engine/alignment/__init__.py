@@ -42,26 +42,26 @@ def prepare(model) -> None:
                       "tries again")
 
 
-def prompt_layers(model) -> int:
-    """How many of the decoder's lowest layers the alignment pass needs the prompt's keys and
-    values of (up to its deepest head), for the decode to keep them (engine.batching
-    ``keep_prompt_layers``); 0 where no pass will run. Never raises: words are optional."""
+def align_layers(model) -> tuple[int, ...]:
+    """The decoder layers of the alignment heads, for the decode to keep what the alignment
+    reads (engine.batching ``align_layers``); () where no attention pass will run. Never
+    raises: words are optional."""
     if getattr(model, "_alignment_score", 1.0) < MIN_SCORE:
-        return 0
+        return ()
     try:
-        return max(layer for layer, _ in choose_for_model(model)) + 1
+        return tuple(sorted({layer for layer, _ in choose_for_model(model)}))
     except Exception:  # noqa: BLE001 - align() tries again and falls back
         log.exception("choosing the alignment heads failed")
-        return 0
+        return ()
 
 
-def align(model, items, speech=None, prompt_caches=None) -> list[list[dict]]:
+def align(model, items, speech=None, captured=None) -> list[list[dict]]:
     """Word timings for ``items``: (Prepared, generated token ids, result text) each, decoded by
     ``model`` (a FunASRNano). ``speech``: per item, speech regions [(start_s, end_s)] where the
     caller has them (long audio), else None (found here with the VAD). One list of words per
     item; where the alignment fails or is not trusted the words are spread over the speech and
-    carry ``"estimated": True``. ``prompt_caches``: per item, the decode's kept prompt keys and
-    values (``Generation.prompt_cache``) or None: with them only the tokens are run again.
+    carry ``"estimated": True``. ``captured``: per item, what its decode kept
+    (``Generation.captured``) or None: with it there is no second pass over prompt and tokens.
     Never raises for one bad item."""
     out: list[list[dict] | None] = [None] * len(items)
     speech = list(speech) if speech is not None else [None] * len(items)
@@ -79,8 +79,7 @@ def align(model, items, speech=None, prompt_caches=None) -> list[list[dict]]:
             ws = audio_attention(model.llm, [items[i][0].embeds for i in todo],
                                  [items[i][0].audio_span for i in todo],
                                  [items[i][1] for i in todo], heads,
-                                 None if prompt_caches is None
-                                 else [prompt_caches[i] for i in todo])
+                                 None if captured is None else [captured[i] for i in todo])
             weights = dict(zip(todo, ws))
         except Exception:  # noqa: BLE001 - word times are optional: the text stays
             log.exception("word alignment failed; words are estimated")
