@@ -98,6 +98,38 @@ def test_attention_path_same_with_and_without_kernels_and_in_batches(demo, monke
         pytest.skip("no CPU kernels here: only the plain path ran")
 
 
+def test_the_decode_keeps_what_the_alignment_reads(demo, monkeypatch):
+    """With words the decode keeps the alignment layers' inputs and keys (engine.batching
+    align_layers), and the weights made from them are the full second pass's: sequences that
+    ended with the end token, stopped at their limit (the last row made from the kept cache),
+    both in one batch, one token only. A transcription with words then runs no second pass."""
+    import engine.alignment as alignment
+    import engine.alignment.attention as attention
+    from engine.audio import load_audio
+    prepared = demo.prepare([load_audio(str(c)) for c in CLIPS[:4]], demo.prompt_ids())
+    layers = (0, 2)
+    heads = [(l, h) for l in layers for h in range(4)]
+    for limit, forced, reasons in ((60, False, {"stop"}), (8, False, {"stop", "length"}),
+                                   (5, True, {"length"}), (1, True, {"length"})):
+        gens = demo._generate([p.embeds for p in prepared], limit, forced, True, layers)
+        assert {g.finish_reason for g in gens} == reasons
+        args = ([p.embeds for p in prepared], [p.audio_span for p in prepared],
+                [g.tokens for g in gens], heads)
+        full = attention.audio_attention(demo.llm, *args)
+        kept = attention.audio_attention(demo.llm, *args, [g.captured for g in gens])
+        for a, b in zip(full, kept):
+            assert a.shape == b.shape
+            assert (a - b).abs().max() < 1e-5
+    monkeypatch.setattr(alignment, "MIN_SCORE", 0.0)
+
+    def no_second_pass(*a, **k):
+        raise AssertionError("the alignment ran prompt and tokens again")
+
+    monkeypatch.setattr(attention, "_head_weights", no_second_pass)
+    for r in demo.transcribe([str(c) for c in CLIPS[:3]], words=True, batch_size=3):
+        assert r["words"] and not any(w.get("estimated") for w in r["words"]), r
+
+
 def test_heads_chosen_by_monotonicity_and_sharpness(demo):
     from engine.alignment.heads import choose_for_model, head_scores
     import torch
