@@ -374,7 +374,10 @@ class FunASRNano(nn.Module):
         end_ids = (self.tokenizer.endoftext,)
         if self.decoder_kind() == "static":
             return StaticBatchDecoder(self.llm, self.tokenizer.im_end, end_ids, rows=rows)
-        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=end_ids, rows=rows)
+        # the heads chosen already (the server chooses them as it loads the model): sequences
+        # added with align=True keep what word timings read
+        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=end_ids, rows=rows,
+                            align_layers=align_layers(self, choose=False))
 
     @torch.inference_mode()
     def finish(self, prepared: Prepared, gen: Generation, repetition_guard: bool = True,

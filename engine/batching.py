@@ -130,11 +130,13 @@ class BatchDecoder:
     # ------------------------------------------------------------------ joining
     def add(self, prompts: list[torch.Tensor], max_new_tokens: int | list[int] = 512,
             ignore_eos: bool | list[bool] = False, tags: list | None = None,
-            stop_loops: bool | list[bool] = True) -> list[Sequence]:
+            stop_loops: bool | list[bool] = True,
+            align: bool | list[bool] | None = None) -> list[Sequence]:
         """Prefill ``prompts`` ((L_i, C) input embeddings) together into free rows and pick each
         one's first token. Returns their Sequences in order; a sequence that is already done
         (end token first, or a limit of one token) has left the batch again. On an exception
-        no row is taken."""
+        no row is taken. ``align`` (per sequence): keep what word timings read (the decoder's
+        ``align_layers``; None: every sequence, where the decoder has such layers)."""
         n = len(prompts)
         if n == 0:
             return []
@@ -142,6 +144,7 @@ class BatchDecoder:
         limits = _per_item(max_new_tokens, n)
         forced = _per_item(ignore_eos, n)
         loops = _per_item(stop_loops, n)
+        keep = _per_item(True if align is None else align, n)
         tags = list(tags) if tags is not None else [None] * n
         lengths = [int(p.shape[0]) for p in prompts]
         seqs, live = new_sequences(lengths, limits, forced, tags,
@@ -158,7 +161,8 @@ class BatchDecoder:
             for j, i in enumerate(live):
                 x[j, :lengths[i]] = prompts[i].to(dtype)
             lens = torch.tensor([lengths[i] for i in live], device=self.device)
-            taps = dict.fromkeys(self.align_layers) if self.align_layers else None
+            taps = dict.fromkeys(self.align_layers) if self.align_layers and any(
+                keep[i] for i in live) else None
             h = self.llm.prefill(x, lens, self.cache, torch.tensor(rows), taps=taps)
             toks = self._pick(h, [seqs[i] for i in live])
         except BaseException:
@@ -168,7 +172,7 @@ class BatchDecoder:
         for j, i in enumerate(live):
             s = seqs[i]
             s.row, s.length = rows[j], lengths[i]
-            if taps:
+            if taps and keep[i]:
                 s.taps = {l: [t[j, lengths[i] - 1].clone()] for l, t in taps.items()}
             self.active.append(s)
         for j, i in enumerate(live):  # all joined first: one finishing keeps the cache alive
@@ -200,7 +204,8 @@ class BatchDecoder:
         rows = torch.tensor([s.row for s in seqs])
         pos = torch.tensor([s.length for s in seqs])
         emb = self.llm.embed(torch.tensor([s.tokens[-1] for s in seqs], device=self.device))
-        taps = dict.fromkeys(self.align_layers) if self.align_layers else None
+        taps = dict.fromkeys(self.align_layers) if any(s.taps is not None for s in seqs) \
+            else None
         h = self.llm.decode(emb[:, None], self.cache, rows, pos, taps)
         toks = self._pick(h, seqs)
         finished = []

@@ -342,7 +342,8 @@ class Scheduler:
             seqs = self._decoder_or_new().add([p.embeds for p in prepared],
                                               [w.max_new_tokens for w in group],
                                               [w.ignore_eos for w in group], tags=group,
-                                              stop_loops=[w.repetition_guard for w in group])
+                                              stop_loops=[w.repetition_guard for w in group],
+                                              align=[w.words for w in group])
         except Exception as e:  # noqa: BLE001 - isolate the input that fails
             self._isolate(group, self._start, e)
             return

@@ -128,6 +128,21 @@ def test_the_decode_keeps_what_the_alignment_reads(demo, monkeypatch):
     monkeypatch.setattr(attention, "_head_weights", no_second_pass)
     for r in demo.transcribe([str(c) for c in CLIPS[:3]], words=True, batch_size=3):
         assert r["words"] and not any(w.get("estimated") for w in r["words"]), r
+    # the server's shared batch: only the sequences that asked for words keep anything
+    from serving.scheduler import Scheduler
+    dec = demo.new_decoder(4)
+    seqs = dec.add([p.embeds for p in prepared[:2]], 8, align=[True, False])
+    while dec.active:
+        dec.step()
+    assert seqs[0].generation().captured is not None
+    assert seqs[1].generation().captured is None
+    sched = Scheduler(demo, batch_size=4)
+    try:
+        res = sched.transcribe([str(c) for c in CLIPS[:3]], words=True)
+    finally:
+        sched.close()
+    for r in res:
+        assert r["words"] and not any(w.get("estimated") for w in r["words"]), r
 
 
 def test_heads_chosen_by_monotonicity_and_sharpness(demo):

@@ -42,14 +42,15 @@ def prepare(model) -> None:
                       "tries again")
 
 
-def align_layers(model) -> tuple[int, ...]:
+def align_layers(model, choose: bool = True) -> tuple[int, ...]:
     """The decoder layers of the alignment heads, for the decode to keep what the alignment
-    reads (engine.batching ``align_layers``); () where no attention pass will run. Never
-    raises: words are optional."""
+    reads (engine.batching ``align_layers``); () where no attention pass will run, or, with
+    ``choose=False``, where the heads are not chosen yet. Never raises: words are optional."""
     if getattr(model, "_alignment_score", 1.0) < MIN_SCORE:
         return ()
     try:
-        return tuple(sorted({layer for layer, _ in choose_for_model(model)}))
+        heads = choose_for_model(model) if choose else getattr(model, "_alignment_heads", None)
+        return tuple(sorted({layer for layer, _ in heads or ()}))
     except Exception:  # noqa: BLE001 - align() tries again and falls back
         log.exception("choosing the alignment heads failed")
         return ()
