@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # siblings, also
 
 from ctc import CTC, greedy_ids, timestamps as ctc_timestamps  # noqa: E402
 from engine.adaptor import TransformerAdaptor, low_frame_rate_length  # noqa: E402
-from engine.alignment import align as align_words  # noqa: E402
+from engine.alignment import align as align_words, align_layers  # noqa: E402
 from engine.audio import AudioError, load_audio  # noqa: E402
 from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  # noqa: E402
                                release_freed_memory,
@@ -374,15 +374,20 @@ class FunASRNano(nn.Module):
         end_ids = (self.tokenizer.endoftext,)
         if self.decoder_kind() == "static":
             return StaticBatchDecoder(self.llm, self.tokenizer.im_end, end_ids, rows=rows)
-        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=end_ids, rows=rows)
+        # the heads chosen already (the server chooses them as it loads the model): sequences
+        # added with align=True keep what word timings read
+        return BatchDecoder(self.llm, self.tokenizer.im_end, end_ids=end_ids, rows=rows,
+                            align_layers=align_layers(self, choose=False))
 
     @torch.inference_mode()
     def finish(self, prepared: Prepared, gen: Generation, repetition_guard: bool = True,
-               ignore_eos: bool = False, words: bool = False) -> dict:
+               ignore_eos: bool = False, words: bool = False, speech=None) -> dict:
         """The result fields of one decoded input: text, text_tn, finish_reason, num_tokens and,
         with CTC, ctc_text and timestamps. With ``repetition_guard`` a run the decoder stopped
         in a loop, or that hit the token limit looking like one, keeps one copy of the loop.
-        ``words``: also ``words`` ([{word, start, end}], engine.alignment)."""
+        ``words``: also ``words`` ([{word, start, end}], engine.alignment); ``speech``: the
+        input's speech regions [(start_s, end_s)] where the caller has them (long audio: the
+        fallback then runs no VAD of its own)."""
         response = self.tokenizer.decode(gen.tokens)
         reason = gen.finish_reason
         if repetition_guard and not ignore_eos and (
@@ -399,19 +404,22 @@ class FunASRNano(nn.Module):
                 "<|nospeech|>", "")
             r["timestamps"] = ctc_timestamps(logp, r["text"], self.ctc_tokenizer, blank)
         if words:
-            r["words"] = align_words(self, [(prepared, gen.tokens, r["text"])])[0]
+            r["words"] = align_words(self, [(prepared, gen.tokens, r["text"])], [speech],
+                                     captured=[gen.captured])[0]
         return r
 
     @torch.inference_mode()
     def _decode_batch(self, waves, language, itn, hotwords, max_new_tokens, ignore_eos=False,
-                      repetition_guard=True, words=False):
+                      repetition_guard=True, words=False, speech=None):
         prepared = self.prepare(waves, self.prompt_ids(language, itn, hotwords))
+        # with words the decode keeps what the alignment reads (no second pass)
         gens = self._generate([p.embeds for p in prepared], max_new_tokens, ignore_eos,
-                              repetition_guard)
+                              repetition_guard, align_layers(self) if words else ())
         out = [self.finish(p, g, repetition_guard, ignore_eos) for p, g in zip(prepared, gens)]
         if words:  # one batched alignment pass for the whole batch
             for r, w in zip(out, align_words(self, [(p, g.tokens, r["text"]) for p, g, r
-                                                    in zip(prepared, gens, out)])):
+                                                    in zip(prepared, gens, out)], speech,
+                                             captured=[g.captured for g in gens])):
                 r["words"] = w
         return out
 
@@ -452,11 +460,14 @@ class FunASRNano(nn.Module):
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, not {kind!r}")
         return kind or ("static" if self.device.type == "cuda" else "dynamic")
 
-    def _generate(self, prompts, max_new_tokens, ignore_eos, stop_loops):
+    def _generate(self, prompts, max_new_tokens, ignore_eos, stop_loops, align_layers=()):
+        """Greedy decoding; ``align_layers``: engine.batching's, for word timings (the static
+        loop keeps nothing: the alignment then runs prompt and tokens again)."""
         eos, end_ids = self.tokenizer.im_end, (self.tokenizer.endoftext,)
         if self.decoder_kind() == "dynamic":
             return greedy_generate(self.llm, prompts, eos, max_new_tokens, ignore_eos=ignore_eos,
-                                   end_ids=end_ids, stop_loops=stop_loops)
+                                   end_ids=end_ids, stop_loops=stop_loops,
+                                   align_layers=align_layers)
         with self._static_lock:  # one static decoder per model: its cache and graphs are kept
             dec = self._static_decoder
             if dec is None or dec.rows < len(prompts):
@@ -470,7 +481,8 @@ class FunASRNano(nn.Module):
     def transcribe(self, inputs, language: str | None = None, itn: bool = True, hotwords=(),
                    batch_size: int = 8, max_new_tokens: int = 512, keys=None,
                    ignore_eos: bool = False, repetition_guard: bool = True,
-                   detect_language: bool = True, words: bool = False) -> list[dict]:
+                   detect_language: bool = True, words: bool = False,
+                   speech=None) -> list[dict]:
         """Transcribe paths, bytes, (array, sample_rate) pairs or 16 kHz arrays; one dict per
         input in order. A bad input gets ``error`` set and never stops the others. Hotwords over
         the caps (``check_hotwords``) raise ``HotwordsError`` before anything is decoded.
@@ -484,7 +496,9 @@ class FunASRNano(nn.Module):
         ``detect_language=False``: no language detection (live partials), ``"auto"`` stays.
         ``words=True``: also ``words``, ``[{"word", "start", "end"}]`` in seconds from the start
         of the input, from the decoder's own attention (engine.alignment; ``"estimated": True``
-        on words spread over the speech where that alignment is not trusted)."""
+        on words spread over the speech where that alignment is not trusted); ``speech``: per
+        input, its speech regions [(start_s, end_s)] where the caller found them already (long
+        audio), else None (the words' fallback runs the VAD on the input)."""
         if isinstance(hotwords, str):  # the reference would join a string char by char
             hotwords = [w.strip() for w in hotwords.split(",") if w.strip()]
         hotwords = list(hotwords or ())
@@ -501,7 +515,7 @@ class FunASRNano(nn.Module):
             chunk = order[start:start + batch_size]
             for i, r in zip(chunk, self._decode_safely(chunk, waves, keys, lang_name, itn,
                                                        hotwords, max_new_tokens, ignore_eos,
-                                                       repetition_guard, words)):
+                                                       repetition_guard, words, speech=speech)):
                 results[i].update(r)
         if detect_language:   # no language given: say which one was heard (engine.language_id)
             def respeak(ws):
@@ -511,15 +525,17 @@ class FunASRNano(nn.Module):
             label_all(results, waves, itn, None if ignore_eos else respeak)
         return results
 
-    def _decode_safely(self, chunk, waves, keys, *args):
+    def _decode_safely(self, chunk, waves, keys, *args, speech=None):
         try:
-            return self._decode_batch([waves[i] for i in chunk], *args)
+            return self._decode_batch([waves[i] for i in chunk], *args,
+                                      speech=None if speech is None else [speech[i] for i in chunk])
         except Exception as e:  # noqa: BLE001
             if len(chunk) == 1:
                 log.exception("decoding %s failed", keys[chunk[0]])
                 return [{"error": self.decode_error(keys[chunk[0]], e)}]
             # Retry one by one so a single bad input (or an OOM) does not fail its neighbours.
-            return [r for i in chunk for r in self._decode_safely([i], waves, keys, *args)]
+            return [r for i in chunk
+                    for r in self._decode_safely([i], waves, keys, *args, speech=speech)]
 
     # ------------------------------------------------------------------ funasr AutoModel
     def inference(self, data_in, data_lengths=None, key=None, tokenizer=None, frontend=None,

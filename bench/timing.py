@@ -28,7 +28,9 @@ than 1 s (a cue overlapping two clips).
 cost: the full-size random-weight checkpoint (tools/make_random_model.py full: the official
 architecture), 4 clips of speech from ../shared/data/speech in one batch, decoding a fixed 32
 tokens each (``ignore_eos``: random weights make meaningless token counts), ``transcribe`` on the
-same clips with and without ``words=True``, interleaved with the order alternating, 5 rounds (``--rounds``);
+same clips with and without ``words=True``, and with words the previous way (the decode keeps
+nothing, so the alignment runs prompt and tokens again), interleaved with the order
+rotating, 5 rounds (``--rounds``);
 the ratio of the medians, the per-round ratios, and the time spent inside the alignment itself
 (timed around ``engine.alignment.align``) against a run without words, which the machine's load
 disturbs less than the difference of two end-to-end times. The load average is recorded
@@ -355,6 +357,9 @@ def _random_full_dir() -> Path:
     return cached_random_model("full", 1, ctc=False)
 
 
+ARMS = ("without", "with", "with_rerun")  # no words; words; words with the prompt run again
+
+
 def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
     import model as model_module
     from engine.audio import load_audio
@@ -370,55 +375,60 @@ def bench_cost_run(rounds: int = 5, tokens: int = 32, n_clips: int = 4) -> dict:
     # passing score so that the attention pass runs (the fallback alone costs a VAD pass)
     m._alignment_heads = [(m.llm_config.num_hidden_layers - 1, h) for h in range(6)]
     m._alignment_score = 1.0
-    align_s, align_cpu = [], []
-    real_align = model_module.align_words
+    align_s = {a: [] for a in ARMS}
+    align_cpu = {a: [] for a in ARMS}
+    real_align, real_layers = model_module.align_words, model_module.align_layers
+    arm = [None]
 
     def timed_align(*a, **k):  # the alignment's own share of a run with words
         t0, c0 = time.perf_counter(), time.process_time()
         try:
             return real_align(*a, **k)
         finally:
-            align_s.append(time.perf_counter() - t0)
-            align_cpu.append(time.process_time() - c0)
+            align_s[arm[0]].append(time.perf_counter() - t0)
+            align_cpu[arm[0]].append(time.process_time() - c0)
 
     model_module.align_words = timed_align
     kw = dict(max_new_tokens=tokens, ignore_eos=True, batch_size=n_clips)
-    times = {False: [], True: []}
-    cpu = {False: [], True: []}  # CPU seconds of this process: less swayed by other processes
+    times = {a: [] for a in ARMS}
+    cpu = {a: [] for a in ARMS}  # CPU seconds of this process: less swayed by other processes
     loads = []
-    words_seen = []
+    words_seen = {a: [] for a in ARMS[1:]}
     try:
         m.transcribe(clips[:1], **kw)  # warm-up
         for r in range(rounds):
-            # interleaved, the order alternating so that a drift in the machine's load
-            # favours neither side
-            for words in ((False, True) if r % 2 == 0 else (True, False)):
+            # interleaved, the order rotating so that a drift in the machine's load favours
+            # no arm; "with_rerun" is the previous way: the decode keeps nothing for the
+            # alignment, which runs prompt and tokens again
+            for a in ARMS[r % 3:] + ARMS[:r % 3]:
+                arm[0] = a
+                model_module.align_layers = real_layers if a == "with" else (lambda _m: ())
                 loads.append(os.getloadavg()[0])
                 t0, c0 = time.perf_counter(), time.process_time()
-                res = m.transcribe(clips, words=words, **kw)
-                times[words].append(time.perf_counter() - t0)
-                cpu[words].append(time.process_time() - c0)
-                if words:
-                    words_seen.append([r_.get("words") for r_ in res])
+                res = m.transcribe(clips, words=a != "without", **kw)
+                times[a].append(time.perf_counter() - t0)
+                cpu[a].append(time.process_time() - c0)
+                if a != "without":
+                    words_seen[a].append([r_.get("words") for r_ in res])
     finally:
-        model_module.align_words = real_align
-    a, b = float(np.median(times[False])), float(np.median(times[True]))
-    pairs = [w / o for o, w in zip(times[False], times[True])]
+        model_module.align_words, model_module.align_layers = real_align, real_layers
+    med = {a: float(np.median(times[a])) for a in ARMS}
+    cmed = {a: float(np.median(cpu[a])) for a in ARMS}
+    seen = words_seen["with"]
     out = {"clips": len(clips), "audio_s": round(sum(len(c) for c in clips) / SR, 1),
            "tokens_each": tokens, "rounds": rounds,
-           "without_s": [round(x, 2) for x in times[False]],
-           "with_s": [round(x, 2) for x in times[True]], "ratio": round(b / a, 3),
-           "pair_ratios": [round(x, 3) for x in pairs],
-           "median_pair_ratio": round(float(np.median(pairs)), 3),
-           "align_s": [round(x, 2) for x in align_s],
-           "align_share": round(float(np.median(align_s)) / a, 3),
-           "without_cpu_s": [round(x, 2) for x in cpu[False]],
-           "with_cpu_s": [round(x, 2) for x in cpu[True]],
-           "align_cpu_s": [round(x, 2) for x in align_cpu],
-           "cpu_ratio": round(float(np.median(cpu[True]) / np.median(cpu[False])), 3),
-           "align_cpu_share": round(float(np.median(align_cpu) / np.median(cpu[False])), 3),
-           "same_words_every_round": all(w == words_seen[0] for w in words_seen),
-           "estimated_words": sum(1 for w in words_seen[0] for x in (w or []) if x.get("estimated")),
+           **{f"{a}_s": [round(x, 2) for x in times[a]] for a in ARMS},
+           **{f"{a}_cpu_s": [round(x, 2) for x in cpu[a]] for a in ARMS},
+           **{f"align_{a}_s": [round(x, 2) for x in align_s[a]] for a in ARMS[1:]},
+           **{f"align_{a}_cpu_s": [round(x, 2) for x in align_cpu[a]] for a in ARMS[1:]},
+           **{f"ratio_{a}": round(med[a] / med["without"], 3) for a in ARMS[1:]},
+           **{f"cpu_ratio_{a}": round(cmed[a] / cmed["without"], 3) for a in ARMS[1:]},
+           **{f"align_share_{a}": round(float(np.median(align_s[a])) / med["without"], 3)
+              for a in ARMS[1:]},
+           **{f"align_cpu_share_{a}": round(float(np.median(align_cpu[a])) / cmed["without"], 3)
+              for a in ARMS[1:]},
+           "same_words_every_round": all(w == seen[0] for w in seen + words_seen["with_rerun"]),
+           "estimated_words": sum(1 for w in seen[0] for x in (w or []) if x.get("estimated")),
            "kernels": m.describe()["kernels"], "heads": [list(h) for h in m._alignment_heads],
            "load_average": [round(x, 2) for x in loads]}
     print("cost", out, flush=True)
@@ -478,24 +488,28 @@ def write_report(results: dict) -> Path:
 
 
 def cost_section(r: dict) -> list[str]:
-    """The report's lines on what word timings cost (``cost``'s answer)."""
-    rows = [("without words", "without_s"), ("with words", "with_s"),
-            ("the alignment alone (inside the runs with words)", "align_s"),
-            ("CPU seconds without words", "without_cpu_s"),
-            ("CPU seconds with words", "with_cpu_s"),
-            ("CPU seconds of the alignment alone", "align_cpu_s")]
+    """The report's lines on what word timings cost (``cost``'s answer): the arms' seconds,
+    then with words over without and the alignment's share, wall and CPU."""
+    names = {"without": "without words", "with": "with words (what the decode computed kept)",
+             "with_rerun": "with words, the prompt run again (the previous way)"}
+    med = lambda xs: f"{np.median(xs):.2f}"  # noqa: E731
+    runs = [[names[a], r[a + "_s"], med(r[a + "_s"]), r[a + "_cpu_s"], med(r[a + "_cpu_s"])]
+            for a in ARMS]
+    runs += [[f"the alignment alone, {names[a]}", r[f"align_{a}_s"], med(r[f"align_{a}_s"]),
+              r[f"align_{a}_cpu_s"], med(r[f"align_{a}_cpu_s"])] for a in ARMS[1:]]
+    ratios = [[names[a], r[f"ratio_{a}"], f"**{r[f'cpu_ratio_{a}']}**", r[f"align_share_{a}"],
+               f"**{r[f'align_cpu_share_{a}']}**"] for a in ARMS[1:]]
     return ["## Cost: full-size random-weight model, CPU", "",
             f"{r['clips']} clips ({r['audio_s']} s) in one batch, {r['tokens_each']} tokens "
             f"each, heads {r['heads']}, kernels {r['kernels']}, {r['rounds']} rounds "
-            "interleaved (order alternating)", "",
-            *markdown_table(["", "seconds per run", "median"],
-                            [[name, r[k], f"{np.median(r[k]):.2f}"] for name, k in rows]), "",
-            f"In CPU seconds of this process (what the other processes on a shared machine "
-            f"sway least): ratio of medians **{r['cpu_ratio']}**, the alignment's share of a "
-            f"run without words **{r['align_cpu_share']}**.", "",
-            f"Ratio of medians **{r['ratio']}**; per-round ratios {r['pair_ratios']} "
-            f"(median {r['median_pair_ratio']}); the alignment's share of a run without "
-            f"words **{r['align_share']}**. Same words every round: "
+            "interleaved (order rotating)", "",
+            *markdown_table(["", "seconds per run", "median", "CPU seconds per run", "median"],
+                            runs), "",
+            *markdown_table(["", "with words / without, wall", "CPU seconds",
+                             "the alignment / a run without words, wall", "CPU seconds"],
+                            ratios), "",
+            "CPU seconds are this process's own (what the other processes on a shared machine "
+            "sway least). Same words every round and both ways: "
             f"{r['same_words_every_round']}; estimated words: {r['estimated_words']}. "
             f"Load average (1 min) before each run: {r['load_average']}.", ""]
 
@@ -506,7 +520,7 @@ def main(argv=None):
     ap.add_argument("--model", default=str(REPO / "models" / "demo"))
     ap.add_argument("--per-lang", type=int, default=10)
     ap.add_argument("--no-write", action="store_true")
-    ap.add_argument("--rounds", type=int, default=5, help="cost: rounds of (without, with)")
+    ap.add_argument("--rounds", type=int, default=5, help="cost: rounds of (without, with, with the prompt run again)")
     ap.add_argument("--force-attention", action="store_true",
                     help="words: take the attention alignment even where the trust criterion "
                     "rejects it (engine.alignment.MIN_SCORE = 0), to compare with the fallback")

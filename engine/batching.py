@@ -29,9 +29,23 @@ CAPACITY_STEP = 256  # cache columns are added in these steps (pages commit only
 
 
 @dataclass
+class Captured:
+    """What a decode asked to (``align_layers``) keeps for word timings (engine.alignment), so
+    that they need no second pass over prompt and tokens. ``inputs``: per tapped layer, its
+    input hidden states (rows, C): the last prompt position, then each token fed back.
+    ``cache``: per layer up to the deepest tapped one, its (k, v) of the sequence's columns
+    0..n-1 (KV heads, n, D) as the decode wrote them (the prompt, then the tokens fed back);
+    None for layers not kept (a sequence that ended with the end token keeps only the tapped
+    layers' keys: its rows are complete)."""
+    inputs: dict
+    cache: list
+
+
+@dataclass
 class Generation:
     tokens: list[int]
     finish_reason: str  # "stop" (end token), "length" (token limit) or "repetition" (a loop)
+    captured: Captured | None = None  # for word timings, where the decoder was asked to
 
 
 @dataclass(eq=False)
@@ -46,13 +60,19 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     finish_reason: str | None = None
     length: int = 0  # cache columns written: the prompt, then every token fed back
+    taps: dict | None = None  # tapped layer -> its input rows so far (Captured.inputs)
+    kept: list | None = None  # Captured.cache, copied as the sequence finishes
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
 
     def generation(self) -> Generation:
-        return Generation(list(self.tokens), self.finish_reason or "length")
+        captured = None
+        if self.taps is not None and self.kept is not None:
+            captured = Captured({l: torch.stack(rows) for l, rows in self.taps.items()},
+                                self.kept)
+        return Generation(list(self.tokens), self.finish_reason or "length", captured)
 
 
 def new_sequences(lengths, limits, forced, tags, loops) -> tuple[list[Sequence], list[int]]:
@@ -87,13 +107,16 @@ class BatchDecoder:
     ``ignore_eos`` (benchmarks: exactly ``max_new_tokens`` tokens, as HF ``min_new_tokens``).
     A sequence added with ``stop_loops`` (the default; off with ``ignore_eos``) ends as soon
     as its tokens loop (engine.repetition.loop_at), ``finish_reason="repetition"``, keeping one
-    copy of what repeated."""
+    copy of what repeated. ``align_layers``: each sequence keeps the inputs of these layers at
+    its positions and, as it finishes, its keys and values up to the deepest of them
+    (``Generation.captured``): word timings then cost no second pass."""
 
     def __init__(self, llm: Qwen3ForCausalLM, eos_id: int, end_ids: tuple[int, ...] = (),
-                 rows: int = 8):
+                 rows: int = 8, align_layers: tuple[int, ...] = ()):
         if rows < 1:
             raise ValueError("a BatchDecoder needs at least one row")
         self.llm, self.eos_id, self.rows = llm, eos_id, rows
+        self.align_layers = tuple(sorted(set(align_layers)))
         self.device = llm.model.embed_tokens.weight.device
         self._banned = torch.tensor(sorted({eos_id, *end_ids}), device=self.device)
         self.cache: KVCache | None = None  # made on the first add, dropped when all are done
@@ -107,11 +130,13 @@ class BatchDecoder:
     # ------------------------------------------------------------------ joining
     def add(self, prompts: list[torch.Tensor], max_new_tokens: int | list[int] = 512,
             ignore_eos: bool | list[bool] = False, tags: list | None = None,
-            stop_loops: bool | list[bool] = True) -> list[Sequence]:
+            stop_loops: bool | list[bool] = True,
+            align: bool | list[bool] | None = None) -> list[Sequence]:
         """Prefill ``prompts`` ((L_i, C) input embeddings) together into free rows and pick each
         one's first token. Returns their Sequences in order; a sequence that is already done
         (end token first, or a limit of one token) has left the batch again. On an exception
-        no row is taken."""
+        no row is taken. ``align`` (per sequence): keep what word timings read (the decoder's
+        ``align_layers``; None: every sequence, where the decoder has such layers)."""
         n = len(prompts)
         if n == 0:
             return []
@@ -119,6 +144,7 @@ class BatchDecoder:
         limits = _per_item(max_new_tokens, n)
         forced = _per_item(ignore_eos, n)
         loops = _per_item(stop_loops, n)
+        keep = _per_item(True if align is None else align, n)
         tags = list(tags) if tags is not None else [None] * n
         lengths = [int(p.shape[0]) for p in prompts]
         seqs, live = new_sequences(lengths, limits, forced, tags,
@@ -135,7 +161,9 @@ class BatchDecoder:
             for j, i in enumerate(live):
                 x[j, :lengths[i]] = prompts[i].to(dtype)
             lens = torch.tensor([lengths[i] for i in live], device=self.device)
-            h = self.llm.prefill(x, lens, self.cache, torch.tensor(rows))
+            taps = dict.fromkeys(self.align_layers) if self.align_layers and any(
+                keep[i] for i in live) else None
+            h = self.llm.prefill(x, lens, self.cache, torch.tensor(rows), taps=taps)
             toks = self._pick(h, [seqs[i] for i in live])
         except BaseException:
             self._free = sorted(self._free + rows)
@@ -144,8 +172,11 @@ class BatchDecoder:
         for j, i in enumerate(live):
             s = seqs[i]
             s.row, s.length = rows[j], lengths[i]
+            if taps and keep[i]:
+                s.taps = {l: [t[j, lengths[i] - 1].clone()] for l, t in taps.items()}
             self.active.append(s)
-            self._advance(s, toks[j])
+        for j, i in enumerate(live):  # all joined first: one finishing keeps the cache alive
+            self._advance(seqs[i], toks[j])
         return seqs
 
     def _reserve(self, columns: int) -> None:
@@ -173,10 +204,15 @@ class BatchDecoder:
         rows = torch.tensor([s.row for s in seqs])
         pos = torch.tensor([s.length for s in seqs])
         emb = self.llm.embed(torch.tensor([s.tokens[-1] for s in seqs], device=self.device))
-        h = self.llm.decode(emb[:, None], self.cache, rows, pos)
+        taps = dict.fromkeys(self.align_layers) if any(s.taps is not None for s in seqs) \
+            else None
+        h = self.llm.decode(emb[:, None], self.cache, rows, pos, taps)
         toks = self._pick(h, seqs)
         finished = []
-        for s, tok in zip(seqs, toks):
+        for j, (s, tok) in enumerate(zip(seqs, toks)):
+            if taps and s.taps is not None:
+                for l, t in taps.items():
+                    s.taps[l].append(t[j, 0].clone())
             s.length += 1
             if self._advance(s, tok):
                 finished.append(s)
@@ -215,6 +251,13 @@ class BatchDecoder:
     # ------------------------------------------------------------------ leaving
     def _finish(self, s: Sequence, reason: str) -> None:
         s.finish_reason = reason
+        if s.taps is not None and self.cache is not None:
+            # its columns are copied before the row is given back; with the end token its rows
+            # are complete and only the tapped layers' keys are read, else the last token's row
+            # is run against these columns (engine.alignment)
+            s.kept = [(k[s.row, :, :s.length].clone(), v[s.row, :, :s.length].clone())
+                      if reason != "stop" or l in s.taps else None
+                      for l, (k, v) in enumerate(self.cache.layers[:self.align_layers[-1] + 1])]
         self.release(s)
 
     def release(self, s: Sequence) -> None:
@@ -240,15 +283,17 @@ def _per_item(value, n: int) -> list:
 @torch.inference_mode()
 def greedy_generate(llm: Qwen3ForCausalLM, prompts: list[torch.Tensor], eos_id: int,
                     max_new_tokens: int = 512, ignore_eos: bool = False,
-                    end_ids: tuple[int, ...] = (), stop_loops: bool = True) -> list[Generation]:
+                    end_ids: tuple[int, ...] = (), stop_loops: bool = True,
+                    align_layers: tuple[int, ...] = ()) -> list[Generation]:
     """Decode each prompt (L_i, C) of input embeddings until ``eos_id`` or the token limit, all
     in one batch from one prefill; sequences leave the batch as they finish, so the rest decode
     at the smaller batch's cost. ``ignore_eos`` (benchmarks only) forces exactly
     ``max_new_tokens`` tokens the way HF ``min_new_tokens`` does in the reference: ``eos_id``
-    and ``end_ids`` can never be picked. ``stop_loops``: the repetition guard (BatchDecoder)."""
+    and ``end_ids`` can never be picked. ``stop_loops``: the repetition guard, ``align_layers``:
+    what to keep for word timings (BatchDecoder)."""
     if not prompts:
         return []
-    dec = BatchDecoder(llm, eos_id, end_ids, rows=len(prompts))
+    dec = BatchDecoder(llm, eos_id, end_ids, rows=len(prompts), align_layers=align_layers)
     seqs = dec.add(prompts, max_new_tokens, ignore_eos, stop_loops=stop_loops)
     while dec.active:
         dec.step()

@@ -112,12 +112,14 @@ class StaticBatchDecoder:
     @torch.inference_mode()
     def add(self, prompts: list[torch.Tensor], max_new_tokens: int | list[int] = 512,
             ignore_eos: bool | list[bool] = False, tags: list | None = None,
-            stop_loops: bool | list[bool] | None = None) -> list[Sequence]:
+            stop_loops: bool | list[bool] | None = None,
+            align: bool | list[bool] | None = None) -> list[Sequence]:
         """Prefill ``prompts`` ((L_i, C) input embeddings) together into free rows and pick each
         one's first token. Returns their Sequences in order; one that is already done (end token
         first, a limit of one token or of none) has left again. On an exception no row is
         taken. ``stop_loops`` per sequence (the scheduler's callers differ); None: the
-        decoder's own."""
+        decoder's own. ``align`` is accepted and ignored: this loop keeps nothing for word
+        timings (they run prompt and tokens again, engine.alignment)."""
         n = len(prompts)
         if n == 0:
             return []

@@ -35,10 +35,11 @@ class Decoder(Protocol):
 
     def add(self, prompts: list, max_new_tokens: int | list[int] = 512,
             ignore_eos: bool | list[bool] = False, tags: list | None = None,
-            stop_loops: Any = True) -> list[Sequence]:
+            stop_loops: Any = True, align: Any = None) -> list[Sequence]:
         """Prefill ``prompts`` ((L_i, C) input embeddings) into free rows and pick each one's
         first token; their Sequences in order (one already done has left again). On an
-        exception no row is taken."""
+        exception no row is taken. ``align`` (per sequence): keep what word timings read, where
+        the decoder can."""
         ...
 
     def step(self, seqs: list[Sequence] | None = None) -> list[Sequence]:

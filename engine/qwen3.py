@@ -325,32 +325,36 @@ class Qwen3ForCausalLM(nn.Module):
 
     exact_argmax = None  # engine.kernels.exact_argmax.ExactArgmax where pack_for_cpu made one
 
-    def _layers(self, x, positions, cache, rows, pos):
+    def _layers(self, x, positions, cache, rows, pos, taps=None):
         cos, sin = self.rope(positions, x.dtype)
         caches = cache.layers if cache is not None else [None] * len(self.model.layers)
-        for layer, layer_cache in zip(self.model.layers, caches):
+        for l, (layer, layer_cache) in enumerate(zip(self.model.layers, caches)):
+            if taps is not None and l in taps:  # the layer's input, for word timings
+                taps[l] = x
             x = layer(x, cos, sin, layer_cache, rows, pos)
         return x
 
     def prefill(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
                 cache: KVCache | None = None, rows: torch.Tensor | None = None,
-                last_only: bool = True) -> torch.Tensor:
+                last_only: bool = True, taps: dict | None = None) -> torch.Tensor:
         """Prompts x (B, T, C) of input embeddings, right-padded, real lengths ``lengths`` (None:
         all T), into cache rows ``rows`` (None: 0..B-1; no cache: nothing kept). Returns the
         final-normed hidden state the lm_head takes at each prompt's last position (B, C), or at
-        every position (B, T, C) with ``last_only=False``."""
+        every position (B, T, C) with ``last_only=False``. ``taps``: {layer: None}, filled with
+        each of those layers' input (B, T, C) (word timings, engine.alignment)."""
         b, t, _ = x.shape
         positions = torch.arange(t, device=x.device)[None].expand(b, t)
-        h = self._layers(x, positions, cache, rows, None)
+        h = self._layers(x, positions, cache, rows, None, taps)
         if last_only:
             h = h[:, -1] if lengths is None else h[torch.arange(b, device=x.device), lengths - 1]
         return self.model.norm(h)
 
     def decode(self, x: torch.Tensor, cache: KVCache, rows: torch.Tensor,
-               pos: torch.Tensor) -> torch.Tensor:
+               pos: torch.Tensor, taps: dict | None = None) -> torch.Tensor:
         """One token per sequence: x (B, 1, C) embeddings, batch row b at column (and RoPE
-        position) pos[b] of cache row rows[b]. Returns the final-normed hidden states (B, C)."""
-        return self.model.norm(self._layers(x, pos[:, None], cache, rows, pos)[:, 0])
+        position) pos[b] of cache row rows[b]. Returns the final-normed hidden states (B, C).
+        ``taps``: as ``prefill``'s."""
+        return self.model.norm(self._layers(x, pos[:, None], cache, rows, pos, taps)[:, 0])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None,
                 cache: KVCache | None = None, rows: torch.Tensor | None = None,

@@ -114,6 +114,7 @@ class _Work:
     prepared: object = None
     seq: object = None
     words: bool = False  # word timings (engine.alignment) when it finishes
+    speech: object = None  # the input's speech regions, where the caller has them (long audio)
 
     @property
     def seconds(self) -> float:
@@ -149,11 +150,12 @@ class Scheduler:
                    batch_size: int | None = None, max_new_tokens: int = 512, keys=None,
                    ignore_eos: bool = False, repetition_guard: bool = True,
                    priority: str = "interactive", caller: str | None = None,
-                   words: bool = False) -> list[dict]:
+                   words: bool = False, speech=None) -> list[dict]:
         """``FunASRNano.transcribe`` through the shared batch: one dict per input, in order;
         blocks until all of them are done. ``priority``: "live", "interactive" or "bulk";
         ``caller``: who is asking, for fairness (default: this call alone). ``batch_size`` is
-        accepted for compatibility and ignored: the scheduler batches across callers."""
+        accepted for compatibility and ignored: the scheduler batches across callers.
+        ``words``, ``speech``: as ``FunASRNano.transcribe``'s."""
         rank = priority_rank(priority)
         model = self.model
         prompt = model.prompt_ids(language, itn, hotwords)  # bad language or hotwords: raises
@@ -169,7 +171,8 @@ class Scheduler:
                 raise RuntimeError("the scheduler is closed")
             for i, wave in waves.items():
                 work = _Work(req, i, wave, prompt, int(max_new_tokens), bool(ignore_eos),
-                             bool(repetition_guard), rank, next(self._order), words=words)
+                             bool(repetition_guard), rank, next(self._order), words=words,
+                             speech=None if speech is None else speech[i])
                 self._waiting[rank].setdefault(req.caller, deque()).append(work)
             self._ensure_thread()
             self._cv.notify_all()
@@ -339,7 +342,8 @@ class Scheduler:
             seqs = self._decoder_or_new().add([p.embeds for p in prepared],
                                               [w.max_new_tokens for w in group],
                                               [w.ignore_eos for w in group], tags=group,
-                                              stop_loops=[w.repetition_guard for w in group])
+                                              stop_loops=[w.repetition_guard for w in group],
+                                              align=[w.words for w in group])
         except Exception as e:  # noqa: BLE001 - isolate the input that fails
             self._isolate(group, self._start, e)
             return
@@ -394,7 +398,8 @@ class Scheduler:
         self._leave(w)
         try:
             result = self.model.finish(w.prepared, w.seq.generation(), w.repetition_guard,
-                                       w.ignore_eos, **({"words": True} if w.words else {}))
+                                       w.ignore_eos,
+                                       **({"words": True, "speech": w.speech} if w.words else {}))
         except Exception as e:  # noqa: BLE001
             log.exception("decoding %s failed", w.key, extra={"request_id": w.request.request_id})
             self._fail(w, e)
@@ -446,7 +451,7 @@ class SerialScheduler:
 
     def transcribe(self, inputs, language=None, itn=True, hotwords=(), batch_size=None,
                    max_new_tokens=512, keys=None, ignore_eos=False, repetition_guard=True,
-                   priority="interactive", caller=None, words=False) -> list[dict]:
+                   priority="interactive", caller=None, words=False, speech=None) -> list[dict]:
         rank = priority_rank(priority)
         t0 = time.perf_counter()
         kwargs = dict(language=language, itn=itn, hotwords=hotwords, keys=keys,
@@ -459,6 +464,8 @@ class SerialScheduler:
             kwargs["detect_language"] = False
         if words:
             kwargs["words"] = True
+            if speech is not None:
+                kwargs["speech"] = speech
         with self._counts:
             self._waiting[rank] += 1
         with self._lock:

@@ -98,6 +98,53 @@ def test_attention_path_same_with_and_without_kernels_and_in_batches(demo, monke
         pytest.skip("no CPU kernels here: only the plain path ran")
 
 
+def test_the_decode_keeps_what_the_alignment_reads(demo, monkeypatch):
+    """With words the decode keeps the alignment layers' inputs and keys (engine.batching
+    align_layers), and the weights made from them are the full second pass's: sequences that
+    ended with the end token, stopped at their limit (the last row made from the kept cache),
+    both in one batch, one token only. A transcription with words then runs no second pass."""
+    import engine.alignment as alignment
+    import engine.alignment.attention as attention
+    from engine.audio import load_audio
+    prepared = demo.prepare([load_audio(str(c)) for c in CLIPS[:4]], demo.prompt_ids())
+    layers = (0, 2)
+    heads = [(l, h) for l in layers for h in range(4)]
+    for limit, forced, reasons in ((60, False, {"stop"}), (8, False, {"stop", "length"}),
+                                   (5, True, {"length"}), (1, True, {"length"})):
+        gens = demo._generate([p.embeds for p in prepared], limit, forced, True, layers)
+        assert {g.finish_reason for g in gens} == reasons
+        args = ([p.embeds for p in prepared], [p.audio_span for p in prepared],
+                [g.tokens for g in gens], heads)
+        full = attention.audio_attention(demo.llm, *args)
+        kept = attention.audio_attention(demo.llm, *args, [g.captured for g in gens])
+        for a, b in zip(full, kept):
+            assert a.shape == b.shape
+            assert (a - b).abs().max() < 1e-5
+    monkeypatch.setattr(alignment, "MIN_SCORE", 0.0)
+
+    def no_second_pass(*a, **k):
+        raise AssertionError("the alignment ran prompt and tokens again")
+
+    monkeypatch.setattr(attention, "_head_weights", no_second_pass)
+    for r in demo.transcribe([str(c) for c in CLIPS[:3]], words=True, batch_size=3):
+        assert r["words"] and not any(w.get("estimated") for w in r["words"]), r
+    # the server's shared batch: only the sequences that asked for words keep anything
+    from serving.scheduler import Scheduler
+    dec = demo.new_decoder(4)
+    seqs = dec.add([p.embeds for p in prepared[:2]], 8, align=[True, False])
+    while dec.active:
+        dec.step()
+    assert seqs[0].generation().captured is not None
+    assert seqs[1].generation().captured is None
+    sched = Scheduler(demo, batch_size=4)
+    try:
+        res = sched.transcribe([str(c) for c in CLIPS[:3]], words=True)
+    finally:
+        sched.close()
+    for r in res:
+        assert r["words"] and not any(w.get("estimated") for w in r["words"]), r
+
+
 def test_heads_chosen_by_monotonicity_and_sharpness(demo):
     from engine.alignment.heads import choose_for_model, head_scores
     import torch
@@ -219,6 +266,42 @@ def test_failed_alignment_keeps_the_text_with_estimated_words(demo, monkeypatch)
     assert [w["word"] for w in r["words"]] == ["The", "ticket", "costs", "$57.50."]
     assert all(w["estimated"] is True for w in r["words"])
     _check_words(r)
+
+
+def test_long_audio_runs_the_vad_once_with_words(demo, monkeypatch):
+    """A long recording with words runs the VAD once: the estimated words of its segments are
+    spread over the speech regions of the file's own VAD pass (engine.longform), not over a
+    second pass per segment; through the engine and through the server's model holder and
+    scheduler (what the API, corpus runs and live finals call)."""
+    from engine.audio import vad
+    from engine.longform import transcribe_long
+    from serving.model_holder import ModelHolder
+    audio, spans = timing.example_recording(seconds=40.0)
+    calls = []
+    real = vad.speech_probabilities
+
+    def counted(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(vad, "speech_probabilities", counted)
+    holder = ModelHolder(str(DEMO), "cpu", "fp32")
+    holder.get()
+    try:
+        for model in (demo, holder.client("bulk")):
+            calls.clear()
+            res = transcribe_long(model, (audio, 16000), words=True)
+            assert len(calls) == 1, (model, len(calls))
+            assert len(res["segments"]) == len(spans)
+            regions = vad.speech_regions(*real(audio))
+            for seg in res["segments"]:
+                assert seg["words"] and all(w["estimated"] for w in seg["words"]), seg
+                assert _squash("".join(w["word"] for w in seg["words"])) == _squash(seg["text"])
+                for w in seg["words"]:  # on the file's speech
+                    assert any(a - 1e-3 <= w["start"] and w["end"] <= b + 1e-3
+                               for a, b in regions), (w, seg)
+    finally:
+        holder.close()
 
 
 def test_cues_split_at_pauses_and_start_at_words():

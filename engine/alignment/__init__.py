@@ -42,12 +42,28 @@ def prepare(model) -> None:
                       "tries again")
 
 
-def align(model, items, speech=None) -> list[list[dict]]:
+def align_layers(model, choose: bool = True) -> tuple[int, ...]:
+    """The decoder layers of the alignment heads, for the decode to keep what the alignment
+    reads (engine.batching ``align_layers``); () where no attention pass will run, or, with
+    ``choose=False``, where the heads are not chosen yet. Never raises: words are optional."""
+    if getattr(model, "_alignment_score", 1.0) < MIN_SCORE:
+        return ()
+    try:
+        heads = choose_for_model(model) if choose else getattr(model, "_alignment_heads", None)
+        return tuple(sorted({layer for layer, _ in heads or ()}))
+    except Exception:  # noqa: BLE001 - align() tries again and falls back
+        log.exception("choosing the alignment heads failed")
+        return ()
+
+
+def align(model, items, speech=None, captured=None) -> list[list[dict]]:
     """Word timings for ``items``: (Prepared, generated token ids, result text) each, decoded by
     ``model`` (a FunASRNano). ``speech``: per item, speech regions [(start_s, end_s)] where the
     caller has them (long audio), else None (found here with the VAD). One list of words per
     item; where the alignment fails or is not trusted the words are spread over the speech and
-    carry ``"estimated": True``. Never raises for one bad item."""
+    carry ``"estimated": True``. ``captured``: per item, what its decode kept
+    (``Generation.captured``) or None: with it there is no second pass over prompt and tokens.
+    Never raises for one bad item."""
     out: list[list[dict] | None] = [None] * len(items)
     speech = list(speech) if speech is not None else [None] * len(items)
     todo = [i for i, (p, toks, text) in enumerate(items) if toks and text.strip()
@@ -63,7 +79,8 @@ def align(model, items, speech=None) -> list[list[dict]]:
             heads = choose_for_model(model)
             ws = audio_attention(model.llm, [items[i][0].embeds for i in todo],
                                  [items[i][0].audio_span for i in todo],
-                                 [items[i][1] for i in todo], heads)
+                                 [items[i][1] for i in todo], heads,
+                                 None if captured is None else [captured[i] for i in todo])
             weights = dict(zip(todo, ws))
         except Exception:  # noqa: BLE001 - word times are optional: the text stays
             log.exception("word alignment failed; words are estimated")

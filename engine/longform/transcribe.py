@@ -70,6 +70,9 @@ def transcribe_long(model, src, language=None, itn=True, hotwords=(), batch_size
                 max_new_tokens=max_new_tokens)
     if words:
         opts["words"] = True
+        # the file's speech regions, from the VAD pass above: a segment's words that are
+        # estimated are spread over them, with no VAD pass of their own (engine.alignment)
+        opts["speech"] = vad.speech_regions(probs, n)
     segments, done = [], 0
     if progress:
         progress(0, len(spans))
@@ -142,7 +145,10 @@ def _cut(src, name, spans, max_seconds=None):
 def _decode_guarded(model, items, opts, probs, depth=0) -> list[list[dict]]:
     """Decode ``items`` in one call; re-decode failing ones in halves. One list of segment dicts
     per item (more than one where it was split)."""
-    results = model.transcribe([(it["audio"], SAMPLE_RATE) for it in items], **opts)
+    call = dict(opts)
+    if "speech" in opts:  # the file's regions -> each item's, from its own start
+        call["speech"] = [_regions_within(opts["speech"], it["start"], it["end"]) for it in items]
+    results = model.transcribe([(it["audio"], SAMPLE_RATE) for it in items], **call)
     out, retry, halves = [], [], []
     for i, (it, res) in enumerate(zip(items, results)):
         text = (res.get("text") or "").strip()
@@ -170,6 +176,12 @@ def _decode_guarded(model, items, opts, probs, depth=0) -> list[list[dict]]:
         for j, i in enumerate(retry):
             out[i] = redone[2 * j] + redone[2 * j + 1]
     return out
+
+
+def _regions_within(regions, start, end) -> list[tuple[float, float]]:
+    """The speech ``regions`` of the file that lie in [start, end], from ``start``."""
+    return [(max(a, start) - start, min(b, end) - start) for a, b in regions
+            if b > start and a < end]
 
 
 def _shifted(words, start, end, text, collapsed) -> list[dict]:
