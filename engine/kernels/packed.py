@@ -69,17 +69,16 @@ class PackedLinear(torch.nn.Module):
         return lambda x2: k.linear_bf16(x2, w)
 
     def _gemm_fn(self):
-        """The kernel for many rows of a bf16 weight (prefill), or None. On AVX2-only CPUs the
-        GEMM kernel widens the weight in registers: 1.41-1.58x the previous path (an fp32 copy
-        of the weight per call, then MKL's sgemm) on a 150-token prefill
-        (bench/results/vm-prefill-20261207-0037.md, -0059.md). CPUs with AVX-512 keep that
-        path: MKL uses 16 lanes there, and this kernel was not measured against it."""
+        """The kernel for many rows of a bf16 weight (prefill), or None. The GEMM kernel widens
+        the weight in registers, instead of the previous path's fp32 copy of the weight per
+        call, then MKL's sgemm: 1.41-1.58x that path on a 150-token prefill on an AVX2-only CPU
+        (bench/results/vm-prefill-20261207-0037.md, -0059.md), and faster on an AVX-512 (bf16,
+        VNNI) EPYC too, where MKL's sgemm has 16 lanes but the copy remains (see docs/peers.md)."""
         fn = self.__dict__.get("_gemm", False)
         if fn is False:
             k = self._k
             fn = None
-            if self.mode == "bf16" and k is not None and hasattr(k, "gemm_bf16") \
-                    and avx512_kernels(module=k) is None:
+            if self.mode == "bf16" and k is not None and hasattr(k, "gemm_bf16"):
                 fn = k.gemm_bf16
             self.__dict__["_gemm"] = fn
         return fn
