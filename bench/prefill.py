@@ -18,11 +18,8 @@ import statistics
 import sys
 import time
 import types
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench._common import RESULTS, loadavg, machine_info  # noqa: E402
+from bench._common import RESULTS, loadavg, machine_info
 
 
 def _model():

@@ -122,3 +122,30 @@ def test_the_check_finds_circles(tmp_path):
     assert {"engine.kernels.a", "engine.kernels.b", "engine.qwen3"} <= set(cycle)
     (tmp_path / "engine" / "kernels" / "b.py").write_text("def g():\n    return 1\n")
     assert find_cycle(import_graph(tmp_path)) is None
+
+
+def _sys_path_edits(root: Path) -> list[str]:
+    """``sys.path.insert`` / ``sys.path.append`` calls in bench/ and tools/ (file:line)."""
+    found = []
+    for pkg in ("bench", "tools"):
+        for path in sorted((root / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                f = node.func if isinstance(node, ast.Call) else None
+                if (isinstance(f, ast.Attribute) and f.attr in ("insert", "append")
+                        and ast.unparse(f.value) == "sys.path"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_bench_and_tools_import_the_project_as_installed():
+    """pyproject.toml makes the packages importable: no bench or tools script edits sys.path
+    (an edit hides a broken install on the user's machine, and ran before in two scripts)."""
+    assert _sys_path_edits(REPO) == []
+
+
+def test_the_sys_path_check_finds_an_edit(tmp_path):
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "bench" / "x.py").write_text("import sys\n\nsys.path.insert(0, '.')\n")
+    (tmp_path / "tools" / "y.py").write_text("import sys\nprint(sys.path)\n")
+    assert _sys_path_edits(tmp_path) == ["bench/x.py:3"]
