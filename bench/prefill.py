@@ -1,14 +1,16 @@
-"""bf16 prefill of the Qwen3 decoder: the AVX2 GEMM kernel (bf16 weights widened in registers)
-against the previous path (an fp32 copy of each weight per call, then MKL's sgemm), side by side
-in one process, interleaved, on the same random full-size weights (Fun-ASR-Nano's decoder shapes:
-28 layers, hidden 1024, MLP 3072, vocabulary 151,936).
+"""bf16 prefill of the Qwen3 decoder, three paths side by side in one process, interleaved, on the
+same random full-size weights (Fun-ASR-Nano's decoder shapes: 28 layers, hidden 1024, MLP 3072,
+vocabulary 151,936): ``bf16dot`` (the bf16 mode on AVX512_BF16 CPUs: activations rounded to
+bf16, vdpbf16ps, fp32 sums; absent elsewhere), ``gemm`` (bf16 weights widened in registers, fp32
+FMAs: the bf16 mode on other CPUs and the path before bf16dot) and ``sgemm`` (an fp32 copy of each
+weight per call, then MKL's sgemm: the path before gemm).
 
     PYTHONPATH=$PWD python bench/prefill.py [--prompt 150] [--repeats 5] [--threads 2]
 
 Each repeat times one prefill of ``--prompt`` positions (the decoder's layers, the final norm and
 the lm_head at the last position, as BatchDecoder.add does) with each path, alternating which
-goes first. Also checks that both paths pick the same token and how far their hidden states
-differ. Writes ``bench/results/<host>-prefill-<date>.md`` (and ``.json``).
+goes first. Also checks whether the paths pick the same token and how far their hidden states
+differ from gemm's. Writes ``bench/results/<host>-prefill-<date>.md`` (and ``.json``).
 """
 from __future__ import annotations
 
@@ -39,17 +41,18 @@ def _model():
     return m.eval(), cfg
 
 
-def _without_gemm(m):
-    """The previous path: every PackedLinear sees a kernel module without gemm_bf16 (its
-    decode-row kernel is bound already and unchanged)."""
+def _without(m, names):
+    """{layer: a kernel module without ``names``} for every PackedLinear (its decode-row kernel
+    is bound already and unchanged), or {layer: the real module} when ``names`` is empty."""
     from engine.kernels.packed import PackedLinear
-    saved = {}
+    table = {}
     for mod in m.modules():
         if isinstance(mod, PackedLinear) and mod._k is not None:
-            saved[mod] = mod._k
-            mod._k = types.SimpleNamespace(**{n: getattr(mod._k, n) for n in dir(mod._k)
-                                              if not n.startswith("_") and n != "gemm_bf16"})
-    return saved
+            k = getattr(mod, "_real_k", mod._k)
+            mod._real_k = k
+            table[mod] = k if not names else types.SimpleNamespace(
+                **{n: getattr(k, n) for n in dir(k) if not n.startswith("_") and n not in names})
+    return table
 
 
 def _use(table) -> None:
@@ -74,8 +77,10 @@ def main() -> None:
     m, cfg = _model()
     ids = torch.randint(0, 150000, (1, args.prompt), generator=torch.Generator().manual_seed(1))
     x = m.embed(ids)
-    gemm_k = _without_gemm(m)  # the kernel modules; the layers now hold the old path's proxies
-    old_k = {mod: mod._k for mod in gemm_k}
+    tables = {"bf16dot": _without(m, ()), "gemm": _without(m, ("gemm_bf16dot",)),
+              "sgemm": _without(m, ("gemm_bf16dot", "gemm_bf16"))}
+    if not hasattr(kernels(), "has_avx512bf16") or not kernels().has_avx512bf16():
+        del tables["bf16dot"]  # this CPU would take gemm: no third path to time
 
     def run(table):
         _use(table)
@@ -86,47 +91,46 @@ def main() -> None:
             tok = m.pick(h)
             return time.perf_counter() - t0, h, int(tok)
 
-    for table in (gemm_k, old_k):  # warm-up
+    for table in tables.values():  # warm-up
         run(table)
     load0 = loadavg()
-    times = {"gemm": [], "previous": []}
+    times, out = {k: [] for k in tables}, {}
+    names = list(tables)
     for r in range(args.repeats):
-        order = [("gemm", gemm_k), ("previous", old_k)]
-        for name, table in (order if r % 2 == 0 else order[::-1]):
-            s, h, tok = run(table)
+        for name in names[r % len(names):] + names[:r % len(names)]:  # each goes first in turn
+            s, h, tok = run(tables[name])
             times[name].append(s)
-            if name == "gemm":
-                h_new, tok_new = h, tok
-            else:
-                h_old, tok_old = h, tok
+            out[name] = (h, tok)
     load1 = loadavg()
     med = {k: statistics.median(v) for k, v in times.items()}
     tok_s = {k: args.prompt / v for k, v in med.items()}
-    rel = float((h_new - h_old).norm() / h_old.norm())
-    ratios = [o / n for n, o in zip(times["gemm"], times["previous"])]
+    h_ref, tok_ref = out["gemm"]
+    rel = {k: float((h - h_ref).norm() / h_ref.norm()) for k, (h, _) in out.items()}
+    same = {k: tok == tok_ref for k, (_, tok) in out.items()}
+    speedup = {k: statistics.median(o / n for n, o in zip(times[k], times["gemm"]))
+               for k in times}  # gemm's time / this path's, per repeat
     res = {"machine": machine_info(), "threads": args.threads, "prompt": args.prompt,
            "repeats": args.repeats, "load_before": load0, "load_after": load1,
-           "seconds": times, "tok_s": tok_s, "speedup_median": statistics.median(ratios),
-           "same_token": tok_new == tok_old, "hidden_rel_diff": rel}
+           "seconds": times, "tok_s": tok_s, "speedup_vs_gemm": speedup,
+           "same_token_as_gemm": same, "hidden_rel_diff_vs_gemm": rel}
     stamp = time.strftime("%Y%m%d-%H%M", time.gmtime())
     host = res["machine"]["host"].split(".")[0] or "host"
     RESULTS.mkdir(parents=True, exist_ok=True)
     base = RESULTS / f"{host}-prefill-{stamp}"
     base.with_suffix(".json").write_text(json.dumps(res, indent=1))
     mi = res["machine"]
-    md = [f"# bf16 prefill, {args.prompt} positions, GEMM kernel vs previous path",
+    md = [f"# bf16 prefill, {args.prompt} positions: {', '.join(tables)}",
           "", f"`python bench/prefill.py --prompt {args.prompt} --repeats {args.repeats} "
           f"--threads {args.threads}`, {stamp} UTC",
           f"machine: {mi.get('cpu')} ({', '.join(mi.get('cpu_flags', []))}), "
           f"{mi.get('cpu_count')} cores, torch {mi.get('torch')}; load average before "
           f"{load0}, after {load1}", "",
-          "| path | median s | tok/s | every repeat (s) |", "|---|---:|---:|---|"]
-    for k in ("gemm", "previous"):
-        md.append(f"| {k} | {med[k]:.3f} | {tok_s[k]:.1f} | "
-                  f"{', '.join(f'{s:.3f}' for s in times[k])} |")
-    md += ["", f"speedup (previous / gemm, median of per-repeat ratios): "
-           f"**{res['speedup_median']:.2f}x**; same first token: {res['same_token']}; "
-           f"hidden state relative difference: {rel:.2e}"]
+          "| path | median s | tok/s | speedup vs gemm (median of per-repeat ratios) | "
+          "same first token as gemm | hidden state rel. diff vs gemm | every repeat (s) |",
+          "|---|---:|---:|---:|---|---:|---|"]
+    for k in tables:
+        md.append(f"| {k} | {med[k]:.3f} | {tok_s[k]:.1f} | {speedup[k]:.2f}x | {same[k]} | "
+                  f"{rel[k]:.2e} | {', '.join(f'{s:.3f}' for s in times[k])} |")
     base.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"written {base}.md")

@@ -270,7 +270,8 @@ class Qwen3ForCausalLM(nn.Module):
                             child.float()
                             continue
                         setattr(module, name,
-                                PackedLinear(w, "bf16" if mode == "fp32" else mode, fast))
+                                PackedLinear(w, "bf16" if mode == "fp32" else mode, fast,
+                                             round_acts=mode == "bf16"))
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()

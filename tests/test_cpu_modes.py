@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from engine.kernels import int8
+from engine.kernels import avx512_kernels
 from engine.kernels import kernels
 from engine.kernels.packed import PackedLinear
 from model import FunASRNano
@@ -87,6 +88,51 @@ def test_bf16_gemm_tails_and_rows_independent():
         assert torch.equal(gemm(mixed, w)[0], got[0]), m
         assert torch.equal(gemm(torch.cat([others[:m - 1], x[:1]]), w)[-1], got[0]), m
     assert torch.equal(gemm(x, w[5:6])[:, 0], got[:, 5])  # a weight row alone: the same bits
+
+
+bf16dot = avx512_kernels(need_bf16=True, module=kernels_or_missing())
+needs_bf16dot = pytest.mark.skipif(bf16dot is None, reason="CPU without AVX512_BF16 (or no kernel)")
+
+
+@needs_bf16dot
+@pytest.mark.parametrize("shape", [(150, 1024, 64), (101, 203, 67), (3, 31, 5), (1, 32, 1),
+                                   (7, 65, 4)])
+def test_bf16dot_gemm_is_rounded_activations_fp32_sums(shape):
+    """The bf16 mode's prefill kernel on AVX512_BF16 CPUs (4 x 4 tiles over 32-wide k): the
+    activations rounded to bf16 (nearest even, PyTorch's cast), the products and sums fp32; M, N
+    and K off those multiples included. Only the summation order differs from the reference."""
+    m, k, n = shape
+    g = torch.Generator().manual_seed(m + k + n)
+    w = (torch.randn(n, k, generator=g) * 0.05).to(torch.bfloat16)
+    x = torch.randn(m, k, generator=g) * 3
+    got = bf16dot.gemm_bf16dot(x, w)
+    xr = x.to(torch.bfloat16).double()
+    want = torch.nn.functional.linear(xr, w.double())
+    bound = torch.nn.functional.linear(xr.abs(), w.double().abs())  # sum |x w|: fp32's scale
+    assert got.dtype == torch.float32 and got.shape == (m, n)
+    assert ((got.double() - want).abs() <= 1e-6 * bound + 1e-30).all(), \
+        ((got.double() - want).abs() / bound).max()
+    # and not fp32's products: the rounding of x is visible (the kernel is the one asked for)
+    if k >= 32:
+        exact = torch.nn.functional.linear(x.double(), w.double())
+        assert ((got.double() - exact).abs() > 1e-5 * bound).any()
+
+
+@needs_bf16dot
+def test_bf16dot_rows_independent_and_only_for_bf16_mode():
+    """A row's output is bit-identical whatever its neighbours; PackedLinear takes the kernel for
+    many rows only with round_acts (the bf16 mode), so fp32 mode keeps exact products."""
+    g = torch.Generator().manual_seed(9)
+    w = (torch.randn(37, 100, generator=g) * 0.05).to(torch.bfloat16)
+    x = torch.randn(50, 100, generator=g)
+    got = bf16dot.gemm_bf16dot(x, w)
+    for m in (1, 3, 4, 5, 49):
+        assert torch.equal(bf16dot.gemm_bf16dot(torch.cat([x[:1], x[1:m] * 2]), w)[0], got[0]), m
+    rows = PackedLinear.MAX_KERNEL_ROWS + 1
+    assert torch.equal(PackedLinear(w, "bf16", round_acts=True)(x[:rows]), got[:rows])
+    exact = PackedLinear(w, "bf16")(x[:rows])
+    assert torch.equal(exact, kernels().gemm_bf16(x[:rows], w))
+    assert not torch.equal(exact, got[:rows])
 
 
 def _attention(seed=3):

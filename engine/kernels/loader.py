@@ -164,13 +164,16 @@ def kernels():
     return _module
 
 
-def avx512_kernels(need_vnni: bool = False, module=False):
-    """``module`` (default: ``kernels()``) when this CPU has AVX-512 (and VNNI, if asked), else
-    None. FUNASR_NANO_NO_AVX512=1 turns those paths off (A/B runs, tests of the fallbacks)."""
+def avx512_kernels(need_vnni: bool = False, module=False, need_bf16: bool = False):
+    """``module`` (default: ``kernels()``) when this CPU has AVX-512 (and VNNI, AVX512_BF16, if
+    asked), else None. FUNASR_NANO_NO_AVX512=1 turns those paths off (A/B runs, tests of the
+    fallbacks)."""
     k = kernels() if module is False else module
     if k is None:
         return None
     have = paths(k)
+    if need_bf16 and not (hasattr(k, "has_avx512bf16") and k.has_avx512bf16()):
+        return None
     return k if "avx512" in have and (not need_vnni or "vnni" in have) else None
 
 

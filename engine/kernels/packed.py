@@ -25,12 +25,15 @@ class PackedLinear(torch.nn.Module):
     """A bias-free Linear whose weight is stored as bf16 (exact for bf16-valued checkpoints) or
     int8 with one fp32 scale per output row; inputs and outputs are fp32. Few rows (decoding)
     go through the matrix-vector kernel; many rows (prefill) through the bf16 GEMM kernel, or
-    (int8, no kernel) an fp32 matmul on the widened weight."""
+    (int8, no kernel) an fp32 matmul on the widened weight. ``round_acts`` (the bf16 mode only,
+    never fp32's exact products): on CPUs with AVX512_BF16, many rows go through the kernel that
+    rounds the activations to bf16 and multiplies bf16 pairs (``gemm_bf16dot``)."""
 
     MAX_KERNEL_ROWS = 32
 
-    def __init__(self, weight: torch.Tensor, mode: str, kernels=False):
+    def __init__(self, weight: torch.Tensor, mode: str, kernels=False, round_acts=False):
         super().__init__()
+        self.round_acts = round_acts and mode == "bf16"
         # the compiled extension (default: engine.kernels.kernels()) or None for PyTorch only
         self._k = loader.kernels() if kernels is False else kernels
         self.out_features, self.in_features = weight.shape
@@ -80,6 +83,11 @@ class PackedLinear(torch.nn.Module):
             fn = None
             if self.mode == "bf16" and k is not None and hasattr(k, "gemm_bf16"):
                 fn = k.gemm_bf16
+                # twice the products per instruction (vdpbf16ps): 2.0x gemm_bf16 on a 150-row
+                # prefill's matrices on an AVX-512 EPYC (see docs/peers.md)
+                if self.round_acts and hasattr(k, "gemm_bf16dot") \
+                        and avx512_kernels(need_bf16=True, module=k) is not None:
+                    fn = k.gemm_bf16dot
             self.__dict__["_gemm"] = fn
         return fn
 

@@ -751,3 +751,97 @@ std::vector<at::Tensor> screen_argmax(at::Tensor x, at::Tensor w, at::Tensor w8,
   });
   return {tok, cnt};
 }
+
+// ---- bf16 mode, many rows (prefill), on CPUs with AVX512_BF16: `vdpbf16ps` multiplies 32
+// bf16 pairs and adds them into 16 fp32 lanes, twice the products per instruction of widening
+// the weight and fp32 FMAs (gemm_bf16, which runs at the fp32 peak of 2 cores). The cost: the
+// activations are rounded to bf16 (round to nearest even), as llama.cpp's BF16 path and
+// PyTorch's bf16 matmul do; accumulation and outputs stay fp32. Only the bf16 mode takes it
+// (engine/kernels/packed.py): the fp32 mode keeps its exact fp32 products.
+#define BF16DOT __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16")))
+
+bool has_avx512bf16() { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
+
+// Rows of x rounded to bf16, each padded with zeros to ld (a multiple of 32).
+BF16DOT static void round_rows_bf16(const float* x, int64_t M, int64_t K, uint16_t* xb,
+                                    int64_t ld) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * K;
+    for (int64_t k = 0; k < ld; k += 32) {
+      const int64_t lo = std::clamp<int64_t>(K - k, 0, 16), hi = std::clamp<int64_t>(K - k - 16, 0, 16);
+      const __m512 a = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lo) - 1), xr + k);
+      const __m512 b = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << hi) - 1), xr + k + 16);
+      // cvtne2ps: the second operand fills the low 16 bf16, the first the high 16
+      _mm512_storeu_si512(xb + m * ld + k, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+    }
+  }
+}
+
+// RM rows of x by RN weight rows: RM x RN accumulators of 16 lanes, each one output summed over
+// k in the same order whatever the tile, so a row's result does not depend on M or its
+// neighbours. The weight's last k (K not a multiple of 32) are loaded masked: x is zero there.
+template <int RM, int RN>
+BF16DOT static inline void dot_tile(const uint16_t* xb, int64_t ld, const uint16_t* w, int64_t K,
+                                    float* y, int64_t N) {
+  // fully unrolled so that the accumulators stay in registers (as in q8's gemm_tile: GCC
+  // otherwise stores the array on every k step; seen in the disassembly here too)
+  __m512 acc[RM][RN];
+#pragma GCC unroll 4
+  for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < ld; k += 32) {
+    const int64_t left = K - k;
+    const __mmask32 mk = left >= 32 ? ~0u : static_cast<__mmask32>((1u << left) - 1);
+    __m512bh wv[RN];
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; ++j) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(mk, w + j * K + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < RM; ++i) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + i * ld + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < RN; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < RM; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < RN; ++j) y[i * N + j] = _mm512_reduce_add_ps(acc[i][j]);
+}
+
+template <int RN>
+BF16DOT static inline void dot_cols(const uint16_t* xb, int64_t ld, const uint16_t* w, int64_t K,
+                                    float* y, int64_t m0, int64_t m1, int64_t N) {
+  int64_t m = m0;
+  for (; m + 4 <= m1; m += 4) dot_tile<4, RN>(xb + m * ld, ld, w, K, y + m * N, N);
+  for (; m < m1; ++m) dot_tile<1, RN>(xb + m * ld, ld, w, K, y + m * N, N);
+}
+
+at::Tensor gemm_bf16dot(at::Tensor x, at::Tensor w) {
+  TORCH_CHECK(x.dtype() == at::kFloat && x.dim() == 2, "gemm_bf16dot: x must be (M, K) fp32");
+  TORCH_CHECK(w.dtype() == at::kBFloat16 && w.dim() == 2 && w.is_contiguous() &&
+              w.size(1) == x.size(1), "gemm_bf16dot: w must be contiguous (N, K) bf16");
+  x = x.contiguous();
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0), ld = (K + 31) / 32 * 32;
+  auto y = at::empty({M, N}, x.options());
+  if (M == 0 || N == 0) return y;
+  std::vector<uint16_t> xb(M * ld);
+  const float* xp = x.data_ptr<float>();
+#pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
+  for (int64_t m0 = 0; m0 < M; m0 += 16)
+    round_rows_bf16(xp + m0 * K, std::min<int64_t>(16, M - m0), K, xb.data() + m0 * ld, ld);
+  const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
+  float* yp = y.data_ptr<float>();
+  // rows of x per pass: a multiple of the tile's 4, about 192 KB of bf16 x, kept in L2 while the
+  // thread's block of 32 weight rows (64 KB at K = 1024) is reused from L1/L2
+  const int64_t MB = std::max<int64_t>(4, (192 * 1024 / (2 * ld)) / 4 * 4);
+  q8_parallel(N, 32, [&](int64_t n0, int64_t n1) {
+    for (int64_t m0 = 0; m0 < M; m0 += MB) {
+      const int64_t m1 = std::min(M, m0 + MB);
+      int64_t n = n0;
+      for (; n + 4 <= n1; n += 4) dot_cols<4>(xb.data(), ld, wp + n * K, K, yp + n, m0, m1, N);
+      for (; n < n1; ++n) dot_cols<1>(xb.data(), ld, wp + n * K, K, yp + n, m0, m1, N);
+    }
+  });
+  return y;
+}

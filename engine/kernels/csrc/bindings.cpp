@@ -19,6 +19,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   DEF(fsmn_memory);
   DEF(has_avx512);
   DEF(has_vnni);
+  DEF(has_avx512bf16);
+  DEF(gemm_bf16dot);
   DEF(q8_linear);
   DEF(q8_gemm);
   DEF(q8_mlp);

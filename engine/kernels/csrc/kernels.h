@@ -28,6 +28,9 @@ Tensor q8_mlp(Tensor x, Tensor nw, double eps, Tensors gu, Tensors gus, Tensors 
 Tensor q8_attention(Tensor x, Tensor nw, double eps, Tensors qkv, Tensors qkvs, Tensors qkvsum,
                     Tensor qn, Tensor kn, Tensor cos, Tensor sin, Tensor kc, Tensor vc,
                     Tensor rows, Tensor pos, Tensor o, Tensor os, Tensor osum);
+// gemm_bf16dot: also has_avx512bf16() (the bf16 mode's prefill; activations rounded to bf16)
+bool has_avx512bf16();
+Tensor gemm_bf16dot(Tensor x, Tensor w);
 Tensor b16_linear(Tensor x, Tensor w, Tensor bias);
 Tensor b16_mlp(Tensor x, Tensor nw, double eps, Tensors gu, Tensor dn);
 Tensor b16_attention(Tensor x, Tensor nw, double eps, Tensors qkv, Tensor qn, Tensor kn,
