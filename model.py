@@ -160,7 +160,8 @@ class FunASRNano(nn.Module):
                         device: str | None = None, dtype: str | None = None) -> "FunASRNano":
         """Load an official-layout directory or hub id. dtype: "fp32" (faithful to the
         reference), "bf16" (bfloat16 arithmetic on CUDA; on CPU bf16-stored decoder weights,
-        which for a bf16 checkpoint is the same as fp32), "int8" (CPU:
+        fp32 arithmetic, except the prefill's products on AVX512_BF16 CPUs, which round the
+        activations to bf16), "int8" (CPU:
         int8 matmuls in encoder, adaptor and decoder); None picks the device's fast path (``default_mode``)."""
         t0 = time.perf_counter()
         device = device or _default_device()
