@@ -70,6 +70,7 @@ def main() -> None:
     args = p.parse_args()
     import torch
     from engine.kernels import kernels
+    from engine.kernels.loader import avx512_kernels
     from engine.qwen3 import KVCache
     torch.set_num_threads(args.threads)
     if kernels() is None or not hasattr(kernels(), "gemm_bf16"):
@@ -79,7 +80,7 @@ def main() -> None:
     x = m.embed(ids)
     tables = {"bf16dot": _without(m, ()), "gemm": _without(m, ("gemm_bf16dot",)),
               "sgemm": _without(m, ("gemm_bf16dot", "gemm_bf16"))}
-    if not hasattr(kernels(), "has_avx512bf16") or not kernels().has_avx512bf16():
+    if avx512_kernels(need_bf16=True) is None:
         del tables["bf16dot"]  # this CPU would take gemm: no third path to time
 
     def run(table):

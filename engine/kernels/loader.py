@@ -68,11 +68,13 @@ def paths(module=None) -> list[str]:
         out.append("avx512")
         if module.has_vnni():
             out.append("vnni")
+        if module.has_avx512bf16():   # bf16 mode's prefill products (gemm_bf16dot)
+            out.append("bf16")
     return out
 
 
 def state() -> dict:
-    """{"state", "paths" ("avx2+avx512+vnni" or "none"), "reason", "seconds"}; never blocks.
+    """{"state", "paths" ("avx2+avx512+vnni+bf16" or "none"), "reason", "seconds"}; never blocks.
     Before first use it looks for a finished build in the cache (and loads it)."""
     if _state["state"] == NOT_BUILT and _lock.acquire(blocking=False):
         try:
@@ -172,9 +174,8 @@ def avx512_kernels(need_vnni: bool = False, module=False, need_bf16: bool = Fals
     if k is None:
         return None
     have = paths(k)
-    if need_bf16 and not (hasattr(k, "has_avx512bf16") and k.has_avx512bf16()):
-        return None
-    return k if "avx512" in have and (not need_vnni or "vnni" in have) else None
+    return k if "avx512" in have and (not need_vnni or "vnni" in have) \
+        and (not need_bf16 or "bf16" in have) else None
 
 
 def add_listener(fn) -> None:
