@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Speed against the peers: this engine's Qwen3 decoder against llama.cpp on the same weights.
+"""Speed against the peers: this engine against llama.cpp (decoder) and sherpa-onnx (end to end)
+on the same weights.
 
     python bench/peers.py                          # full-size random model, 3 repeats
     python bench/peers.py --repeats 5 --modes int8
+    python bench/peers.py --peers sherpa --modes fp32,int8
     python bench/peers.py --size tiny --dry-run    # seconds: the plumbing only (CI)
 
 What it does
@@ -33,6 +35,16 @@ What it does
     llama.cpp: the GGUF's tensor bytes, its tied embedding counted once as the output matrix)
     over the memory bandwidth (benchmark.py's 1 GiB torch copy, same threads, best probe).
 
+  * sherpa-onnx (``--peers sherpa``): the pinned wheel's Fun-ASR-Nano runtime
+    (``OfflineRecognizer.from_funasr_nano``) on an ONNX export of the same checkpoint made by
+    bench/sherpa_export.py (its docstring: layout, faithfulness, int8), cached in
+    .cache/peers/sherpa/. Pairs: our fp32 / int8 against the fp32 / int8 export. End to end,
+    the 1 x 10 s and 8 x 10 s clips of benchmark.py, ``--tokens`` tokens per clip on both
+    sides (ours ``ignore_eos``; the export bans the same two stop tokens): wall time of
+    ``transcribe`` against stream creation + ``decode_streams`` (it decodes the streams one
+    by one), each side in its own resident child, in turns; peak RSS of each child. Before
+    timing, once per export, sherpa_export.check: encoder+adaptor output against ours, texts.
+
 Cells give both values and ours / peer: for ms lower is better (ratio < 1: ours faster); for
 tok/s higher is better (ratio > 1: ours faster); for RSS lower is better.
 
@@ -60,6 +72,9 @@ from bench import benchmark as B  # helpers: machine info, bandwidth probe, weig
 REPO = Path(__file__).resolve().parents[1]
 
 LLAMA_CPP_PYTHON = "0.3.36"  # its sdist vendors llama.cpp 0c1e570 (the issue's measurement)
+SHERPA_ONNX = "2.0.1"        # requirements-dev.txt pins the same wheel
+E2E_CASES = ("1x10s", "8x10s")
+SHERPA_MODES = ("fp32", "int8")
 CACHE = REPO / ".cache/peers"
 PAIRS = {"fp32": "F32", "bf16": "BF16", "int8": "Q8_0"}  # our mode -> GGUF type
 MARK = B.MARK
@@ -255,17 +270,179 @@ def child_main(args) -> None:
 
 
 class OursChild(B.Child):
-    def __init__(self, mode, args, logdir):  # B.Child's protocol, our command line
-        self.engine, self.mode = "ours", mode
-        self.log_path = Path(logdir) / f"peers-ours-{mode}.log"
+    """A child of this script (B.Child's protocol): ``kind`` "decoder" (child_main), "e2e"
+    (ours end to end) or "sherpa" (e2e_child_main)."""
+
+    def __init__(self, mode, args, logdir, kind="decoder", extra=()):
+        self.engine, self.mode = ("sherpa" if kind == "sherpa" else "ours"), mode
+        self.log_path = Path(logdir) / f"peers-{kind}-{mode}.log"
         self.log = open(self.log_path, "w")
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--mode", mode,
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--mode", mode,
                "--model-dir", str(args.model_dir), "--threads", str(args.threads),
                "--prompt", str(args.prompt), "--tokens", str(args.tokens),
-               "--batches", ",".join(map(str, args.batches))]
+               "--batches", ",".join(map(str, args.batches)), *extra]
         env = dict(os.environ, PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=self.log, text=True, cwd=str(REPO), env=env)
+
+
+# =============================================================================== end to end
+def e2e_child_main(args) -> None:
+    """One side end to end, loaded once: ours (model.py transcribe, ``ignore_eos``) or
+    sherpa-onnx's recognizer on the export in ``--export``; answers {"case", "n"} with the wall
+    time of decoding those clips (``--tokens`` tokens each), the texts and the peak RSS."""
+    import numpy as np
+    import torch
+    B._exit_with_parent()
+    torch.set_num_threads(args.threads)
+
+    def send(obj):
+        sys.stdout.write(MARK + json.dumps(obj) + "\n")
+        sys.stdout.flush()
+    inputs = np.load(args.inputs)
+    try:
+        t0 = time.perf_counter()
+        if args.child == "sherpa":
+            import sherpa_onnx
+
+            from bench.sherpa_export import recognizer_args
+            rec = sherpa_onnx.OfflineRecognizer.from_funasr_nano(
+                **recognizer_args(Path(args.export), args.mode), num_threads=args.threads,
+                max_new_tokens=args.tokens)
+
+            def decode(waves):
+                streams = []
+                for w in waves:
+                    st = rec.create_stream()
+                    st.accept_waveform(16000, w)
+                    streams.append(st)
+                rec.decode_streams(streams)  # the runtime decodes them one after the other
+                return [(st.result.text, len(st.result.tokens)) for st in streams]
+        else:
+            import model as ours_mod
+            asr = ours_mod.FunASRNano.from_pretrained(args.model_dir, device="cpu",
+                                                      dtype=args.mode)
+
+            def decode(waves):
+                res = asr.transcribe(list(waves), batch_size=len(waves),
+                                     max_new_tokens=args.tokens, ignore_eos=True)
+                errors = [r["error"] for r in res if r.get("error")]
+                if errors:
+                    raise RuntimeError("; ".join(errors))
+                return [(r["text"], r["num_tokens"]) for r in res]
+        load_s = time.perf_counter() - t0
+        decode([inputs["warmup"]])
+        send({"event": "ready", "load_s": load_s})
+    except BaseException as e:  # noqa: BLE001
+        send({"event": "error", "error": f"{type(e).__name__}: {e}",
+              "traceback": traceback.format_exc()})
+        return
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["cmd"] == "quit":
+            break
+        try:
+            waves = [inputs[f"{req['case']}_{i}"] for i in range(req["n"])]
+            t0 = time.perf_counter()
+            out = decode(waves)
+            wall = time.perf_counter() - t0
+            send({"event": "result", "wall_s": wall, "texts": [t for t, _ in out],
+                  "tokens": [n for _, n in out], "peak_rss": B.peak_rss_bytes(),
+                  "loadavg": B.loadavg()})
+        except BaseException as e:  # noqa: BLE001
+            send({"event": "error", "error": f"{type(e).__name__}: {e}",
+                  "traceback": traceback.format_exc()})
+
+
+def prepare_sherpa(args, modes, model_dir: Path, cache: Path, notes: list) -> dict:
+    """{mode: export folder} for the modes sherpa-onnx pairs with (fp32, int8), exported (once)
+    in a child process, and the faithfulness check of the fp32 export (once, kept beside it as
+    check.json) noted; a failure is noted and the sherpa side left out."""
+    want = [m for m in modes if m in SHERPA_MODES]
+    if not want:
+        notes.append(f"sherpa-onnx: not measured: it pairs with {', '.join(SHERPA_MODES)} only")
+        return {}
+    try:
+        from importlib.metadata import version
+        have = version("sherpa-onnx")
+        if have != SHERPA_ONNX:
+            raise RuntimeError(f"sherpa-onnx {have} is installed, this script pins {SHERPA_ONNX} "
+                               f"(pip install sherpa-onnx=={SHERPA_ONNX})")
+        base = cache / "sherpa" / model_dir.name
+        cmd = [sys.executable, "-m", "bench.sherpa_export", "--model-dir", str(model_dir),
+               "--out", str(base / "fp32")] + (["--int8", str(base / "int8")]
+                                               if "int8" in want else [])
+        print(f"[peers] sherpa-onnx: ONNX export of {model_dir.name} (cached in {base}) ...",
+              file=sys.stderr, flush=True)
+        r = subprocess.run(["nice", "-n", "19"] + cmd, cwd=str(REPO), capture_output=True,
+                           text=True, check=False)
+        if r.returncode:
+            raise RuntimeError("bench/sherpa_export.py failed: "
+                               + " | ".join(r.stderr.strip().splitlines()[-4:]))
+        folders = {m: base / m for m in want}
+        notes.append(_sherpa_check(base / "fp32", model_dir, args))
+        return folders
+    except Exception as e:  # noqa: BLE001  (the peer is reported missing; the rest goes on)
+        notes.append(f"sherpa-onnx: not measured: {type(e).__name__}: {e}")
+        print(f"[peers] {notes[-1]}", file=sys.stderr)
+        return {}
+
+
+def _sherpa_check(fp32: Path, model_dir: Path, args) -> str:
+    """sherpa_export.check on the first benchmark clip, run once per export (check.json)."""
+    out = fp32 / "check.json"
+    if not out.is_file():
+        from bench._common import FIRST_CLIP, speech_dir
+        clip = speech_dir() / "en" / FIRST_CLIP
+        r = subprocess.run([sys.executable, "-m", "bench.sherpa_export", "--model-dir",
+                            str(model_dir), "--out", str(fp32), "--check", str(clip),
+                            "--tokens", str(args.tokens), "--threads", str(args.threads)],
+                           cwd=str(REPO), capture_output=True, text=True, check=False)
+        if r.returncode:
+            return "sherpa-onnx export check failed: " + " | ".join(
+                r.stderr.strip().splitlines()[-3:])
+        out.write_text(r.stdout)
+    c = json.loads(out.read_text())
+    enc, text, own = c["encoder"], c["text"], c["text_own_features"]
+    return (f"sherpa-onnx fp32 export, checked on the first benchmark clip ({c['clip_seconds']} "
+            f"s): encoder+adaptor output "
+            f"{enc['rows'][0]} x {enc['rows'][1]}, max |ONNX - ours fp32| {enc['max_abs_diff']:.2g} "
+            f"({enc['rel_diff']:.2g} of max |ours|); sherpa-onnx's text "
+            f"{'equals' if text['equal'] else 'differs from'} ours ({c['tokens']} tokens); ours fed "
+            f"sherpa-onnx's features {'gives' if own['equal'] else 'does not give'} its text "
+            "(see docs/peers.md)")
+
+
+def measure_e2e(mode, args, logdir: Path, inputs_path: Path, export: Path, notes: list) -> dict:
+    """Ours and sherpa-onnx end to end in ``mode``, each in its resident child, in turns."""
+    ent = {"ours": {}, "sherpa": {}}
+    kids = {}
+    for side, kind, extra in (("ours", "e2e", ()), ("sherpa", "sherpa", ("--export",
+                                                                          str(export)))):
+        child = OursChild(mode, args, logdir, kind, ("--inputs", str(inputs_path), *extra))
+        ready = child.read()
+        if ready["event"] != "ready":
+            notes.append(f"{side} {mode} end to end: failed to load: {ready['error']}")
+            child.close()
+            continue
+        ent[f"{side}_load_s"] = ready["load_s"]
+        kids[side] = child
+    try:
+        for case in args.e2e_cases:
+            n, _ = B.parse_case(case)
+            for rep in range(args.repeats):
+                for side, child in kids.items():
+                    res = child.request(cmd="run", case=case, n=n)
+                    if res["event"] == "result":
+                        ent[side].setdefault(case, []).append(res)
+                    else:
+                        notes.append(f"{side} {mode} {case}: {res['error']}")
+                print(f"[peers] {mode} end to end {case} repeat {rep + 1}/{args.repeats} done "
+                      f"(load avg {B.loadavg()})", file=sys.stderr, flush=True)
+    finally:
+        for child in kids.values():
+            child.close()
+    return ent
 
 
 # =============================================================================== table
@@ -306,7 +483,7 @@ def _cell(a, b, fmt="{:.1f}"):
     return s
 
 
-def markdown(rows, meta) -> str:
+def markdown(rows) -> str:
     head = ("| mode (ours / peer) | N | decode ms/step, ours / peer (ratio) | "
             "x floor (ours) | prefill tok/s, ours / peer (ratio) | peak RSS GB, ours / peer "
             "(ratio) |")
@@ -330,26 +507,63 @@ def markdown(rows, meta) -> str:
             if r.get(f"{side}_step_mb"):
                 floors.append(f"- {label}: {r[f'{side}_step_mb']:.0f} MB read per decode step, "
                               f"floor {r[f'{side}_floor_ms']:.1f} ms at the measured bandwidth")
-    notes = [f"- {n}" for n in meta.get("notes", [])]
-    return "\n".join(lines + ["", "Memory floor (bytes per step / bandwidth):", ""] + floors
-                     + ([""] + ["Notes:", ""] + notes if notes else []))
+    return "\n".join(lines + ["", "Memory floor (bytes per step / bandwidth):", ""] + floors)
+
+
+def summarize_e2e(e2e, args) -> list[dict]:
+    """Per (mode, case): medians of the wall times, the children's peak RSS, the token counts
+    per clip and how many clips got the same text on both sides."""
+    rows = []
+    for mode, ent in e2e.items():
+        for case in args.e2e_cases:
+            row = {"mode": mode, "peer": f"sherpa-onnx {mode}", "case": case}
+            for side in ("ours", "sherpa"):
+                runs = ent.get(side, {}).get(case, [])
+                if runs:
+                    row[f"{side}_wall_s"] = statistics.median(r["wall_s"] for r in runs)
+                    row[f"{side}_rss_gb"] = max(r["peak_rss"] for r in runs) / B.GIB
+                    row[f"{side}_tokens"] = sorted({t for r in runs for t in r["tokens"]})
+                    row[f"{side}_texts"] = runs[-1]["texts"]
+            if "ours_texts" in row and "sherpa_texts" in row:
+                row["same_texts"] = sum(a == b for a, b in zip(row["ours_texts"],
+                                                               row["sherpa_texts"]))
+            rows.append(row)
+    return rows
+
+
+def e2e_markdown(rows) -> str:
+    lines = ["| mode (ours / peer) | clips | wall s, ours / peer (ratio) | peak RSS GB, ours / "
+             "peer (ratio) | tokens per clip, ours / peer | same text |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        toks = " / ".join(",".join(map(str, r[k])) if r.get(k) else "-"
+                          for k in ("ours_tokens", "sherpa_tokens"))
+        same = f"{r['same_texts']}/{len(r['ours_texts'])}" if "same_texts" in r else "-"
+        lines.append(f"| {r['mode']} / {r['peer']} | {r['case']} | "
+                     f"{_cell(r.get('ours_wall_s'), r.get('sherpa_wall_s'), '{:.2f}')} | "
+                     f"{_cell(r.get('ours_rss_gb'), r.get('sherpa_rss_gb'), '{:.2f}')} | "
+                     f"{toks} | {same} |")
+    return "\n".join(lines)
 
 
 def header(meta) -> str:
     m, bw = meta["machine"], meta.get("bandwidth") or {}
     machine = (f"Machine: {m['host']}: {m.get('cpu')} ({m.get('cpu_count')} logical CPUs, "
                f"{', '.join(m.get('cpu_flags', []))}), {m.get('ram_gib', '?')} GiB RAM; "
-               f"torch {m.get('torch')}; llama.cpp {meta.get('llama_cpp', '-')}.")
+               f"torch {m.get('torch')}; llama.cpp {meta.get('llama_cpp', '-')}; sherpa-onnx "
+               f"{meta.get('sherpa_onnx', '-')}.")
     run = (f"Run: {meta['started']} .. {meta['finished']}; {meta['threads']} threads; model "
            f"{meta['model_dir']}; prompt {meta['prompt']} random tokens per sequence, "
            f"{meta['tokens']} decode steps; medians of {meta['repeats']} repeats, ours and the "
            f"peer in turns; load average start {meta['loadavg'].get('start')}, end "
            f"{meta['loadavg'].get('end')}.")
     bandwidth = (f"Memory bandwidth (1 GiB torch copy, read+write, best probe): "
-                 f"{bw.get('copy_gbps', float('nan')):.1f} GB/s.")
+                 f"{bw['copy_gbps']:.1f} GB/s." if bw else "Memory bandwidth: not probed.")
     cells = ("Cells: ours / peer (**ours / peer**): ms and GB lower is better (ratio < 1: ours "
              "ahead), tok/s higher is better (ratio > 1: ours ahead). Our peak RSS is the whole "
-             "model's (audio encoder too), llama.cpp's the decoder's alone.")
+             "model's (audio encoder too), llama.cpp's the decoder's alone. End to end: "
+             f"{', '.join(meta.get('e2e_cases', []))} of benchmark.py's clips, {meta['tokens']} "
+             "tokens per clip on both sides, wall time per run and each side's peak RSS.")
     return "\n".join([machine, run, bandwidth, cells])
 
 
@@ -372,13 +586,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-build", action="store_true",
                    help="never build llama.cpp: use --llama-cpp or the cached build, else skip it")
     p.add_argument("--dry-run", action="store_true",
-                   help="1 repeat, 8-token prompt, 4 steps: the plumbing only, no usable numbers")
+                   help="1 repeat, 8-token prompt, 4 steps, end to end 1x10s only: the plumbing "
+                        "only, no usable numbers")
     p.add_argument("--results-dir", default=str(REPO / "bench/results"))
     p.add_argument("--no-save", action="store_true")
     p.add_argument("--cache", default=str(CACHE), help=argparse.SUPPRESS)
     p.add_argument("--bw-bytes", type=float, default=B.GIB, help=argparse.SUPPRESS)
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--peers", default="llama,sherpa",
+                   help="comma list: llama (decoder), sherpa (end to end); default both")
+    p.add_argument("--e2e-cases", default=",".join(E2E_CASES),
+                   help="end-to-end cases (sherpa-onnx), as benchmark.py's --cases")
+    p.add_argument("--child", choices=("decoder", "e2e", "sherpa"), help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)
+    p.add_argument("--inputs", help=argparse.SUPPRESS)
+    p.add_argument("--export", help=argparse.SUPPRESS)
     return p
 
 
@@ -440,14 +661,15 @@ def measure_mode(mode, args, logdir: Path, llama_bin, gguf: dict, notes: list) -
     return ent
 
 
-def save(text: str, meta: dict, rows, results, args, argv, started) -> None:
+def save(text: str, meta: dict, rows, results, args, argv, started, extra=None) -> None:
     """The table (.md) and everything measured (.json) in --results-dir."""
+    Path(args.results_dir).mkdir(parents=True, exist_ok=True)
     stem = Path(args.results_dir) / (f"{meta['machine']['host']}-peers-"
                                      f"{started.strftime('%Y%m%d-%H%M')}")
     stem.with_suffix(".md").write_text(
         f"# Peers: `python bench/peers.py {' '.join(argv or sys.argv[1:])}`\n\n{text}\n")
     stem.with_suffix(".json").write_text(json.dumps(
-        {"meta": meta, "rows": rows, "raw": results}, indent=1, default=str))
+        {"meta": meta, "rows": rows, "raw": results, **(extra or {})}, indent=1, default=str))
     print(f"[peers] wrote {stem}.md and .json", file=sys.stderr)
 
 
@@ -456,47 +678,86 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     args.threads = args.threads or os.cpu_count() or 1
     args.batches = [int(x) for x in str(args.batches).split(",") if x.strip()]
+    args.e2e_cases = [c.strip() for c in args.e2e_cases.split(",") if c.strip()]
     if args.dry_run:
         args.repeats, args.prompt, args.tokens, args.bw_bytes = 1, 8, 4, 64 * 2 ** 20
+        args.e2e_cases = args.e2e_cases[:1]
     if args.tokens < 2:
         p.error("--tokens must be at least 2 (a prefill and at least one decode step)")
-    if args.child:
+    if args.child == "decoder":
         return child_main(args)
+    if args.child:
+        return e2e_child_main(args)
     args.device = "cpu"
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in PAIRS]
     if bad:
         p.error(f"unknown mode(s) {bad}: choose from {', '.join(PAIRS)}")
+    peers = {x.strip() for x in args.peers.split(",") if x.strip()}
+    if not peers <= {"llama", "sherpa"}:
+        p.error(f"unknown peer(s) {sorted(peers - {'llama', 'sherpa'})}: llama, sherpa")
     args.model_dir = str(B.resolve_model_dir(args))
     notes = []
     started = _dt.datetime.now()
-    llama_bin, gguf = prepare_peer(args, modes, Path(args.model_dir), Path(args.cache), notes)
+    model_dir, cache = Path(args.model_dir), Path(args.cache)
+    llama_bin, gguf = (prepare_peer(args, modes, model_dir, cache, notes) if "llama" in peers
+                       else (None, {}))
+    exports = prepare_sherpa(args, modes, model_dir, cache, notes) if "sherpa" in peers else {}
 
     import tempfile
     logdir = Path(tempfile.mkdtemp(prefix="funasr-peers-"))  # child stderr; tails in errors
     la_start = B.loadavg()
-    probes = [B.measure_bandwidth(args)]
-    results = {}
-    for mode in modes:
-        results[mode] = measure_mode(mode, args, logdir, llama_bin, gguf, notes)
+    probes, results, e2e = [], {}, {}
+    if "llama" in peers:
         probes.append(B.measure_bandwidth(args))
+        for mode in modes:
+            results[mode] = measure_mode(mode, args, logdir, llama_bin, gguf, notes)
+            probes.append(B.measure_bandwidth(args))
+    if exports:
+        inputs_path = write_inputs(args.e2e_cases, logdir)
+        for mode, folder in exports.items():
+            e2e[mode] = measure_e2e(mode, args, logdir, inputs_path, folder, notes)
     shutil.rmtree(logdir, ignore_errors=True)
     probes = [x for x in probes if x]
     bw = max(probes, key=lambda x: x["copy_gbps"]) if probes else None
     rows = summarize(results, args, bw and bw["copy_gbps"])
+    e2e_rows = summarize_e2e(e2e, args)
     meta = {"started": started.isoformat(timespec="seconds"),
             "finished": _dt.datetime.now().isoformat(timespec="seconds"),
             "machine": B.machine_info("cpu"), "threads": args.threads,
             "model_dir": args.model_dir, "prompt": args.prompt, "tokens": args.tokens,
-            "repeats": args.repeats, "bandwidth": bw, "notes": notes,
+            "repeats": args.repeats, "bandwidth": bw, "notes": notes, "peers": sorted(peers),
             "loadavg": {"start": la_start, "end": B.loadavg()},
             "llama_cpp": f"0c1e570 (llama-cpp-python {LLAMA_CPP_PYTHON} sdist)"
             if llama_bin and not args.llama_step else (args.llama_step or "not measured"),
-            "dry_run": args.dry_run}
-    text = header(meta) + "\n\n" + markdown(rows, meta)
+            "sherpa_onnx": SHERPA_ONNX if exports else "not measured",
+            "e2e_cases": args.e2e_cases, "dry_run": args.dry_run}
+    parts = [header(meta)]
+    if "llama" in peers:
+        parts.append("Decoder (llama.cpp):\n\n" + markdown(rows))
+    if "sherpa" in peers:
+        parts.append("End to end (sherpa-onnx):\n\n" + e2e_markdown(e2e_rows))
+    if notes:
+        parts.append("\n".join(["Notes:", ""] + [f"- {n}" for n in notes]))
+    text = "\n\n".join(parts)
     print(text)
     if not args.no_save:
-        save(text, meta, rows, results, args, argv, started)
+        save(text, meta, rows, results, args, argv, started,
+             {"e2e_rows": e2e_rows, "e2e_raw": e2e})
+
+
+def write_inputs(cases, logdir: Path) -> Path:
+    """benchmark.py's clips for ``cases`` (bench._common.build_inputs) as one .npz for the
+    children, plus a warm-up clip (the first case's first)."""
+    import numpy as np
+
+    from bench._common import build_inputs
+    waves, _ = build_inputs(cases)
+    arrays = {f"{case}_{i}": w for case, ws in waves.items() for i, w in enumerate(ws)}
+    arrays["warmup"] = waves[cases[0]][0]
+    path = logdir / "inputs.npz"
+    np.savez(path, **arrays)
+    return path
 
 
 if __name__ == "__main__":
