@@ -10,8 +10,9 @@ model.cc and offline-recognizer-funasr-nano-impl.cc):
   encoder_adaptor.onnx  (1, T, 560) LFR features -> (1, N, llm_dim): every output row becomes an
                         audio token of the prompt. Metadata lfr_window_size, lfr_window_shift,
                         llm_dim. The runtime computes the features itself: Kaldi fbank (80 bins,
-                        hamming, snip_edges false, no dither, samples x 32768), then LFR 7/6
-                        *without* the m//2 frames of left padding that funasr's (and our) LFR adds.
+                        hamming, snip_edges false, mel banks up to Nyquist - 400 Hz, no dither,
+                        samples x 32768), then LFR 7/6 *without* the m//2 frames of left padding
+                        that funasr's (and our) LFR adds (sherpa_features).
   embedding.onnx        (1, S) int64 ids -> (1, S, hidden).
   llm.onnx (+llm.data)  inputs_embeds (1, S, hidden) f32, attention_mask (1, past + S) int64,
                         cache_position (S,) int64, then cache_key_i, cache_value_i
@@ -24,7 +25,8 @@ model.cc and offline-recognizer-funasr-nano-impl.cc):
   Qwen3-0.6B/           tokenizer.json, vocab.json, merges.txt (the runtime's own BPE).
 It builds the ChatML prompt as ours does (system prompt, "语音转写：", the audio rows, the
 assistant turn), decodes one stream at a time (batch 1), greedy when temperature <= 1e-6, and
-stops at <|endoftext|> or <|im_end|>.
+stops at <|endoftext|> or <|im_end|>. It writes the first generated token at position prompt + 1
+(column ``prompt`` stays empty and masked), so its RoPE positions are one higher than ours.
 
 Our export (written here, from the engine's own modules, not from sherpa-onnx's scripts):
   * encoder + adaptor: engine.encoder / engine.adaptor with the checkpoint's weights in fp32,
@@ -351,63 +353,112 @@ def recognizer_args(folder: Path, mode: str) -> dict:
 
 # =============================================================================== the check
 def sherpa_features(wave, fe):
-    """The features sherpa-onnx's runtime computes (module docstring): fbank with snip_edges
-    false, then LFR without left padding, (1, T, 560)."""
-    fb = type(fe)(fs=fe.fs, window=fe.window, n_mels=fe.n_mels, frame_length=fe.frame_length,
-                  frame_shift=fe.frame_shift, lfr_m=fe.lfr_m, lfr_n=fe.lfr_n,
-                  snip_edges=False).fbank(wave)
-    n = (fb.shape[0] - fe.lfr_m) // fe.lfr_n + 1
+    """The features sherpa-onnx's runtime computes, (1, T, 560): Kaldi fbank as ours but with
+    snip_edges false and the mel banks' upper edge at Nyquist - 400 Hz (kaldi-native-fbank's
+    default, which funasr and we set to Nyquist), then LFR without the left padding. (Found by
+    feeding its runtime a probe graph whose output token encodes the sum of its audio rows.)"""
+    import kaldi_native_fbank as knf
+    import numpy as np
+    opts = knf.FbankOptions()
+    f = opts.frame_opts
+    f.samp_freq, f.frame_length_ms, f.frame_shift_ms = float(fe.fs), fe.frame_length, \
+        fe.frame_shift
+    f.dither, f.snip_edges, f.window_type = 0.0, False, fe.window
+    opts.mel_opts.num_bins, opts.mel_opts.high_freq = fe.n_mels, -400.0
+    opts.energy_floor = 0.0
+    fb = knf.OnlineFbank(opts)
+    fb.accept_waveform(float(fe.fs), np.asarray(wave, dtype=np.float32) * 32768.0)
+    fb.input_finished()
+    feats = torch.from_numpy(np.stack([fb.get_frame(i) for i in range(fb.num_frames_ready)]))
+    n = (feats.shape[0] - fe.lfr_m) // fe.lfr_n + 1
     idx = torch.arange(n)[:, None] * fe.lfr_n + torch.arange(fe.lfr_m)[None, :]
-    return fb[idx].reshape(1, n, -1)
+    return feats[idx].reshape(1, n, -1)
+
+
+def onnx_greedy(folder: Path, feats, prefix, suffix, tokens: int, threads: int = 2,
+                sherpa_positions: bool = False) -> list[int]:
+    """Greedy decoding with the exported graphs run by onnxruntime (the cache kept here):
+    ``feats`` (1, T, 560) through encoder_adaptor.onnx, the prompt through embedding.onnx,
+    then llm.onnx. ``sherpa_positions``: as sherpa-onnx 2.0.1's loop does it, the first
+    generated token goes to position prompt + 1 (cache column ``prompt`` left empty and masked)."""
+    import numpy as np
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    enc, llm_f, emb_f = (ort.InferenceSession(str(folder / f), opts,
+                                              providers=["CPUExecutionProvider"])
+                         for f in FILES["fp32"])
+    audio = enc.run(None, {"x": np.asarray(feats, dtype=np.float32)})[0]
+    emb = lambda ids: emb_f.run(None, {"input_ids": np.array([ids])})[0]  # noqa: E731
+    x = emb(list(prefix) + [0] * audio.shape[1] + list(suffix))
+    x[0, len(prefix):len(prefix) + audio.shape[1]] = audio[0]
+    meta = llm_f.get_modelmeta().custom_metadata_map
+    layers, cap = int(meta["num_layers"]), int(meta["max_total_len"])
+    shape = llm_f.get_inputs()[3].shape
+    cache = [np.zeros((1, cap, shape[2], shape[3]), np.float32) for _ in range(2 * layers)]
+    mask = np.zeros(cap, np.int64)
+    out, pos = [], 0
+    for step in range(tokens):
+        s = x.shape[1]
+        mask[pos:pos + s] = 1
+        feed = {"inputs_embeds": x, "attention_mask": mask[None, :pos + s].copy(),
+                "cache_position": np.arange(pos, pos + s)}
+        for i in range(layers):
+            feed[f"cache_key_{i}"], feed[f"cache_value_{i}"] = cache[2 * i], cache[2 * i + 1]
+        res = llm_f.run(None, feed)
+        for i in range(2 * layers):
+            cache[i][:, pos:pos + s] = res[1 + i]
+        out.append(int(res[0][0, -1].argmax()))
+        pos += s + (1 if sherpa_positions and step == 0 else 0)
+        x = emb([out[-1]])
+    return out
 
 
 def check(model_dir: Path, folder: Path, wave, tokens: int = 64, threads: int = 2) -> dict:
-    """Faithfulness of an fp32 export on one clip:
-      encoder: the ONNX encoder+adaptor (onnxruntime) against our engine's fp32 encode() on our
-        own features: the largest |difference| and that over the largest |value|;
-      text: sherpa-onnx's text (this export, its own features) against ours (transcribe with
-        ignore_eos, ``tokens`` tokens, as the benchmark runs both);
-      text_own_features: ours fed sherpa-onnx's features (sherpa_features), the same decode:
-        equal to sherpa-onnx's text when the export is faithful end to end, whatever the two
-        frontends do differently."""
+    """Faithfulness of an fp32 export on one clip, ``tokens`` greedy tokens (stop tokens banned,
+    as the benchmark runs both sides):
+      encoder: the ONNX encoder+adaptor (onnxruntime) against our engine's fp32 one on our own
+        features: the largest |difference| and that over the largest |value|;
+      text: sherpa-onnx's text (its runtime, its front end) against ours (transcribe);
+      graphs_equal_ours: the exported graphs run by onnxruntime on our features give our tokens;
+      runtime_equals_graphs: the same graphs on sherpa-onnx's features with its decode
+        positions (onnx_greedy) give sherpa-onnx's text: what is left between the two texts is
+        its front end and its positions, not the export."""
     import numpy as np
-    import onnxruntime as ort
     import sherpa_onnx
 
     import model as ours
     from engine.adaptor import low_frame_rate_length
     from engine.batching import greedy_generate
-    from engine.decoding import clean_text
     torch.set_num_threads(threads)
     asr = ours.FunASRNano.from_pretrained(str(model_dir), device="cpu", dtype="fp32")
+    tok = asr.tokenizer
+    prefix, suffix = asr.prompt_ids()
     res = {"clip_seconds": round(len(wave) / 16000, 2), "tokens": tokens}
     with torch.inference_mode():
         feats = asr.frontend(wave)[None]
         enc, lens = asr.audio_encoder(feats, torch.tensor([feats.shape[1]]))
         ref, _ = asr.audio_adaptor(enc, lens)
-        ref = ref[0, :low_frame_rate_length(feats.shape[1])].numpy()
+        ref = ref[0, :low_frame_rate_length(feats.shape[1])]
+        ours_ids = greedy_generate(asr.llm, [asr._embed_prompt(prefix, suffix, ref)],
+                                   tok.im_end, tokens, ignore_eos=True, end_ids=(tok.endoftext,),
+                                   stop_loops=False)[0].tokens
+    ref = ref.numpy()
+    ours_text = asr.transcribe([wave], max_new_tokens=tokens, ignore_eos=True)[0]["text"]
+    sf = sherpa_features(wave, asr.frontend)
+    del asr
+    import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(folder / FILES["fp32"][0]), opts,
-                                providers=["CPUExecutionProvider"])
-    got = sess.run(None, {"x": feats.numpy()})[0][0]
-    del sess
+    got = ort.InferenceSession(str(folder / FILES["fp32"][0]), opts, providers=[
+        "CPUExecutionProvider"]).run(None, {"x": feats.numpy()})[0][0]
     diff = float(np.abs(got - ref).max()) if got.shape == ref.shape else float("inf")
     res["encoder"] = {"rows": list(ref.shape), "onnx_rows": list(got.shape),
                       "max_abs_diff": diff, "max_abs": float(np.abs(ref).max()),
                       "rel_diff": diff / float(np.abs(ref).max())}
-    ours_text = asr.transcribe([wave], max_new_tokens=tokens, ignore_eos=True)[0]["text"]
-    with torch.inference_mode():
-        sf = sherpa_features(wave, asr.frontend)
-        enc, lens = asr.audio_encoder(sf, torch.tensor([sf.shape[1]]))
-        audio, _ = asr.audio_adaptor(enc, lens)
-        audio = audio[0, :low_frame_rate_length(sf.shape[1])]
-        prefix, suffix = asr.prompt_ids()
-        gen = greedy_generate(asr.llm, [asr._embed_prompt(prefix, suffix, audio)],
-                              asr.tokenizer.im_end, tokens, ignore_eos=True,
-                              end_ids=(asr.tokenizer.endoftext,), stop_loops=False)[0]
-        ours_sf = clean_text(asr.tokenizer.decode(gen.tokens))
-    del asr
+    graph_ids = onnx_greedy(folder, feats, prefix, suffix, tokens, threads)
+    res["graphs_equal_ours"] = graph_ids == list(ours_ids)
+    emulated = onnx_greedy(folder, sf, prefix, suffix, tokens, threads, sherpa_positions=True)
     rec = sherpa_onnx.OfflineRecognizer.from_funasr_nano(
         **recognizer_args(folder, "fp32"), num_threads=threads, max_new_tokens=tokens)
     st = rec.create_stream()
@@ -416,7 +467,11 @@ def check(model_dir: Path, folder: Path, wave, tokens: int = 64, threads: int = 
     peer = st.result
     res["text"] = {"ours": ours_text, "sherpa": peer.text, "equal": ours_text == peer.text,
                    "sherpa_tokens": len(peer.tokens)}
-    res["text_own_features"] = {"ours": ours_sf, "equal": ours_sf == peer.text}
+    # token by token: sherpa-onnx gives each token's text, the emulation ids
+    res["runtime_equals_graphs"] = list(peer.tokens) == [tok.decode([i]) for i in emulated]
+    res["first_differing_token"] = next(
+        (i for i, (a, b) in enumerate(zip(peer.tokens, (tok.decode([t]) for t in ours_ids)))
+         if a != b), None)
     return res
 
 
