@@ -230,7 +230,12 @@ Q8 static inline void gemm_tile(const uint8_t* q, int64_t ldq, const float* xs, 
   for (int64_t g = 0; g < Kg; ++g) {
     __m512i wv[NR];
 #pragma GCC unroll 4
-    for (int i = 0; i < NR; ++i) wv[i] = _mm512_loadu_si512(wp + (i * Kg + g) * 64);
+    for (int i = 0; i < NR; ++i) {
+      // few rows (decoding) are bound by the stream: each panel's line 4 KB on into L2, more
+      // misses in flight than the hardware prefetcher keeps (as dot_block does for the rows)
+      if (MR <= 2) _mm_prefetch(reinterpret_cast<const char*>(wp + (i * Kg + g) * 64 + 4096), _MM_HINT_T1);
+      wv[i] = _mm512_loadu_si512(wp + (i * Kg + g) * 64);
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < MR; ++j) {
       int32_t four;
