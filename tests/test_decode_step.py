@@ -92,6 +92,41 @@ def test_q8_gemm_is_q8_linear_exactly(rows, with_bias):
 
 
 @needs_vnni
+@pytest.mark.parametrize("rows", [1, 2, 5, 6, 7, 13, 16])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_q8_linear_on_panels_is_q8_linear_on_rows_exactly(rows, with_bias):
+    """The few-row product reads q8_gemm's panels as well as the plain rows, to the same floats
+    (same integer sums, same epilogue): a process then reads, and keeps resident, one layout.
+    N = 70 and K = 203: a part panel and a part group of 4; 7 and 13 rows: part tiles of 6."""
+    w8, scale, sums = _quantized(70, 203, seed=rows)
+    x = torch.randn(rows, 203, generator=torch.Generator().manual_seed(11 + rows))
+    bias = torch.randn(70) if with_bias else torch.empty(0)
+    got = q8.q8_linear(x, int8.q8_pack(w8), scale, sums, bias)
+    assert torch.equal(got, q8.q8_linear(x, w8, scale, sums, bias))
+
+
+@needs_vnni
+@torch.inference_mode()
+def test_int8_mode_never_reads_the_plain_int8_rows():
+    """Every int8 product that has panels (all but none of the model's Linears on VNNI CPUs) reads
+    only them, decoding included: with every plain row copy zeroed the texts do not change. Were
+    any product still reading the rows, it would read zeros and the text would change. So the
+    decoder's int8 weights are resident once, not twice (prefill's panels + decode's rows)."""
+    asr = FunASRNano.from_pretrained(str(ROOT / "models" / "demo"), device="cpu", dtype="int8")
+    clips = [str(ROOT / "example" / "en.wav"), str(ROOT / "example" / "zh.wav")]
+    before = [r["text"] for r in asr.transcribe(clips)]
+    linears = [m for m in asr.modules() if isinstance(m, int8.DynamicInt8Linear)]
+    assert linears and all(m.q8_panel_tensors() is not None for m in linears)
+    assert all(t[0].dim() == 3 for l in asr.llm.model.layers for t in
+               [l.step.o, l.step.down] + [(w,) for w in l.step.qkv[0] + l.step.gate_up[0]])
+    for m in linears:
+        m.int8_weight()[0].zero_()  # the memory-mapped cache is a private (copy-on-write) map
+    assert all(not m.int8_weight()[0].any() for m in linears)
+    assert [r["text"] for r in asr.transcribe(clips)] == before
+    assert all(t.strip() for t in before), before
+
+
+@needs_vnni
 def test_q8_gemm_refuses_a_panel_of_another_shape():
     w8, scale, sums = _quantized(64, 128, seed=3)
     with pytest.raises(RuntimeError, match="another shape"):

@@ -26,13 +26,17 @@ _MLP = ("gate_proj", "up_proj")
 
 def _int8_parts(linears) -> tuple[list[torch.Tensor], ...]:
     """(weights, scales, sums): one list each, a matrix per Linear (the kernel treats them as
-    one stacked matrix without copying them into one)."""
-    parts = [lin.q8_tensors() for lin in linears]
-    return tuple(list(t) for t in zip(*parts))
+    one stacked matrix without copying them into one). The weights are q8_gemm's panels, the
+    layout prefill reads too, so each weight byte is resident once; a part then has to start on
+    a panel (16 rows), which every real shape does."""
+    panels = [lin.q8_panel_tensors() for lin in linears]
+    if any(p is None for p in panels) or any(lin.out_features % 16 for lin in linears[:-1]):
+        panels = [lin.q8_tensors() for lin in linears]
+    return tuple(list(t) for t in zip(*panels))
 
 
 def _int8_one(lin) -> tuple[torch.Tensor, ...]:
-    return lin.q8_tensors()
+    return lin.q8_panel_tensors() or lin.q8_tensors()
 
 
 def _bf16_parts(linears) -> tuple[list[torch.Tensor]]:

@@ -120,12 +120,14 @@ class DynamicInt8Linear(nn.Module):
             self._one_row = (lambda x2: k.linear_int8(x2, w, s)) if b is None else (
                 lambda x2: k.linear_int8(x2, w, s) + b)
         # the VNNI kernels (csrc/avx512.cpp): q8_linear for a few rows, q8_gemm for more
-        self._few_rows = self._many_rows = None
+        self._few_rows = self._many_rows = self._wp = None
         if q8 is not None:
             qt = self.q8_tensors()
             b = torch.empty(0) if bias is None else self._bias
-            wp = q8_pack(qt[0]) if packed is None else packed
-            self._few_rows = lambda x2: q8.q8_linear(x2, *qt, b)
+            self._wp = wp = q8_pack(qt[0]) if packed is None else packed
+            # few rows take the panels too (q8_linear reads either layout, to the same floats):
+            # then only the panels' pages are ever read, and the weight is resident once
+            self._few_rows = lambda x2: q8.q8_linear(x2, wp, qt[1], qt[2], b)
             self._many_rows = lambda x2: q8.q8_gemm(x2, wp, qt[1], qt[2], b)
         else:
             self._pack()
@@ -168,6 +170,14 @@ class DynamicInt8Linear(nn.Module):
         if self._sums is None:
             self._sums = q8_weight(self._w8, self._scale32)[2]
         return self._w8.contiguous(), self._scale32, self._sums
+
+    def q8_panel_tensors(self) -> tuple[torch.Tensor, ...] | None:
+        """(q8_pack's panels, fp32 scales, int32 row sums): the layout the VNNI kernels read
+        (None without them)."""
+        if self._wp is None:
+            return None
+        _, s, sums = self.q8_tensors()
+        return self._wp, s, sums
 
     def dequantized(self) -> torch.Tensor:
         """The fp32 weight the int8 one stands for (for tests)."""

@@ -117,23 +117,60 @@ Q8 static inline void dot_rows_nb(const uint8_t* q, int64_t ldq, int64_t mb, con
   }
 }
 
-// An int8 weight (N, K), one fp32 scale and one int32 sum per row.
+// An int8 weight (N, K), one fp32 scale and one int32 sum per row: either the plain rows (w) or
+// q8_gemm's panels (wp, see below; then K is the padded 4 Kg). A Linear's prepared cache holds
+// both, and a process should read only one of them: where panels exist (every Linear but the
+// lm_head) the few-row products take them too, so the rows' pages are never touched and the
+// decoder's int8 weights count once in the resident set (440 MB less for the real model).
 struct Q8W {
   const int8_t* w; const float* s; const int32_t* sum; int64_t N, K;
+  const int8_t* wp = nullptr; int64_t Kg = 0;
+  bool takes(int64_t k) const { return wp ? Kg == (k + 3) / 4 : K == k; }
 };
 
 static Q8W q8w(const at::Tensor& w, const at::Tensor& s, const at::Tensor& sum) {
-  TORCH_CHECK(w.dtype() == at::kChar && w.dim() == 2 && w.is_contiguous(), "int8 weight (N, K) expected");
-  TORCH_CHECK(s.dtype() == at::kFloat && sum.dtype() == at::kInt && s.numel() == w.size(0) &&
-              sum.numel() == w.size(0), "weight scales / sums do not match the weight");
-  return {w.data_ptr<int8_t>(), s.data_ptr<float>(), sum.data_ptr<int32_t>(), w.size(0), w.size(1)};
+  TORCH_CHECK(w.dtype() == at::kChar && w.is_contiguous() &&
+              (w.dim() == 2 || (w.dim() == 3 && w.size(2) == 64)),
+              "int8 weight (N, K) or its panels (ceil(N/16), ceil(K/4), 64) expected");
+  const int64_t N = s.numel();
+  TORCH_CHECK(s.dtype() == at::kFloat && sum.dtype() == at::kInt && sum.numel() == N &&
+              (w.dim() == 2 ? w.size(0) == N : w.size(0) == (N + 15) / 16),
+              "weight scales / sums do not match the weight");
+  if (w.dim() == 2)
+    return {w.data_ptr<int8_t>(), s.data_ptr<float>(), sum.data_ptr<int32_t>(), N, w.size(1)};
+  Q8W W{nullptr, s.data_ptr<float>(), sum.data_ptr<int32_t>(), N, 4 * w.size(1)};
+  W.wp = w.data_ptr<int8_t>();
+  W.Kg = w.size(1);
+  return W;
+}
+
+// One output from its integer sum r (as float) and p = xs[m] s[n]: p r + bias, or p r + res, each
+// one fused multiply-add (both, were they ever given: the bias fused, the residual added after).
+// Written out, not left to the compiler's contraction, which fused some rows of a tile and not
+// others: every kernel that makes these sums (q8_rows, gemm_tile) must round alike.
+Q8 static inline float q8_out(float p, float r, const float* bias, const float* res) {
+  float v = bias ? std::fma(p, r, *bias) : res ? std::fma(p, r, *res) : p * r;
+  if (bias && res) v += *res;
+  return v;
+}
+
+Q8 static inline __m512 q8_out16(__m512 p, __m512 r, const __m512* bias, const __m512* res) {
+  __m512 v = bias ? _mm512_fmadd_ps(p, r, *bias) : res ? _mm512_fmadd_ps(p, r, *res)
+                                                        : _mm512_mul_ps(p, r);
+  if (bias && res) v = _mm512_add_ps(v, *res);
+  return v;
 }
 
 // y[m, n - n0] = xs[m] s[n] (q[m] . w[n] - 128 sum[n]) (+ bias[n - n0]) (+ res[m, n - n0]) for
 // n0 <= n < n1: y, bias and res start at the block's first column; y and res have row stride ldy.
+Q8 static void q8_panel_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M,
+                             const Q8W& W, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                             const float* bias, const float* res);
+
 Q8 static void q8_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M, const Q8W& W,
                        int64_t n0, int64_t n1, float* y, int64_t ldy, const float* bias,
                        const float* res) {
+  if (W.wp) return q8_panel_rows(q, ldq, xs, M, W, n0, n1, y, ldy, bias, res);
   int32_t r[4][4];
   // weight rows outermost: a group of 4 rows (a few KB) stays in L1 for every block of 4
   // activation rows, so each weight byte comes from memory once
@@ -147,10 +184,8 @@ Q8 static void q8_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M
       for (int64_t j = 0; j < mb; ++j)
         for (int64_t i = 0; i < nb; ++i) {
           const int64_t c = n + i, o = (m0 + j) * ldy + c - n0;
-          float v = xs[m0 + j] * W.s[c] * static_cast<float>(r[j][i] - 128 * W.sum[c]);
-          if (bias) v += bias[c - n0];
-          if (res) v += res[o];
-          y[o] = v;
+          y[o] = q8_out(xs[m0 + j] * W.s[c], static_cast<float>(r[j][i] - 128 * W.sum[c]),
+                        bias ? bias + c - n0 : nullptr, res ? res + o : nullptr);
         }
     }
     n += nb;
@@ -178,10 +213,13 @@ static constexpr int64_t Q8_BLOCK = 32;
 // is the same arithmetic, so a row's result does not depend on which of the two computed it
 // (or on the other rows). This layout is prepared once and memory-mapped
 // (engine.kernels.prepared), where fbgemm repacks its own at every load (3-6 s for the model).
+// Columns n .. min(n + 16 NR, N) of y, bias and res sit at index c - c0 (q8_gemm: c0 = 0, the
+// whole matrix; q8_panel_rows: c0 = the block's first column, as q8_rows stores them).
 template <int MR, int NR>
 Q8 static inline void gemm_tile(const uint8_t* q, int64_t ldq, const float* xs, const int8_t* wp,
                                 int64_t Kg, const float* s, const int32_t* sum, const float* bias,
-                                int64_t n, int64_t N, float* y, int64_t ldy) {
+                                int64_t n, int64_t N, float* y, int64_t ldy, int64_t c0 = 0,
+                                const float* res = nullptr) {
   // fully unrolled so that the 24 accumulators stay in registers (GCC otherwise keeps the
   // array on the stack and stores it on every k step: half the speed, measured)
   __m512i acc[MR][NR];
@@ -192,7 +230,12 @@ Q8 static inline void gemm_tile(const uint8_t* q, int64_t ldq, const float* xs, 
   for (int64_t g = 0; g < Kg; ++g) {
     __m512i wv[NR];
 #pragma GCC unroll 4
-    for (int i = 0; i < NR; ++i) wv[i] = _mm512_loadu_si512(wp + (i * Kg + g) * 64);
+    for (int i = 0; i < NR; ++i) {
+      // few rows (decoding) are bound by the stream: each panel's line 4 KB on into L2, more
+      // misses in flight than the hardware prefetcher keeps (as dot_block does for the rows)
+      if (MR <= 2) _mm_prefetch(reinterpret_cast<const char*>(wp + (i * Kg + g) * 64 + 4096), _MM_HINT_T1);
+      wv[i] = _mm512_loadu_si512(wp + (i * Kg + g) * 64);
+    }
 #pragma GCC unroll 8
     for (int j = 0; j < MR; ++j) {
       int32_t four;
@@ -213,12 +256,13 @@ Q8 static inline void gemm_tile(const uint8_t* q, int64_t ldq, const float* xs, 
                                        : static_cast<__mmask16>((1u << (N - c)) - 1);
     const __m512 sv = _mm512_maskz_loadu_ps(mask, s + c);
     const __m512i off = _mm512_slli_epi32(_mm512_maskz_loadu_epi32(mask, sum + c), 7);  // 128 sum
-    const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask, bias + c) : _mm512_setzero_ps();
+    const __m512 bv = bias ? _mm512_maskz_loadu_ps(mask, bias + c - c0) : _mm512_setzero_ps();
     for (int j = 0; j < MR; ++j) {
       const __m512 r = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_load_si512(out[j][i]), off));
-      __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(xs[j]), sv), r);
-      if (bias) v = _mm512_add_ps(v, bv);
-      _mm512_mask_storeu_ps(y + j * ldy + c, mask, v);
+      const __m512 rv = res ? _mm512_maskz_loadu_ps(mask, res + j * ldy + c - c0) : bv;
+      const __m512 v = q8_out16(_mm512_mul_ps(_mm512_set1_ps(xs[j]), sv), r,
+                                bias ? &bv : nullptr, res ? &rv : nullptr);
+      _mm512_mask_storeu_ps(y + j * ldy + c - c0, mask, v);
     }
   }
 }
@@ -227,14 +271,15 @@ template <int NR>
 Q8 static inline void gemm_rows_nr(int64_t mr, const uint8_t* q, int64_t ldq, const float* xs,
                                    const int8_t* wp, int64_t Kg, const float* s,
                                    const int32_t* sum, const float* bias, int64_t n, int64_t N,
-                                   float* y, int64_t ldy) {
+                                   float* y, int64_t ldy, int64_t c0 = 0,
+                                   const float* res = nullptr) {
   switch (mr) {
-    case 1: gemm_tile<1, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy); break;
-    case 2: gemm_tile<2, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy); break;
-    case 3: gemm_tile<3, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy); break;
-    case 4: gemm_tile<4, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy); break;
-    case 5: gemm_tile<5, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy); break;
-    default: gemm_tile<6, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy); break;
+    case 1: gemm_tile<1, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy, c0, res); break;
+    case 2: gemm_tile<2, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy, c0, res); break;
+    case 3: gemm_tile<3, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy, c0, res); break;
+    case 4: gemm_tile<4, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy, c0, res); break;
+    case 5: gemm_tile<5, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy, c0, res); break;
+    default: gemm_tile<6, NR>(q, ldq, xs, wp, Kg, s, sum, bias, n, N, y, ldy, c0, res); break;
   }
 }
 
@@ -243,6 +288,31 @@ static constexpr int64_t GEMM_MR = 6, GEMM_NR = 4, GEMM_COLS = 16 * GEMM_NR;
 // Rows per pass: their quantised activations (~100 KB at K = 1024) stay in L2 while every
 // weight panel of the thread's share goes by.
 static constexpr int64_t GEMM_ROWS = 96;
+
+// q8_rows on the panel layout: the same integer sums and epilogue, so the same floats (tested).
+// The block starts on a panel (n0 % 16 == 0: blocks are multiples of Q8_BLOCK, the parts of a
+// stacked matrix multiples of 16); each thread then streams whole panels in order.
+Q8 static void q8_panel_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M,
+                             const Q8W& W, int64_t n0, int64_t n1, float* y, int64_t ldy,
+                             const float* bias, const float* res) {
+  TORCH_CHECK(n0 % 16 == 0, "q8 panels: a block must start on a panel");
+  for (int64_t n = n0; n < n1; n += GEMM_COLS) {
+    const int64_t nr = std::min<int64_t>(GEMM_NR, (std::min(n1, n + GEMM_COLS) - n + 15) / 16);
+    const int8_t* panel = W.wp + (n / 16) * W.Kg * 64;
+    for (int64_t m = 0; m < M; m += GEMM_MR) {
+      const int64_t mr = std::min(GEMM_MR, M - m);
+      const uint8_t* qm = q + m * ldq;
+      float* ym = y + m * ldy;
+      const float* rm = res ? res + m * ldy : nullptr;
+      switch (nr) {
+        case 1: gemm_rows_nr<1>(mr, qm, ldq, xs + m, panel, W.Kg, W.s, W.sum, bias, n, n1, ym, ldy, n0, rm); break;
+        case 2: gemm_rows_nr<2>(mr, qm, ldq, xs + m, panel, W.Kg, W.s, W.sum, bias, n, n1, ym, ldy, n0, rm); break;
+        case 3: gemm_rows_nr<3>(mr, qm, ldq, xs + m, panel, W.Kg, W.s, W.sum, bias, n, n1, ym, ldy, n0, rm); break;
+        default: gemm_rows_nr<4>(mr, qm, ldq, xs + m, panel, W.Kg, W.s, W.sum, bias, n, n1, ym, ldy, n0, rm); break;
+      }
+    }
+  }
+}
 
 at::Tensor q8_gemm(at::Tensor x, at::Tensor wp, at::Tensor s, at::Tensor sum, at::Tensor bias) {
   check_f32(x, "x");
@@ -301,6 +371,7 @@ at::Tensor q8_gemm(at::Tensor x, at::Tensor wp, at::Tensor s, at::Tensor sum, at
 // of an fp32), 16 lanes at a time.
 struct B16W {
   const uint16_t* w; int64_t N, K;
+  bool takes(int64_t k) const { return K == k; }
 };
 
 static B16W b16w(const at::Tensor& w) {
@@ -409,6 +480,7 @@ template <class W> struct Parts {
     TORCH_CHECK(w.empty() || p.K == K, "stacked projections must share their input size");
     w.push_back(p); K = p.K; N += p.N; off.push_back(N);
   }
+  bool takes(int64_t k) const { return w.front().takes(k); }
 };
 
 // Acts::rows for rows n0 .. n1 of the whole matrix, part by part; y starts at column n0.
@@ -425,12 +497,13 @@ static void rows_of(const Acts<W>& a, const Parts<W>& P, int64_t n0, int64_t n1,
 template <class W>
 static at::Tensor linear_t(const at::Tensor& x, const W& w, const at::Tensor& bias) {
   check_f32(x, "x");
-  TORCH_CHECK(x.dim() == 2 && x.size(1) == w.K, "linear: x must be (M, ", w.K, ")");
+  TORCH_CHECK(x.dim() == 2 && w.takes(x.size(1)), "linear: x has ", x.size(1),
+              " columns, the weight takes ", w.K);
   if (bias.numel()) check_f32(bias, "bias");
   const int64_t M = x.size(0);
   at::Tensor y = at::empty({M, w.N}, x.options());
   Acts<W> a;
-  a.set(x.data_ptr<float>(), w.K, M, w.K);
+  a.set(x.data_ptr<float>(), x.size(1), M, x.size(1));
   float* yp = y.data_ptr<float>();
   const float* bp = bias.numel() ? bias.data_ptr<float>() : nullptr;
   q8_parallel(w.N, Q8_BLOCK, [&](int64_t n0, int64_t n1) {
@@ -448,7 +521,7 @@ static at::Tensor mlp_t(const at::Tensor& x, const at::Tensor& nw, double eps,
   check_f32(x, "x");
   check_f32(nw, "norm weight");
   const int64_t C = nw.numel(), M = x.numel() / C, I = GU.N / 2;
-  TORCH_CHECK(GU.K == C && GU.N == 2 * I && DN.K == I && DN.N == C, "mlp step: shapes disagree");
+  TORCH_CHECK(GU.takes(C) && GU.N == 2 * I && DN.takes(I) && DN.N == C, "mlp step: shapes disagree");
   const float* xp = x.data_ptr<float>();
   std::vector<float> xn(M * C), h(M * I);
   for (int64_t m = 0; m < M; ++m)
@@ -487,7 +560,7 @@ static at::Tensor attention_t(const at::Tensor& x, const at::Tensor& nw, double 
   TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "attention step: bad cache");
   const int64_t C = nw.numel(), B = rows.numel(), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
   const int64_t H = QKV.N / D - 2 * KV, QD = H * D, KD = KV * D, R = QKV.N;
-  TORCH_CHECK(x.numel() == B * C && QKV.K == C && O.K == QD && O.N == C && qn.numel() == D &&
+  TORCH_CHECK(x.numel() == B * C && QKV.takes(C) && O.takes(QD) && O.N == C && qn.numel() == D &&
               kn.numel() == D && cos.numel() == B * D && sin.numel() == B * D && B > 0 &&
               D <= 1024 && H > 0 && H % KV == 0, "attention step: shapes disagree");
   check_rows(rows, pos, B, kc.size(0), cap, "attention step");
