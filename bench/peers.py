@@ -98,11 +98,35 @@ def llama_src(cache: Path) -> Path:
     return src
 
 
+# ggml's native build uses AMX tiles for Q8_0 where the CPU lists them, and a VM may list them
+# without letting a guest run them (this project's Sapphire Rapids VM: SIGILL on `tilezero` in
+# ggml's AMX Q8_0 kernel, although the kernel granted the tile permission). There llama.cpp is
+# built for the same CPU without AMX: its AVX-512 kernels, VNNI and BF16 included.
+NO_AMX = ["-DGGML_NATIVE=OFF", "-DGGML_AVX=ON", "-DGGML_AVX2=ON", "-DGGML_FMA=ON",
+          "-DGGML_F16C=ON", "-DGGML_BMI2=ON", "-DGGML_AVX512=ON", "-DGGML_AVX512_VBMI=ON",
+          "-DGGML_AVX512_VNNI=ON", "-DGGML_AVX512_BF16=ON"]
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def llama_build_dir(cache: Path) -> Path:
+    return cache / ("build-noamx" if "amx_int8" in _cpu_flags() else "build")
+
+
 def llama_build(cache: Path, jobs: int = 2) -> Path:
     """Path of the llama_step driver (bench/llama_step.cpp) linked against libllama and ggml
     as built from llama_src() (target ``llama`` only: not llama.cpp's "common" library);
     rebuilt when the driver's source is newer than the binary."""
-    build = cache / "build"
+    build = llama_build_dir(cache)
+    native = NO_AMX if build.name == "build-noamx" else ["-DGGML_NATIVE=ON"]
     driver_src = REPO / "bench/llama_step.cpp"
     binary = build / "bin/llama_step"
     if binary.is_file() and binary.stat().st_mtime >= driver_src.stat().st_mtime:
@@ -111,7 +135,7 @@ def llama_build(cache: Path, jobs: int = 2) -> Path:
     nice = ["nice", "-n", "19"] if shutil.which("nice") else []
     if not (build / "build.ninja").is_file():
         subprocess.run(nice + ["cmake", "-S", str(src), "-B", str(build), "-G", "Ninja",
-                               "-DCMAKE_BUILD_TYPE=Release", "-DGGML_NATIVE=ON",
+                               "-DCMAKE_BUILD_TYPE=Release", *native,
                                "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
                                "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
                                "-DBUILD_SHARED_LIBS=OFF", "-DGGML_OPENMP=ON"],
@@ -612,7 +636,7 @@ def prepare_peer(args, modes, model_dir: Path, cache: Path, notes: list):
         if args.llama_step:
             llama_bin = Path(args.llama_step)
         elif args.no_build:
-            cand = cache / "build/bin/llama_step"
+            cand = llama_build_dir(cache) / "bin/llama_step"
             llama_bin = cand if cand.is_file() else None
             if llama_bin is None:
                 raise RuntimeError("not built here yet and --no-build was given")
