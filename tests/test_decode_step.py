@@ -106,6 +106,18 @@ def test_q8_linear_on_panels_is_q8_linear_on_rows_exactly(rows, with_bias):
 
 
 @needs_vnni
+def test_stacked_panels_off_a_panel_boundary_are_refused():
+    """Stacked parts on panels must start on a panel (16 rows): a part of 70 rows is refused with
+    an error before any thread starts, and the process goes on."""
+    (w1, s1, u1), (w2, s2, u2) = _quantized(70, 96, seed=1), _quantized(64, 96, seed=2)
+    dn = _quantized(96, 67, seed=3)
+    x = torch.randn(1, 1, 96)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        q8.q8_mlp(x, torch.ones(96), 1e-6, [int8.q8_pack(w1), int8.q8_pack(w2)], [s1, s2],
+                  [u1, u2], int8.q8_pack(dn[0]), dn[1], dn[2])
+
+
+@needs_vnni
 @torch.inference_mode()
 def test_int8_mode_never_reads_the_plain_int8_rows():
     """Every int8 product that has panels (all but none of the model's Linears on VNNI CPUs) reads

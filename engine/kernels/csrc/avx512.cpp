@@ -290,12 +290,12 @@ static constexpr int64_t GEMM_MR = 6, GEMM_NR = 4, GEMM_COLS = 16 * GEMM_NR;
 static constexpr int64_t GEMM_ROWS = 96;
 
 // q8_rows on the panel layout: the same integer sums and epilogue, so the same floats (tested).
-// The block starts on a panel (n0 % 16 == 0: blocks are multiples of Q8_BLOCK, the parts of a
-// stacked matrix multiples of 16); each thread then streams whole panels in order.
+// The block starts on a panel (n0 % 16 == 0: blocks are multiples of Q8_BLOCK, and q8parts
+// refuses stacked panel parts that are not multiples of 16 before any parallel region, where a
+// throw would end the process); each thread then streams whole panels in order.
 Q8 static void q8_panel_rows(const uint8_t* q, int64_t ldq, const float* xs, int64_t M,
                              const Q8W& W, int64_t n0, int64_t n1, float* y, int64_t ldy,
                              const float* bias, const float* res) {
-  TORCH_CHECK(n0 % 16 == 0, "q8 panels: a block must start on a panel");
   for (int64_t n = n0; n < n1; n += GEMM_COLS) {
     const int64_t nr = std::min<int64_t>(GEMM_NR, (std::min(n1, n + GEMM_COLS) - n + 15) / 16);
     const int8_t* panel = W.wp + (n / 16) * W.Kg * 64;
@@ -596,7 +596,11 @@ static Parts<Q8W> q8parts(const std::vector<at::Tensor>& w, const std::vector<at
                           const std::vector<at::Tensor>& sum) {
   TORCH_CHECK(w.size() == s.size() && w.size() == sum.size() && !w.empty(), "int8 parts disagree");
   Parts<Q8W> p;
-  for (size_t i = 0; i < w.size(); ++i) p.add(q8w(w[i], s[i], sum[i]));
+  for (size_t i = 0; i < w.size(); ++i) {
+    p.add(q8w(w[i], s[i], sum[i]));
+    TORCH_CHECK(!p.w.back().wp || i + 1 == w.size() || p.w.back().N % 16 == 0,
+                "stacked int8 panels: every part but the last must have a multiple of 16 rows");
+  }
   return p;
 }
 
