@@ -477,7 +477,7 @@ def check(model_dir: Path, folder: Path, wave, tokens: int = 64, threads: int = 
 
 # =============================================================================== command line
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--model-dir", required=True)
     p.add_argument("--out", required=True, help="the fp32 export's folder")
     p.add_argument("--int8", help="also write the int8 export into this folder")
