@@ -32,6 +32,10 @@ CSS = """
 #demo-banner pre { margin: 0; padding: 6px 10px; font-size: 0.8em; line-height: 1.3; }
 #header h1 { margin-bottom: 4px; }
 #model-status { font-size: 0.95em; }
+/* the status line states the model's progress in words ("loading ..."): no event's progress
+   tracker is ever drawn over it. Gradio can mark it pending for a moment when an event that
+   updates it starts (a "0.0s" tracker, seen about 1 run in 9 of test_first_use_of_the_page) */
+#model-status [data-testid="status-tracker"] { display: none !important; }
 /* Results table: break lines between words only ("Durati on" was Gradio's break-all), and a
    word too long for its column anywhere (a long file name, a URL in a transcript). */
 #results th *, #results td * { word-break: normal !important; overflow-wrap: anywhere;
@@ -88,7 +92,10 @@ def status_line(holder):
     with gr.Row():
         status = gr.Markdown(status_markdown(holder), elem_id="model-status")
         load_btn = gr.Button("Load model now", size="sm", scale=0, min_width=140)
-    load_btn.click(load_model, None, status, api_name="load_model")
+    # the line says "loading" at once (its own tracker is hidden, see CSS), then the result
+    load_btn.click(lambda: status_markdown(holder, loading=True), None, status, queue=False,
+                   show_progress="hidden", api_visibility="private").then(
+        load_model, None, status, api_name="load_model", show_progress="hidden")
     return status, gr.Timer(2.0, active=kernels_pending(holder))
 
 
