@@ -233,15 +233,35 @@ def run_llama(binary: Path, gguf: Path, prompt: int, tokens: int, batches: list[
 
 
 # =============================================================================== ours
+def _send(obj) -> None:
+    """One message of a child to this script (B.Child reads the lines marked MARK)."""
+    sys.stdout.write(MARK + json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _send_error(e: BaseException) -> None:
+    _send({"event": "error", "error": f"{type(e).__name__}: {e}",
+           "traceback": traceback.format_exc()})
+
+
+def _serve(handle) -> None:
+    """A child's request loop: each line of stdin is a JSON request, answered with
+    ``{"event": "result", **handle(request)}`` or the error; {"cmd": "quit"} ends it."""
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["cmd"] == "quit":
+            break
+        try:
+            _send({"event": "result", **handle(req)})
+        except BaseException as e:  # noqa: BLE001  (reported to the parent, which goes on)
+            _send_error(e)
+
+
 def child_main(args) -> None:
     """Our engine in one mode: load once, then answer {"n": N} with the workload's timings."""
     import torch
     B._exit_with_parent()
     torch.set_num_threads(args.threads)
-
-    def send(obj):
-        sys.stdout.write(MARK + json.dumps(obj) + "\n")
-        sys.stdout.flush()
     try:
         import model as ours_mod
         from engine.batching import BatchDecoder
@@ -272,25 +292,17 @@ def child_main(args) -> None:
                 raise RuntimeError(f"generated {counts} tokens, expected {t} each")
             return t1 - t0, (t2 - t1) / (t - 1)
         run(1, 2)  # warm-up
-        send({"event": "ready", "load_s": load_s, "weight_bytes": B.decode_weight_bytes(llm)})
+        _send({"event": "ready", "load_s": load_s, "weight_bytes": B.decode_weight_bytes(llm)})
     except BaseException as e:  # noqa: BLE001
-        send({"event": "error", "error": f"{type(e).__name__}: {e}",
-              "traceback": traceback.format_exc()})
-        return
-    for line in sys.stdin:
-        req = json.loads(line)
-        if req["cmd"] == "quit":
-            break
-        try:
-            by_n = {}
-            for n in req["batches"]:
-                prefill_s, step_s = run(n, args.tokens)
-                by_n[n] = {"prefill_tok_s": n * args.prompt / prefill_s,
-                           "decode_ms": step_s * 1e3}
-            send({"event": "result", "by_n": by_n, "peak_rss": B.peak_rss_bytes()})
-        except BaseException as e:  # noqa: BLE001
-            send({"event": "error", "error": f"{type(e).__name__}: {e}",
-                  "traceback": traceback.format_exc()})
+        return _send_error(e)
+
+    def handle(req):
+        by_n = {}
+        for n in req["batches"]:
+            prefill_s, step_s = run(n, args.tokens)
+            by_n[n] = {"prefill_tok_s": n * args.prompt / prefill_s, "decode_ms": step_s * 1e3}
+        return {"by_n": by_n, "peak_rss": B.peak_rss_bytes()}
+    _serve(handle)
 
 
 class OursChild(B.Child):
@@ -319,10 +331,6 @@ def e2e_child_main(args) -> None:
     import torch
     B._exit_with_parent()
     torch.set_num_threads(args.threads)
-
-    def send(obj):
-        sys.stdout.write(MARK + json.dumps(obj) + "\n")
-        sys.stdout.flush()
     inputs = np.load(args.inputs)
     try:
         t0 = time.perf_counter()
@@ -356,26 +364,18 @@ def e2e_child_main(args) -> None:
                 return [(r["text"], r["num_tokens"]) for r in res]
         load_s = time.perf_counter() - t0
         decode([inputs["warmup"]])
-        send({"event": "ready", "load_s": load_s})
+        _send({"event": "ready", "load_s": load_s})
     except BaseException as e:  # noqa: BLE001
-        send({"event": "error", "error": f"{type(e).__name__}: {e}",
-              "traceback": traceback.format_exc()})
-        return
-    for line in sys.stdin:
-        req = json.loads(line)
-        if req["cmd"] == "quit":
-            break
-        try:
-            waves = [inputs[f"{req['case']}_{i}"] for i in range(req["n"])]
-            t0 = time.perf_counter()
-            out = decode(waves)
-            wall = time.perf_counter() - t0
-            send({"event": "result", "wall_s": wall, "texts": [t for t, _ in out],
-                  "tokens": [n for _, n in out], "peak_rss": B.peak_rss_bytes(),
-                  "loadavg": B.loadavg()})
-        except BaseException as e:  # noqa: BLE001
-            send({"event": "error", "error": f"{type(e).__name__}: {e}",
-                  "traceback": traceback.format_exc()})
+        return _send_error(e)
+
+    def handle(req):
+        waves = [inputs[f"{req['case']}_{i}"] for i in range(req["n"])]
+        t0 = time.perf_counter()
+        out = decode(waves)
+        return {"wall_s": time.perf_counter() - t0, "texts": [t for t, _ in out],
+                "tokens": [n for _, n in out], "peak_rss": B.peak_rss_bytes(),
+                "loadavg": B.loadavg()}
+    _serve(handle)
 
 
 def prepare_sherpa(args, modes, model_dir: Path, cache: Path, notes: list) -> dict:
