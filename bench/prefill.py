@@ -1,7 +1,9 @@
-"""bf16 prefill of the Qwen3 decoder, three paths side by side in one process, interleaved, on the
+"""bf16 prefill of the Qwen3 decoder, its paths side by side in one process, interleaved, on the
 same random full-size weights (Fun-ASR-Nano's decoder shapes: 28 layers, hidden 1024, MLP 3072,
-vocabulary 151,936): ``bf16dot`` (the bf16 mode on AVX512_BF16 CPUs: activations rounded to
-bf16, vdpbf16ps, fp32 sums; absent elsewhere), ``gemm`` (bf16 weights widened in registers, fp32
+vocabulary 151,936): ``bf16dot+attention`` (the bf16 mode on AVX512_BF16 CPUs: the products
+and the prompt's attention with bf16-rounded operands, vdpbf16ps, fp32 sums), ``bf16dot`` (the
+same products, PyTorch's fp32 attention: the bf16 mode before the attention kernel; both absent
+on CPUs without AVX512_BF16), ``gemm`` (bf16 weights widened in registers, fp32
 FMAs: the bf16 mode on other CPUs and the path before bf16dot) and ``sgemm`` (an fp32 copy of each
 weight per call, then MKL's sgemm: the path before gemm).
 
@@ -62,6 +64,21 @@ def _use(table) -> None:
         mod.__dict__.pop("_gemm", None)
 
 
+def _attention_kernel(m):
+    """The prompt attention kernel pack_for_cpu gave the bf16 mode's layers (None: none)."""
+    from engine.qwen3 import Attention
+    found = {a.prefill_bf16 for a in m.modules() if isinstance(a, Attention)}
+    return found.pop() if len(found) == 1 else None
+
+
+def _use_attention(m, kernel) -> None:
+    """Every layer's prompt attention on ``kernel`` (None: PyTorch's SDPA)."""
+    from engine.qwen3 import Attention
+    for a in m.modules():
+        if isinstance(a, Attention):
+            a.prefill_bf16 = kernel
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--prompt", type=int, default=150)
@@ -78,13 +95,19 @@ def main() -> None:
     m, cfg = _model()
     ids = torch.randint(0, 150000, (1, args.prompt), generator=torch.Generator().manual_seed(1))
     x = m.embed(ids)
-    tables = {"bf16dot": _without(m, ()), "gemm": _without(m, ("gemm_bf16dot",)),
-              "sgemm": _without(m, ("gemm_bf16dot", "gemm_bf16"))}
+    # path: (the PackedLinears' kernels, the prompt attention kernel or None: PyTorch's SDPA)
+    attention = _attention_kernel(m)
+    tables = {"bf16dot": (_without(m, ()), None), "gemm": (_without(m, ("gemm_bf16dot",)), None),
+              "sgemm": (_without(m, ("gemm_bf16dot", "gemm_bf16")), None)}
+    if attention is not None:
+        tables = {"bf16dot+attention": (tables["bf16dot"][0], attention), **tables}
     if avx512_kernels(need_bf16=True) is None:
         del tables["bf16dot"]  # this CPU would take gemm: no third path to time
 
-    def run(table):
+    def run(path):
+        table, att = path
         _use(table)
+        _use_attention(m, att)
         cache = KVCache(cfg, 1, args.prompt + 8, torch.float32, "cpu")
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -132,6 +155,13 @@ def main() -> None:
     for k in tables:
         md.append(f"| {k} | {med[k]:.3f} | {tok_s[k]:.1f} | {speedup[k]:.2f}x | {same[k]} | "
                   f"{rel[k]:.2e} | {', '.join(f'{s:.3f}' for s in times[k])} |")
+    if "bf16dot+attention" in times and "bf16dot" in times:
+        gain = statistics.median(o / n for n, o in zip(times["bf16dot+attention"],
+                                                       times["bf16dot"]))
+        res["attention_kernel_speedup"] = gain
+        md += ["", f"The prompt attention kernel: bf16dot+attention {gain:.3f}x bf16dot's speed "
+               "(median of per-repeat ratios)."]
+        base.with_suffix(".json").write_text(json.dumps(res, indent=1))
     base.with_suffix(".md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
     print(f"written {base}.md")

@@ -75,6 +75,9 @@ def rotate_half(x):
 
 class Attention(nn.Module):
     fast = None  # the CPU kernels (engine.kernels), set by pack_for_cpu
+    # the bf16 mode on AVX512_BF16 CPUs: a prompt's causal attention with q, k, v and the
+    # weights rounded to bf16, fp32 sums (csrc/prefill_attention.cpp), set by pack_for_cpu
+    prefill_bf16 = None
 
     def __init__(self, cfg: Qwen3Config):
         super().__init__()
@@ -106,6 +109,12 @@ class Attention(nn.Module):
             if pos is not None:
                 out = self.fast.decode_attention(q, k, v, *cache, _rows(rows, b), pos)
                 return self.o_proj(out.view(b, 1, self.h * self.d))
+            if self.prefill_bf16 is not None:
+                out = self.prefill_bf16(q, k, v, self.h, self.kv)  # (B, T, H * D)
+                if cache is not None:
+                    self._write_prompt(cache, rows, k.view(b, t, self.kv, self.d).transpose(1, 2),
+                                       v.view(b, t, self.kv, self.d).transpose(1, 2))
+                return self.o_proj(out)
             q = q.view(b, t, self.h, self.d).transpose(1, 2)
             k = k.view(b, t, self.kv, self.d).transpose(1, 2)
         else:
@@ -119,13 +128,20 @@ class Attention(nn.Module):
             out = self._attend_rows(q, k, v, cache, _rows(rows, b), pos)
         else:
             if cache is not None:
-                k_cache, v_cache = cache
-                index = slice(0, b) if rows is None else rows
-                k_cache[index, :, :t] = k
-                v_cache[index, :, :t] = v
+                self._write_prompt(cache, rows, k, v)
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, x.device),
                                                  enable_gqa=True)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, self.h * self.d))
+
+    @staticmethod
+    def _write_prompt(cache, rows, k, v):
+        """A prompt's k and v (B, KV, T, D) into columns 0..T-1 of cache rows ``rows`` (None:
+        0..B-1)."""
+        k_cache, v_cache = cache
+        b, t = k.shape[0], k.shape[2]
+        index = slice(0, b) if rows is None else rows
+        k_cache[index, :, :t] = k
+        v_cache[index, :, :t] = v
 
     @staticmethod
     def _attend_rows(q, k, v, cache, rows, pos):
@@ -272,12 +288,17 @@ class Qwen3ForCausalLM(nn.Module):
                         setattr(module, name,
                                 PackedLinear(w, "bf16" if mode == "fp32" else mode, fast,
                                              round_acts=mode == "bf16"))
+        # the bf16 mode's prompts: attention in bf16 products too (fp32 keeps PyTorch's SDPA)
+        att16 = avx512_kernels(need_bf16=True, module=fast) if mode == "bf16" else None
         for module in self.modules():
             if isinstance(module, RMSNorm):
                 module.weight.data = module.weight.data.float()
             if isinstance(module, (RMSNorm, Attention)) and fast is not None:
                 # fp32 CPU inference only: training and CUDA keep the plain PyTorch ops
                 module.fast = fast
+            if isinstance(module, Attention) and att16 is not None and module.d % 16 == 0 \
+                    and module.d <= 128:
+                module.prefill_bf16 = att16.prefill_attention_bf16
         # one-token steps in two kernel calls per layer, after the norms went fp32 (the steps
         # hold these very modules)
         from .kernels.decode_step import fuse_decode_steps

@@ -135,6 +135,101 @@ def test_bf16dot_rows_independent_and_only_for_bf16_mode():
     assert not torch.equal(exact, got[:rows])
 
 
+def _rounded_causal_attention(q, k, v, heads, kv_heads):
+    """float64 causal grouped-query attention of q, k, v rounded to bf16: (B, T, heads * D)."""
+    b, t, _ = q.shape
+    d = q.shape[2] // heads
+
+    def split(z, n):
+        return z.view(b, t, n, d).transpose(1, 2).to(torch.bfloat16).double()
+    mask = torch.ones(t, t, dtype=torch.bool).tril()
+    out = torch.nn.functional.scaled_dot_product_attention(
+        split(q, heads), split(k, kv_heads), split(v, kv_heads), attn_mask=mask, enable_gqa=True)
+    return out.transpose(1, 2).reshape(b, t, heads * d)
+
+
+@needs_bf16dot
+@pytest.mark.parametrize("d,heads,kv_heads,t", [(128, 16, 8, 150), (48, 4, 2, 37), (16, 3, 3, 1),
+                                               (64, 4, 1, 13), (128, 2, 2, 7)])
+def test_bf16_prefill_attention_is_rounded_inputs_causal_softmax(d, heads, kv_heads, t):
+    """The bf16 mode's prompt attention: q, k, v rounded to bf16, causal grouped-query softmax,
+    the weights rounded to bf16 too (each off by at most 2^-8 of itself, bf16's unit roundoff, so
+    an output by at most 2^-8 of max |v| with the fp32 sums), and not fp32's attention (the
+    rounding is visible). A
+    row does not depend on the rows after it: a right-padded prompt's real rows are the unpadded
+    prompt's, bit for bit."""
+    g = torch.Generator().manual_seed(d + t)
+    b = 2
+    q = torch.randn(b, t, heads * d, generator=g) * 2
+    k = torch.randn(b, t, kv_heads * d, generator=g) * 2
+    v = torch.randn(b, t, kv_heads * d, generator=g)
+    got = bf16dot.prefill_attention_bf16(q, k, v, heads, kv_heads)
+    want = _rounded_causal_attention(q, k, v, heads, kv_heads)
+    vmax = v.to(torch.bfloat16).abs().max().item()
+    assert got.shape == q.shape and got.dtype == torch.float32
+    assert (got.double() - want).abs().max() <= 2 ** -8 * vmax + 1e-5
+    if t > 1:
+        exact = torch.nn.functional.scaled_dot_product_attention(
+            *(z.view(b, t, n, d).transpose(1, 2).double() for z, n in
+              ((q, heads), (k, kv_heads), (v, kv_heads))),
+            attn_mask=torch.ones(t, t, dtype=torch.bool).tril(), enable_gqa=True)
+        exact = exact.transpose(1, 2).reshape(b, t, heads * d)
+        assert (got.double() - exact).abs().max() > 1e-4
+    for n in {1, t // 2 + 1, t}:
+        part = bf16dot.prefill_attention_bf16(q[:, :n].contiguous(), k[:, :n].contiguous(),
+                                              v[:, :n].contiguous(), heads, kv_heads)
+        assert torch.equal(part, got[:, :n]), n
+
+
+@needs_bf16dot
+def test_bf16_prefill_attention_refuses_what_it_cannot_take():
+    """Shapes it was not built for are errors that say which, before any work."""
+    q, kv = torch.zeros(1, 4, 2 * 40), torch.zeros(1, 4, 40)
+    with pytest.raises(RuntimeError, match="multiple of 16"):
+        bf16dot.prefill_attention_bf16(q, kv, kv, 2, 1)   # head_dim 40
+    q, kv = torch.zeros(1, 4, 2 * 48), torch.zeros(1, 3, 48)
+    with pytest.raises(RuntimeError, match="k and v must be"):
+        bf16dot.prefill_attention_bf16(q, kv, kv, 2, 1)   # k's T differs
+    with pytest.raises(RuntimeError, match="fp32"):
+        bf16dot.prefill_attention_bf16(q.double(), kv, kv, 2, 1)
+
+
+@needs_bf16dot
+@torch.inference_mode()
+def test_only_the_bf16_mode_takes_the_prefill_attention_kernel():
+    """pack_for_cpu("bf16") puts every decoder layer's prompt attention on the kernel, "fp32"
+    none (its attention stays PyTorch's exact one). A right-padded batch of prompts of different
+    lengths through the kernel fills the KV cache exactly as PyTorch's path does (the same k and
+    v) and gives each prompt's last hidden state within the bf16 rounding of that path's."""
+    from engine.qwen3 import Attention, KVCache, Qwen3Config, Qwen3ForCausalLM
+    cfg = Qwen3Config(hidden_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=48,
+                      intermediate_size=64, num_hidden_layers=2, vocab_size=50)
+    models = {}
+    for mode in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        m = Qwen3ForCausalLM(cfg)
+        m.to(torch.bfloat16).pack_for_cpu(mode)
+        models[mode] = m
+    atts = [[a for a in models[mode].modules() if isinstance(a, Attention)] for mode in models]
+    assert all(a.prefill_bf16 is None for a in atts[0])
+    assert all(a.prefill_bf16 is not None for a in atts[1]) and len(atts[1]) == 2
+    m = models["bf16"]
+    x = torch.randn(3, 9, 96, generator=torch.Generator().manual_seed(1))
+    lengths, rows = torch.tensor([9, 4, 6]), torch.tensor([2, 0, 1])
+    got = {}
+    for on in (True, False):
+        for a in atts[1]:
+            a.prefill_bf16 = bf16dot.prefill_attention_bf16 if on else None
+        cache = KVCache(cfg, 3, 16, torch.float32, "cpu")
+        h = m.prefill(x, lengths, cache, rows)
+        got[on] = (h, [c[r, :, :n].clone() for c in cache.layers[0]
+                       for r, n in zip(rows.tolist(), lengths.tolist())])
+    (h1, kv1), (h0, kv0) = got[True], got[False]
+    assert all(torch.equal(a, b) for a, b in zip(kv1, kv0))   # layer 0's k, v: before attention
+    assert not torch.equal(h1, h0)                            # the kernel ran
+    assert (h1 - h0).abs().max() <= 0.05 * h0.abs().max(), (h1 - h0).abs().max()
+
+
 def _attention(seed=3):
     from engine.qwen3 import Attention, Qwen3Config
     cfg = Qwen3Config(hidden_size=96, num_attention_heads=4, num_key_value_heads=2, head_dim=40,

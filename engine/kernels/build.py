@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
-SOURCES = ("avx2.cpp", "avx512.cpp", "bindings.cpp")
+SOURCES = ("avx2.cpp", "avx512.cpp", "prefill_attention.cpp", "bindings.cpp")
 HEADERS = ("common.h", "kernels.h")
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp")
 LDFLAGS = ("-fopenmp",)

@@ -30,4 +30,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   DEF(b16_attention);
   DEF(screen_prepare);
   DEF(screen_argmax);
+  DEF(prefill_attention_bf16);
 }

@@ -37,5 +37,8 @@ Tensor b16_attention(Tensor x, Tensor nw, double eps, Tensors qkv, Tensor qn, Te
                      Tensor cos, Tensor sin, Tensor kc, Tensor vc, Tensor rows, Tensor pos,
                      Tensor o);
 Tensors screen_prepare(Tensor w);
+
+// prefill_attention.cpp: also has_avx512bf16() (the bf16 mode's prompt attention)
+Tensor prefill_attention_bf16(Tensor q, Tensor k, Tensor v, int64_t heads, int64_t kv_heads);
 Tensors screen_argmax(Tensor x, Tensor w, Tensor w8, Tensor s, Tensor sum, Tensor qn, Tensor en,
                       Tensor banned);
