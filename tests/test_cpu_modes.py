@@ -96,11 +96,12 @@ needs_bf16dot = pytest.mark.skipif(bf16dot is None, reason="CPU without AVX512_B
 
 @needs_bf16dot
 @pytest.mark.parametrize("shape", [(150, 1024, 64), (101, 203, 67), (3, 31, 5), (1, 32, 1),
-                                   (7, 65, 4)])
+                                   (7, 65, 4), (13, 2050, 70), (7, 1027, 17)])
 def test_bf16dot_gemm_is_rounded_activations_fp32_sums(shape):
-    """The bf16 mode's prefill kernel on AVX512_BF16 CPUs (4 x 4 tiles over 32-wide k): the
-    activations rounded to bf16 (nearest even, PyTorch's cast), the products and sums fp32; M, N
-    and K off those multiples included. Only the summation order differs from the reference."""
+    """The bf16 mode's prefill kernel on AVX512_BF16 CPUs (tiles of 6 rows x 64 columns, panels
+    of 512 k pairs): the activations rounded to bf16 (nearest even, PyTorch's cast), the products
+    and sums fp32; M, N and K off those multiples included, odd K and K over one panel too. Only
+    the summation order differs from the reference."""
     m, k, n = shape
     g = torch.Generator().manual_seed(m + k + n)
     w = (torch.randn(n, k, generator=g) * 0.05).to(torch.bfloat16)
