@@ -31,6 +31,7 @@ from engine.checkpoint import (check_state_dict, load_state_dict, model_files,  
                                release_freed_memory,
                                read_config, resolve_model_dir)
 from engine import placement  # noqa: E402
+from engine.allocator import keep_freed_memory  # noqa: E402
 from engine.batching import BatchDecoder, Generation, greedy_generate  # noqa: E402
 from engine.cuda_decoding import StaticBatchDecoder, static_greedy_generate  # noqa: E402
 from engine.decoding import clean_text, normalized_text  # noqa: E402
@@ -181,6 +182,8 @@ class FunASRNano(nn.Module):
         self.load_weights(load_state_dict(files["weights"]), device, dtype)
         self.eval()
         release_freed_memory()
+        if device == "cpu":
+            keep_freed_memory()  # from here on, activation buffers are reused, not faulted in again
         self.load_seconds = time.perf_counter() - t0
         log.info("loaded %s from %s on %s (%s) in %.1f s", model, model_dir, device, dtype,
                  self.load_seconds)
