@@ -27,7 +27,7 @@ import torch
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 SOURCES = ("avx2.cpp", "avx512.cpp", "prefill_attention.cpp", "bindings.cpp")
-HEADERS = ("common.h", "kernels.h")
+HEADERS = ("bf16_outer.h", "common.h", "kernels.h")
 CFLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
 NAME = "funasr_nano_kernels"

@@ -21,6 +21,7 @@
 //
 // Uses common.h's widen, rms_row, norm_rope_head and attend_batch; the Python side is
 // engine/kernels/decode_step.py (layer steps) and engine/kernels/exact_argmax.py (greedy pick).
+#include "bf16_outer.h"
 #include "common.h"
 #include "kernels.h"
 
@@ -835,24 +836,7 @@ std::vector<at::Tensor> screen_argmax(at::Tensor x, at::Tensor w, at::Tensor w8,
 // activations are rounded to bf16 (round to nearest even), as llama.cpp's BF16 path and
 // PyTorch's bf16 matmul do; accumulation and outputs stay fp32. Only the bf16 mode takes it
 // (engine/kernels/packed.py): the fp32 mode keeps its exact fp32 products.
-#define BF16DOT __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16")))
-
 bool has_avx512bf16() { return has_avx512() && __builtin_cpu_supports("avx512bf16"); }
-
-// Rows of x rounded to bf16, each padded with zeros to ld (a multiple of 32).
-BF16DOT static void round_rows_bf16(const float* x, int64_t M, int64_t K, uint16_t* xb,
-                                    int64_t ld) {
-  for (int64_t m = 0; m < M; ++m) {
-    const float* xr = x + m * K;
-    for (int64_t k = 0; k < ld; k += 32) {
-      const int64_t lo = std::clamp<int64_t>(K - k, 0, 16), hi = std::clamp<int64_t>(K - k - 16, 0, 16);
-      const __m512 a = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << lo) - 1), xr + k);
-      const __m512 b = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << hi) - 1), xr + k + 16);
-      // cvtne2ps: the second operand fills the low 16 bf16, the first the high 16
-      _mm512_storeu_si512(xb + m * ld + k, (__m512i)_mm512_cvtne2ps_pbh(b, a));
-    }
-  }
-}
 
 // The product is an outer product per pair of k: a pair of x[m] (bf16, one 32-bit word)
 // broadcast against a panel of 16 weight rows' pairs at that k, into 16 fp32 lanes, one output
@@ -928,24 +912,8 @@ BF16DOT static void pack_panels(const uint16_t* w, int64_t N, int64_t K, int64_t
 template <int R>
 BF16DOT static inline void op_tile(const uint32_t* x, int64_t ld32, const uint32_t* P, int64_t kpn,
                                    float* y, int64_t N, bool first, int64_t nc) {
-  // fully unrolled so that the accumulators stay in registers (as in q8's gemm_tile: GCC
-  // otherwise stores the array on every k step)
   __m512 acc[R][BV];
-#pragma GCC unroll 8
-  for (int i = 0; i < R; ++i)
-#pragma GCC unroll 4
-    for (int j = 0; j < BV; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (int64_t kp = 0; kp < kpn; ++kp) {
-    __m512bh wv[BV];
-#pragma GCC unroll 4
-    for (int j = 0; j < BV; ++j) wv[j] = (__m512bh)_mm512_loadu_si512(P + kp * BCOLS + 16 * j);
-#pragma GCC unroll 8
-    for (int i = 0; i < R; ++i) {
-      const __m512bh xv = (__m512bh)_mm512_set1_epi32(static_cast<int>(x[i * ld32 + kp]));
-#pragma GCC unroll 4
-      for (int j = 0; j < BV; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
-    }
-  }
+  outer_tile<R, BV>(x, ld32, P, BCOLS, 16, kpn, acc);
 #pragma GCC unroll 8
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 4
@@ -972,8 +940,7 @@ at::Tensor gemm_bf16dot(at::Tensor x, at::Tensor w) {
   std::vector<uint16_t> xb(M * ld);
   const float* xp = x.data_ptr<float>();
 #pragma omp parallel for schedule(static) num_threads(at::get_num_threads())
-  for (int64_t m0 = 0; m0 < M; m0 += 16)
-    round_rows_bf16(xp + m0 * K, std::min<int64_t>(16, M - m0), K, xb.data() + m0 * ld, ld);
+  for (int64_t m = 0; m < M; ++m) to_bf16(xp + m * K, K, 1.0f, xb.data() + m * ld);
   const uint16_t* wp = reinterpret_cast<const uint16_t*>(w.data_ptr());
   const uint32_t* x32 = reinterpret_cast<const uint32_t*>(xb.data());
   const int64_t ld32 = ld / 2, K2 = (K + 1) / 2, blocks = (N + BCOLS - 1) / BCOLS;
