@@ -3,8 +3,8 @@
 A prefill allocates and frees tensors of megabytes per op (eight 150-token prompts: 15 MB for
 each MLP activation). By default glibc serves such sizes with mmap, or returns the top of the heap
 to the OS once 128 KB are free there, so every op pays the page faults of fresh memory again.
-On a 2-core AVX-512 EPYC that cost the bf16 mode's 8-prompt prefill a third of its time
-(305 against 381-437 tok/s with the thresholds below; docs/peers.md). With them, blocks up to
+On a 2-core AVX-512 EPYC that was 750k minor page faults per bf16 prefill of 8 prompts, and
+293-310 tok/s against 361-437 with the thresholds below (docs/peers.md). With them, blocks up to
 32 MB come from the heap and stay there after free, as jemalloc and tcmalloc keep theirs: the
 process keeps its peak working set resident instead of faulting it in again.
 
