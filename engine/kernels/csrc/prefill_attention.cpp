@@ -9,10 +9,10 @@
 // (k <= its position) are computed. The fp32 mode keeps PyTorch's exact attention.
 //
 // Layout: q (B, T, H * D), k and v (B, T, KV * D), fp32, contiguous (D: a multiple of 16 up
-// to 128), as qk_norm_rope_ leaves
-// them; the result (B, T, H * D) is what the o projection takes. Query head h reads key/value
-// head h / (H / KV). Positions are 0..T-1 in every sequence (right-padded prompts: a padded
-// position only attends to earlier ones, and no real position attends to it).
+// to 128), as qk_norm_rope_ leaves them; the result (B, T, H * D) is what the o projection
+// takes. Query head h reads key/value head h / (H / KV). Positions are 0..T-1 in every
+// sequence (right-padded prompts: a padded position only attends to earlier ones, and no real
+// position attends to it).
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty_like.h>
@@ -28,8 +28,6 @@
 #include "bf16_outer.h"
 #include "kernels.h"
 
-#define ATT BF16DOT
-
 namespace {
 
 // head_dim D = 16 NO, NO = 1..8 (Qwen3-0.6B: 128; the demo checkpoint: 48)
@@ -39,7 +37,7 @@ constexpr int NS = 4;             // 16-key panels per score tile: 24 accumulato
 // exp for x <= 0 (softmax after the row maximum is taken off): 2^n 2^f with 2^f a degree-6
 // polynomial on [-0.5, 0.5] (relative error ~2e-7, below the bf16 rounding that follows);
 // anything under -87 gives 0.
-ATT inline __m512 exp_neg(__m512 x) {
+BF16DOT inline __m512 exp_neg(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-87.0f);
   const __mmask16 under = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
   x = _mm512_max_ps(x, lo);
@@ -65,7 +63,7 @@ ATT inline __m512 exp_neg(__m512 x) {
 // 0.65-0.80 ms per 150-token layer against 0.46 ms (separate processes, AVX-512 EPYC); past np
 // the last panel is loaded again (in L1) and its sums not stored.
 template <int R>
-ATT inline void score_tile(const uint32_t* Qb, int64_t QS, const uint32_t* Kp, int64_t DP,
+BF16DOT inline void score_tile(const uint32_t* Qb, int64_t QS, const uint32_t* Kp, int64_t DP,
                            int64_t p0, int np, float* s, int64_t lds) {
   __m512 acc[R][NS];
 #pragma GCC unroll 8
@@ -94,7 +92,7 @@ ATT inline void score_tile(const uint32_t* Qb, int64_t QS, const uint32_t* Kp, i
 // Outputs of rows (R of them) over key pairs 0..npairs-1: o[i][c] = sum_t P[i][t] v[t][c].
 // Pb: the rows' bf16 weight pairs (row stride ldp words); Vp: pair t2 -> NO panels of 16 words.
 template <int R, int NO>
-ATT inline void out_tile(const uint32_t* Pb, int64_t ldp, const uint32_t* Vp, int64_t npairs,
+BF16DOT inline void out_tile(const uint32_t* Pb, int64_t ldp, const uint32_t* Vp, int64_t npairs,
                          float* o, int64_t ldo) {
   __m512 acc[R][NO];
 #pragma GCC unroll 8
@@ -120,7 +118,7 @@ ATT inline void out_tile(const uint32_t* Pb, int64_t ldp, const uint32_t* Vp, in
 // One query head of one sequence: rows 0..T-1 of q (row stride ldq floats), k and v of its
 // key/value head (row stride ldk), output rows at o (stride ldq).
 template <int NO>
-ATT void head(const float* q, const float* k, const float* v, int64_t T, int64_t ldq,
+BF16DOT void head(const float* q, const float* k, const float* v, int64_t T, int64_t ldq,
               int64_t ldk, float scale, float* o, std::vector<uint32_t>& buf,
               std::vector<float>& sbuf) {
   constexpr int64_t D = 16 * NO, DP = D / 2;
@@ -135,7 +133,7 @@ ATT void head(const float* q, const float* k, const float* v, int64_t T, int64_t
   sbuf.resize(MR * panels * 16);
   float* s = sbuf.data();
   const int64_t lds = panels * 16;
-  // Qb: each query row as bf16 (pairs in order); Kp: each key row as bf16, its 64 pairs put
+  // Qb: each query row as bf16 (pairs in order); Kp: each key row as bf16, its DP pairs put
   // in lane t % 16 of panel t / 16 (keys past T: zero)
   for (int64_t i = 0; i < T; ++i) to_bf16(q + i * ldq, D, 1.0f, reinterpret_cast<uint16_t*>(Qb + i * QS));
   std::memset(Kp, 0, panels * DP * 16 * sizeof(uint32_t));
