@@ -606,6 +606,13 @@ def _empty_transcribe_is_a_notice(page):
     assert "not loaded yet" in page.locator("#model-status").inner_text()
 
 
+# The texts of the progress trackers a user can see inside an element. Gradio keeps a hidden
+# tracker's element (its "0.0s" text included) in the page, so texts alone would count trackers
+# nobody sees; checkVisibility() is false under display:none, the page's CSS for the status line.
+_VISIBLE_TRACKERS_JS = """el => [...el.querySelectorAll('[data-testid="status-tracker"]')]
+    .filter(t => t.checkVisibility() && t.innerText.trim()).map(t => t.innerText)"""
+
+
 def _example_with_the_first_load_on_the_status_line(page):
     """An example, then Transcribe: the first load is on the status line, never covered."""
     import time
@@ -620,8 +627,7 @@ def _example_with_the_first_load_on_the_status_line(page):
         status = page.locator("#model-status")
         text = status.inner_text()
         saw_loading |= "loading" in text
-        covered += [t for t in status.locator('[data-testid="status-tracker"]')
-                    .all_inner_texts() if t.strip()]
+        covered += status.evaluate(_VISIBLE_TRACKERS_JS)
         if page.locator("#transcript textarea").input_value():
             break
         time.sleep(0.05)
