@@ -611,6 +611,10 @@ def _empty_transcribe_is_a_notice(page):
 # nobody sees; checkVisibility() is false under display:none, the page's CSS for the status line.
 _VISIBLE_TRACKERS_JS = """el => [...el.querySelectorAll('[data-testid="status-tracker"]')]
     .filter(t => t.checkVisibility() && t.innerText.trim()).map(t => t.innerText)"""
+# A tracker put on the status line the way Gradio draws one: visible unless the page's CSS hides it.
+_PROBE_TRACKER_JS = """el => { const t = document.createElement('div');
+    t.dataset.testid = 'status-tracker'; t.textContent = '0.0s'; el.appendChild(t);
+    const seen = t.checkVisibility(); t.remove(); return seen; }"""
 
 
 def _example_with_the_first_load_on_the_status_line(page):
@@ -620,6 +624,7 @@ def _example_with_the_first_load_on_the_status_line(page):
     from playwright.sync_api import expect
     page.get_by_text("Finnish (fi.wav)").click()
     expect(page.locator("#language input")).to_have_value("Suomi — Finnish", timeout=10_000)
+    assert page.locator("#model-status").evaluate(_PROBE_TRACKER_JS) is False
     page.locator("#transcribe").click()
     saw_loading, covered = False, []
     deadline = time.monotonic() + 120
