@@ -33,7 +33,12 @@ What it does
     llama.cpp does not load); llama.cpp's from wait4() on its process.
   * Memory floor: bytes one decode step reads (ours: decode_weight_bytes of benchmark.py;
     llama.cpp: the GGUF's tensor bytes, its tied embedding counted once as the output matrix)
-    over the memory bandwidth (benchmark.py's 1 GiB torch copy, same threads, best probe).
+    over the memory bandwidth (benchmark.py's 1 GiB torch copy, same threads, best probe):
+    "x floor". A probe runs between every two turns, and "x read floor" divides each turn's
+    step by its bytes at the read-only bandwidth (a torch sum of the same GiB) of the probes
+    on either side of that turn: a decode step only reads, and the 2-core EPYC VM's bandwidth
+    moves between about 30 and 54 GB/s within minutes, so a floor from the run's best probe
+    alone says more about when the turns ran than about the kernels.
 
   * sherpa-onnx (``--peers sherpa``): the pinned wheel's Fun-ASR-Nano runtime
     (``OfflineRecognizer.from_funasr_nano``) on an ONNX export of the same checkpoint made by
@@ -476,6 +481,9 @@ def _by(run, n):
 
 
 def summarize(results, args, bw_gbps) -> list[dict]:
+    """Per (mode, N): medians of both sides; each side's floor, its bytes per step over the
+    best copy probe's bandwidth (``bw_gbps``); and each side's step over its read floor, per
+    turn (the read probes next to that turn: measure_mode), median over the turns."""
     rows = []
     for mode, ent in results.items():
         ours, peer = ent.get("ours", []), ent.get("llama", [])
@@ -490,6 +498,13 @@ def summarize(results, args, bw_gbps) -> list[dict]:
                         _by(r, n)["prefill_tok_s"] for r in runs)
                     rss = [r["peak_rss"] for r in runs if r.get("peak_rss")]
                     row[f"{side}_rss_gb"] = max(rss) / B.GIB if rss else None
+                    wb = ent.get(f"{side}_weight_bytes")
+                    xr = [_by(r, n)["decode_ms"] / (wb / (r["read_gbps"] * 1e9) * 1e3)
+                          for r in runs if wb and r.get("read_gbps")]
+                    if xr:
+                        row[f"{side}_x_read_floor"] = statistics.median(xr)
+                    row[f"{side}_turns"] = [(_by(r, n)["decode_ms"], r.get("read_gbps"))
+                                            for r in runs]
             for side in ("ours", "peer"):
                 wb = ent.get(f"{side}_weight_bytes")
                 if wb and bw_gbps:
@@ -510,16 +525,19 @@ def _cell(a, b, fmt="{:.1f}"):
 
 def markdown(rows) -> str:
     head = ("| mode (ours / peer) | N | decode ms/step, ours / peer (ratio) | "
-            "x floor (ours) | prefill tok/s, ours / peer (ratio) | peak RSS GB, ours / peer "
-            "(ratio) |")
-    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+            "x floor (ours) | x read floor, ours / peer | prefill tok/s, ours / peer (ratio) | "
+            "peak RSS GB, ours / peer (ratio) |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+
+    def fmt(x):
+        return "-" if x is None else f"{x:.2f}"
     for r in rows:
         xf = (r["ours_decode_ms"] / r["ours_floor_ms"]
               if r.get("ours_decode_ms") and r.get("ours_floor_ms") else None)
         lines.append(
             f"| {r['mode']} / {r['peer']} | {r['n']} | "
-            f"{_cell(r.get('ours_decode_ms'), r.get('peer_decode_ms'))} | "
-            f"{'-' if xf is None else f'{xf:.2f}'} | "
+            f"{_cell(r.get('ours_decode_ms'), r.get('peer_decode_ms'))} | {fmt(xf)} | "
+            f"{fmt(r.get('ours_x_read_floor'))} / {fmt(r.get('peer_x_read_floor'))} | "
             f"{_cell(r.get('ours_prefill_tok_s'), r.get('peer_prefill_tok_s'), '{:.0f}')} | "
             f"{_cell(r.get('ours_rss_gb'), r.get('peer_rss_gb'), '{:.2f}')} |")
     floors = []
@@ -531,8 +549,19 @@ def markdown(rows) -> str:
         for side, label in (("ours", f"ours {r['mode']}"), ("peer", r["peer"])):
             if r.get(f"{side}_step_mb"):
                 floors.append(f"- {label}: {r[f'{side}_step_mb']:.0f} MB read per decode step, "
-                              f"floor {r[f'{side}_floor_ms']:.1f} ms at the measured bandwidth")
-    return "\n".join(lines + ["", "Memory floor (bytes per step / bandwidth):", ""] + floors)
+                              f"floor {r[f'{side}_floor_ms']:.1f} ms at the best copy probe")
+    turns = []  # each turn's step next to its read probe: how much the bandwidth explains
+    for r in rows:
+        parts = [f"{'ours' if side == 'ours' else r['peer']} "
+                 + ", ".join(f"{ms:.1f}" + (f" @ {gb:.0f}" if gb else "")
+                             for ms, gb in r[f"{side}_turns"])
+                 for side in ("ours", "peer") if r.get(f"{side}_turns")]
+        if parts:
+            turns.append(f"- {r['mode']}, N = {r['n']}: " + "; ".join(parts))
+    turns = (["", "Each turn in order, decode ms/step @ its read probe's GB/s:", ""] + turns
+             if turns else [])
+    return "\n".join(lines + ["", "Memory floor (bytes per step / bandwidth):", ""] + floors
+                     + turns)
 
 
 def summarize_e2e(e2e, args) -> list[dict]:
@@ -583,7 +612,15 @@ def header(meta) -> str:
            f"peer in turns; load average start {meta['loadavg'].get('start')}, end "
            f"{meta['loadavg'].get('end')}.")
     bandwidth = (f"Memory bandwidth (1 GiB torch copy, read+write, best probe): "
-                 f"{bw['copy_gbps']:.1f} GB/s." if bw else "Memory bandwidth: not probed.")
+                 f"{bw['copy_gbps']:.1f} GB/s" if bw else "Memory bandwidth: not probed.")
+    if bw and bw.get("probes"):
+        bandwidth += ("; all probes, copy / read-only (a torch sum of the same GiB), in order: "
+                      + ", ".join(f"{c:.1f} / {r:.1f}" for c, r in bw["probes"]) + " GB/s. "
+                      "x floor: our step over our bytes at the best copy; x read floor: each "
+                      "side's step over its bytes at the better read probe next to each turn, "
+                      "median over the turns.")
+    elif bw:
+        bandwidth += "."
     cells = ("Cells: ours / peer (**ours / peer**): ms and GB lower is better (ratio < 1: ours "
              "ahead), tok/s higher is better (ratio > 1: ours ahead). Our peak RSS is the whole "
              "model's (audio encoder too), llama.cpp's the decoder's alone. End to end: "
@@ -666,17 +703,28 @@ def measure_mode(mode, args, logdir: Path, llama_bin, gguf: dict, notes: list) -
     peer = llama_bin and mode in gguf
     if peer:
         ent["peer_weight_bytes"] = gguf_step_bytes(gguf[mode])
+    # a bandwidth probe between every two turns: each turn's read floor is taken from the
+    # probes on either side of it (the best read), since the machine's bandwidth can move
+    # between runs (30 and 54 GB/s within minutes on the 2-core EPYC VM)
+    probes = ent["probes"] = [B.measure_bandwidth(args)]
+
+    def probed(run):
+        probes.append(B.measure_bandwidth(args))
+        reads = [p_["read_gbps"] for p_ in probes[-2:] if p_]
+        run["read_gbps"] = max(reads) if reads else None
+        return run
     try:
         for rep in range(args.repeats):
             res = child.request(cmd="run", batches=args.batches)
             if res["event"] == "result":
-                ent["ours"].append(res)
+                ent["ours"].append(probed(res))
             else:
                 notes.append(f"ours {mode}: {res['error']}")
             if peer:
                 try:
-                    ent["llama"].append(run_llama(llama_bin, gguf[mode], args.prompt,
-                                                  args.tokens, args.batches, args.threads))
+                    ent["llama"].append(probed(run_llama(llama_bin, gguf[mode], args.prompt,
+                                                         args.tokens, args.batches,
+                                                         args.threads)))
                 except Exception as e:  # noqa: BLE001
                     notes.append(f"llama.cpp {PAIRS[mode]}: {e}")
             print(f"[peers] {mode} repeat {rep + 1}/{args.repeats} done "
@@ -734,17 +782,18 @@ def main(argv=None) -> None:
     la_start = B.loadavg()
     probes, results, e2e = [], {}, {}
     if "llama" in peers:
-        probes.append(B.measure_bandwidth(args))
         for mode in modes:
             results[mode] = measure_mode(mode, args, logdir, llama_bin, gguf, notes)
-            probes.append(B.measure_bandwidth(args))
+            probes += results[mode].get("probes", [])
     if exports:
         inputs_path = write_inputs(args.e2e_cases, logdir)
         for mode, folder in exports.items():
             e2e[mode] = measure_e2e(mode, args, logdir, inputs_path, folder, notes)
     shutil.rmtree(logdir, ignore_errors=True)
     probes = [x for x in probes if x]
-    bw = max(probes, key=lambda x: x["copy_gbps"]) if probes else None
+    bw = dict(max(probes, key=lambda x: x["copy_gbps"])) if probes else None
+    if bw:  # the best copy: the floor is the hardest this run's probes allow
+        bw["probes"] = [(x["copy_gbps"], x["read_gbps"]) for x in probes]
     rows = summarize(results, args, bw and bw["copy_gbps"])
     e2e_rows = summarize_e2e(e2e, args)
     meta = {"started": started.isoformat(timespec="seconds"),

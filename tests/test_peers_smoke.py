@@ -31,6 +31,18 @@ def test_peers_dry_run(tiny_model_dir, tmp_path):
     for row in saved["rows"]:
         assert row["ours_decode_ms"] > 0 and row["ours_prefill_tok_s"] > 0, row
         assert row["ours_step_mb"] > 0 and row["ours_floor_ms"] > 0, row
+    # a probe before the first turn and after every turn; each turn's read floor from the
+    # better read of the probes on either side of it
+    for mode, ent in saved["raw"].items():
+        reads = [p["read_gbps"] for p in ent["probes"]]
+        assert len(reads) == 1 + len(ent["ours"]) + len(ent["llama"]), (mode, ent["probes"])
+        turns = [r for pair in zip(ent["ours"], ent["llama"]) for r in pair] or ent["ours"]
+        assert [t["read_gbps"] for t in turns] == [max(a, b) for a, b in zip(reads, reads[1:])]
+        one = [t["by_n"]["1"]["decode_ms"] / (ent["ours_weight_bytes"] / (t["read_gbps"] * 1e6))
+               for t in ent["ours"]]
+        row = next(r for r in saved["rows"] if r["mode"] == mode and r["n"] == 1)
+        assert abs(row["ours_x_read_floor"] / sorted(one)[len(one) // 2] - 1) < 1e-9, row
+    assert "x read floor, ours / peer" in proc.stdout
     from bench.peers import CACHE, llama_build_dir
     built = (llama_build_dir(CACHE) / "bin/llama_step").is_file()
     if built:
