@@ -30,6 +30,9 @@ next, between every two decode steps:
 * **Failures stay with their request.** A prefill or step that raises is retried one sequence at
   a time; the sequence that still fails gets ``error``, the others carry on, and so does the
   thread.
+* **Memory back when idle.** ``IDLE_RELEASE_SECONDS`` (10 s) without work after some, the
+  activation memory the allocator keeps for the next prefill is given back to the OS
+  (``engine.allocator.release_idle_memory``).
 
 ``batch_size`` is the most sequences one decode step takes of each kind (latency, bulk); the
 decoder has room for both, so bulk rows can wait while a full batch of latency work decodes.
@@ -47,6 +50,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from engine.allocator import release_idle_memory
 from engine.language_id import SPOKEN_TOKENS, label_all, preload
 from engine.languages import model_language_name
 
@@ -63,6 +67,9 @@ from engine import SAMPLE_RATE  # noqa: E402
 PREFILL_SECONDS = 80.0       # audio per prefill for live and interactive work (8 x 10 s clips)
 BULK_PREFILL_SECONDS = 30.0  # for bulk work: about one long-audio segment
 GATHER_SECONDS = 0.02        # an idle scheduler's wait for companions of its first newcomer
+# idle this long after work: the activation memory the allocator keeps for reuse is given back
+# (engine/allocator.py; ~0.5 GB after a batch of the full model, ~30 ms to return)
+IDLE_RELEASE_SECONDS = 10.0
 
 
 def priority_rank(priority: str) -> int:
@@ -128,12 +135,15 @@ class _Work:
 class Scheduler:
     def __init__(self, model: DecodingModel, batch_size: int = 8, metrics=None,
                  max_prefill_seconds: float = PREFILL_SECONDS,
-                 gather_seconds: float = GATHER_SECONDS):
+                 gather_seconds: float = GATHER_SECONDS,
+                 idle_release_seconds: float | None = IDLE_RELEASE_SECONDS):
         self.model = model
         self.batch_size = max(1, int(batch_size))
         self.rows = 2 * self.batch_size  # a full batch of each kind: latency and bulk
         self.max_prefill_seconds = max_prefill_seconds
         self.gather_seconds = gather_seconds
+        self.idle_release_seconds = idle_release_seconds
+        self._worked = False  # work done since the memory was last given back
         self.metrics = metrics or _NoMetrics()
         self._cv = threading.Condition()
         # per priority: caller -> their queued work, oldest first
@@ -241,7 +251,11 @@ class Scheduler:
                     with self._cv:
                         while not (self._closed or self._resident or self._any_waiting()
                                    or self._next_model is not None):
-                            self._cv.wait()
+                            if not self._worked or self.idle_release_seconds is None:
+                                self._cv.wait()
+                            elif not self._cv.wait(self.idle_release_seconds):
+                                self._worked = False  # idle that long: memory back to the OS
+                                release_idle_memory()
                         if self._closed:
                             return
                         if not self._resident and self.gather_seconds > 0:
@@ -249,6 +263,7 @@ class Scheduler:
                         self._swap_if_due()
                         group = self._admit() if self._next_model is None else []
                     if group:
+                        self._worked = True
                         self._start(group)
                     batch = self._select()
                     if batch:

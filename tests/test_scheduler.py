@@ -288,3 +288,35 @@ def test_the_scheduler_drives_the_static_decoder_with_the_same_texts(asr, waves,
     finally:
         s.close()
     assert [[r["text"] for r in g] for g in got] == want
+
+
+def test_memory_goes_back_once_idle_after_work(asr, waves, monkeypatch):
+    """idle_release_seconds without work after some: the allocator's kept memory is given back,
+    once (engine/allocator.release_idle_memory, whose effect test_allocator.py measures); not
+    again while nothing runs, and again after the next work."""
+    import serving.scheduler as sched
+    calls = []
+    monkeypatch.setattr(sched, "release_idle_memory", lambda: calls.append(time.monotonic()))
+    s = Scheduler(asr, batch_size=2, idle_release_seconds=0.3)
+
+    def wait_for(n):
+        deadline = time.monotonic() + 30
+        while len(calls) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(calls) == n, calls
+    try:
+        assert s.transcribe([waves[0]], max_new_tokens=8)[0]["error"] is None
+        wait_for(1)
+        time.sleep(1.0)                         # idle, nothing new done: no second release
+        assert len(calls) == 1, calls
+        s.transcribe([waves[1]], max_new_tokens=8)
+        wait_for(2)
+    finally:
+        s.close()
+    never = Scheduler(asr, batch_size=2, idle_release_seconds=None)
+    try:
+        never.transcribe([waves[0]], max_new_tokens=8)
+        time.sleep(0.6)
+        assert len(calls) == 2, calls
+    finally:
+        never.close()
