@@ -41,12 +41,18 @@ print(json.dumps({"faults": faults}))
 """
 
 
-def _faults(kind: str) -> list[int]:
+def _child(code: str, kind: str) -> dict:
+    """Run ``code`` with ``kind`` ("tuned" or not) in a fresh process (the setting is
+    process-wide); its last line of output, as JSON."""
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    r = subprocess.run([sys.executable, "-c", CHILD, kind], capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", code, kind], capture_output=True, text=True,
                        cwd=str(ROOT), env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])["faults"]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _faults(kind: str) -> list[int]:
+    return _child(CHILD, kind)["faults"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux) only")
@@ -91,21 +97,13 @@ print(json.dumps({"base": base, "kept": kept, "after": anon_mb(), "released": re
 """
 
 
-def _release(kind: str) -> dict:
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    r = subprocess.run([sys.executable, "-c", RELEASE, kind], capture_output=True, text=True,
-                       cwd=str(ROOT), env=env, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc (Linux) only")
 def test_idle_release_gives_the_kept_memory_back():
     """The tuning keeps 360 MB of freed buffers resident; release_idle_memory returns them (to
     within 10%). Untuned, glibc has already returned them and there is nothing to do."""
-    tuned = _release("tuned")
+    tuned = _child(RELEASE, "tuned")
     assert tuned["kept"] - tuned["base"] > 300, tuned            # kept for reuse
     assert tuned["released"] is True
     assert tuned["after"] - tuned["base"] < 36, tuned             # and given back
-    plain = _release("plain")
+    plain = _child(RELEASE, "plain")
     assert plain["released"] is False and plain["kept"] - plain["base"] < 36, plain
