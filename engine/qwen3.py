@@ -347,8 +347,14 @@ class Qwen3ForCausalLM(nn.Module):
 
     exact_argmax = None  # engine.kernels.exact_argmax.ExactArgmax where pack_for_cpu made one
 
+    decode_stack = None  # engine.kernels.decode_step.DecodeStack where pack_for_cpu made one
+
     def _layers(self, x, positions, cache, rows, pos, taps=None):
         cos, sin = self.rope(positions, x.dtype)
+        stack = self.decode_stack
+        if stack is not None and pos is not None and taps is None and cache is not None \
+                and x.shape[0] <= stack.max_rows and not torch.is_grad_enabled():
+            return stack(x, cos, sin, cache, _rows(rows, x.shape[0]), pos)
         caches = cache.layers if cache is not None else [None] * len(self.model.layers)
         for l, (layer, layer_cache) in enumerate(zip(self.model.layers, caches)):
             if taps is not None and l in taps:  # the layer's input, for word timings

@@ -330,3 +330,98 @@ def test_fp32_mode_takes_the_bf16_steps_only_for_bf16_stored_weights(tiny_model_
     assert all(l.step is None for l in FunASRNano.from_pretrained(demo, device="cpu", dtype="fp32").llm.model.layers)
     assert all(isinstance(l.step, DecodeStep)
                for l in FunASRNano.from_pretrained(demo, device="cpu", dtype="bf16").llm.model.layers)
+
+
+@needs_avx512
+@torch.inference_mode()
+@pytest.mark.parametrize("mode", ["int8", "bf16"])
+@pytest.mark.parametrize("b", [1, 3])
+def test_decode_stack_is_the_layers_one_by_one(mode, b):
+    """The whole decoder in one kernel call per token gives the per-layer steps' floats exactly,
+    output and every cache column written, over several steps of sequences of different
+    lengths; a step that taps layer inputs (word timings) goes layer by layer, to the same
+    result."""
+    if mode == "int8" and q8 is None:
+        pytest.skip("CPU without AVX-512 VNNI")
+    llm, cfg = _tiny_llm(seed=3)
+    llm.pack_for_cpu(mode)
+    stack = llm.decode_stack
+    assert stack is not None and stack.kind == mode
+    g = torch.Generator().manual_seed(9)
+    rows = torch.tensor([2, 0, 1])[:b]
+    pos = torch.tensor([5, 3, 4])[:b]
+    caches = [KVCache(cfg, 3, 12, torch.float32, "cpu") for _ in range(3)]
+    torch.manual_seed(10)
+    for layer in range(cfg.num_hidden_layers):
+        for kv in range(2):
+            caches[0].layers[layer][kv].normal_()
+            for c in caches[1:]:
+                c.layers[layer][kv].copy_(caches[0].layers[layer][kv])
+    for _ in range(3):
+        x = torch.randn(b, 1, 96, generator=g)
+        llm.decode_stack = stack
+        got = llm.decode(x, caches[0], rows, pos)
+        taps = {0: None, 1: None}
+        tapped = llm.decode(x, caches[2], rows, pos, taps)
+        assert taps[1] is not None and taps[1].shape == (b, 1, 96)
+        llm.decode_stack = None
+        want = llm.decode(x, caches[1], rows, pos)
+        assert torch.equal(got, want) and torch.equal(tapped, want)
+        pos = pos + 1
+    for layer in range(cfg.num_hidden_layers):
+        for kv in range(2):
+            assert torch.equal(caches[0].layers[layer][kv], caches[1].layers[layer][kv])
+            assert torch.equal(caches[2].layers[layer][kv], caches[1].layers[layer][kv])
+
+
+@needs_avx512
+def test_decode_stack_refuses_caches_for_another_depth():
+    llm, cfg = _tiny_llm(seed=4)
+    llm.pack_for_cpu("bf16")
+    cache = KVCache(cfg, 1, 4, torch.float32, "cpu")
+    cache.layers = cache.layers[:1]
+    with pytest.raises(RuntimeError, match="2 layers but 1 key and 1 value caches"):
+        llm.decode_stack(torch.zeros(1, 1, 96), *llm.rope(torch.zeros(1, 1, dtype=torch.long),
+                                                          torch.float32),
+                         cache, torch.tensor([0]), torch.tensor([0]))
+
+
+@needs_avx512
+@torch.inference_mode()
+@pytest.mark.parametrize("head_dim", [40, 64, 128])
+@pytest.mark.parametrize("heads", [4, 6])
+def test_bf16_attention_step_is_the_kernels_one_by_one(head_dim, heads):
+    """The fused attention block gives exactly the floats of its parts called one by one (the
+    products, RMSNorm, q/k norm + RoPE, decode_attention, the residual), cache columns
+    included: groups of 2 and 3 query heads, head sizes with and without a 16-lane tail,
+    sequences of 1-10 positions."""
+    cfg = Qwen3Config(vocab_size=300, hidden_size=96, intermediate_size=528, num_hidden_layers=1,
+                      num_attention_heads=heads, num_key_value_heads=2, head_dim=head_dim)
+    torch.manual_seed(head_dim + heads)
+    llm = Qwen3ForCausalLM(cfg)
+    for name, p in llm.named_parameters():
+        p.data = (1 + 0.3 * torch.randn_like(p)) if "norm" in name else 0.1 * torch.randn_like(p)
+    llm.pack_for_cpu("bf16")
+    layer = llm.model.layers[0]
+    att, n1 = layer.self_attn, layer.input_layernorm
+    rows, pos = torch.tensor([1, 3, 0]), torch.tensor([5, 0, 9])
+    b, c = 3, cfg.hidden_size
+    x = torch.randn(b, 1, c, generator=torch.Generator().manual_seed(11))
+    cos, sin = llm.rope(pos[:, None], torch.float32)
+    caches = [KVCache(cfg, 4, 12, torch.float32, "cpu").layers[0] for _ in range(2)]
+    torch.manual_seed(12)
+    for kv in range(2):
+        caches[0][kv].normal_()
+        caches[1][kv].copy_(caches[0][kv])
+    none = torch.empty(0)
+    xn = avx512.rms_norm(x.view(b, c), n1.weight, n1.eps)
+    q, k, v = (avx512.b16_linear(xn, lin.weight, none) for lin in (att.q_proj, att.k_proj, att.v_proj))
+    avx512.qk_norm_rope_(q, k, att.q_norm.weight, att.k_norm.weight, cos.reshape(b, -1),
+                         sin.reshape(b, -1), att.q_norm.eps)
+    o = avx512.decode_attention(q, k, v, *caches[1], rows, pos)
+    want = avx512.b16_linear(o, att.o_proj.weight, none) + x.view(b, c)
+    h = layer.step.norms  # the step's own attention call, as DecodeStep makes it
+    got = layer.step._attention(x, h[0].weight, h[0].eps, *layer.step.qkv, h[2].weight,
+                                h[3].weight, cos, sin, *caches[0], rows, pos, *layer.step.o)
+    assert torch.equal(got.view(b, c), want)
+    assert torch.equal(caches[0][0], caches[1][0]) and torch.equal(caches[0][1], caches[1][1])

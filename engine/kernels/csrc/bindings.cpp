@@ -31,4 +31,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   DEF(screen_prepare);
   DEF(screen_argmax);
   DEF(prefill_attention_bf16);
+  py::class_<LayerStack, std::shared_ptr<LayerStack>>(m, "LayerStack")
+      .def("forward", &LayerStack::forward, py::call_guard<py::gil_scoped_release>());
+  DEF(q8_stack);
+  DEF(b16_stack);
 }

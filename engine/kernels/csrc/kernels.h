@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <memory>
 #include <vector>
 
 using Tensor = at::Tensor;
@@ -37,6 +38,21 @@ Tensor b16_attention(Tensor x, Tensor nw, double eps, Tensors qkv, Tensor qn, Te
                      Tensor cos, Tensor sin, Tensor kc, Tensor vc, Tensor rows, Tensor pos,
                      Tensor o);
 Tensors screen_prepare(Tensor w);
+
+// A decoder's layers for one-token steps, held once and run in one call per token: the int8
+// and the bf16-stored kinds behind one interface (avx512.cpp's Stack).
+class LayerStack {
+ public:
+  virtual ~LayerStack() = default;
+  // x (B, 1, C) through every layer; kc[l], vc[l] layer l's caches, rows and pos as the steps'
+  virtual Tensor forward(Tensor x, Tensor cos, Tensor sin, Tensors kc, Tensors vc, Tensor rows,
+                         Tensor pos) = 0;
+};
+// layers: per layer the step's arguments in its order (int8: [norms (input, post-attention,
+// q, k), qkv, qkv scales, qkv sums, (o, scale, sum), gu, gu scales, gu sums, (down, scale,
+// sum)]; bf16: [norms, qkv, (o,), gu, (down,)])
+std::shared_ptr<LayerStack> q8_stack(std::vector<std::vector<Tensors>> layers, double eps);
+std::shared_ptr<LayerStack> b16_stack(std::vector<std::vector<Tensors>> layers, double eps);
 
 // prefill_attention.cpp: also has_avx512bf16() (the bf16 mode's prompt attention)
 Tensor prefill_attention_bf16(Tensor q, Tensor k, Tensor v, int64_t heads, int64_t kv_heads);
