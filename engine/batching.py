@@ -184,7 +184,7 @@ class BatchDecoder:
         copying only the columns in use)."""
         columns = -(-columns // CAPACITY_STEP) * CAPACITY_STEP
         if self.cache is None:
-            self.cache = KVCache(self.llm.config, self.rows, columns, self.llm.dtype,
+            self.cache = KVCache(self.llm.config, self.rows, columns, self.llm.cache_dtype,
                                  self.device)
         elif columns > self.cache.capacity:
             used = max((s.length for s in self.active), default=0)
@@ -252,10 +252,11 @@ class BatchDecoder:
     def _finish(self, s: Sequence, reason: str) -> None:
         s.finish_reason = reason
         if s.taps is not None and self.cache is not None:
-            # its columns are copied before the row is given back; with the end token its rows
-            # are complete and only the tapped layers' keys are read, else the last token's row
-            # is run against these columns (engine.alignment)
-            s.kept = [(k[s.row, :, :s.length].clone(), v[s.row, :, :s.length].clone())
+            # its columns are copied (in the compute dtype) before the row is given back; with
+            # the end token its rows are complete and only the tapped layers' keys are read, else
+            # the last token's row is run against these columns (engine.alignment)
+            s.kept = [(k[s.row, :, :s.length].to(self.llm.dtype, copy=True),
+                       v[s.row, :, :s.length].to(self.llm.dtype, copy=True))
                       if reason != "stop" or l in s.taps else None
                       for l, (k, v) in enumerate(self.cache.layers[:self.align_layers[-1] + 1])]
         self.release(s)

@@ -140,8 +140,8 @@ class Attention(nn.Module):
         k_cache, v_cache = cache
         b, t = k.shape[0], k.shape[2]
         index = slice(0, b) if rows is None else rows
-        k_cache[index, :, :t] = k
-        v_cache[index, :, :t] = v
+        k_cache[index, :, :t] = k.to(k_cache.dtype)  # a bf16 cache: rounded to nearest even
+        v_cache[index, :, :t] = v.to(v_cache.dtype)
 
     @staticmethod
     def _attend_rows(q, k, v, cache, rows, pos):
@@ -153,8 +153,8 @@ class Attention(nn.Module):
             k_cache[r, :, p] = k[i, :, 0]
             v_cache[r, :, p] = v[i, :, 0]
             outs.append(F.scaled_dot_product_attention(
-                q[i:i + 1], k_cache[r:r + 1, :, :p + 1], v_cache[r:r + 1, :, :p + 1],
-                enable_gqa=True))
+                q[i:i + 1], k_cache[r:r + 1, :, :p + 1].to(q.dtype),
+                v_cache[r:r + 1, :, :p + 1].to(q.dtype), enable_gqa=True))
         return torch.cat(outs)
 
 
@@ -250,6 +250,9 @@ class Qwen3ForCausalLM(nn.Module):
         self.tie_weights()
 
     compute_dtype = None  # None: the embedding's dtype; CPU packing sets fp32
+    # The KV cache's dtype where it is not the compute dtype: bf16 for the bf16 mode on CPUs whose
+    # decode steps read it (half the memory; fp32 stays exact, int8 keeps its texts); None: ``dtype``
+    kv_dtype = None
 
     def pack_for_cpu(self, mode: str, fast=False, prepared=None) -> None:
         """Replace the Linears by CPU ones and keep norms in fp32. "fp32" packs only weights
@@ -304,9 +307,17 @@ class Qwen3ForCausalLM(nn.Module):
         from .kernels.decode_step import fuse_decode_steps
         avx512 = avx512_kernels(module=fast)
         if q8 is not None:
-            fuse_decode_steps(self, q8, "int8")
+            fused = fuse_decode_steps(self, q8, "int8")
         elif mode in ("fp32", "bf16") and avx512 is not None:
-            fuse_decode_steps(self, avx512, "bf16")
+            fused = fuse_decode_steps(self, avx512, "bf16")
+        else:
+            fused = False
+        if fused and mode == "bf16" and fast is not None:
+            # every decode path then reads the cache through the kernels (the steps, and
+            # decode_attention for bigger batches), which take bf16: 115 KB per position for the
+            # full model instead of 229. The same texts on bench/agreement.py's 252 clips. int8
+            # would gain 1-8% per step too, but two of its 252 texts change (docs/peers.md)
+            self.kv_dtype = torch.bfloat16
         head = self.lm_head
         vnni = avx512_kernels(need_vnni=True, module=fast)
         if mode in ("fp32", "bf16") and vnni is not None and isinstance(head, PackedLinear) \
@@ -344,6 +355,11 @@ class Qwen3ForCausalLM(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.compute_dtype or self.model.embed_tokens.weight.dtype
+
+    @property
+    def cache_dtype(self) -> torch.dtype:
+        """The KV cache's dtype (``kv_dtype``, else ``dtype``)."""
+        return self.kv_dtype or self.dtype
 
     exact_argmax = None  # engine.kernels.exact_argmax.ExactArgmax where pack_for_cpu made one
 

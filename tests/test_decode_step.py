@@ -388,13 +388,14 @@ def test_decode_stack_refuses_caches_for_another_depth():
 
 @needs_avx512
 @torch.inference_mode()
-@pytest.mark.parametrize("head_dim", [40, 64, 128])
+@pytest.mark.parametrize("head_dim", [40, 128])
 @pytest.mark.parametrize("heads", [4, 6])
-def test_bf16_attention_step_is_the_kernels_one_by_one(head_dim, heads):
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16])
+def test_bf16_attention_step_is_the_kernels_one_by_one(head_dim, heads, cache_dtype):
     """The fused attention block gives exactly the floats of its parts called one by one (the
     products, RMSNorm, q/k norm + RoPE, decode_attention, the residual), cache columns
     included: groups of 2 and 3 query heads, head sizes with and without a 16-lane tail,
-    sequences of 1-10 positions."""
+    sequences of 1-10 positions, fp32 and bf16 caches."""
     cfg = Qwen3Config(vocab_size=300, hidden_size=96, intermediate_size=528, num_hidden_layers=1,
                       num_attention_heads=heads, num_key_value_heads=2, head_dim=head_dim)
     torch.manual_seed(head_dim + heads)
@@ -408,7 +409,7 @@ def test_bf16_attention_step_is_the_kernels_one_by_one(head_dim, heads):
     b, c = 3, cfg.hidden_size
     x = torch.randn(b, 1, c, generator=torch.Generator().manual_seed(11))
     cos, sin = llm.rope(pos[:, None], torch.float32)
-    caches = [KVCache(cfg, 4, 12, torch.float32, "cpu").layers[0] for _ in range(2)]
+    caches = [KVCache(cfg, 4, 12, cache_dtype, "cpu").layers[0] for _ in range(2)]
     torch.manual_seed(12)
     for kv in range(2):
         caches[0][kv].normal_()
@@ -425,3 +426,70 @@ def test_bf16_attention_step_is_the_kernels_one_by_one(head_dim, heads):
                                 h[3].weight, cos, sin, *caches[0], rows, pos, *layer.step.o)
     assert torch.equal(got.view(b, c), want)
     assert torch.equal(caches[0][0], caches[1][0]) and torch.equal(caches[0][1], caches[1][1])
+
+
+
+@needs_avx512
+@torch.inference_mode()
+def test_a_bf16_cache_is_the_fp32_one_rounded():
+    """decode_attention on a bf16 cache: the new column is the fp32 k and v rounded as torch
+    rounds them (nearest even; NaN stays NaN), and the output is exactly the fp32 cache's when
+    that holds the same rounded values."""
+    b, kvh, h, d, cap = 2, 2, 4, 36, 9  # tails after 16 and after 8 lanes
+    g = torch.Generator().manual_seed(13)
+    rows, pos = torch.tensor([1, 0]), torch.tensor([6, 3])
+    q = torch.randn(b, h * d, generator=g)
+    k = torch.randn(b, kvh * d, generator=g)
+    v = torch.randn(b, kvh * d, generator=g)
+    k[0, 5], v[1, 7] = float("nan"), 3.0 + 2 ** -7  # a NaN, and a tie that rounds to even
+    c16 = [torch.randn(2, kvh, cap, d, generator=g).to(torch.bfloat16) for _ in range(2)]
+    out16 = avx512.decode_attention(q, k, v, *c16, rows, pos)
+    for cache, new in zip(c16, (k, v)):
+        for i, (r, p) in enumerate(zip(rows.tolist(), pos.tolist())):
+            col, want = cache[r, :, p].float(), new[i].view(kvh, d).to(torch.bfloat16).float()
+            assert torch.equal(col.isnan(), want.isnan())
+            assert torch.equal(col.nan_to_num(), want.nan_to_num())
+    assert c16[1][0, 0, 3, 7].item() == 3.0  # the tie went to the even neighbour
+    # the same values in fp32 caches, the new columns rounded beforehand: the same floats out
+    k[0, 5] = 0.5
+    c32 = [c.float() for c in c16]
+    c16[0][1, 0, 6, 5] = 0.5
+    k16, v16 = k.to(torch.bfloat16).float(), v.to(torch.bfloat16).float()
+    out16 = avx512.decode_attention(q, k16, v16, *c16, rows, pos)
+    out32 = avx512.decode_attention(q, k16, v16, *c32, rows, pos)
+    assert torch.equal(out16, out32)
+    with pytest.raises(RuntimeError, match="one dtype, fp32 or bf16"):
+        avx512.decode_attention(q, k, v, c16[0], c32[1], rows, pos)
+
+
+@needs_avx512
+@torch.inference_mode()
+@pytest.mark.parametrize("mode, want, rows", [("fp32", torch.float32, 2),
+                                              ("bf16", torch.bfloat16, 9),
+                                              ("int8", torch.float32, 17)])
+def test_the_bf16_mode_keeps_the_cache_in_bf16(mode, want, rows):
+    """fp32 keeps an fp32 cache (exact), int8 too (its texts), bf16 a bf16 one. A batch over
+    the steps' rows (8 in bf16, 16 in int8: the layers' modules and decode_attention) decodes
+    every sequence to the tokens it gets alone (through the steps)."""
+    if mode == "int8" and q8 is None:
+        pytest.skip("CPU without AVX-512 VNNI")
+    from engine.batching import BatchDecoder
+    llm, cfg = _tiny_llm(seed=5)
+    for name, p in llm.named_parameters():  # bf16-stored, as the official checkpoint
+        p.data = p.data.to(torch.bfloat16)
+    llm.pack_for_cpu(mode)
+    assert llm.cache_dtype == want and llm.decode_stack is not None
+    assert rows > llm.decode_stack.max_rows or mode == "fp32"
+    g = torch.Generator().manual_seed(14)
+    prompts = [torch.randn(3 + i % 5, 96, generator=g) for i in range(rows)]
+    dec = BatchDecoder(llm, eos_id=299, rows=rows)
+    together = dec.add(prompts, 6, ignore_eos=True, stop_loops=False)
+    assert dec.cache.layers[0][0].dtype == want
+    while dec.active:
+        dec.step()
+    for p, seq in zip(prompts, together):
+        alone = BatchDecoder(llm, eos_id=299, rows=1)
+        (one,) = alone.add([p], 6, ignore_eos=True, stop_loops=False)
+        while alone.active:
+            alone.step()
+        assert one.tokens == seq.tokens

@@ -180,17 +180,17 @@ void qk_norm_rope_(at::Tensor q, at::Tensor k, at::Tensor qw, at::Tensor kw,
 at::Tensor decode_attention(at::Tensor q, at::Tensor k, at::Tensor v,
                                at::Tensor kc, at::Tensor vc, at::Tensor rows,
                                at::Tensor pos) {
-  for (auto* t : {&q, &k, &v, &kc, &vc}) check_f32(*t, "decode_attention argument");
-  TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "decode_attention: bad cache");
+  for (auto* t : {&q, &k, &v}) check_f32(*t, "decode_attention argument");
+  check_cache(kc, vc, "decode_attention");
   const int64_t B = rows.numel(), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
   TORCH_CHECK(B > 0 && k.numel() == B * KV * D && v.numel() == B * KV * D &&
               q.numel() % (B * KV * D) == 0, "decode_attention: shapes disagree");
   check_rows(rows, pos, B, kc.size(0), cap, "decode_attention");
   const int64_t H = q.numel() / (B * D);
   auto out = at::empty({B, H * D}, q.options());
-  attend_batch(q.data_ptr<float>(), H * D, k.data_ptr<float>(), KV * D, v.data_ptr<float>(),
-               KV * D, kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D,
-               rows.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), out.data_ptr<float>());
+  attend_cache(q.data_ptr<float>(), H * D, k.data_ptr<float>(), KV * D, v.data_ptr<float>(),
+               KV * D, kc, vc, B, H, rows.data_ptr<int64_t>(), pos.data_ptr<int64_t>(),
+               out.data_ptr<float>());
   return out;
 }
 

@@ -19,7 +19,7 @@
 // functions carry their own target attributes, so the extension still builds with -mavx2, and
 // callers check `has_avx512()` / `has_vnni()` first.
 //
-// Uses common.h's widen, rms_row, norm_rope_head and attend_batch; the Python side is
+// Uses common.h's widen, rms_row, norm_rope_head and attend_cache; the Python side is
 // engine/kernels/decode_step.py (layer steps) and engine/kernels/exact_argmax.py (greedy pick).
 #include "bf16_outer.h"
 #include "common.h"
@@ -557,8 +557,8 @@ static at::Tensor attention_t(const at::Tensor& x, const at::Tensor& nw, double 
                                  const at::Tensor& cos, const at::Tensor& sin,
                                  const at::Tensor& kc, const at::Tensor& vc,
                                  const at::Tensor& rows, const at::Tensor& pos, const W& O) {
-  for (auto* t : {&x, &nw, &qn, &kn, &cos, &sin, &kc, &vc}) check_f32(*t, "attention step argument");
-  TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes(), "attention step: bad cache");
+  for (auto* t : {&x, &nw, &qn, &kn, &cos, &sin}) check_f32(*t, "attention step argument");
+  check_cache(kc, vc, "attention step");
   const int64_t C = nw.numel(), B = rows.numel(), KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
   const int64_t H = QKV.N / D - 2 * KV, QD = H * D, KD = KV * D, R = QKV.N;
   TORCH_CHECK(x.numel() == B * C && QKV.takes(C) && O.takes(QD) && O.N == C && qn.numel() == D &&
@@ -581,8 +581,7 @@ static at::Tensor attention_t(const at::Tensor& x, const at::Tensor& nw, double 
     for (int64_t h = 0; h < H; ++h) norm_rope_head(row + h * D, qw, cs, sn, D, e);
     for (int64_t h = 0; h < KV; ++h) norm_rope_head(row + QD + h * D, kw, cs, sn, D, e);
   }
-  attend_batch(proj.data(), R, proj.data() + QD, R, proj.data() + QD + KD, R,
-               kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap, H, D,
+  attend_cache(proj.data(), R, proj.data() + QD, R, proj.data() + QD + KD, R, kc, vc, B, H,
                rows.data_ptr<int64_t>(), pos.data_ptr<int64_t>(), att.data());
   aa.set(att.data(), QD, B, QD);
   at::Tensor out = at::empty_like(x);

@@ -77,32 +77,63 @@ static inline void norm_rope_head(float* x, const float* w, const float* cs, con
   for (int64_t i = h; i < D; ++i) x[i] = n[i] * cs[i] + n[i - h] * sn[i];
 }
 
+// The KV cache holds fp32 (the fp32 mode: exact) or bf16 (the int8 and bf16 modes: half the
+// bytes a decode step reads from it; llama.cpp keeps f16). A bf16 column is the fp32 value
+// rounded to nearest even, as torch's cast rounds a prompt's columns; it is read widened exactly.
+static inline void kv_store(float* dst, const float* src, int64_t D) {
+  std::memcpy(dst, src, D * sizeof(float));
+}
+static inline void kv_store(uint16_t* dst, const float* src, int64_t D) {
+  for (int64_t d = 0; d < D; ++d) {
+    uint32_t u;
+    std::memcpy(&u, src + d, 4);
+    dst[d] = (u & 0x7F800000u) == 0x7F800000u && (u & 0x7FFFFFu)
+                 ? static_cast<uint16_t>((u >> 16) | 0x40u)  // NaN stays NaN (quiet)
+                 : static_cast<uint16_t>((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+  }
+}
+// a * b rounded on its own: the compiler cannot fuse it into a multiply-add. attend_group's scalar
+// tails (head sizes that are not multiples of 16 or 8) spell out the arithmetic the compiler had
+// made of them for the fp32 cache (the score's products rounded, the output's fused), since left
+// to it the bf16 instantiation came out otherwise, and a bf16 cache holding the same values as
+// an fp32 one must give the same floats (tests/test_decode_step.py)
+static inline float rounded_product(float a, float b) {
+  float p = a * b;
+  asm("" : "+x"(p));
+  return p;
+}
+static inline __m256 kv_load8(const float* p) { return _mm256_loadu_ps(p); }
+static inline __m256 kv_load8(const uint16_t* p) { return load8(p); }
+static inline float kv_at(const float* p) { return *p; }
+static inline float kv_at(const uint16_t* p) { return widen(*p); }
+
 // One decode step of attention for one sequence and kv head g: writes that head's k and v into
 // cache column `pos` of K, V (capacity x D each: the sequence's own cache row), then for the G
 // query heads that share it o = softmax(q . K[:pos+1] / sqrt(D)) V[:pos+1] (grouped-query
 // attention), so the keys and values are read once for the whole group. Every sequence's cache
 // starts at column 0 (no padding), so the result is the same whatever else is in the batch.
 // p is scratch for G * (pos + 1) scores.
-static void attend_group(const float* q, const float* k, const float* v, float* K, float* V,
+template <typename T>
+static void attend_group(const float* q, const float* k, const float* v, T* K, T* V,
                          int64_t G, int64_t D, int64_t pos, float* o, float* p) {
   const int64_t L = pos + 1;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  std::memcpy(K + pos * D, k, D * sizeof(float));
-  std::memcpy(V + pos * D, v, D * sizeof(float));
+  kv_store(K + pos * D, k, D);
+  kv_store(V + pos * D, v, D);
   for (int64_t j = 0; j < G; ++j) {
     const float* qh = q + j * D;
     float* s = p + j * L;
     float mx = -INFINITY;
     for (int64_t t = 0; t < L; ++t) {
-      const float* kr = K + t * D;
+      const T* kr = K + t * D;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0;
       int64_t d = 0;
       for (; d + 16 <= D; d += 16) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), _mm256_loadu_ps(kr + d), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d + 8), _mm256_loadu_ps(kr + d + 8), a1);
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d), kv_load8(kr + d), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qh + d + 8), kv_load8(kr + d + 8), a1);
       }
       float dot = hsum(_mm256_add_ps(a0, a1));
-      for (; d < D; ++d) dot += qh[d] * kr[d];
+      for (; d < D; ++d) dot += rounded_product(qh[d], kv_at(kr + d));
       s[t] = dot * scale;
       mx = std::max(mx, s[t]);
     }
@@ -114,11 +145,11 @@ static void attend_group(const float* q, const float* k, const float* v, float* 
     for (int64_t t = 0; t < L; ++t) {
       if (s[t] == 0.0f) continue;
       const __m256 w = _mm256_set1_ps(s[t] * inv);
-      const float* vr = V + t * D;
+      const T* vr = V + t * D;
       int64_t d = 0;
       for (; d + 8 <= D; d += 8)
-        _mm256_storeu_ps(oh + d, _mm256_fmadd_ps(w, _mm256_loadu_ps(vr + d), _mm256_loadu_ps(oh + d)));
-      for (; d < D; ++d) oh[d] += s[t] * inv * vr[d];
+        _mm256_storeu_ps(oh + d, _mm256_fmadd_ps(w, kv_load8(vr + d), _mm256_loadu_ps(oh + d)));
+      for (; d < D; ++d) oh[d] = std::fma(s[t] * inv, kv_at(vr + d), oh[d]);
     }
   }
 }
@@ -140,11 +171,22 @@ static void check_rows(const at::Tensor& rows, const at::Tensor& pos, int64_t B,
                 " outside the cache (", cache_rows, " rows, ", cap, " columns)");
 }
 
+// The caches of a decode step: both contiguous CPU tensors of one shape and one dtype, fp32 or
+// bf16.
+static void check_cache(const at::Tensor& kc, const at::Tensor& vc, const char* who) {
+  TORCH_CHECK(kc.dim() == 4 && vc.sizes() == kc.sizes() && kc.dtype() == vc.dtype() &&
+              (kc.dtype() == at::kFloat || kc.dtype() == at::kBFloat16) && kc.is_contiguous() &&
+              vc.is_contiguous() && kc.device().is_cpu() && vc.device().is_cpu(),
+              who, ": the key and value caches must be contiguous CPU tensors of one shape "
+              "(rows, KV, capacity, D) and one dtype, fp32 or bf16");
+}
+
 // attend_group over every (batch row, kv head): q (B, H*D), k and v (B, KV*D) with row strides
-// qs, ks, vs; caches (rows, KV, capacity, D); batch row b uses cache row rows[b], column pos[b];
-// out (B, H*D) contiguous.
+// qs, ks, vs; caches (rows, KV, capacity, D) of T (float or bf16); batch row b uses cache row
+// rows[b], column pos[b]; out (B, H*D) contiguous.
+template <typename T>
 static void attend_batch(const float* q, int64_t qs, const float* k, int64_t ks, const float* v,
-                         int64_t vst, float* kc, float* vc, int64_t B, int64_t KV, int64_t cap,
+                         int64_t vst, T* kc, T* vc, int64_t B, int64_t KV, int64_t cap,
                          int64_t H, int64_t D, const int64_t* rows, const int64_t* pos,
                          float* out) {
   const int64_t G = H / KV;
@@ -159,4 +201,17 @@ static void attend_batch(const float* q, int64_t qs, const float* k, int64_t ks,
                    kc + row, vc + row, G, D, pos[b], out + (b * H + g * G) * D, p.data());
     }
   });
+}
+
+// attend_batch on the caches' own dtype (check_cache first).
+static void attend_cache(const float* q, int64_t qs, const float* k, int64_t ks, const float* v,
+                         int64_t vst, const at::Tensor& kc, const at::Tensor& vc, int64_t B,
+                         int64_t H, const int64_t* rows, const int64_t* pos, float* out) {
+  const int64_t KV = kc.size(1), cap = kc.size(2), D = kc.size(3);
+  if (kc.dtype() == at::kBFloat16)
+    attend_batch(q, qs, k, ks, v, vst, reinterpret_cast<uint16_t*>(kc.data_ptr()),
+                 reinterpret_cast<uint16_t*>(vc.data_ptr()), B, KV, cap, H, D, rows, pos, out);
+  else
+    attend_batch(q, qs, k, ks, v, vst, kc.data_ptr<float>(), vc.data_ptr<float>(), B, KV, cap,
+                 H, D, rows, pos, out);
 }
