@@ -191,8 +191,7 @@ class DecoderLayer(nn.Module):
     def forward(self, x, cos, sin, cache=None, rows=None, pos=None):
         """As Attention.forward: prefill when ``pos`` is None, else one token per row."""
         step = self.step
-        if step is not None and pos is not None and x.shape[0] <= step.max_rows \
-                and not torch.is_grad_enabled():
+        if step is not None and step.takes(x, pos):
             return step(x, cos, sin, cache, _rows(rows, x.shape[0]), pos)
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, cache, rows, pos)
         return x + self.mlp(self.post_attention_layernorm(x))
@@ -368,8 +367,7 @@ class Qwen3ForCausalLM(nn.Module):
     def _layers(self, x, positions, cache, rows, pos, taps=None):
         cos, sin = self.rope(positions, x.dtype)
         stack = self.decode_stack
-        if stack is not None and pos is not None and taps is None and cache is not None \
-                and x.shape[0] <= stack.max_rows and not torch.is_grad_enabled():
+        if stack is not None and taps is None and cache is not None and stack.takes(x, pos):
             return stack(x, cos, sin, cache, _rows(rows, x.shape[0]), pos)
         caches = cache.layers if cache is not None else [None] * len(self.model.layers)
         for l, (layer, layer_cache) in enumerate(zip(self.model.layers, caches)):

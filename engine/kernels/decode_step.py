@@ -70,6 +70,11 @@ class DecodeStep:
         self.norms = (layer.input_layernorm, layer.post_attention_layernorm, attn.q_norm, attn.k_norm)
         self._attention, self._mlp = attention, mlp_fn
 
+    def takes(self, x: torch.Tensor, pos) -> bool:
+        """Whether a layer call with input x (B, T, C) at ``pos`` is one this step runs: one
+        token per row (``pos`` given), at most max_rows rows, no autograd."""
+        return pos is not None and x.shape[0] <= self.max_rows and not torch.is_grad_enabled()
+
     def groups(self) -> list[list[torch.Tensor]]:
         """The step's tensors in the order the kernels' stacks take them (csrc/kernels.h)."""
         n1, n2, qn, kn = self.norms
@@ -93,6 +98,8 @@ class DecodeStack:
         make = kernels.q8_stack if kind == "int8" else kernels.b16_stack
         self.kind, self.max_rows = kind, MAX_ROWS[kind]
         self._stack = make([s.groups() for s in steps], eps)
+
+    takes = DecodeStep.takes  # the same batches as each layer's step
 
     def __call__(self, x, cos, sin, cache, rows: torch.Tensor, pos: torch.Tensor):
         """As DecodeStep, through every layer: ``cache`` the KVCache (all layers)."""

@@ -682,50 +682,48 @@ class Stack final : public LayerStack {
   std::vector<at::Tensor> keep_;
 };
 
-// The norm weights of one layer: (input, post-attention, q, k), each checked as the steps do.
-template <class W>
-static void stack_norms(typename Stack<W>::Layer& L, const Tensors& n, Tensors& keep) {
-  TORCH_CHECK(n.size() == 4, "decoder stack: a layer needs its 4 norm weights");
-  for (const auto& t : n) { check_f32(t, "norm weight"); keep.push_back(t); }
-  L.n1 = n[0]; L.n2 = n[1]; L.qn = n[2]; L.kn = n[3];
+// A Stack from the layers' tensor groups (kernels.h): the norms (input, post-attention, q, k)
+// checked as the steps check them, each layer's products by ``products`` (the kind's own
+// layout), every tensor kept.
+template <class W, class F>
+static std::shared_ptr<LayerStack> make_stack(const std::vector<std::vector<Tensors>>& layers,
+                                              double eps, const F& products) {
+  std::vector<typename Stack<W>::Layer> out;
+  Tensors keep;
+  for (const auto& g : layers) {
+    TORCH_CHECK(!g.empty() && g[0].size() == 4, "decoder stack: a layer needs its 4 norm weights");
+    for (const auto& t : g[0]) check_f32(t, "norm weight");
+    typename Stack<W>::Layer L;
+    L.n1 = g[0][0]; L.n2 = g[0][1]; L.qn = g[0][2]; L.kn = g[0][3];
+    products(g, L);
+    for (const auto& part : g) keep.insert(keep.end(), part.begin(), part.end());
+    out.push_back(std::move(L));
+  }
+  return std::make_shared<Stack<W>>(eps, std::move(out), std::move(keep));
 }
 
 std::shared_ptr<LayerStack> q8_stack(std::vector<std::vector<Tensors>> layers, double eps) {
-  std::vector<Stack<Q8W>::Layer> out;
-  Tensors keep;
-  for (const auto& g : layers) {
+  return make_stack<Q8W>(layers, eps, [](const std::vector<Tensors>& g, Stack<Q8W>::Layer& L) {
     // norms, q/k/v (weights, scales, sums), o, gate/up (weights, scales, sums), down
     TORCH_CHECK(g.size() == 9 && g[4].size() == 3 && g[8].size() == 3,
                 "decoder stack: an int8 layer is [norms, qkv, qkv scales, qkv sums, "
                 "(o, scale, sum), gu, gu scales, gu sums, (down, scale, sum)]");
-    Stack<Q8W>::Layer L;
-    stack_norms<Q8W>(L, g[0], keep);
     L.qkv = q8parts(g[1], g[2], g[3]);
     L.o = q8w(g[4][0], g[4][1], g[4][2]);
     L.gu = q8parts(g[5], g[6], g[7]);
     L.dn = q8w(g[8][0], g[8][1], g[8][2]);
-    for (size_t i = 1; i < g.size(); ++i) keep.insert(keep.end(), g[i].begin(), g[i].end());
-    out.push_back(std::move(L));
-  }
-  return std::make_shared<Stack<Q8W>>(eps, std::move(out), std::move(keep));
+  });
 }
 
 std::shared_ptr<LayerStack> b16_stack(std::vector<std::vector<Tensors>> layers, double eps) {
-  std::vector<Stack<B16W>::Layer> out;
-  Tensors keep;
-  for (const auto& g : layers) {
+  return make_stack<B16W>(layers, eps, [](const std::vector<Tensors>& g, Stack<B16W>::Layer& L) {
     TORCH_CHECK(g.size() == 5 && g[2].size() == 1 && g[4].size() == 1,
                 "decoder stack: a bf16 layer is [norms, qkv, (o,), gu, (down,)]");
-    Stack<B16W>::Layer L;
-    stack_norms<B16W>(L, g[0], keep);
     L.qkv = b16parts(g[1]);
     L.o = b16w(g[2][0]);
     L.gu = b16parts(g[3]);
     L.dn = b16w(g[4][0]);
-    for (size_t i = 1; i < g.size(); ++i) keep.insert(keep.end(), g[i].begin(), g[i].end());
-    out.push_back(std::move(L));
-  }
-  return std::make_shared<Stack<B16W>>(eps, std::move(out), std::move(keep));
+  });
 }
 
 // ---- greedy pick over a bf16 output matrix (the lm_head), exact, screened by an int8 copy.

@@ -77,9 +77,10 @@ static inline void norm_rope_head(float* x, const float* w, const float* cs, con
   for (int64_t i = h; i < D; ++i) x[i] = n[i] * cs[i] + n[i - h] * sn[i];
 }
 
-// The KV cache holds fp32 (the fp32 mode: exact) or bf16 (the int8 and bf16 modes: half the
-// bytes a decode step reads from it; llama.cpp keeps f16). A bf16 column is the fp32 value
+// The KV cache holds fp32 (the fp32 and int8 modes) or bf16 (the bf16 mode: half the memory and
+// the bytes a decode step reads from it; llama.cpp keeps f16). A bf16 column is the fp32 value
 // rounded to nearest even, as torch's cast rounds a prompt's columns; it is read widened exactly.
+// (bf16_outer.h's to_bf16 rounds alike but needs AVX512_BF16 and pads to 32 values.)
 static inline void kv_store(float* dst, const float* src, int64_t D) {
   std::memcpy(dst, src, D * sizeof(float));
 }
